@@ -1,0 +1,87 @@
+"""`ponder bench engine`: what the batching engine buys, measured side by side in one run.
+
+One workload (game24 test problems x self-consistency@n with the shipped policy) three ways:
+(a) through the engine, all searches concurrent; (b) every request as its own one-row `generate_batch`
+call, one after another; (c) all requests in one maximal `generate_batch` call, the ceiling for (a).
+Every request carries its own seed, so all three produce the same texts; the benchmark checks that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import torch
+
+from ponder.lm.base import Completion, LanguageModel, Request
+from ponder.lm.engine import Engine
+from ponder.lm.hf import HFBackend
+from ponder.search import SearchConfig
+from ponder.search.base import request_seed
+from ponder.search.self_consistency import self_consistency
+from ponder.tasks import Game24
+
+
+class _Recorder(LanguageModel):
+    """Records every request a search makes, so the other modes can replay exactly the same workload."""
+
+    def __init__(self, lm: LanguageModel) -> None:
+        self.lm = lm
+        self.requests: list[Request] = []
+        self.completions: list[Completion] = []
+
+    async def generate(self, requests: list[Request]) -> list[Completion]:
+        out = await self.lm.generate(requests)
+        self.requests += requests
+        self.completions += out
+        return out
+
+
+def engine_benchmark(model: str, n_problems: int, n: int, sequential_problems: int, seed: int) -> list[dict[str, Any]]:
+    torch.set_num_threads(torch.get_num_threads())
+    task = Game24()
+    problems = task.problems("test", limit=n_problems)
+    backend = HFBackend(model)
+    cfg = SearchConfig(n=n, temperature=0.8, max_tokens=160, seed=seed)
+    backend.generate_batch([Request(task.prompt(problems[0]))])  # warm-up: first call pays one-off costs
+
+    engine = Engine(backend, max_batch=n_problems * n)
+    recorder = _Recorder(engine)
+
+    async def all_searches() -> None:
+        await asyncio.gather(*(self_consistency(task, p, recorder, None, cfg) for p in problems))
+
+    start = time.perf_counter()
+    asyncio.run(all_searches())
+    t_engine = time.perf_counter() - start
+    requests, reference = recorder.requests, recorder.completions
+
+    start = time.perf_counter()
+    ceiling = backend.generate_batch(requests)
+    t_batch = time.perf_counter() - start
+
+    subset = [r for r in requests if any(r.params.seed == request_seed(cfg, p, "sc", i)
+                                         for p in problems[:sequential_problems] for i in range(n))]
+    start = time.perf_counter()
+    sequential = [backend.generate_batch([r])[0] for r in subset]
+    t_seq = time.perf_counter() - start
+
+    same = [c.text for c in ceiling] == [c.text for c in reference]
+    by_prompt_seed = {(r.prompt, r.params.seed): c.text for r, c in zip(requests, reference)}
+    same_seq = all(by_prompt_seed[(r.prompt, r.params.seed)] == c.text for r, c in zip(subset, sequential))
+    rows = [
+        {"mode": "(a) engine", "rows": len(requests), "tokens": sum(c.generated_tokens for c in reference),
+         "seconds": t_engine, "batches": engine.stats.batches},
+        {"mode": "(b) sequential, 1 request per call", "rows": len(subset),
+         "tokens": sum(c.generated_tokens for c in sequential), "seconds": t_seq, "batches": len(subset)},
+        {"mode": "(c) one maximal batch", "rows": len(requests), "tokens": sum(c.generated_tokens for c in ceiling),
+         "seconds": t_batch, "batches": 1},
+    ]
+    for row in rows:
+        row["tokens_per_s"] = row["tokens"] / row["seconds"]
+    for row in rows:
+        row["vs_sequential"] = row["tokens_per_s"] / rows[1]["tokens_per_s"]
+        row["vs_max_batch"] = row["tokens_per_s"] / rows[2]["tokens_per_s"]
+        row["same_texts"] = same if row is not rows[1] else same_seq
+    return rows

@@ -1,0 +1,153 @@
+"""`ponder eval`: run methods x budgets over a task's problems through one shared engine.
+
+All jobs run concurrently (up to `concurrency` at once) so the engine can batch their model calls; each row
+is written the moment its job finishes, which makes the run resumable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ponder.evaluate.results import ResultsFile
+from ponder.lm.base import LanguageModel
+from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, search
+from ponder.tasks import Task, TaskError, get_task
+from ponder.tasks.base import Problem
+from ponder.verifiers.base import Verifier, get_verifier
+
+
+@dataclass
+class EvalConfig:
+    task: str = "game24"
+    split: str = "test"
+    limit: int | None = None
+    model: str = ""  # empty: the shipped policy for the task
+    methods: list[str] = field(default_factory=lambda: ["cot", "self_consistency", "best_of_n"])
+    budgets: list[int] = field(default_factory=lambda: [16])
+    verifier: str = "oracle"
+    aggregate: str = "last"
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_tokens: int = 0  # 0: the task's default
+    seed: int = 0
+    concurrency: int = 64
+    max_batch: int = 512
+
+    def resolved(self) -> EvalConfig:
+        for m in self.methods:
+            get_method(m)  # unknown names fail before any work starts
+        if self.verifier:
+            get_verifier(self.verifier)
+        if any(b < 1 for b in self.budgets):
+            raise TaskError(f"budgets must be positive, got {self.budgets}")
+        model = self.model or f"{self.task}-policy"
+        max_tokens = self.max_tokens or DEFAULT_MAX_TOKENS.get(self.task, 256)
+        return EvalConfig(**{**asdict(self), "model": model, "max_tokens": max_tokens})
+
+
+DEFAULT_MAX_TOKENS = {"game24": 160, "arith": 200}
+
+
+def jobs(cfg: EvalConfig, problems: list[Problem]) -> list[tuple[str, int, Problem]]:
+    """(method, budget, problem); greedy CoT has no budget knob, so it runs once with budget 1."""
+    out = []
+    for method in cfg.methods:
+        for budget in [1] if method == "cot" else cfg.budgets:
+            out.extend((method, budget, p) for p in problems)
+    return out
+
+
+async def run_job(task: Task, problem: Problem, method: str, budget: int, lm: LanguageModel,
+                  verifier: Verifier | None, cfg: EvalConfig) -> dict[str, Any]:
+    search_cfg = SearchConfig(n=budget, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
+                              aggregate=cfg.aggregate, seed=cfg.seed)
+    start = time.perf_counter()
+    trace = await search(task, problem, lm, verifier, get_method(method), search_cfg)
+    return {
+        "method": method, "budget": budget, "problem_id": problem.id, "answer": trace.answer,
+        "correct": task.grade(problem, trace.answer), "usage": asdict(trace.usage),
+        "latency": round(time.perf_counter() - start, 3),
+        "solution": trace.solution, "trace": {"nodes": [asdict(n) for n in trace.nodes], "extra": trace.extra},
+    }
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["budget"]), []).append(r)
+    table = []
+    for (method, budget), rs in groups.items():
+        n = len(rs)
+        table.append({
+            "method": method, "budget": budget, "problems": n,
+            "accuracy": sum(r["correct"] for r in rs) / n,
+            "generated_tokens": sum(r["usage"]["generated_tokens"] for r in rs) / n,
+            "prompt_tokens": sum(r["usage"]["prompt_tokens"] for r in rs) / n,
+            "model_calls": sum(r["usage"]["model_calls"] for r in rs) / n,
+            "verifier_calls": sum(r["usage"]["verifier_calls"] for r in rs) / n,
+            "seconds": sum(r["usage"]["seconds"] for r in rs) / n,
+        })
+    return table
+
+
+def check_config(out: Path, cfg: EvalConfig) -> None:
+    """A results folder belongs to one config: resuming with another would mix incomparable rows."""
+    path = out / "config.json"
+    mine = asdict(cfg)
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved != mine:
+            diff = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
+            raise TaskError(f"{out} holds a run with another config {diff} (saved, now); use another --out")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(mine, indent=2) + "\n")
+
+
+async def _run(cfg: EvalConfig, out: Path, lm: LanguageModel, show_progress: bool) -> list[dict[str, Any]]:
+    task = get_task(cfg.task)
+    problems = task.problems(cfg.split, limit=cfg.limit)
+    results = ResultsFile(out / "results.jsonl")
+    todo = [j for j in jobs(cfg, problems) if (j[0], j[1], j[2].id) not in results.done]
+    verifier = get_verifier(cfg.verifier) if cfg.verifier and any(m in NEEDS_VERIFIER for m in cfg.methods) else None
+    gate = asyncio.Semaphore(cfg.concurrency)
+    total = len(results.done) + len(todo)
+    with Progress(TextColumn("[bold]eval {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("acc {task.fields[acc]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  disable=not show_progress) as bar:
+        job = bar.add_task(cfg.task, total=total, completed=len(results.done), acc="-")
+
+        async def one(method: str, budget: int, problem: Problem) -> None:
+            async with gate:
+                row = await run_job(task, problem, method, budget, lm, verifier, cfg)
+            results.append(row)
+            done = results.rows
+            bar.update(job, advance=1, acc=f"{sum(r['correct'] for r in done) / len(done):.2f}")
+
+        await asyncio.gather(*(one(*j) for j in todo))
+    return results.rows
+
+
+def run_eval(cfg: EvalConfig, out: Path, lm: LanguageModel | None = None, show_progress: bool = True
+             ) -> list[dict[str, Any]]:
+    """Run (or resume) an evaluation into `out`; returns the summary table, also saved as summary.json."""
+    cfg = cfg.resolved()
+    get_task(cfg.task).problems(cfg.split, limit=0)  # a bad task or split fails before the model loads
+    check_config(out, cfg)
+    if lm is None:
+        from ponder.lm.engine import Engine
+        from ponder.lm.hf import HFBackend
+
+        lm = Engine(HFBackend(cfg.model), max_batch=cfg.max_batch)
+    rows = asyncio.run(_run(cfg, out, lm, show_progress))
+    order = {(m, b): i for i, (m, b, _) in enumerate(jobs(cfg, [Problem("", "")]))}
+    table = sorted(summarize(rows), key=lambda r: order.get((r["method"], r["budget"]), 1 << 30))
+    (out / "summary.json").write_text(json.dumps(table, indent=2) + "\n")
+    return table

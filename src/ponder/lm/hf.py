@@ -1,0 +1,181 @@
+"""In-process Hugging Face backend: a local transformers directory, a `.gguf` file, or a shipped tiny policy.
+
+Its own decoding loop (KV cache, left padding) rather than `model.generate`, because one batch mixes rows
+from different searches: each row has its own temperature, top-p, token limit, stop strings and seed, and a
+row that finishes leaves the batch so the rest run faster.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers.utils import logging as hf_logging
+
+from ponder.lm.base import Backend, Completion, LanguageModel, Request
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+class ModelLoadError(ValueError):
+    pass
+
+
+def resolve_model(spec: str) -> tuple[Path, str | None]:
+    """A shipped policy name (`game24-policy`), a model directory, or a `.gguf` file -> (dir, gguf file)."""
+    if (ASSETS / spec).is_dir():
+        return ASSETS / spec, None
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"no GGUF file at {path}")
+        return path.parent, path.name
+    if path.is_dir() and (path / "config.json").is_file():
+        return path, None
+    shipped = sorted(p.name for p in ASSETS.iterdir() if p.is_dir()) if ASSETS.is_dir() else []
+    raise ModelLoadError(
+        f"model {spec!r} is not a shipped model ({', '.join(shipped) or 'none'}), a directory with "
+        "config.json, or a .gguf file"
+    )
+
+
+class HFBackend(Backend):
+    def __init__(self, spec: str, threads: int | None = None, device: str = "cpu") -> None:
+        directory, gguf = resolve_model(spec)
+        hf_logging.disable_progress_bar()
+        if threads:
+            torch.set_num_threads(threads)
+        kwargs = {"gguf_file": gguf} if gguf else {}
+        self.name = Path(spec).stem if gguf else Path(spec).name
+        self.tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
+        self.model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **kwargs)
+        self.model.to(device).eval()
+        self.device = device
+        self.eos = {t for t in [self.tokenizer.eos_token_id, self.model.config.eos_token_id]
+                    if isinstance(t, int)}
+        self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos)
+        self.max_positions = getattr(self.model.config, "max_position_embeddings", 2048)
+        self._rng = random.Random(0)
+        # transformers 5.x renamed the forward argument `past_key_values` to `cache`
+        self._cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    @torch.inference_mode()
+    def generate_batch(self, requests: list[Request]) -> list[Completion]:
+        prompts = [self.encode(r.prompt) for r in requests]
+        results: list[Completion | None] = [None] * len(requests)
+        rows = []
+        for i, ids in enumerate(prompts):
+            if not ids or len(ids) >= self.max_positions:  # nothing left to generate into
+                results[i] = Completion("", len(ids), 0, "length")
+            else:
+                rows.append(i)
+        start = time.perf_counter()
+        if rows:
+            self._decode(requests, prompts, rows, results)
+        done = [r for r in results if r is not None]
+        # Each row is charged its share of the batch's time, by tokens processed: compute, not latency.
+        seconds = time.perf_counter() - start
+        total = sum(c.prompt_tokens + c.generated_tokens for c in done) or 1
+        return [replace(c, seconds=seconds * (c.prompt_tokens + c.generated_tokens) / total) for c in done]
+
+    def _decode(self, requests: list[Request], prompts: list[list[int]], rows: list[int],
+                results: list[Completion | None]) -> None:
+        width = max(len(prompts[i]) for i in rows)
+        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for j, i in enumerate(rows):  # left padding, so every row's next token is in the last column
+            ids[j, width - len(prompts[i]) :] = torch.tensor(prompts[i])
+            mask[j, width - len(prompts[i]) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        params = [requests[i].params for i in rows]
+        gens = [torch.Generator().manual_seed(p.seed if p.seed is not None else self._rng.getrandbits(63))
+                for p in params]
+        out_ids: list[list[int]] = [[] for _ in rows]
+        active = list(range(len(rows)))  # indices into `rows` still decoding, in batch order
+        cache = DynamicCache()
+        logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                            position_ids=positions.to(self.device), use_cache=True,
+                            **{self._cache_arg: cache}).logits[:, -1].float().cpu()
+        last_pos = positions[:, -1]
+        while True:
+            tokens = self._sample(logits, [params[j] for j in active], [gens[j] for j in active])
+            keep = []
+            for b, j in enumerate(active):
+                tok = int(tokens[b])
+                out_ids[j].append(tok)
+                reason = self._finished(out_ids[j], params[j], len(prompts[rows[j]]))
+                if reason is None:
+                    keep.append(b)
+                else:
+                    results[rows[j]] = self._complete(out_ids[j], params[j], len(prompts[rows[j]]), reason)
+            if not keep:
+                return
+            if len(keep) < len(active):  # finished rows leave the batch and its cache
+                index = torch.tensor(keep)
+                cache.batch_select_indices(index.to(self.device))
+                mask, last_pos, tokens = mask[index], last_pos[index], tokens[index]
+                active = [active[b] for b in keep]
+            mask = torch.cat([mask, torch.ones((len(active), 1), dtype=torch.long)], dim=1)
+            last_pos = last_pos + 1
+            logits = self.model(input_ids=tokens[:, None].to(self.device), attention_mask=mask.to(self.device),
+                                position_ids=last_pos[:, None].to(self.device), use_cache=True,
+                                **{self._cache_arg: cache}).logits[:, -1].float().cpu()
+
+    @staticmethod
+    def _sample(logits: torch.Tensor, params: list, gens: list[torch.Generator]) -> torch.Tensor:
+        temps = torch.tensor([p.temperature for p in params])
+        greedy = logits.argmax(-1)
+        if bool((temps == 0).all()):
+            return greedy
+        scaled = logits / temps.clamp(min=1e-5)[:, None]
+        top_p = torch.tensor([p.top_p for p in params])
+        if bool((top_p < 1).any()):  # nucleus: drop tokens outside the smallest set with mass >= top_p
+            sorted_logits, order = scaled.sort(-1, descending=True)
+            cum = sorted_logits.softmax(-1).cumsum(-1)
+            drop = cum - sorted_logits.softmax(-1) >= top_p[:, None]
+            sorted_logits[drop] = float("-inf")
+            scaled = torch.full_like(scaled, float("-inf")).scatter(-1, order, sorted_logits)
+        probs = scaled.softmax(-1)
+        # Each row draws from its own generator: the same request gives the same text in any batch.
+        out = torch.empty(len(params), dtype=torch.long)
+        for b, (p, g) in enumerate(zip(params, gens)):
+            out[b] = greedy[b] if p.temperature == 0 else torch.multinomial(probs[b], 1, generator=g)[0]
+        return out
+
+    def _finished(self, out: list[int], p, n_prompt: int) -> str | None:
+        if out[-1] in self.eos:
+            return "stop"
+        if p.stop:
+            longest = max(len(s) for s in p.stop)
+            tail = self.tokenizer.decode(out[-longest - 1 :], skip_special_tokens=True)
+            if any(s in tail for s in p.stop):
+                return "stop"
+        if len(out) >= p.max_tokens or n_prompt + len(out) >= self.max_positions:
+            return "length"
+        return None
+
+    def _complete(self, out: list[int], p, n_prompt: int, reason: str) -> Completion:
+        text = self.tokenizer.decode(out, skip_special_tokens=True)
+        cuts = [text.find(s) for s in p.stop if s in text]
+        if cuts:  # like the OpenAI API: the text ends before the first stop string
+            text = text[: min(cuts)]
+        return Completion(text=text, prompt_tokens=n_prompt, generated_tokens=len(out), finish_reason=reason)
+
+
+class Direct(LanguageModel):
+    """A backend used without the engine: each `generate` call is its own batch."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.name = backend.name
+
+    async def generate(self, requests: list[Request]) -> list[Completion]:
+        return self.backend.generate_batch(requests)

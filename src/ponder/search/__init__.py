@@ -1,0 +1,26 @@
+"""Search methods: one file each, one signature, one registry. Importing a method's module registers it."""
+
+from ponder.lm.base import LanguageModel, Metered
+from ponder.search import best_of_n, cot, self_consistency  # noqa: F401  (registration)
+from ponder.search.base import METHODS, NEEDS_VERIFIER, SearchConfig, SearchMethod
+from ponder.tasks.base import Problem, Task
+from ponder.trace import Trace, Usage
+from ponder.verifiers.base import Verifier
+
+
+def get_method(name: str) -> SearchMethod:
+    if name not in METHODS:
+        raise ValueError(f"unknown search method {name!r}; known methods: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+async def search(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
+                 method: SearchMethod, cfg: SearchConfig) -> Trace:
+    """Run one search with its model calls metered into the trace's usage."""
+    usage = Usage()
+    trace = await method(task, problem, Metered(lm, usage), verifier, cfg)
+    trace.usage.add(usage)
+    return trace
+
+
+__all__ = ["METHODS", "NEEDS_VERIFIER", "SearchConfig", "SearchMethod", "get_method", "search"]

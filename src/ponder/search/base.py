@@ -1,0 +1,71 @@
+"""What every search method shares: its config, its signature and the registry."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ponder.lm.base import LanguageModel, Request, SamplingParams
+from ponder.tasks.base import Problem, Task
+from ponder.trace import Trace
+from ponder.verifiers.base import Verifier
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    n: int = 1  # the budget: samples, beams or rollouts, by method
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_tokens: int = 256
+    aggregate: str = "last"  # how step scores become a solution score
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)  # method-specific knobs, named as in the papers
+
+
+class SearchMethod(Protocol):
+    def __call__(self, task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
+                 cfg: SearchConfig) -> Awaitable[Trace]: ...
+
+
+METHODS: dict[str, SearchMethod] = {}
+NEEDS_VERIFIER: set[str] = set()
+
+
+def register(name: str, needs_verifier: bool = False) -> Callable[[SearchMethod], SearchMethod]:
+    def wrap(fn: SearchMethod) -> SearchMethod:
+        METHODS[name] = fn
+        if needs_verifier:
+            NEEDS_VERIFIER.add(name)
+        return fn
+
+    return wrap
+
+
+def request_seed(cfg: SearchConfig, problem: Problem, *parts: object) -> int:
+    """A stable per-request seed from the run seed, the problem and the call's place in the search."""
+    text = "|".join(str(x) for x in (cfg.seed, problem.id, *parts))
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") >> 1
+
+
+async def sample_solutions(task: Task, problem: Problem, lm: LanguageModel, cfg: SearchConfig, n: int,
+                           temperature: float, tag: str) -> list[list[str]]:
+    """n whole solutions from the policy, each split into steps."""
+    prompt = task.prompt(problem)
+    requests = [Request(prompt, SamplingParams(temperature=temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
+                                               seed=request_seed(cfg, problem, tag, i)))
+                for i in range(n)]
+    return [task.split_steps(c.text) for c in await lm.generate(requests)]
+
+
+def record_solutions(trace: Trace, task: Task, problem: Problem, solutions: list[list[str]],
+                     scores: list[float] | None = None) -> list[str | None]:
+    """Add each solution to the trace as a path; returns their extracted answers."""
+    answers = []
+    for i, steps in enumerate(solutions):
+        answer = task.extract_answer(problem, steps)
+        answers.append(answer)
+        trace.add_path(steps, terminal=True, score=None if scores is None else scores[i],
+                       extra={"answer": answer, "key": task.answer_key(problem, answer)})
+    return answers

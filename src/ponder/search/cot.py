@@ -1,0 +1,20 @@
+"""Chain-of-thought, greedy (Wei et al., 2022, "Chain-of-Thought Prompting Elicits Reasoning in Large
+Language Models"): one solution at temperature 0. The baseline every other method has to beat."""
+
+from __future__ import annotations
+
+from ponder.lm.base import LanguageModel
+from ponder.search.base import SearchConfig, record_solutions, register, sample_solutions
+from ponder.tasks.base import Problem, Task
+from ponder.trace import Trace
+from ponder.verifiers.base import Verifier
+
+
+@register("cot")
+async def cot(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
+              cfg: SearchConfig) -> Trace:
+    trace = Trace(problem.id, "cot")
+    solutions = await sample_solutions(task, problem, lm, cfg, n=1, temperature=0.0, tag="cot")
+    [trace.answer] = record_solutions(trace, task, problem, solutions)
+    trace.solution = task.join_steps(solutions[0])
+    return trace

@@ -1,0 +1,71 @@
+"""The task interface: problems, prompts, step splitting, answer extraction, grading, exact step oracle."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from ponder.tasks.exact import format_number, parse_number
+
+
+class TaskError(ValueError):
+    """Bad task input: a malformed puzzle, file or record. The message says where and what was expected."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: str
+    question: str
+    answer: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+class Task(ABC):
+    """A family of problems whose solutions are lists of steps, one per line.
+
+    `check_step` is the exact oracle: given a prefix of steps it says whether every step is right AND a
+    correct final answer can still be reached. Tasks without one (real data sets) return None.
+    """
+
+    name: str
+
+    @abstractmethod
+    def problems(self, split: str = "test", limit: int | None = None) -> list[Problem]: ...
+
+    @abstractmethod
+    def prompt(self, problem: Problem) -> str:
+        """Text the policy continues with its steps."""
+
+    def split_steps(self, text: str) -> list[str]:
+        return [line.strip() for line in text.split("\n") if line.strip()]
+
+    def join_steps(self, steps: list[str]) -> str:
+        return "".join(step + "\n" for step in steps)
+
+    @abstractmethod
+    def extract_answer(self, problem: Problem, steps: list[str]) -> str | None:
+        """The final answer a solution gives, or None when it gives none."""
+
+    @abstractmethod
+    def grade(self, problem: Problem, answer: str | None) -> bool:
+        """Whether `answer` solves `problem`. Garbage is graded wrong, never raised."""
+
+    def answer_key(self, problem: Problem, answer: str | None) -> str | None:
+        """What majority voting compares: answers with the same key count as the same answer."""
+        if answer is None or not answer.strip():
+            return None
+        value = parse_number(answer.strip().rstrip("."))
+        return format_number(value) if value is not None else " ".join(answer.split()).lower()
+
+    def check_step(self, problem: Problem, steps: list[str]) -> bool | None:
+        """Exact oracle for a prefix of steps; None when the task has none."""
+        return None
+
+    def is_final(self, steps: list[str]) -> bool:
+        """Whether a solution prefix is complete (it has given its final answer)."""
+        return bool(steps) and steps[-1].lower().startswith("answer:")
+
+    def reference_solution(self, problem: Problem) -> list[str] | None:
+        """A correct step-by-step solution written by the task's own solver, if it has one."""
+        return None

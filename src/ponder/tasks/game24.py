@@ -1,0 +1,257 @@
+"""Game of 24: combine four numbers with + - * / to make 24, each number used exactly once.
+
+Puzzles are the Tree of Thoughts list (Yao et al., 2023, "Tree of Thoughts: Deliberate Problem Solving with
+Large Language Models"), ranked by human solve time; the standard test set is ranks 901-1000 and training uses
+the other puzzles only. A step combines two of the numbers left: `10 - 4 = 6 (left: 5 6 6)`. The last line is
+`Answer: (10 - 4) * ... = 24`.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from fractions import Fraction
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from ponder.tasks.base import Problem, Task, TaskError
+from ponder.tasks.exact import apply_op, evaluate_expression, format_number, parse_equation, parse_number
+
+TARGET = Fraction(24)
+TEST_RANKS = range(901, 1001)
+
+
+def parse_puzzle(text: str, where: str = "puzzle") -> tuple[int, ...]:
+    """'4 5 6 10' -> (4, 5, 6, 10). Raises TaskError saying what was expected."""
+    parts = text.split()
+    if len(parts) != 4 or not all(p.isdigit() and p.isascii() and len(p) <= 6 for p in parts):
+        raise TaskError(f"{where}: expected four non-negative integers separated by spaces, got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
+def load_puzzles(path: Path | None = None) -> list[tuple[int, tuple[int, ...]]]:
+    """(rank, numbers) rows of a 24.csv file (columns Rank,Puzzles,...); the shipped copy by default."""
+    if path is None:
+        text = resources.files("ponder.tasks").joinpath("data/24.csv").read_text()
+        name = "24.csv (shipped)"
+    else:
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise TaskError(f"cannot read puzzle file {path}: {err.strerror}") from err
+        name = str(path)
+    rows = list(csv.reader(text.splitlines()))
+    if not rows or [c.strip() for c in rows[0][:2]] != ["Rank", "Puzzles"]:
+        raise TaskError(f"{name}:1: expected a header starting 'Rank,Puzzles'")
+    puzzles = []
+    for lineno, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        if len(row) < 2 or not row[0].strip().isdigit():
+            raise TaskError(f"{name}:{lineno}: expected 'rank,a b c d,...', got {','.join(row)!r}")
+        puzzles.append((int(row[0]), parse_puzzle(row[1], where=f"{name}:{lineno}")))
+    return puzzles
+
+
+# --- exact solver ---------------------------------------------------------------------------------------
+
+State = tuple[Fraction, ...]
+
+
+def _key(numbers: list[Fraction] | tuple[Fraction, ...]) -> State:
+    return tuple(sorted(numbers))
+
+
+@lru_cache(maxsize=200_000)
+def solvable(state: State) -> bool:
+    """Whether the numbers left can still make 24 with any of + - * / (negatives allowed)."""
+    if len(state) == 1:
+        return state[0] == TARGET
+    for i in range(len(state)):
+        for j in range(i + 1, len(state)):
+            rest = state[:i] + state[i + 1 : j] + state[j + 1 :]
+            a, b = state[i], state[j]
+            for c in (a + b, a - b, b - a, a * b, a / b if b else None, b / a if a else None):
+                if c is not None and solvable(_key((*rest, c))):
+                    return True
+    return False
+
+
+def _moves(state: State) -> list[tuple[Fraction, str, Fraction, Fraction, State]]:
+    """Canonical steps from a state: non-negative results, the larger operand first for + * -."""
+    moves = []
+    seen = set()
+    for i in range(len(state)):
+        for j in range(i + 1, len(state)):
+            rest = state[:i] + state[i + 1 : j] + state[j + 1 :]
+            big, small = max(state[i], state[j]), min(state[i], state[j])
+            candidates = [(big, "+", small), (big, "*", small), (big, "-", small), (big, "/", small)]
+            if big != small:
+                candidates.append((small, "/", big))
+            for a, op, b in candidates:
+                c = apply_op(a, op, b)
+                if c is None or (a, op, b) in seen:
+                    continue
+                seen.add((a, op, b))
+                moves.append((a, op, b, c, _key((*rest, c))))
+    return moves
+
+
+def format_step(a: Fraction, op: str, b: Fraction, c: Fraction, left: State) -> str:
+    left_text = " ".join(format_number(x) for x in left)
+    return f"{format_number(a)} {op} {format_number(b)} = {format_number(c)} (left: {left_text})"
+
+
+def solutions(numbers: tuple[int, ...], limit: int | None = None) -> list[list[str]]:
+    """All distinct canonical solution paths (steps plus answer line), in a fixed order."""
+    found: list[list[str]] = []
+
+    def walk(state: State, steps: list[str]) -> None:
+        if limit is not None and len(found) >= limit:
+            return
+        if len(state) == 1:
+            if state[0] == TARGET:
+                found.append([*steps, "Answer: " + expression_from_steps(numbers, steps) + " = 24"])
+            return
+        for a, op, b, c, nxt in _moves(state):
+            if solvable(nxt):
+                walk(nxt, [*steps, format_step(a, op, b, c, nxt)])
+
+    walk(_key([Fraction(n) for n in numbers]), [])
+    return found
+
+
+def expression_from_steps(numbers: tuple[int, ...], steps: list[str]) -> str:
+    """Rebuild one expression from valid steps, e.g. `(10 - 4) * (6 - 5 + ...)`."""
+    pool: list[tuple[Fraction, str]] = [(Fraction(n), str(n)) for n in numbers]
+    for step in steps:
+        parsed = parse_equation(step.split())
+        if parsed is None:
+            raise TaskError(f"not a step: {step!r}")
+        a, op, b, c = parsed
+        ea, eb = _take(pool, a), _take(pool, b)
+        pool.append((c, f"({ea} {op} {eb})"))
+    expr = pool[-1][1] if len(pool) == 1 else " ".join(e for _, e in pool)
+    return expr[1:-1] if expr.startswith("(") and expr.endswith(")") and len(pool) == 1 else expr
+
+
+def _take(pool: list[tuple[Fraction, str]], value: Fraction) -> str:
+    for i, (v, expr) in enumerate(pool):
+        if v == value:
+            pool.pop(i)
+            return expr
+    raise TaskError(f"number {format_number(value)} is not available")
+
+
+# --- the task -------------------------------------------------------------------------------------------
+
+
+class Game24(Task):
+    name = "game24"
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self._puzzles: list[tuple[int, tuple[int, ...]]] | None = None
+
+    def problems(self, split: str = "test", limit: int | None = None) -> list[Problem]:
+        if split not in ("test", "train", "all"):
+            raise TaskError(f"game24 has splits 'test' (ranks 901-1000), 'train' and 'all'; got {split!r}")
+        if self._puzzles is None:
+            self._puzzles = load_puzzles(self.path)
+        rows = [
+            (rank, nums)
+            for rank, nums in self._puzzles
+            if split == "all" or (rank in TEST_RANKS) == (split == "test")
+        ]
+        return [self.problem(nums, id=f"game24-{rank}") for rank, nums in rows[:limit]]
+
+    def problem(self, numbers: tuple[int, ...] | str, id: str | None = None) -> Problem:
+        nums = parse_puzzle(numbers) if isinstance(numbers, str) else numbers
+        text = " ".join(str(n) for n in nums)
+        return Problem(id=id or f"game24-{text.replace(' ', '-')}", question=text, meta={"numbers": nums})
+
+    def prompt(self, problem: Problem) -> str:
+        return f"Input: {problem.question}\n"
+
+    @staticmethod
+    def numbers(problem: Problem) -> tuple[int, ...]:
+        return tuple(problem.meta.get("numbers") or parse_puzzle(problem.question))
+
+    def is_solvable(self, problem: Problem) -> bool:
+        return solvable(_key([Fraction(n) for n in self.numbers(problem)]))
+
+    def reference_solution(self, problem: Problem) -> list[str] | None:
+        found = solutions(self.numbers(problem), limit=1)
+        return found[0] if found else None
+
+    def _replay(self, problem: Problem, steps: list[str]) -> tuple[Counter[Fraction], int] | None:
+        """Apply the arithmetic steps (up to an answer line) exactly; None at the first wrong one."""
+        state = Counter(Fraction(n) for n in self.numbers(problem))
+        n_steps = 0
+        for step in steps:
+            if step.lower().startswith("answer:"):
+                break
+            tokens = step.split()
+            parsed = parse_equation(tokens)
+            if parsed is None or tokens[5:6] != ["(left:"] or not tokens[-1].endswith(")"):
+                return None
+            a, op, b, c = parsed
+            if apply_op(a, op, b) != c:
+                return None
+            state[a] -= 1
+            state[b] -= 1
+            if state[a] < 0 or state[b] < 0:
+                return None
+            state[c] += 1
+            state = +state
+            left = [parse_number(t) for t in [*tokens[6:-1], tokens[-1][:-1]] if t]
+            if None in left or Counter(left) != state:
+                return None
+            n_steps += 1
+        return state, n_steps
+
+    def check_step(self, problem: Problem, steps: list[str]) -> bool:
+        replay = self._replay(problem, steps)
+        if replay is None:
+            return False
+        state, n_steps = replay
+        if n_steps < len(steps):  # an answer line: it must be the last line and itself correct
+            if n_steps != len(steps) - 1:
+                return False
+            return self.grade(problem, self._answer_line(steps[-1]))
+        return solvable(_key(list(state.elements())))
+
+    @staticmethod
+    def _answer_line(line: str) -> str:
+        body = line.split(":", 1)[1]
+        return body.split("=")[0].strip()
+
+    def extract_answer(self, problem: Problem, steps: list[str]) -> str | None:
+        # Build the answer from checked steps when they reach 24: a tiny model's own answer line is
+        # occasionally wrong even when its steps are right.
+        arithmetic = [s for s in steps if not s.lower().startswith("answer:")]
+        replay = self._replay(problem, arithmetic)
+        if replay is not None and list(replay[0].elements()) == [TARGET]:
+            return expression_from_steps(self.numbers(problem), arithmetic)
+        for step in reversed(steps):
+            if step.lower().startswith("answer:"):
+                return self._answer_line(step)
+        return None
+
+    def answer_key(self, problem: Problem, answer: str | None) -> str | None:
+        # Every correct expression is "the same answer": vote on the value and the numbers used.
+        result = evaluate_expression(answer) if answer else None
+        if result is None:
+            return None
+        value, leaves = result
+        return f"{format_number(value)} from {' '.join(format_number(x) for x in sorted(leaves))}"
+
+    def grade(self, problem: Problem, answer: str | None) -> bool:
+        if not answer:
+            return False
+        result = evaluate_expression(answer)
+        if result is None:
+            return False
+        value, leaves = result
+        return value == TARGET and Counter(leaves) == Counter(Fraction(n) for n in self.numbers(problem))

@@ -1,0 +1,1 @@
+"""Training recipes: SFT of the tiny policies (and, in later steps, PRMs and GRPO)."""

@@ -1,0 +1,64 @@
+"""The verifier interface and the verifiers that need no trained model: the exact oracle and the vote."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+
+from ponder.tasks.base import Problem, Task
+
+
+class Verifier(ABC):
+    name: str
+
+    @abstractmethod
+    async def score(self, task: Task, problem: Problem, solutions: list[list[str]]) -> list[list[float]]:
+        """Per-step scores in [0, 1] for each solution (a list of steps)."""
+
+
+class OracleVerifier(Verifier):
+    """The task's exact checker as a verifier: 1 while a prefix can still reach a correct answer, else 0.
+
+    On tasks without a step oracle it grades the final answer and gives that score to every step. It is an
+    upper bound for learned verifiers, not something a real deployment has.
+    """
+
+    name = "oracle"
+
+    async def score(self, task: Task, problem: Problem, solutions: list[list[str]]) -> list[list[float]]:
+        out = []
+        for steps in solutions:
+            if task.check_step(problem, steps[:1]) is None:
+                right = task.grade(problem, task.extract_answer(problem, steps))
+                out.append([float(right)] * len(steps))
+                continue
+            scores, ok = [], True
+            for i in range(1, len(steps) + 1):
+                ok = ok and bool(task.check_step(problem, steps[:i]))
+                scores.append(float(ok))
+            if steps and not task.is_final(steps):  # steps all fine but no answer given: not a solution
+                scores[-1] = 0.0
+            out.append(scores)
+        return out
+
+
+class VoteVerifier(Verifier):
+    """Self-consistency as a verifier (Wang et al., 2023): a solution scores the share of solutions in the
+    same pool that reach the same answer. Only the last step carries the score."""
+
+    name = "vote"
+
+    async def score(self, task: Task, problem: Problem, solutions: list[list[str]]) -> list[list[float]]:
+        keys = [task.answer_key(problem, task.extract_answer(problem, s)) for s in solutions]
+        counts = Counter(k for k in keys if k is not None)
+        return [[0.0] * (len(s) - 1) + [counts[k] / len(solutions) if k is not None else 0.0]
+                for s, k in zip(solutions, keys)]
+
+
+VERIFIERS = {"oracle": OracleVerifier, "vote": VoteVerifier}
+
+
+def get_verifier(name: str) -> Verifier:
+    if name not in VERIFIERS:
+        raise ValueError(f"unknown verifier {name!r}; known verifiers: {', '.join(sorted(VERIFIERS))}")
+    return VERIFIERS[name]()

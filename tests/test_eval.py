@@ -1,0 +1,128 @@
+"""Evaluation runs: resumable after SIGKILL, reproducible from the seed, clear about bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ponder.evaluate import EvalConfig, run_eval
+from ponder.evaluate.results import ResultsFile
+from ponder.lm.engine import Engine
+from ponder.tasks import TaskError
+
+ARGS = ["--limit", "24", "--methods", "cot,self_consistency,best_of_n", "--budgets", "8",
+        "--concurrency", "2", "--seed", "3"]
+
+
+def comparable(rows: list[dict]) -> list[dict]:
+    """Rows without the wall-clock fields, in a fixed order."""
+    out = []
+    for r in rows:
+        r = json.loads(json.dumps(r))
+        r.pop("latency")
+        r["usage"].pop("seconds")
+        out.append(r)
+    return sorted(out, key=lambda r: (r["method"], r["budget"], r["problem_id"]))
+
+
+def read_rows(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+
+
+def cfg_from_args(seed: int = 3) -> EvalConfig:
+    return EvalConfig(task="game24", limit=24, methods=["cot", "self_consistency", "best_of_n"], budgets=[8],
+                      concurrency=2, seed=seed)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_eval_then_resume_gives_the_uninterrupted_rows(tmp_path, game24_backend):
+    whole = tmp_path / "whole"
+    run_eval(cfg_from_args(), whole, lm=Engine(game24_backend), show_progress=False)
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "ponder.cli", "eval", *ARGS, "--out", str(killed)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = killed / "results.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if results.exists() and results.read_text().count("\n") >= 8:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    partial = len(read_rows(killed))
+    assert 8 <= partial < 24 * 3
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    resumed = read_rows(killed)
+    assert len(resumed) == 24 * 3
+    assert comparable(resumed) == comparable(read_rows(whole))
+
+
+def test_same_seed_same_results_and_other_seed_differs(tmp_path, game24_backend):
+    small = dict(task="game24", limit=6, methods=["self_consistency"], budgets=[4], concurrency=3)
+    a = run_eval(EvalConfig(**small, seed=1), tmp_path / "a", lm=Engine(game24_backend), show_progress=False)
+    run_eval(EvalConfig(**small, seed=1), tmp_path / "b", lm=Engine(game24_backend), show_progress=False)
+    run_eval(EvalConfig(**small, seed=2), tmp_path / "c", lm=Engine(game24_backend), show_progress=False)
+    assert comparable(read_rows(tmp_path / "a")) == comparable(read_rows(tmp_path / "b"))
+    texts = lambda d: [n["text"] for r in comparable(read_rows(d)) for n in r["trace"]["nodes"]]  # noqa: E731
+    assert texts(tmp_path / "a") != texts(tmp_path / "c")
+    assert a[0]["problems"] == 6 and json.loads((tmp_path / "a" / "config.json").read_text())["seed"] == 1
+
+
+def test_resuming_with_another_config_is_refused(tmp_path, game24_backend):
+    small = dict(task="game24", limit=2, methods=["cot"], concurrency=2)
+    run_eval(EvalConfig(**small), tmp_path, lm=Engine(game24_backend), show_progress=False)
+    with pytest.raises(TaskError, match="another config"):
+        run_eval(EvalConfig(**small, seed=9), tmp_path, lm=Engine(game24_backend), show_progress=False)
+
+
+def test_torn_last_line_is_dropped_and_rows_never_duplicate(tmp_path):
+    path = tmp_path / "results.jsonl"
+    row = {"method": "cot", "budget": 1, "problem_id": "p1", "correct": True}
+    path.write_text(json.dumps(row) + "\n" + '{"method": "cot", "bud')
+    results = ResultsFile(path)
+    assert results.done == {("cot", 1, "p1")}
+    assert path.read_text() == json.dumps(row) + "\n"
+    results.append(row)
+    results.append({**row, "problem_id": "p2"})
+    assert len(ResultsFile(path).rows) == 2
+
+
+def test_malformed_results_file_names_the_line(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"method": "cot", "budget": 1, "problem_id": "p1"}\nnot json\n')
+    with pytest.raises(TaskError, match=r"results.jsonl:2: not a results row"):
+        ResultsFile(path)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["eval", "--task", "chess"], "unknown task 'chess'"),
+    (["eval", "--methods", "cot,telepathy"], "unknown search method 'telepathy'"),
+    (["eval", "--verifier", "psychic"], "unknown verifier 'psychic'"),
+    (["eval", "--model", "/nonexistent/model"], "is not a shipped model"),
+    (["solve", "1 2 3"], "expected four non-negative integers"),
+    (["train", "sft", "no-such-recipe"], "unknown recipe 'no-such-recipe'"),
+])
+def test_cli_bad_input_is_a_message_not_a_traceback(tmp_path, args, message):
+    if args[0] == "eval":
+        args = [*args, "--out", str(tmp_path / "out")]
+    proc = subprocess.run([sys.executable, "-m", "ponder.cli", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 2
+    assert message in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_cli_solves_impossible_puzzle_with_a_clear_verdict():
+    proc = subprocess.run([sys.executable, "-m", "ponder.cli", "solve", "1 1 1 1"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0
+    assert "has no solution" in proc.stdout and "wrong" in proc.stdout

@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import itertools
+from fractions import Fraction
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ponder.tasks import Game24, TaskError
+from ponder.tasks.exact import format_number
+from ponder.tasks.game24 import load_puzzles, solutions
+
+task = Game24()
+numbers = st.lists(st.integers(1, 13), min_size=4, max_size=4).map(tuple)
+
+
+def brute_force(values: list[Fraction]) -> bool:
+    """Independent check: every expression tree over every ordering, evaluated bottom-up."""
+
+    def results(xs: tuple[Fraction, ...]) -> set[Fraction]:
+        if len(xs) == 1:
+            return {xs[0]}
+        out = set()
+        for cut in range(1, len(xs)):
+            for a in results(xs[:cut]):
+                for b in results(xs[cut:]):
+                    out |= {a + b, a - b, a * b}
+                    if b != 0:
+                        out.add(a / b)
+        return out
+
+    return any(Fraction(24) in results(p) for p in itertools.permutations(values))
+
+
+@settings(max_examples=60, deadline=None)
+@given(numbers)
+def test_solver_agrees_with_brute_force(nums):
+    problem = task.problem(nums)
+    expected = brute_force([Fraction(n) for n in nums])
+    assert task.is_solvable(problem) == expected
+    paths = solutions(nums, limit=5)
+    assert bool(paths) == expected
+    for path in paths:
+        assert all(task.check_step(problem, path[:i]) for i in range(1, len(path) + 1))
+        assert task.grade(problem, task.extract_answer(problem, path))
+
+
+@settings(max_examples=150, deadline=None)
+@given(numbers, st.data())
+def test_oracle_agrees_with_brute_force_on_any_first_step(nums, data):
+    """A random first step, right or wrong: the oracle accepts it iff it is exact and 24 is still reachable."""
+    problem = task.problem(nums)
+    i, j = data.draw(st.lists(st.integers(0, 3), min_size=2, max_size=2, unique=True))
+    op = data.draw(st.sampled_from("+-*/"))
+    a, b = Fraction(nums[i]), Fraction(nums[j])
+    true_c = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else None}[op]
+    c = data.draw(st.sampled_from([x for x in (true_c, Fraction(data.draw(st.integers(-5, 30)))) if x is not None]))
+    left = sorted([Fraction(n) for k, n in enumerate(nums) if k not in (i, j)] + [c])
+    step = f"{format_number(a)} {op} {format_number(b)} = {format_number(c)} (left: " \
+           f"{' '.join(format_number(x) for x in left)})"
+    expected = c == true_c and brute_force(left)
+    assert task.check_step(problem, [step]) == expected
+
+
+def test_oracle_rejects_bad_steps():
+    p = task.problem("4 5 6 10")
+    good = ["10 - 4 = 6 (left: 5 6 6)", "6 - 5 = 1 (left: 1 6)", "6 * 1 = 6 (left: 6)"]
+    assert task.check_step(p, good[:1])
+    assert not task.check_step(p, good)  # arithmetic right, but 6 is not 24
+    assert not task.check_step(p, ["10 - 4 = 7 (left: 5 6 7)"])  # wrong arithmetic
+    assert not task.check_step(p, ["10 - 4 = 6 (left: 5 6)"])  # wrong left list
+    assert not task.check_step(p, ["10 - 3 = 7 (left: 4 5 6 7)"])  # 3 is not available
+    assert not task.check_step(p, ["10 - 4 = 6"])  # no left list
+    assert not task.check_step(p, ["hello world"])
+    assert not task.check_step(p, ["10 / 0 = 0 (left: 0 4 5 6)"])
+
+
+def test_fraction_steps_parse_by_spaces():
+    p = task.problem("1 4 5 6")
+    steps = ["5 / 4 = 5/4 (left: 1 5/4 6)", "5/4 - 1 = 1/4 (left: 1/4 6)", "6 / 1/4 = 24 (left: 24)"]
+    assert all(task.check_step(p, steps[:i]) for i in (1, 2, 3))
+    assert task.grade(p, task.extract_answer(p, steps))
+    assert not task.check_step(p, ["1 / 4 = 1/4 (left: 1/4 5 6)"])  # exact, but 24 is out of reach
+    assert not task.check_step(p, ["4 / 1 = 4 (left: 4 5 6)", "6 / 1/4 = 24 (left: 5 24)"])  # 1/4 not available
+
+
+def test_grade_checks_numbers_and_value_and_never_evaluates_text():
+    p = task.problem("4 5 6 10")
+    assert task.grade(p, "(5 * 4) + (10 - 6)")
+    assert not task.grade(p, "(5 * 4) + 4")  # value 24 but wrong numbers
+    assert not task.grade(p, "4 * 5 + 6 + 10")  # right numbers, wrong value
+    assert not task.grade(p, "__import__('os').system('true')")
+    assert not task.grade(p, "(5 * 4) + (10 - 6")
+    assert not task.grade(p, "4 / (5 - 5) + 6 * 10")
+    assert not task.grade(p, None)
+    assert not task.grade(p, "9" * 5000)
+
+
+def test_impossible_puzzle_is_graded_wrong():
+    p = task.problem("1 1 1 1")
+    assert not task.is_solvable(p)
+    assert task.reference_solution(p) is None
+    assert not task.check_step(p, ["1 + 1 = 2 (left: 1 1 2)"])
+
+
+def test_test_split_is_ranks_901_to_1000_and_train_excludes_it():
+    test, train = task.problems("test"), task.problems("train")
+    assert [p.id for p in test] == [f"game24-{r}" for r in range(901, 1001)]
+    assert test[0].question == "4 5 6 10"
+    assert not {p.id for p in test} & {p.id for p in train}
+    assert len(train) + len(test) == 1362
+
+
+def test_shipped_puzzles_match_shared_copy(shared_data):
+    assert load_puzzles(shared_data / "game24" / "24.csv") == load_puzzles()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("Rank,Puzzles\n1,1 2 3\n", ":2: expected four non-negative integers"),
+    ("Rank,Puzzles\n1,1 2 3 4\nx,1 2 3 4\n", ":3: expected 'rank,a b c d"),
+    ("Name,Numbers\n1,1 2 3 4\n", ":1: expected a header"),
+    ("Rank,Puzzles\n1,1 2 3 four\n", ":2: expected four non-negative integers"),
+])
+def test_malformed_puzzle_file(tmp_path, text, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(TaskError, match=message):
+        Game24(path).problems("all")
+
+
+def test_missing_puzzle_file(tmp_path):
+    with pytest.raises(TaskError, match="cannot read puzzle file"):
+        Game24(tmp_path / "missing.csv").problems()

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+from ponder.lm.base import Request
+from ponder.lm.hf import HFBackend
+from ponder.tasks import TaskError
+from ponder.train.sft import ModelShape, SFTRecipe, TrainConfig, train_sft
+
+
+def test_sft_saves_a_loadable_llama_with_its_tokenizer(tmp_path):
+    recipe = SFTRecipe(name="tiny", task="game24", model=ModelShape(hidden=32, layers=1, heads=2, intermediate=64),
+                       train=TrainConfig(steps=3, batch_size=4, warmup=1, bf16=False))
+    summary = train_sft(recipe, tmp_path)
+    assert summary["steps"] == 3 and summary["final_loss"] > 0
+    model = AutoModelForCausalLM.from_pretrained(tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    assert isinstance(model, LlamaForCausalLM)
+    text = "Input: 4 5 6 10\n10 - 4 = 6 (left: 5 6 6)\n"
+    assert tok.decode(tok(text, add_special_tokens=False).input_ids) == text
+    assert json.loads((tmp_path / "training.json").read_text())["recipe"] == "tiny"
+    out = HFBackend(str(tmp_path)).generate_batch([Request("Input: 1 2 3 4\n")])
+    assert out[0].generated_tokens > 0
+
+
+def test_shipped_recipes_load_and_bad_ones_fail_clearly(tmp_path):
+    assert SFTRecipe.load("game24-policy").task == "game24"
+    assert SFTRecipe.load("arith-policy").model.max_positions >= 579
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: game24\nmodel: {hidden: [}\n")
+    with pytest.raises(TaskError, match="malformed"):
+        SFTRecipe.load(str(bad))
+    with pytest.raises(TaskError, match="unknown recipe"):
+        SFTRecipe.load("nope")
