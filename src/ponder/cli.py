@@ -119,7 +119,7 @@ def eval_cmd(
     print_table(f"{task} {split}: accuracy against compute (per problem)", table, [
         ("method", "method", ""), ("budget", "n", ""), ("problems", "problems", ""), ("accuracy", "accuracy", ".3f"),
         ("generated_tokens", "gen tokens", ".0f"), ("model_calls", "model calls", ".1f"),
-        ("verifier_calls", "verifier calls", ".1f"), ("seconds", "seconds", ".2f")])
+        ("verifier_calls", "verifier calls", ".1f"), ("seconds", "model s", ".2f")])
     console.print(f"results: {out}/results.jsonl  config: {out}/config.json  summary: {out}/summary.json")
 
 
@@ -148,16 +148,17 @@ def train_sft_cmd(
 def bench_engine(
     problems: int = typer.Option(64, help="game24 test problems"),
     n: int = typer.Option(8, help="self-consistency samples per problem"),
-    sequential_problems: int = typer.Option(8, help="problems run through the slow sequential path"),
+    sequential_problems: int = typer.Option(0, help="problems run through the slow sequential path (0: all)"),
     model: str = typer.Option("game24-policy"),
     seed: int = typer.Option(0),
 ) -> None:
     """Engine vs sequential one-request calls vs one maximal batch, same workload, one run."""
     from ponder.evaluate.bench import engine_benchmark
 
-    rows = engine_benchmark(model, problems, n, sequential_problems, seed)
+    rows = engine_benchmark(model, problems, n, sequential_problems or problems, seed)
     print_table(f"engine benchmark: {problems} game24 problems x self-consistency@{n} ({os.cpu_count()} cores)",
-                rows, [("mode", "mode", ""), ("rows", "requests", ""), ("tokens", "gen tokens", ""),
+                rows, [("mode", "mode", ""), ("rows", "requests", ""), ("batches", "batches", ""),
+                       ("tokens", "gen tokens", ""), ("same_texts", "same texts", ""),
                        ("seconds", "seconds", ".2f"), ("tokens_per_s", "tokens/s", ".0f"),
                        ("vs_sequential", "vs sequential", ".2f"), ("vs_max_batch", "vs max batch", ".2f")])
 

@@ -99,31 +99,34 @@ class HFBackend(Backend):
         gens = [torch.Generator().manual_seed(p.seed if p.seed is not None else self._rng.getrandbits(63))
                 for p in params]
         out_ids: list[list[int]] = [[] for _ in rows]
-        active = list(range(len(rows)))  # indices into `rows` still decoding, in batch order
+        batch = list(range(len(rows)))  # which request each cache row holds, in batch order
+        alive = [True] * len(rows)
         cache = DynamicCache()
         logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                             position_ids=positions.to(self.device), use_cache=True,
                             **{self._cache_arg: cache}).logits[:, -1].float().cpu()
         last_pos = positions[:, -1]
         while True:
-            tokens = self._sample(logits, [params[j] for j in active], [gens[j] for j in active])
-            keep = []
-            for b, j in enumerate(active):
-                tok = int(tokens[b])
-                out_ids[j].append(tok)
+            tokens = self._sample(logits, [params[j] for j in batch], [gens[j] for j in batch])
+            for b, j in enumerate(batch):
+                if not alive[j]:
+                    continue
+                out_ids[j].append(int(tokens[b]))
                 reason = self._finished(out_ids[j], params[j], len(prompts[rows[j]]))
-                if reason is None:
-                    keep.append(b)
-                else:
+                if reason is not None:
+                    alive[j] = False
                     results[rows[j]] = self._complete(out_ids[j], params[j], len(prompts[rows[j]]), reason)
+            keep = [b for b, j in enumerate(batch) if alive[j]]
             if not keep:
                 return
-            if len(keep) < len(active):  # finished rows leave the batch and its cache
+            # Finished rows leave the batch and its cache once a quarter of it is done: copying the cache
+            # at every single finish would cost more than the rows it saves.
+            if len(batch) - len(keep) >= max(1, len(batch) // 4):
                 index = torch.tensor(keep)
                 cache.batch_select_indices(index.to(self.device))
                 mask, last_pos, tokens = mask[index], last_pos[index], tokens[index]
-                active = [active[b] for b in keep]
-            mask = torch.cat([mask, torch.ones((len(active), 1), dtype=torch.long)], dim=1)
+                batch = [batch[b] for b in keep]
+            mask = torch.cat([mask, torch.ones((len(batch), 1), dtype=torch.long)], dim=1)
             last_pos = last_pos + 1
             logits = self.model(input_ids=tokens[:, None].to(self.device), attention_mask=mask.to(self.device),
                                 position_ids=last_pos[:, None].to(self.device), use_cache=True,

@@ -222,6 +222,11 @@ class Game24(Task):
             return self.grade(problem, self._answer_line(steps[-1]))
         return solvable(_key(list(state.elements())))
 
+    def is_final(self, steps: list[str]) -> bool:
+        """An answer line, or a last step that leaves a single number."""
+        return super().is_final(steps) or (bool(steps) and steps[-1].endswith(")")
+                                           and len(steps[-1].partition("(left:")[2].split()) == 1)
+
     @staticmethod
     def _answer_line(line: str) -> str:
         body = line.split(":", 1)[1]
