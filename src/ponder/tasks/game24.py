@@ -112,7 +112,7 @@ def solutions(numbers: tuple[int, ...], limit: int | None = None) -> list[list[s
             return
         if len(state) == 1:
             if state[0] == TARGET:
-                found.append([*steps, "Answer: " + expression_from_steps(numbers, steps) + " = 24"])
+                found.append([*steps, f"Answer: {expression_from_steps(numbers, steps)} = 24"])
             return
         for a, op, b, c, nxt in _moves(state):
             if solvable(nxt):
@@ -122,18 +122,24 @@ def solutions(numbers: tuple[int, ...], limit: int | None = None) -> list[list[s
     return found
 
 
-def expression_from_steps(numbers: tuple[int, ...], steps: list[str]) -> str:
-    """Rebuild one expression from valid steps, e.g. `(10 - 4) * (6 - 5 + ...)`."""
+def expression_from_steps(numbers: tuple[int, ...], steps: list[str]) -> str | None:
+    """The expression a list of steps writes, e.g. `(10 - 4) * (6 - 5 + ...)`; None if a step does not parse.
+
+    Nothing is checked here: an operand that is neither an input nor an earlier result is taken as a literal,
+    so wrong steps give an expression that grades wrong, and self-consistency votes on what the model wrote.
+    """
     pool: list[tuple[Fraction, str]] = [(Fraction(n), str(n)) for n in numbers]
     for step in steps:
         parsed = parse_equation(step.split())
         if parsed is None:
-            raise TaskError(f"not a step: {step!r}")
+            return None
         a, op, b, c = parsed
         ea, eb = _take(pool, a), _take(pool, b)
         pool.append((c, f"({ea} {op} {eb})"))
-    expr = pool[-1][1] if len(pool) == 1 else " ".join(e for _, e in pool)
-    return expr[1:-1] if expr.startswith("(") and expr.endswith(")") and len(pool) == 1 else expr
+    if len(pool) != 1:
+        return " ".join(e for _, e in pool)
+    expr = pool[0][1]
+    return expr[1:-1] if expr.startswith("(") and expr.endswith(")") else expr
 
 
 def _take(pool: list[tuple[Fraction, str]], value: Fraction) -> str:
@@ -141,7 +147,7 @@ def _take(pool: list[tuple[Fraction, str]], value: Fraction) -> str:
         if v == value:
             pool.pop(i)
             return expr
-    raise TaskError(f"number {format_number(value)} is not available")
+    return format_number(value).replace("/", " / ")
 
 
 # --- the task -------------------------------------------------------------------------------------------
@@ -233,16 +239,16 @@ class Game24(Task):
         return body.split("=")[0].strip()
 
     def extract_answer(self, problem: Problem, steps: list[str]) -> str | None:
-        # Build the answer from checked steps when they reach 24: a tiny model's own answer line is
-        # occasionally wrong even when its steps are right.
+        # The expression the steps build, not the model's own answer line: a tiny model's answer line is
+        # occasionally wrong even when its steps are right. The answer line is the fallback.
         arithmetic = [s for s in steps if not s.lower().startswith("answer:")]
-        replay = self._replay(problem, arithmetic)
-        if replay is not None and list(replay[0].elements()) == [TARGET]:
-            return expression_from_steps(self.numbers(problem), arithmetic)
+        expr = expression_from_steps(self.numbers(problem), arithmetic) if arithmetic else None
+        if expr is not None and evaluate_expression(expr) is not None:
+            return expr
         for step in reversed(steps):
             if step.lower().startswith("answer:"):
                 return self._answer_line(step)
-        return None
+        return expr
 
     def answer_key(self, problem: Problem, answer: str | None) -> str | None:
         # Every correct expression is "the same answer": vote on the value and the numbers used.
