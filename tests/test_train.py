@@ -35,3 +35,17 @@ def test_shipped_recipes_load_and_bad_ones_fail_clearly(tmp_path):
         SFTRecipe.load(str(bad))
     with pytest.raises(TaskError, match="unknown recipe"):
         SFTRecipe.load("nope")
+
+
+def test_an_untrained_model_gives_garbage_that_is_graded_wrong_not_raised(tmp_path):
+    """A 3-step model writes noise that never reaches end-of-sequence: every row is graded, none raises."""
+    from ponder.evaluate import EvalConfig, run_eval
+
+    recipe = SFTRecipe(name="noise", task="arith", model=ModelShape(hidden=32, layers=1, heads=2, intermediate=64,
+                                                                     max_positions=640),
+                       train=TrainConfig(steps=1, batch_size=2, warmup=1, bf16=False))
+    train_sft(recipe, tmp_path / "model")
+    table = run_eval(EvalConfig(task="arith", limit=4, model=str(tmp_path / "model"), budgets=[3], max_tokens=50),
+                     tmp_path / "eval", show_progress=False)
+    assert [row["accuracy"] for row in table] == [0.0, 0.0, 0.0]
+    assert all(row["generated_tokens"] > 0 for row in table)
