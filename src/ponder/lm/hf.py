@@ -96,8 +96,15 @@ class HFBackend(Backend):
             mask[j, width - len(prompts[i]) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         params = [requests[i].params for i in rows]
-        gens = [torch.Generator().manual_seed(p.seed if p.seed is not None else self._rng.getrandbits(63))
-                for p in params]
+        # Each row draws all its uniforms up front from its own seeded generator: sampling is then one
+        # vectorised inverse-CDF lookup per step, and a request gives the same text in any batch.
+        longest = max(p.max_tokens for p in params)
+        uniforms = torch.stack([
+            torch.rand(longest, generator=torch.Generator().manual_seed(
+                p.seed if p.seed is not None else self._rng.getrandbits(63)), dtype=torch.float64)
+            for p in params])
+        temps = torch.tensor([p.temperature for p in params])
+        top_p = torch.tensor([p.top_p for p in params])
         out_ids: list[list[int]] = [[] for _ in rows]
         batch = list(range(len(rows)))  # which request each cache row holds, in batch order
         alive = [True] * len(rows)
@@ -107,7 +114,9 @@ class HFBackend(Backend):
                             **{self._cache_arg: cache}).logits[:, -1].float().cpu()
         last_pos = positions[:, -1]
         while True:
-            tokens = self._sample(logits, [params[j] for j in batch], [gens[j] for j in batch])
+            rows_t = torch.tensor(batch)
+            steps_t = torch.tensor([len(out_ids[j]) for j in batch]).clamp(max=longest - 1)
+            tokens = self._sample(logits, temps[rows_t], top_p[rows_t], uniforms[rows_t, steps_t])
             for b, j in enumerate(batch):
                 if not alive[j]:
                     continue
@@ -133,25 +142,22 @@ class HFBackend(Backend):
                                 **{self._cache_arg: cache}).logits[:, -1].float().cpu()
 
     @staticmethod
-    def _sample(logits: torch.Tensor, params: list, gens: list[torch.Generator]) -> torch.Tensor:
-        temps = torch.tensor([p.temperature for p in params])
+    def _sample(logits: torch.Tensor, temps: torch.Tensor, top_p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Temperature and nucleus (top-p) sampling by inverse CDF with the given uniforms; temperature 0 is
+        greedy."""
         greedy = logits.argmax(-1)
         if bool((temps == 0).all()):
             return greedy
-        scaled = logits / temps.clamp(min=1e-5)[:, None]
-        top_p = torch.tensor([p.top_p for p in params])
-        if bool((top_p < 1).any()):  # nucleus: drop tokens outside the smallest set with mass >= top_p
+        scaled = logits.double() / temps.clamp(min=1e-5).double()[:, None]
+        if bool((top_p < 1).any()):  # drop tokens outside the smallest set with mass >= top_p
             sorted_logits, order = scaled.sort(-1, descending=True)
-            cum = sorted_logits.softmax(-1).cumsum(-1)
-            drop = cum - sorted_logits.softmax(-1) >= top_p[:, None]
+            probs_sorted = sorted_logits.softmax(-1)
+            drop = probs_sorted.cumsum(-1) - probs_sorted >= top_p.double()[:, None]
             sorted_logits[drop] = float("-inf")
             scaled = torch.full_like(scaled, float("-inf")).scatter(-1, order, sorted_logits)
-        probs = scaled.softmax(-1)
-        # Each row draws from its own generator: the same request gives the same text in any batch.
-        out = torch.empty(len(params), dtype=torch.long)
-        for b, (p, g) in enumerate(zip(params, gens)):
-            out[b] = greedy[b] if p.temperature == 0 else torch.multinomial(probs[b], 1, generator=g)[0]
-        return out
+        cdf = scaled.softmax(-1).cumsum(-1)
+        sampled = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(-1).clamp(max=logits.shape[-1] - 1)
+        return torch.where(temps == 0, greedy, sampled)
 
     def _finished(self, out: list[int], p, n_prompt: int) -> str | None:
         if out[-1] in self.eos:
