@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ponder.evaluate.results import ResultsFile
 from ponder.lm.base import LanguageModel
+from ponder.lm.hf import fingerprint
 from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, search
 from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
@@ -39,6 +40,7 @@ class EvalConfig:
     seed: int = 0
     concurrency: int = 64
     max_batch: int = 512
+    model_fingerprint: str = ""  # filled in: resuming against a retrained checkpoint must not mix rows
 
     def resolved(self) -> EvalConfig:
         for m in self.methods:
@@ -49,7 +51,8 @@ class EvalConfig:
             raise TaskError(f"budgets must be positive, got {self.budgets}")
         model = self.model or f"{self.task}-policy"
         max_tokens = self.max_tokens or DEFAULT_MAX_TOKENS.get(self.task, 256)
-        return EvalConfig(**{**asdict(self), "model": model, "max_tokens": max_tokens})
+        return EvalConfig(**{**asdict(self), "model": model, "max_tokens": max_tokens,
+                             "model_fingerprint": fingerprint(model)})
 
 
 DEFAULT_MAX_TOKENS = {"game24": 160, "arith": 200}

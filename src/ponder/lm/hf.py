@@ -7,6 +7,7 @@ row that finishes leaves the batch so the rest run faster.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import random
 import time
@@ -42,6 +43,22 @@ def resolve_model(spec: str) -> tuple[Path, str | None]:
         f"model {spec!r} is not a shipped model ({', '.join(shipped) or 'none'}), a directory with "
         "config.json, or a .gguf file"
     )
+
+
+def fingerprint(spec: str) -> str:
+    """A short hash of a model's weights and config (size and mtime for files over 256 MB)."""
+    directory, gguf = resolve_model(spec)
+    files = [directory / gguf] if gguf else sorted(
+        p for p in directory.iterdir() if p.suffix in (".safetensors", ".bin", ".json") and p.is_file())
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        stat = path.stat()
+        if stat.st_size > 256 << 20:
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+        else:
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 class HFBackend(Backend):
