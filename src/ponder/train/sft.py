@@ -44,6 +44,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     seed: int = 0
     bf16: str | bool = "auto"
+    init: str = ""  # continue from this checkpoint (shipped name or directory) instead of a fresh model
 
 
 @dataclass
@@ -151,8 +152,17 @@ def train_sft(recipe: SFTRecipe, out_dir: Path, steps: int | None = None) -> dic
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     task = get_task(recipe.task)
-    tok = char_tokenizer()
-    model = new_model(recipe.model, tok)
+    if cfg.init:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from ponder.lm.hf import resolve_model
+
+        directory, _ = resolve_model(cfg.init)
+        tok = AutoTokenizer.from_pretrained(directory)
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+    else:
+        tok = char_tokenizer()
+        model = new_model(recipe.model, tok)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -208,6 +218,7 @@ def write_model_card(out_dir: Path, summary: dict[str, Any]) -> None:
     Measured accuracy is added under "Measured" from a `ponder eval` run (the card says which)."""
     shape = summary["config"]["model"]
     train = summary["config"]["train"]
+    start = f"continued from `{train['init']}`" if train.get("init") else "from scratch"
     card = f"""# {summary["recipe"]}
 
 A tiny `LlamaForCausalLM` policy for the `{summary["task"]}` task, trained by Ponder's own SFT recipe on
@@ -218,8 +229,8 @@ solutions written by the task's exact solver (training split only). Character-le
   intermediate {shape["intermediate"]}, max positions {shape["max_positions"]};
   {summary["parameters"]:,} parameters, tied embeddings.
 - Recipe: `src/ponder/train/recipes/{summary["recipe"]}.yaml` ({train["steps"]} steps, batch {train["batch_size"]},
-  lr {train["lr"]}, seed {train["seed"]}).
-- Command: `ponder train sft {summary["recipe"]} --out src/ponder/assets/{summary["recipe"]}`
+  lr {train["lr"]}, seed {train["seed"]}, {start}).
+- Command: `ponder train sft {summary["recipe"]} --out src/ponder/assets/{out_dir.name}`
 - Training: {summary["seconds"] / 60:.1f} minutes on {summary["threads"]} CPU threads (2-core machine),
   {summary["tokens_per_second"]:,} tokens/s, bf16 autocast: {summary["bf16_autocast"]},
   final loss {summary["final_loss"]}.
