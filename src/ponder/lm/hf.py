@@ -79,7 +79,10 @@ class HFBackend(Backend):
         self.max_positions = getattr(self.model.config, "max_position_embeddings", 2048)
         self._rng = random.Random(0)
         # transformers 5.x renamed the forward argument `past_key_values` to `cache`
-        self._cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        forward_args = inspect.signature(self.model.forward).parameters
+        self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
+        # only the last position's logits are needed: skip the (rows x prompt x vocabulary) prefill logits
+        self._extra = {"logits_to_keep": 1} if "logits_to_keep" in forward_args else {}
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids
@@ -116,10 +119,11 @@ class HFBackend(Backend):
         # Each row draws all its uniforms up front from its own seeded generator: sampling is then one
         # vectorised inverse-CDF lookup per step, and a request gives the same text in any batch.
         longest = max(p.max_tokens for p in params)
-        uniforms = torch.stack([
-            torch.rand(longest, generator=torch.Generator().manual_seed(
-                p.seed if p.seed is not None else self._rng.getrandbits(63)), dtype=torch.float64)
-            for p in params])
+        uniforms = torch.ones((len(params), longest), dtype=torch.float64)
+        for j, p in enumerate(params):  # a row's stream depends only on its own seed and token limit
+            seed = p.seed if p.seed is not None else self._rng.getrandbits(63)
+            uniforms[j, : p.max_tokens] = torch.rand(p.max_tokens, generator=torch.Generator().manual_seed(seed),
+                                                     dtype=torch.float64)
         temps = torch.tensor([p.temperature for p in params])
         top_p = torch.tensor([p.top_p for p in params])
         out_ids: list[list[int]] = [[] for _ in rows]
@@ -128,7 +132,7 @@ class HFBackend(Backend):
         cache = DynamicCache()
         logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                             position_ids=positions.to(self.device), use_cache=True,
-                            **{self._cache_arg: cache}).logits[:, -1].float().cpu()
+                            **{self._cache_arg: cache}, **self._extra).logits[:, -1].float().cpu()
         last_pos = positions[:, -1]
         while True:
             rows_t = torch.tensor(batch)
