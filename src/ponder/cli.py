@@ -18,7 +18,7 @@ train_app = typer.Typer(no_args_is_help=True, help="Train policies (SFT).")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print ratios measured in one run.")
 app.add_typer(train_app, name="train")
 app.add_typer(bench_app, name="bench")
-console = Console()
+console = Console() if sys.stdout.isatty() else Console(width=140)  # logs and CI get whole tables
 
 
 def _fail(message: str) -> None:
