@@ -62,7 +62,7 @@ def engine_benchmark(model: str, n_problems: int, n: int, sequential_problems: i
     ceiling = backend.generate_batch(requests)
     t_batch = time.perf_counter() - start
 
-    subset = [r for r in requests if any(r.params.seed == request_seed(cfg, p, "sc", i)
+    subset = [r for r in requests if any(r.params.seed == request_seed(cfg, p, "sample", i)
                                          for p in problems[:sequential_problems] for i in range(n))]
     start = time.perf_counter()
     sequential = [backend.generate_batch([r])[0] for r in subset]

@@ -51,7 +51,10 @@ def request_seed(cfg: SearchConfig, problem: Problem, *parts: object) -> int:
 
 async def sample_solutions(task: Task, problem: Problem, lm: LanguageModel, cfg: SearchConfig, n: int,
                            temperature: float, tag: str) -> list[list[str]]:
-    """n whole solutions from the policy, each split into steps."""
+    """n whole solutions from the policy, each split into steps.
+
+    Methods that share a `tag` draw the same samples for the same seed (common random numbers), so
+    self-consistency and best-of-n at equal n are compared on identical solutions."""
     prompt = task.prompt(problem)
     requests = [Request(prompt, SamplingParams(temperature=temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
                                                seed=request_seed(cfg, problem, tag, i)))

@@ -24,7 +24,7 @@ async def best_of_n(task: Task, problem: Problem, lm: LanguageModel, verifier: V
     if verifier is None:
         raise ValueError("best_of_n needs a verifier (e.g. --verifier oracle or --verifier vote)")
     trace = Trace(problem.id, "best_of_n", extra={"verifier": verifier.name})
-    solutions = await sample_solutions(task, problem, lm, cfg, n=cfg.n, temperature=cfg.temperature, tag="bon")
+    solutions = await sample_solutions(task, problem, lm, cfg, n=cfg.n, temperature=cfg.temperature, tag="sample")
     step_scores = await verifier.score(task, problem, solutions)
     trace.usage.verifier_calls += len(solutions)
     scores = [aggregate(s, cfg.aggregate) for s in step_scores]

@@ -19,7 +19,7 @@ from ponder.verifiers.base import Verifier
 async def self_consistency(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
                            cfg: SearchConfig) -> Trace:
     trace = Trace(problem.id, "self_consistency")
-    solutions = await sample_solutions(task, problem, lm, cfg, n=cfg.n, temperature=cfg.temperature, tag="sc")
+    solutions = await sample_solutions(task, problem, lm, cfg, n=cfg.n, temperature=cfg.temperature, tag="sample")
     answers = record_solutions(trace, task, problem, solutions)
     keys = [task.answer_key(problem, a) for a in answers]
     votes = Counter(k for k in keys if k is not None)
