@@ -43,6 +43,7 @@ class EvalConfig:
     model_fingerprint: str = ""  # filled in: resuming against a retrained checkpoint must not mix rows
 
     def resolved(self) -> EvalConfig:
+        get_task(self.task).problems(self.split, limit=0)  # a bad task or split fails first
         for m in self.methods:
             get_method(m)  # unknown names fail before any work starts
         if self.verifier:
@@ -142,7 +143,6 @@ def run_eval(cfg: EvalConfig, out: Path, lm: LanguageModel | None = None, show_p
              ) -> list[dict[str, Any]]:
     """Run (or resume) an evaluation into `out`; returns the summary table, also saved as summary.json."""
     cfg = cfg.resolved()
-    get_task(cfg.task).problems(cfg.split, limit=0)  # a bad task or split fails before the model loads
     check_config(out, cfg)
     if lm is None:
         from ponder.lm.engine import Engine
