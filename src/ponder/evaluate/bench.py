@@ -40,7 +40,6 @@ class _Recorder(LanguageModel):
 
 
 def engine_benchmark(model: str, n_problems: int, n: int, sequential_problems: int, seed: int) -> list[dict[str, Any]]:
-    torch.set_num_threads(torch.get_num_threads())
     task = Game24()
     problems = task.problems("test", limit=n_problems)
     backend = HFBackend(model)
