@@ -19,8 +19,9 @@ from typing import Any
 import torch
 import yaml
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
+from ponder.lm.hf import resolve_model
 from ponder.tasks import Game24, Task, TaskError, get_task
 from ponder.tasks.game24 import solutions
 from ponder.train.tokenizer import char_tokenizer
@@ -153,10 +154,6 @@ def train_sft(recipe: SFTRecipe, out_dir: Path, steps: int | None = None) -> dic
     rng = random.Random(cfg.seed)
     task = get_task(recipe.task)
     if cfg.init:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from ponder.lm.hf import resolve_model
-
         directory, _ = resolve_model(cfg.init)
         tok = AutoTokenizer.from_pretrained(directory)
         model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
