@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ponder.evaluate import EvalConfig, run_eval
-from ponder.evaluate.results import ResultsFile
+from ponder.jsonl import ResumableJsonl
 from ponder.lm.engine import Engine
 from ponder.tasks import TaskError
 
@@ -88,19 +88,19 @@ def test_torn_last_line_is_dropped_and_rows_never_duplicate(tmp_path):
     path = tmp_path / "results.jsonl"
     row = {"method": "cot", "budget": 1, "problem_id": "p1", "correct": True}
     path.write_text(json.dumps(row) + "\n" + '{"method": "cot", "bud')
-    results = ResultsFile(path)
+    results = ResumableJsonl(path)
     assert results.done == {("cot", 1, "p1")}
     assert path.read_text() == json.dumps(row) + "\n"
     results.append(row)
     results.append({**row, "problem_id": "p2"})
-    assert len(ResultsFile(path).rows) == 2
+    assert len(ResumableJsonl(path).rows) == 2
 
 
 def test_malformed_results_file_names_the_line(tmp_path):
     path = tmp_path / "results.jsonl"
     path.write_text('{"method": "cot", "budget": 1, "problem_id": "p1"}\nnot json\n')
     with pytest.raises(TaskError, match=r"results.jsonl:2: not a results row"):
-        ResultsFile(path)
+        ResumableJsonl(path)
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ponder.evaluate.results import ResultsFile
+from ponder.jsonl import ResumableJsonl
 from ponder.lm.base import LanguageModel
 from ponder.lm.hf import fingerprint
 from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, search
@@ -118,7 +118,7 @@ def check_config(out: Path, cfg: EvalConfig) -> None:
 async def _run(cfg: EvalConfig, out: Path, lm: LanguageModel, show_progress: bool) -> list[dict[str, Any]]:
     task = get_task(cfg.task)
     problems = task.problems(cfg.split, limit=cfg.limit)
-    results = ResultsFile(out / "results.jsonl")
+    results = ResumableJsonl(out / "results.jsonl")
     todo = [j for j in jobs(cfg, problems) if (j[0], j[1], j[2].id) not in results.done]
     verifier = get_verifier(cfg.verifier) if cfg.verifier and any(m in NEEDS_VERIFIER for m in cfg.methods) else None
     gate = asyncio.Semaphore(cfg.concurrency)

@@ -1,32 +1,36 @@
-"""A resumable JSONL results file: one row per finished (method, budget, problem), written as it finishes.
+"""Resumable JSONL: one row per finished unit of work (an eval job, a labelled solution), written as it finishes.
 
 A run killed at any moment (even by SIGKILL in the middle of a write) resumes: complete rows are kept, a
-torn last line is cut off, and finished keys are skipped. Rows are never duplicated.
+torn last line is cut off, and finished keys are skipped. Rows are never duplicated. Evaluation and the
+data engine both write through it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
 from ponder.tasks.base import TaskError
 
-Key = tuple[str, int, str]
 
-
-def row_key(row: dict[str, Any]) -> Key:
+def eval_key(row: dict[str, Any]) -> Hashable:
+    """An evaluation row is one (method, budget, problem)."""
     return (row["method"], int(row["budget"]), row["problem_id"])
 
 
-class ResultsFile:
-    def __init__(self, path: Path) -> None:
+class ResumableJsonl:
+    def __init__(self, path: Path, key: Callable[[dict[str, Any]], Hashable] = eval_key,
+                 what: str = "results row") -> None:
         self.path = path
+        self.key = key
+        self.what = what
         self.rows: list[dict[str, Any]] = []
         if path.exists():
             self._recover()
-        self.done: set[Key] = {row_key(r) for r in self.rows}
+        self.done: set[Hashable] = {key(r) for r in self.rows}
 
     def _recover(self) -> None:
         data = self.path.read_bytes()
@@ -36,9 +40,9 @@ class ResultsFile:
                 break
             try:
                 row = json.loads(line)
-                row_key(row)
+                self.key(row)
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-                raise TaskError(f"{self.path}:{lineno}: not a results row ({err}); fix or remove the file") from err
+                raise TaskError(f"{self.path}:{lineno}: not a {self.what} ({err}); fix or remove the file") from err
             self.rows.append(row)
             good_end += len(line)
         if good_end < len(data):
@@ -46,7 +50,7 @@ class ResultsFile:
                 f.truncate(good_end)
 
     def append(self, row: dict[str, Any]) -> None:
-        key = row_key(row)
+        key = self.key(row)
         if key in self.done:
             return
         line = (json.dumps(row, sort_keys=True) + "\n").encode()
