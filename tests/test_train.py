@@ -8,7 +8,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 from ponder.lm.base import Request
 from ponder.lm.hf import HFBackend
 from ponder.tasks import TaskError
-from ponder.train.sft import ModelShape, SFTRecipe, TrainConfig, train_sft
+from ponder.train.loop import TrainConfig
+from ponder.train.sft import ModelShape, SFTRecipe, train_sft
 
 
 def test_sft_saves_a_loadable_llama_with_its_tokenizer(tmp_path):

@@ -62,3 +62,16 @@ class ResumableJsonl:
             os.close(fd)
         self.rows.append(row)
         self.done.add(key)
+
+
+def check_config(out: Path, config: dict[str, Any]) -> None:
+    """A run folder belongs to one config: resuming with another would mix incomparable rows."""
+    path = out / "config.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved != config:
+            diff = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k) != v}
+            raise TaskError(f"{out} holds a run with another config {diff} (saved, now); use another --out")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(config, indent=2) + "\n")

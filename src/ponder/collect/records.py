@@ -54,20 +54,21 @@ class StepRecord:
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line; a malformed line is a TaskError naming file and line."""
     try:
-        handle = open(path, encoding="utf-8")
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as err:
         raise TaskError(f"cannot read {path}: {err.strerror}") from err
-    with handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise TaskError(f"{path}:{lineno}: not JSON ({err.msg} at column {err.colno})") from err
-            if not isinstance(obj, dict):
-                raise TaskError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
+    except UnicodeDecodeError as err:
+        raise TaskError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise TaskError(f"{path}:{lineno}: not JSON ({err.msg} at column {err.colno})") from err
+        if not isinstance(obj, dict):
+            raise TaskError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
 
 
 def record_from_dict(obj: dict[str, Any]) -> StepRecord:

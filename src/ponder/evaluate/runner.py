@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ponder.jsonl import ResumableJsonl
+from ponder.jsonl import ResumableJsonl, check_config
 from ponder.lm.base import LanguageModel
 from ponder.lm.hf import fingerprint
 from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, search
@@ -101,20 +101,6 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return table
 
 
-def check_config(out: Path, cfg: EvalConfig) -> None:
-    """A results folder belongs to one config: resuming with another would mix incomparable rows."""
-    path = out / "config.json"
-    mine = asdict(cfg)
-    if path.exists():
-        saved = json.loads(path.read_text())
-        if saved != mine:
-            diff = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
-            raise TaskError(f"{out} holds a run with another config {diff} (saved, now); use another --out")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(mine, indent=2) + "\n")
-
-
 async def _run(cfg: EvalConfig, out: Path, lm: LanguageModel, show_progress: bool) -> list[dict[str, Any]]:
     task = get_task(cfg.task)
     problems = task.problems(cfg.split, limit=cfg.limit)
@@ -143,7 +129,7 @@ def run_eval(cfg: EvalConfig, out: Path, lm: LanguageModel | None = None, show_p
              ) -> list[dict[str, Any]]:
     """Run (or resume) an evaluation into `out`; returns the summary table, also saved as summary.json."""
     cfg = cfg.resolved()
-    check_config(out, cfg)
+    check_config(out, asdict(cfg))
     if lm is None:
         from ponder.lm.engine import Engine
         from ponder.lm.hf import HFBackend

@@ -7,23 +7,21 @@ The model is a real `LlamaForCausalLM` with a character tokenizer, saved as a Hu
 from __future__ import annotations
 
 import json
-import math
 import random
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from ponder.lm.hf import resolve_model
 from ponder.tasks import Game24, Task, TaskError, get_task
 from ponder.tasks.game24 import solutions
+from ponder.train.loop import TrainConfig, train_loop
+from ponder.train.recipe import load_recipe_yaml
 from ponder.train.tokenizer import char_tokenizer
 
 
@@ -37,18 +35,6 @@ class ModelShape:
 
 
 @dataclass
-class TrainConfig:
-    steps: int = 700
-    batch_size: int = 64
-    lr: float = 3e-3
-    warmup: int = 50
-    weight_decay: float = 0.05
-    seed: int = 0
-    bf16: str | bool = "auto"
-    init: str = ""  # continue from this checkpoint (shipped name or directory) instead of a fresh model
-
-
-@dataclass
 class SFTRecipe:
     name: str
     task: str
@@ -59,24 +45,11 @@ class SFTRecipe:
     @classmethod
     def load(cls, name_or_path: str) -> SFTRecipe:
         """A shipped recipe by name (`game24-policy`) or a YAML file path."""
-        path = Path(name_or_path)
-        if path.suffix in (".yaml", ".yml"):
-            try:
-                text = path.read_text()
-            except OSError as err:
-                raise TaskError(f"cannot read recipe {path}: {err.strerror}") from err
-        else:
-            shipped = resources.files("ponder.train").joinpath(f"recipes/{name_or_path}.yaml")
-            if not shipped.is_file():
-                known = sorted(p.name[:-5] for p in resources.files("ponder.train").joinpath("recipes").iterdir()
-                               if p.name.endswith(".yaml"))
-                raise TaskError(f"unknown recipe {name_or_path!r}; shipped recipes: {', '.join(known)}")
-            text = shipped.read_text()
+        name, raw = load_recipe_yaml(name_or_path)
         try:
-            raw = yaml.safe_load(text)
-            return cls(name=path.stem, task=raw["task"], model=ModelShape(**raw.get("model", {})),
+            return cls(name=name, task=raw["task"], model=ModelShape(**raw.get("model", {})),
                        train=TrainConfig(**raw.get("train", {})), kind=raw.get("kind", "sft"))
-        except (yaml.YAMLError, KeyError, TypeError) as err:
+        except TypeError as err:
             raise TaskError(f"recipe {name_or_path}: malformed ({err})") from err
 
 
@@ -132,20 +105,6 @@ def new_model(shape: ModelShape, tok: PreTrainedTokenizerBase) -> LlamaForCausal
     return LlamaForCausalLM(config)
 
 
-def use_bf16(setting: str | bool) -> bool:
-    """bf16 autocast helps only where the CPU has native bf16 (AVX512-BF16/AMX); never required."""
-    if setting == "auto":
-        return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX") or _has_cpu_flag("avx512_bf16")
-    return bool(setting)
-
-
-def _has_cpu_flag(flag: str) -> bool:
-    try:
-        return flag in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-
-
 def train_sft(recipe: SFTRecipe, out_dir: Path, steps: int | None = None) -> dict[str, Any]:
     """Train the recipe's policy and save it to `out_dir`; returns a summary (also saved as training.json)."""
     cfg = recipe.train
@@ -160,46 +119,10 @@ def train_sft(recipe: SFTRecipe, out_dir: Path, steps: int | None = None) -> dic
     else:
         tok = char_tokenizer()
         model = new_model(recipe.model, tok)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-
-    def lr_at(step: int) -> float:  # linear warm-up, cosine decay to 10%
-        if step < cfg.warmup:
-            return cfg.lr * (step + 1) / cfg.warmup
-        progress = (step - cfg.warmup) / max(1, n_steps - cfg.warmup)
-        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-    bf16 = use_bf16(cfg.bf16)
     data = batches(training_examples(task, cfg.seed), tok, cfg.batch_size, recipe.model.max_positions, rng)
-    losses: list[float] = []
-    tokens = 0
-    start = time.time()
-    model.train()
-    with Progress(TextColumn("[bold]sft {task.fields[name]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn()) as bar:
-        job = bar.add_task("sft", total=n_steps, name=recipe.name, loss=float("nan"))
-        for step in range(n_steps):
-            batch = next(data)
-            for group in optim.param_groups:
-                group["lr"] = lr_at(step)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = model(**batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optim.step()
-            optim.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            tokens += int(batch["attention_mask"].sum())
-            bar.update(job, advance=1, loss=sum(losses[-20:]) / len(losses[-20:]))
-    seconds = time.time() - start
-    summary = {
-        "recipe": recipe.name, "task": recipe.task, "steps": n_steps, "seconds": round(seconds, 1),
-        "threads": torch.get_num_threads(), "bf16_autocast": bf16, "tokens": tokens,
-        "tokens_per_second": round(tokens / seconds), "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
-        "parameters": sum(p.numel() for p in model.parameters()), "config": asdict(recipe),
-    }
+    result = train_loop(model, data, cfg, n_steps, lambda m, batch: m(**batch).loss, f"sft {recipe.name}")
+    summary = {"recipe": recipe.name, "task": recipe.task, **result.summary(),
+               "parameters": sum(p.numel() for p in model.parameters()), "config": asdict(recipe)}
     out_dir.mkdir(parents=True, exist_ok=True)
     # bf16 storage halves the shipped size; inference upcasts to fp32.
     model.to(torch.bfloat16).save_pretrained(out_dir)

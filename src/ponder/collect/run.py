@@ -1,0 +1,156 @@
+"""`ponder collect`: sample solutions from the policy and label their steps, into resumable JSONL.
+
+Labellers: `oracle` (the task's exact checker), `mc` (Math-Shepherd rollouts), `omegaprm` (binary search over
+an MC tree; also writes MATH-APS). Each problem runs as one concurrent job through the shared engine; a
+record is written the moment it is labelled, keyed so that a killed run resumes without losing or
+duplicating one (a problem cut off half-way runs again with the same seeds and skips what it wrote).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ponder.collect.mc import mc_labels, oracle_labels
+from ponder.collect.omegaprm import OmegaConfig, omegaprm, tree_records
+from ponder.collect.records import StepRecord
+from ponder.evaluate.runner import DEFAULT_MAX_TOKENS
+from ponder.jsonl import ResumableJsonl, check_config
+from ponder.lm.base import LanguageModel
+from ponder.lm.hf import fingerprint
+from ponder.search.base import SearchConfig, sample_solutions
+from ponder.tasks import Task, TaskError, get_task
+from ponder.tasks.base import Problem
+
+LABELLERS = ("oracle", "mc", "omegaprm")
+
+
+@dataclass
+class CollectConfig:
+    labeller: str = "mc"
+    task: str = "game24"
+    split: str = "train"
+    limit: int | None = 200
+    model: str = ""  # empty: the task's shipped policy
+    samples: int = 4  # solutions sampled per problem (oracle, mc)
+    n: int = 8  # mc: rollouts per step prefix
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_tokens: int = 0  # 0: the task's default
+    seed: int = 0
+    omega: dict[str, float] | None = None  # omegaprm knobs (see OmegaConfig)
+    concurrency: int = 64
+    max_batch: int = 512
+    model_fingerprint: str = ""
+
+    def resolved(self) -> CollectConfig:
+        if self.labeller not in LABELLERS:
+            raise TaskError(f"unknown labeller {self.labeller!r}; choose from {', '.join(LABELLERS)}")
+        get_task(self.task).problems(self.split, limit=0)
+        if self.split == "test":
+            raise TaskError("labels are training data: collect from the train split (test stays held out)")
+        if self.samples < 1 or self.n < 1:
+            raise TaskError("samples and n must be positive")
+        omega = asdict(OmegaConfig(**(self.omega or {}))) if self.labeller == "omegaprm" else None
+        model = self.model or f"{self.task}-policy"
+        return CollectConfig(**{**asdict(self), "model": model, "omega": omega,
+                                "max_tokens": self.max_tokens or DEFAULT_MAX_TOKENS.get(self.task, 256),
+                                "model_fingerprint": fingerprint(model)})
+
+    def search_config(self) -> SearchConfig:
+        return SearchConfig(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, seed=self.seed)
+
+
+def record_key(row: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    return (row["problem_id"], tuple(row["steps"]))
+
+
+async def distinct_samples(task: Task, problem: Problem, lm: LanguageModel, cfg: CollectConfig) -> list[list[str]]:
+    """The policy's solutions for a problem, duplicates dropped (a repeated solution adds no information)."""
+    found = await sample_solutions(task, problem, lm, cfg.search_config(), cfg.samples, cfg.temperature, "collect")
+    seen: dict[tuple[str, ...], list[str]] = {}
+    for steps in found:
+        if steps:
+            seen.setdefault(tuple(steps), steps)
+    return list(seen.values())
+
+
+async def label_problem(task: Task, problem: Problem, lm: LanguageModel, cfg: CollectConfig,
+                        files: dict[str, ResumableJsonl]) -> None:
+    """Label one problem; its line in problems.jsonl, written last, marks it done."""
+    spent = 0
+    if cfg.labeller == "omegaprm":
+        tree = await omegaprm(task, problem, lm, cfg.search_config(), OmegaConfig(**(cfg.omega or {})))
+        aps_record, records = tree_records(task, problem, tree)
+        files["math-aps"].append(aps_record.to_dict())
+        spent = tree.spent
+    else:
+        solutions = await distinct_samples(task, problem, lm, cfg)
+
+        async def one(i: int, steps: list[str]) -> StepRecord:
+            if cfg.labeller == "oracle":
+                return oracle_labels(task, problem, steps, i)
+            return await mc_labels(task, problem, lm, steps, cfg.n, cfg.search_config(), i)
+
+        records = await asyncio.gather(*(one(i, s) for i, s in enumerate(solutions)))
+        spent = sum(r.rollouts for r in records)
+    for record in records:
+        files["records"].append(record.to_dict())
+    files["problems"].append({"problem_id": problem.id, "records": len(records), "rollouts": spent})
+
+
+def run_collect(cfg: CollectConfig, out_dir: Path, lm: LanguageModel | None = None,
+                show_progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) a collection into `out_dir`; returns a summary (also saved as summary.json)."""
+    cfg = cfg.resolved()
+    check_config(out_dir, asdict(cfg))
+    if lm is None:
+        from ponder.lm.engine import Engine
+        from ponder.lm.hf import HFBackend
+
+        lm = Engine(HFBackend(cfg.model), max_batch=cfg.max_batch)
+    files = {"records": ResumableJsonl(out_dir / "records.jsonl", key=record_key, what="step record"),
+             "problems": ResumableJsonl(out_dir / "problems.jsonl", key=lambda r: r["problem_id"], what="problem row")}
+    if cfg.labeller == "omegaprm":
+        files["math-aps"] = ResumableJsonl(out_dir / "math-aps.jsonl", key=lambda r: r["question_id"],
+                                           what="MATH-APS record")
+    records = files["records"]
+    task = get_task(cfg.task)
+    problems = task.problems(cfg.split, limit=cfg.limit)
+    todo = [p for p in problems if p.id not in files["problems"].done]
+
+    async def main() -> None:
+        gate = asyncio.Semaphore(cfg.concurrency)
+        with Progress(TextColumn(f"[bold]collect {cfg.labeller} {cfg.task}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[records]} records"), TimeElapsedColumn(), TimeRemainingColumn(),
+                      disable=not show_progress) as bar:
+            job = bar.add_task("collect", total=len(problems), completed=len(problems) - len(todo),
+                               records=len(records.rows))
+
+            async def one(problem: Problem) -> None:
+                async with gate:
+                    await label_problem(task, problem, lm, cfg, files)
+                bar.update(job, advance=1, records=len(records.rows))
+
+            await asyncio.gather(*(one(p) for p in todo))
+
+    asyncio.run(main())
+    summary = summarize_records(records.rows)
+    summary["problems"] = len(problems)
+    summary["rollouts"] = sum(r["rollouts"] for r in files["problems"].rows)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def summarize_records(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    steps = [x for r in rows for x in r["labels"] if x is not None]
+    return {
+        "records": len(rows), "labelled_steps": len(steps),
+        "good_share": round(sum(x > 0 for x in steps) / max(1, len(steps)), 4),
+        "solved_share": round(sum(bool(r["outcome"]) for r in rows) / max(1, len(rows)), 4),
+    }

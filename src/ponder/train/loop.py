@@ -1,0 +1,93 @@
+"""The optimisation loop every Ponder trainer shares: AdamW, warm-up then cosine decay, gradient clipping,
+bf16 autocast where the CPU has it, and a progress bar with the running loss."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 700
+    batch_size: int = 64
+    lr: float = 3e-3
+    warmup: int = 50
+    weight_decay: float = 0.05
+    seed: int = 0
+    bf16: str | bool = "auto"
+    init: str = ""  # continue from this checkpoint (shipped name or directory) instead of a fresh model
+
+
+@dataclass
+class LoopResult:
+    losses: list[float]
+    tokens: int
+    seconds: float
+    bf16: bool
+
+    def summary(self) -> dict[str, Any]:
+        tail = self.losses[-20:]
+        return {"steps": len(self.losses), "seconds": round(self.seconds, 1), "threads": torch.get_num_threads(),
+                "bf16_autocast": self.bf16, "tokens": self.tokens,
+                "tokens_per_second": round(self.tokens / max(self.seconds, 1e-9)),
+                "final_loss": round(sum(tail) / max(1, len(tail)), 4)}
+
+
+def use_bf16(setting: str | bool) -> bool:
+    """bf16 autocast helps only where the CPU has native bf16 (AVX512-BF16/AMX); never required."""
+    if setting == "auto":
+        return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX") or _has_cpu_flag("avx512_bf16")
+    return bool(setting)
+
+
+def _has_cpu_flag(flag: str) -> bool:
+    try:
+        return flag in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def train_loop(model: torch.nn.Module, data: Iterator[dict[str, torch.Tensor]], cfg: TrainConfig, n_steps: int,
+               loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor], name: str) -> LoopResult:
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+
+    def lr_at(step: int) -> float:  # linear warm-up, cosine decay to 10%
+        if step < cfg.warmup:
+            return cfg.lr * (step + 1) / cfg.warmup
+        progress = (step - cfg.warmup) / max(1, n_steps - cfg.warmup)
+        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    bf16 = use_bf16(cfg.bf16)
+    losses: list[float] = []
+    tokens = 0
+    start = time.time()
+    model.train()
+    with Progress(TextColumn(f"[bold]{name}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn()) as bar:
+        job = bar.add_task(name, total=n_steps, loss=float("nan"))
+        for step in range(n_steps):
+            batch = next(data)
+            for group in optim.param_groups:
+                group["lr"] = lr_at(step)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = loss_fn(model, batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optim.step()
+            optim.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            tokens += int(batch["attention_mask"].sum())
+            bar.update(job, advance=1, loss=sum(losses[-20:]) / len(losses[-20:]))
+    model.eval()
+    return LoopResult(losses, tokens, time.time() - start, bf16)

@@ -1,0 +1,221 @@
+"""Learned verifiers: process reward models (PRMs) in both conventions, and the outcome reward model (ORM).
+
+Every learned verifier reads the same layout, the prompt followed by one line per step with a *marker* at
+its end, and reads one logit per step at the marker's last token:
+
+- `step_tag` PRM (Math-Shepherd, Wang et al., 2024): a causal LM; each step ends with a tag (`ки`) and the
+  step's score is P(`+`) / (P(`+`) + P(`-`)) from the LM head at the tag.
+- `token_classification` PRM (the Qwen2.5-Math-PRM convention, Zhang et al., 2025): a token-classification
+  head; each step ends with a separator token (`<extra_0>`) and the score is P(label 1) there.
+- `orm` (Cobbe et al., 2021): a sequence-classification reward model; one score for a whole solution, read at
+  its last token. Because attention is causal, the same head read at the end of step i scores the prefix
+  that ends there, so an ORM also gives per-step scores (each prefix judged as if it were finished).
+
+The head is declared in the checkpoint's `config.json` under `ponder_verifier` (kind, marker, `+`/`-`
+tokens, a known example for the self-test); checkpoints made elsewhere take a preset (`math-shepherd`).
+Steps are encoded piece by piece and the read positions are recorded as they are built, so a step that
+contains the marker text (it is removed from the step) or a tokenizer that splits the marker into several
+tokens (the last one is read) cannot shift a score onto the wrong step.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.utils import logging as hf_logging
+
+from ponder.lm.hf import resolve_model
+from ponder.tasks.base import Problem, Task
+from ponder.verifiers.base import Verifier
+
+KINDS = ("step_tag", "token_classification", "orm")
+
+
+class VerifierError(ValueError):
+    """A verifier checkpoint that cannot be used as declared; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """How a checkpoint scores steps. Stored in the checkpoint's config.json as `ponder_verifier`."""
+
+    kind: str
+    marker: str = ""  # appended to each step: the step tag, the separator token, or nothing (ORM)
+    good_token: str = "+"  # step_tag only
+    bad_token: str = "-"  # step_tag only
+    task: str = ""
+    self_test: dict[str, Any] = field(default_factory=dict)  # a known example: question, steps, labels
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise VerifierError(f"unknown verifier kind {self.kind!r}; known: {', '.join(KINDS)}")
+        if self.kind != "orm" and not self.marker.strip():
+            raise VerifierError(f"a {self.kind} PRM needs a marker token at the end of each step")
+
+
+PRESETS = {
+    # peiyi9979/math-shepherd-mistral-7b-prm and OpenR's PRMs
+    "math-shepherd": HeadSpec(kind="step_tag", marker=" ки", good_token="+", bad_token="-"),
+}
+
+
+def _model_class(kind: str) -> type:
+    return {"step_tag": AutoModelForCausalLM, "token_classification": AutoModelForTokenClassification,
+            "orm": AutoModelForSequenceClassification}[kind]
+
+
+class StepLayout:
+    """Turns (prompt, steps) into token ids and the positions where each step's score is read."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, head: HeadSpec, max_length: int) -> None:
+        self.tok = tokenizer
+        self.head = head
+        self.max_length = max_length
+        self.marker_ids = self._encode(head.marker) if head.marker else []
+        if head.marker and not self.marker_ids:
+            raise VerifierError(f"the tokenizer encodes the marker {head.marker!r} to nothing")
+        self.newline = self._encode("\n")
+        self.label_ids: tuple[int, int] | None = None
+        if head.kind == "step_tag":
+            good, bad = self._encode(head.good_token), self._encode(head.bad_token)
+            if len(good) != 1 or len(bad) != 1 or good == bad:
+                raise VerifierError(f"good/bad tokens {head.good_token!r}/{head.bad_token!r} must each be one "
+                                    f"distinct token; the tokenizer gives {good} and {bad}")
+            self.label_ids = (good[0], bad[0])
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tok(text, add_special_tokens=False).input_ids)
+
+    def clean(self, step: str) -> str:
+        """A step as one line, without the marker's text (so the model never sees a spurious marker)."""
+        step = " ".join(step.split("\n"))
+        return step.replace(self.head.marker.strip(), "") if self.head.marker.strip() else step
+
+    def encode(self, prompt: str, steps: list[str]) -> tuple[list[int], list[int]]:
+        ids = list(self.tok(prompt).input_ids)
+        positions = []
+        for step in steps:
+            ids += self._encode(self.clean(step)) + self.marker_ids
+            positions.append(len(ids) - 1)
+            ids += self.newline
+        if len(ids) > self.max_length:  # keep every step: drop the start of the prompt
+            cut = len(ids) - self.max_length
+            if positions and positions[0] < cut:
+                raise VerifierError(f"the solution alone is longer than the verifier's {self.max_length} tokens")
+            ids, positions = ids[cut:], [p - cut for p in positions]
+        return ids, positions
+
+
+class LearnedVerifier(Verifier):
+    """A PRM or ORM checkpoint (a shipped name, a directory) as a verifier."""
+
+    def __init__(self, spec: str, head: HeadSpec | str | None = None, batch_size: int = 64) -> None:
+        directory, _ = resolve_model(spec)
+        config = json.loads((directory / "config.json").read_text())
+        if isinstance(head, str):
+            if head not in PRESETS:
+                raise VerifierError(f"unknown verifier preset {head!r}; known: {', '.join(PRESETS)}")
+            head = PRESETS[head]
+        if head is None:
+            if "ponder_verifier" not in config:
+                raise VerifierError(f"{directory} declares no `ponder_verifier` head in config.json; pass a preset "
+                                    f"({', '.join(PRESETS)})")
+            head = HeadSpec(**config["ponder_verifier"])
+        self.head = head
+        self.name = f"{head.kind}:{Path(spec).name}"
+        hf_logging.disable_progress_bar()
+        self.tokenizer = AutoTokenizer.from_pretrained(directory)
+        self.model = load_head_model(directory, head.kind)
+        self.model.eval()
+        limit = getattr(self.model.config, "max_position_embeddings", 2048)
+        self.layout = StepLayout(self.tokenizer, head, limit)
+        self.batch_size = batch_size
+        self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    @torch.inference_mode()
+    def score_texts(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
+        """Per-step scores for (prompt, steps) pairs, computed in batches."""
+        out: list[list[float]] = []
+        for start in range(0, len(items), self.batch_size):
+            encoded = [self.layout.encode(p, s) for p, s in items[start : start + self.batch_size]]
+            batch = pad_batch([ids for ids, _ in encoded], self.pad)
+            margins = step_margins(self.model, self.layout, batch)
+            out.extend(torch.sigmoid(margins[i, pos]).tolist() for i, (_, pos) in enumerate(encoded))
+        return out
+
+    async def score(self, task: Task, problem: Problem, solutions: list[list[str]]) -> list[list[float]]:
+        prompt = task.prompt(problem)
+        return self.score_texts([(prompt, steps) for steps in solutions])
+
+    def self_test(self) -> dict[str, Any]:
+        """Check the head on a known example; raises VerifierError with the reason when it fails.
+
+        Always: the marker gives one read position per step, also when a step contains the marker text; scores
+        lie in [0, 1]. With the checkpoint's known labelled example: every good step outscores every bad one.
+        """
+        example = self.head.self_test or {"question": "1 + 1", "steps": ["1 + 1 = 2", "Answer: 2"], "labels": []}
+        steps = list(example["steps"])
+        prompt = example.get("prompt") or example["question"] + "\n"
+        _, positions = self.layout.encode(prompt, steps)
+        tricky = [*steps[:-1], steps[-1] + " " + (self.head.marker.strip() or "#")]
+        _, tricky_positions = self.layout.encode(prompt, tricky)
+        if len(positions) != len(steps) or len(tricky_positions) != len(steps):
+            raise VerifierError("the marker does not give one read position per step")
+        scores = self.score_texts([(prompt, steps)])[0]
+        if not all(0.0 <= s <= 1.0 for s in scores):
+            raise VerifierError(f"scores {scores} are not probabilities")
+        report: dict[str, Any] = {"kind": self.head.kind, "marker_tokens": len(self.layout.marker_ids),
+                                  "steps": len(steps), "scores": [round(s, 4) for s in scores]}
+        labels = example.get("labels") or []
+        good = [s for s, y in zip(scores, labels) if y]
+        bad = [s for s, y in zip(scores, labels) if not y]
+        if good and bad and min(good) <= max(bad):
+            raise VerifierError(f"on its known example a bad step scores {max(bad):.3f} >= a good one {min(good):.3f}")
+        report["separates_known_example"] = bool(good and bad)
+        return report
+
+
+def load_head_model(directory: Path | str, kind: str, **kwargs: Any) -> PreTrainedModel:
+    return _model_class(kind).from_pretrained(directory, dtype=torch.float32, **kwargs)
+
+
+def pad_batch(rows: list[list[int]], pad: int) -> dict[str, torch.Tensor]:
+    """Right padding: read positions stay where `StepLayout.encode` put them."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def step_margins(model: PreTrainedModel, layout: StepLayout, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[batch, length] logits of "this step is good" at every position (sigmoid gives the score)."""
+    kind = layout.head.kind
+    if kind == "orm":  # the sequence head applied at every position, not only the last
+        hidden = model.base_model(**batch).last_hidden_state
+        logits = model.score(hidden)
+    else:
+        logits = model(**batch).logits
+    if kind == "step_tag":
+        assert layout.label_ids is not None
+        good, bad = layout.label_ids
+        return logits[..., good] - logits[..., bad]
+    return logits[..., 0] if logits.shape[-1] == 1 else logits[..., 1] - logits[..., 0]
+
+
+def head_config(head: HeadSpec) -> dict[str, Any]:
+    return asdict(head)
