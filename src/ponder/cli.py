@@ -14,10 +14,12 @@ from rich.table import Table
 from ponder.tasks.base import TaskError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Test-time search for LLM reasoning.")
-train_app = typer.Typer(no_args_is_help=True, help="Train policies (SFT).")
+train_app = typer.Typer(no_args_is_help=True, help="Train policies (SFT) and verifiers (PRM, ORM).")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print ratios measured in one run.")
+collect_app = typer.Typer(no_args_is_help=True, help="The data engine: step labels for training verifiers.")
 app.add_typer(train_app, name="train")
 app.add_typer(bench_app, name="bench")
+app.add_typer(collect_app, name="collect")
 console = Console() if sys.stdout.isatty() else Console(width=140)  # logs and CI get whole tables
 
 
@@ -97,7 +99,7 @@ def eval_cmd(
     methods: str = typer.Option("cot,self_consistency,best_of_n", help="comma-separated search methods"),
     budgets: str = typer.Option("16", help="comma-separated budgets (samples) for sampling methods"),
     model: str = typer.Option("", help="shipped name, HF directory or .gguf file (default: the task's policy)"),
-    verifier: str = typer.Option("oracle", help="verifier for best_of_n: oracle or vote"),
+    verifier: str = typer.Option("oracle", help="verifier for best_of_n: oracle, vote, or a PRM/ORM checkpoint"),
     temperature: float = typer.Option(0.8),
     seed: int = typer.Option(0),
     concurrency: int = typer.Option(64, help="problems in flight at once (they share the engine's batches)"),
@@ -161,6 +163,163 @@ def bench_engine(
                        ("tokens", "gen tokens", ""), ("same_texts", "same texts", ""),
                        ("seconds", "seconds", ".2f"), ("tokens_per_s", "tokens/s", ".0f"),
                        ("vs_sequential", "vs sequential", ".2f"), ("vs_max_batch", "vs max batch", ".2f")])
+
+
+def _collect(labeller: str, task: str, limit: int, samples: int, n: int, omega: dict[str, float] | None,
+             model: str, seed: int, out: Path | None) -> None:
+    from ponder.collect.run import CollectConfig, run_collect
+    from ponder.lm.hf import ModelLoadError
+
+    try:
+        cfg = CollectConfig(labeller=labeller, task=task, limit=limit or None, samples=samples, n=n, omega=omega,
+                            model=model, seed=seed)
+        out = out or Path("runs") / f"collect-{labeller}-{task}-seed{seed}"
+        summary = run_collect(cfg, out)
+    except (TaskError, ModelLoadError, ValueError) as err:
+        _fail(str(err))
+        return
+    console.print_json(json.dumps(summary))
+    console.print(f"records: {out}/records.jsonl  config: {out}/config.json"
+                  + (f"  MATH-APS: {out}/math-aps.jsonl" if labeller == "omegaprm" else ""))
+
+
+TASK_OPT = typer.Option("game24", help="game24 or arith")
+LIMIT_OPT = typer.Option(200, help="training-split problems (0: all)")
+MODEL_OPT = typer.Option("", help="policy (default: the task's shipped policy)")
+OUT_OPT = typer.Option(None, help="output folder; rerun with the same folder to resume")
+
+
+@collect_app.command("oracle")
+def collect_oracle(task: str = TASK_OPT, limit: int = LIMIT_OPT, samples: int = typer.Option(8),
+                   model: str = MODEL_OPT, seed: int = typer.Option(0), out: Path = OUT_OPT) -> None:
+    """Label sampled solutions with the task's exact step checker."""
+    _collect("oracle", task, limit, samples, 1, None, model, seed, out)
+
+
+@collect_app.command("mc")
+def collect_mc(task: str = TASK_OPT, limit: int = LIMIT_OPT, samples: int = typer.Option(8),
+               n: int = typer.Option(8, help="rollouts per step prefix"), model: str = MODEL_OPT,
+               seed: int = typer.Option(0), out: Path = OUT_OPT) -> None:
+    """Math-Shepherd labels: N rollouts from every step prefix (soft = share correct, hard = any)."""
+    _collect("mc", task, limit, samples, n, None, model, seed, out)
+
+
+@collect_app.command("omegaprm")
+def collect_omegaprm(task: str = TASK_OPT, limit: int = LIMIT_OPT,
+                     budget: int = typer.Option(64, help="rollouts per problem"),
+                     k: int = typer.Option(8, help="rollouts per Monte-Carlo estimate"),
+                     c_puct: float = typer.Option(0.125), alpha: float = typer.Option(0.5),
+                     beta: float = typer.Option(0.9), length: float = typer.Option(10.0, "--L", help="steps"),
+                     model: str = MODEL_OPT, seed: int = typer.Option(0), out: Path = OUT_OPT) -> None:
+    """OmegaPRM: binary search for first errors over a Monte-Carlo tree; writes MATH-APS and step records."""
+    omega = {"budget": budget, "k": k, "c_puct": c_puct, "alpha": alpha, "beta": beta, "L": length}
+    _collect("omegaprm", task, limit, 1, 1, omega, model, seed, out)
+
+
+@collect_app.command("convert")
+def collect_convert(
+    source: Path = typer.Argument(..., help="input JSONL"),
+    target: Path = typer.Argument(..., help="output JSONL"),
+    from_format: str = typer.Option(..., "--from", help="ponder, prm800k, math-shepherd, math-aps, openr, trl"),
+    to_format: str = typer.Option(..., "--to", help="ponder, prm800k, math-shepherd, openr, trl"),
+) -> None:
+    """Convert step-labelled data between formats."""
+    from ponder.collect.formats import read_format, write_format
+
+    try:
+        records = read_format(source, from_format)
+        written = write_format(records, target, to_format)
+    except TaskError as err:
+        _fail(str(err))
+        return
+    skipped = len(records) - written
+    console.print(f"{len(records)} records read, {written} written to {target}"
+                  + (f" ({skipped} skipped: a step without a label has no {to_format} form)" if skipped else ""))
+
+
+@train_app.command("verifier")
+def train_verifier_cmd(
+    recipe: str = typer.Argument(..., help="shipped recipe (e.g. game24-prm-oracle) or a YAML file"),
+    data: str = typer.Option("", help="step records (`ponder collect` output); default: the recipe's `data:`"),
+    out: Path = typer.Option(None, help="output directory (default runs/verifier/RECIPE)"),
+    steps: int = typer.Option(0, help="override the recipe's step count (0: as written)"),
+) -> None:
+    """Train a PRM (step-tag or token-classification head) or an ORM on step records."""
+    from ponder.train.verifier import VerifierRecipe, train_verifier
+    from ponder.verifiers.learned import LearnedVerifier, VerifierError
+
+    try:
+        r = VerifierRecipe.load(recipe)
+        out = out or Path("runs") / "verifier" / r.name
+        summary = train_verifier(r, out, data=data, steps=steps or None)
+    except (TaskError, ValueError) as err:
+        _fail(str(err))
+        return
+    summary.pop("config")
+    console.print_json(json.dumps(summary))
+    try:
+        console.print(f"self-test: {LearnedVerifier(str(out)).self_test()}")
+    except VerifierError as err:
+        console.print(f"[yellow]self-test failed: {err}[/yellow]")
+    console.print(f"saved to {out}")
+
+
+@app.command("selftest")
+def selftest(verifier: str = typer.Argument(..., help="a PRM/ORM: shipped name or checkpoint directory"),
+             preset: str = typer.Option("", help="head preset for checkpoints made elsewhere (math-shepherd)")) -> None:
+    """Check a learned verifier's head on its known example."""
+    from ponder.lm.hf import ModelLoadError
+    from ponder.verifiers.learned import LearnedVerifier, VerifierError
+
+    try:
+        report = LearnedVerifier(verifier, head=preset or None).self_test()
+    except (VerifierError, ModelLoadError) as err:
+        _fail(f"self-test failed: {err}")
+        return
+    console.print_json(json.dumps(report))
+
+
+@bench_app.command("labels")
+def bench_labels(
+    task: str = typer.Option("game24"), problems: int = typer.Option(100, help="training-split problems"),
+    samples: int = typer.Option(4, help="solutions sampled per problem"),
+    ns: str = typer.Option("1,4,16", help="MC rollouts per step"),
+    budgets: str = typer.Option("4,8,16,32", help="OmegaPRM rollout budgets per problem"),
+    k: int = typer.Option(4, help="OmegaPRM rollouts per MC estimate"), seed: int = typer.Option(0),
+) -> None:
+    """Label accuracy against the exact oracle versus rollouts: Math-Shepherd MC vs OmegaPRM."""
+    from ponder.evaluate.bench_labels import labels_benchmark
+
+    result = labels_benchmark(task, problems, samples, tuple(int(x) for x in _csv(ns)),
+                              tuple(int(x) for x in _csv(budgets)), k, seed=seed)
+    print_table(f"{task}: label accuracy vs rollouts ({result['solutions']} solutions of {result['problems']} train "
+                f"problems, {result['steps']} steps, {result['bad_steps']} bad; solved {result['solved_share']:.2f})",
+                result["rows"], [("method", "labeller", ""), ("rollouts", "rollouts", ""),
+                                 ("rollouts_per_solution", "per solution", ".2f"), ("vs_mc_max", "vs max MC", ".3f"),
+                                 ("accuracy", "step accuracy", ".4f"),
+                                 ("accuracy_wrong_solutions", "acc. (wrong solutions)", ".4f")])
+
+
+@bench_app.command("verifiers")
+def bench_verifiers(
+    verifiers: str = typer.Argument(..., help="comma-separated verifiers (shipped names, directories, oracle)"),
+    task: str = typer.Option("game24"), problems: int = typer.Option(100, help="test-split problems"),
+    samples: int = typer.Option(8, help="solutions sampled per problem"), seed: int = typer.Option(0),
+) -> None:
+    """Step AUROC, first-wrong-step accuracy and best-of-N of verifiers against the exact oracle (test split)."""
+    from ponder.evaluate.bench_verifiers import verifiers_benchmark
+
+    try:
+        result = verifiers_benchmark(_csv(verifiers), task, problems, samples, seed=seed)
+    except ValueError as err:
+        _fail(str(err))
+        return
+    print_table(f"{task} test: verifiers vs the exact oracle ({result['solutions']} solutions, {result['steps']} "
+                f"steps, {result['bad_steps']} bad; pass@{samples} {result['pass_at_n']:.2f})",
+                result["rows"], [("verifier", "verifier", ""), ("auroc", "step AUROC", ".4f"),
+                                 ("first_wrong_accuracy", "first wrong step acc.", ".3f"),
+                                 ("bon_min", f"BoN@{samples} (min)", ".3f"),
+                                 ("bon_last", f"BoN@{samples} (last)", ".3f"), ("seconds", "score s", ".1f")])
 
 
 def main() -> None:

@@ -70,9 +70,10 @@ def record_key(row: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
     return (row["problem_id"], tuple(row["steps"]))
 
 
-async def distinct_samples(task: Task, problem: Problem, lm: LanguageModel, cfg: CollectConfig) -> list[list[str]]:
+async def distinct_samples(task: Task, problem: Problem, lm: LanguageModel, cfg: SearchConfig,
+                           samples: int) -> list[list[str]]:
     """The policy's solutions for a problem, duplicates dropped (a repeated solution adds no information)."""
-    found = await sample_solutions(task, problem, lm, cfg.search_config(), cfg.samples, cfg.temperature, "collect")
+    found = await sample_solutions(task, problem, lm, cfg, samples, cfg.temperature, "collect")
     seen: dict[tuple[str, ...], list[str]] = {}
     for steps in found:
         if steps:
@@ -90,7 +91,7 @@ async def label_problem(task: Task, problem: Problem, lm: LanguageModel, cfg: Co
         files["math-aps"].append(aps_record.to_dict())
         spent = tree.spent
     else:
-        solutions = await distinct_samples(task, problem, lm, cfg)
+        solutions = await distinct_samples(task, problem, lm, cfg.search_config(), cfg.samples)
 
         async def one(i: int, steps: list[str]) -> StepRecord:
             if cfg.labeller == "oracle":

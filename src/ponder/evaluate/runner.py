@@ -21,7 +21,7 @@ from ponder.lm.hf import fingerprint
 from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, search
 from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
-from ponder.verifiers.base import Verifier, get_verifier
+from ponder.verifiers import Verifier, get_verifier
 
 
 @dataclass

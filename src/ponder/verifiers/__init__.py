@@ -1,6 +1,21 @@
 """Verifiers score solutions step by step; aggregation turns step scores into one score per solution."""
 
 from ponder.verifiers.aggregate import AGGREGATIONS, aggregate
-from ponder.verifiers.base import Verifier, get_verifier
+from ponder.verifiers.base import VERIFIERS, Verifier
+
+
+def get_verifier(name: str) -> Verifier:
+    """A built-in verifier (`oracle`, `vote`) or a learned one: a shipped PRM/ORM name or a checkpoint directory
+    whose config.json declares its head (`ponder_verifier`)."""
+    if name in VERIFIERS:
+        return VERIFIERS[name]()
+    from ponder.lm.hf import ModelLoadError
+    from ponder.verifiers.learned import LearnedVerifier
+
+    try:
+        return LearnedVerifier(name)
+    except ModelLoadError as err:
+        raise ValueError(f"unknown verifier {name!r}: not one of {', '.join(sorted(VERIFIERS))} and {err}") from err
+
 
 __all__ = ["AGGREGATIONS", "Verifier", "aggregate", "get_verifier"]

@@ -21,7 +21,7 @@ tokens (the last one is read) cannot shift a score onto the wrong step.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +188,14 @@ class LearnedVerifier(Verifier):
 
 
 def load_head_model(directory: Path | str, kind: str, **kwargs: Any) -> PreTrainedModel:
-    return _model_class(kind).from_pretrained(directory, dtype=torch.float32, **kwargs)
+    """The checkpoint with the kind's head; a head new to the checkpoint starts random (that is expected when a
+    trainer starts from a policy, so the loader's report of it is silenced)."""
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return _model_class(kind).from_pretrained(directory, dtype=torch.float32, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def pad_batch(rows: list[list[int]], pad: int) -> dict[str, torch.Tensor]:
@@ -216,6 +223,3 @@ def step_margins(model: PreTrainedModel, layout: StepLayout, batch: dict[str, to
         return logits[..., good] - logits[..., bad]
     return logits[..., 0] if logits.shape[-1] == 1 else logits[..., 1] - logits[..., 0]
 
-
-def head_config(head: HeadSpec) -> dict[str, Any]:
-    return asdict(head)

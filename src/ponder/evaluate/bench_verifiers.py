@@ -1,0 +1,60 @@
+"""`ponder bench verifiers`: how well learned verifiers judge steps, against the exact oracle, on the held-out
+test split.
+
+The policy samples solutions to the test problems; the oracle labels every step. For each verifier:
+step-level AUROC (does a good step outscore a bad one?), first-wrong-step accuracy (the first step scored
+below 0.5 is the first wrong step, or none is when the solution is right throughout) and best-of-N accuracy
+when the verifier picks among the same samples (aggregation `min`, and `last`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from ponder.collect.mc import exact_labels
+from ponder.collect.run import distinct_samples
+from ponder.evaluate.metrics import auroc, first_wrong
+from ponder.evaluate.runner import DEFAULT_MAX_TOKENS
+from ponder.lm.engine import Engine
+from ponder.lm.hf import HFBackend
+from ponder.search.base import SearchConfig
+from ponder.tasks import get_task
+from ponder.verifiers import aggregate, get_verifier
+
+
+def verifiers_benchmark(verifiers: list[str], task_name: str = "game24", problems: int = 100, samples: int = 8,
+                        model: str = "", seed: int = 0, max_batch: int = 512) -> dict[str, Any]:
+    task = get_task(task_name)
+    lm = Engine(HFBackend(model or f"{task_name}-policy"), max_batch=max_batch)
+    cfg = SearchConfig(temperature=0.8, max_tokens=DEFAULT_MAX_TOKENS.get(task_name, 256), seed=seed)
+    chosen = task.problems("test", limit=problems)
+
+    async def draw() -> list[list[list[str]]]:
+        return list(await asyncio.gather(*(distinct_samples(task, p, lm, cfg, samples) for p in chosen)))
+
+    sampled = asyncio.run(draw())
+    truth = [[exact_labels(task, p, s) for s in sols] for p, sols in zip(chosen, sampled)]
+    flat_truth = [x for per in truth for t in per for x in t]
+    rows = []
+    for name in verifiers:
+        verifier = get_verifier(name)
+        start = time.perf_counter()
+        scores = [asyncio.run(verifier.score(task, p, sols)) for p, sols in zip(chosen, sampled)]
+        seconds = time.perf_counter() - start
+        flat = [x for per in scores for s in per for x in s]
+        firsts = [first_wrong(s) == first_wrong(t) for per_s, per_t in zip(scores, truth)
+                  for s, t in zip(per_s, per_t)]
+        row = {"verifier": name, "auroc": auroc(flat, [t > 0 for t in flat_truth]),
+               "first_wrong_accuracy": sum(firsts) / len(firsts), "seconds": round(seconds, 1)}
+        for how in ("min", "last"):
+            picked = [max(range(len(sols)), key=lambda i, s=per: aggregate(s[i], how)) if sols else None
+                      for sols, per in zip(sampled, scores)]
+            row[f"bon_{how}"] = sum(i is not None and task.grade(p, task.extract_answer(p, sols[i]))
+                                    for p, sols, i in zip(chosen, sampled, picked)) / len(chosen)
+        rows.append(row)
+    n_solutions = sum(len(s) for s in sampled)
+    return {"task": task_name, "problems": len(chosen), "solutions": n_solutions, "steps": len(flat_truth),
+            "bad_steps": sum(x == 0 for x in flat_truth),
+            "pass_at_n": sum(any(t[-1] for t in per) for per in truth) / len(chosen), "rows": rows}

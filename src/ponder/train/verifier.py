@@ -1,0 +1,165 @@
+"""Training process and outcome reward models on step records (TRL no longer ships a PRM trainer).
+
+One trainer for the three heads of `ponder.verifiers.learned` (step-tag PRM, token-classification PRM, ORM):
+the model reads the same layout it will be scored with, and the loss is binary cross-entropy between the
+head's "good" logit at each labelled step and the label: soft (the Monte-Carlo share, as Math-Shepherd's
+soft estimator) or hard (0/1). An ORM sees only the outcome, at the last step. Models start from the task's
+policy, which already reads the task's text; the marker token is added to its vocabulary when missing.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from transformers import AutoTokenizer, PreTrainedModel
+
+from ponder.collect.mc import exact_labels
+from ponder.collect.records import StepRecord, read_records
+from ponder.lm.hf import resolve_model
+from ponder.tasks import Task, TaskError, get_task
+from ponder.tasks.base import Problem
+from ponder.train.loop import TrainConfig, train_loop
+from ponder.train.recipe import load_recipe_yaml
+from ponder.verifiers.learned import HeadSpec, StepLayout, load_head_model, pad_batch, step_margins
+
+Example = tuple[list[int], list[int], list[float]]  # ids, read positions, targets
+
+
+@dataclass
+class VerifierRecipe:
+    name: str
+    task: str
+    head: HeadSpec
+    init: str = ""  # the checkpoint to start from; empty: the task's shipped policy
+    data: str = ""  # step-record JSONL (`ponder collect` output); the command line may override it
+    labels: str = "soft"  # soft or hard
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @classmethod
+    def load(cls, name_or_path: str) -> VerifierRecipe:
+        name, raw = load_recipe_yaml(name_or_path)
+        try:
+            recipe = cls(name=name, task=raw["task"], head=HeadSpec(**raw["head"]), init=raw.get("init", ""),
+                         data=raw.get("data", ""), labels=raw.get("labels", "soft"),
+                         train=TrainConfig(**raw.get("train", {})))
+        except (KeyError, TypeError, ValueError) as err:
+            raise TaskError(f"recipe {name_or_path}: malformed ({err})") from err
+        if recipe.labels not in ("soft", "hard"):
+            raise TaskError(f"recipe {name_or_path}: labels must be soft or hard, got {recipe.labels!r}")
+        return recipe
+
+
+def record_prompt(task: Task, record: StepRecord) -> str:
+    return task.prompt(Problem(record.problem_id, record.question)) if record.task else record.question + "\n"
+
+
+def targets(record: StepRecord, kind: str, labels: str) -> list[float | None]:
+    """What each step is trained towards; None: not trained on."""
+    if kind == "orm":
+        return [None] * (len(record.steps) - 1) + [None if record.outcome is None else float(record.outcome)]
+    if labels == "hard":
+        return [None if h is None else float(h) for h in record.hard()]
+    return list(record.labels)
+
+
+def examples(records: list[StepRecord], task: Task, layout: StepLayout, kind: str, labels: str) -> list[Example]:
+    out = []
+    for record in records:
+        if not record.steps:
+            continue
+        ids, positions = layout.encode(record_prompt(task, record), record.steps)
+        wanted = targets(record, kind, labels)
+        keep = [(p, y) for p, y in zip(positions, wanted) if y is not None]
+        if keep:
+            out.append((ids, [p for p, _ in keep], [y for _, y in keep]))
+    return out
+
+
+def batches(data: list[Example], batch_size: int, pad: int, rng: random.Random) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless shuffled batches, length-bucketed (sort a pool of 8 batches by length) to cut padding."""
+    order: list[Example] = []
+    while True:
+        if len(order) < batch_size * 8:
+            more = data[:]
+            rng.shuffle(more)
+            order.extend(more)
+        pool, order = sorted(order[: batch_size * 8], key=lambda e: len(e[0])), order[batch_size * 8 :]
+        chunks = [pool[i : i + batch_size] for i in range(0, len(pool), batch_size)]
+        rng.shuffle(chunks)
+        for chunk in chunks:
+            batch = pad_batch([ids for ids, _, _ in chunk], pad)
+            rows = torch.tensor([i for i, (_, pos, _) in enumerate(chunk) for _ in pos])
+            batch["rows"], batch["cols"] = rows, torch.tensor([p for _, pos, _ in chunk for p in pos])
+            batch["targets"] = torch.tensor([y for _, _, ys in chunk for y in ys])
+            yield batch
+
+
+def prepare(recipe: VerifierRecipe) -> tuple[PreTrainedModel, Any, StepLayout]:
+    """The starting model with the recipe's head, and a tokenizer that has the marker as one token."""
+    directory, _ = resolve_model(recipe.init or f"{recipe.task}-policy")
+    tok = AutoTokenizer.from_pretrained(directory)
+    marker = recipe.head.marker.strip()
+    if marker and len(tok(marker, add_special_tokens=False).input_ids) != 1:
+        tok.add_tokens([marker], special_tokens=recipe.head.kind == "token_classification")
+    extra = {} if recipe.head.kind == "step_tag" else {"num_labels": 1 if recipe.head.kind == "orm" else 2}
+    model = load_head_model(directory, recipe.head.kind, **extra)
+    if model.get_input_embeddings().num_embeddings < len(tok):
+        model.resize_token_embeddings(len(tok), mean_resizing=False)
+    model.config.pad_token_id = tok.pad_token_id
+    layout = StepLayout(tok, recipe.head, model.config.max_position_embeddings)
+    return model, tok, layout
+
+
+def known_example(task: Task) -> dict[str, Any]:
+    """The self-test example saved in the checkpoint: a test-split reference solution whose last step has its
+    result changed by one, so the oracle marks it wrong."""
+    problem = task.problems("test", limit=1)[0]
+    steps = [s for s in task.reference_solution(problem) or [] if not s.lower().startswith("answer:")]
+    steps[-1] = re.sub(r"= (\d+)", lambda m: f"= {int(m.group(1)) + 1}", steps[-1], count=1)
+    return {"question": problem.question, "prompt": task.prompt(problem), "steps": steps,
+            "labels": [bool(x) for x in exact_labels(task, problem, steps)]}
+
+
+def train_verifier(recipe: VerifierRecipe, out_dir: Path, data: str = "", steps: int | None = None) -> dict[str, Any]:
+    """Train the recipe's verifier on step records and save it (with its head declared) to `out_dir`."""
+    cfg = recipe.train
+    n_steps = steps if steps is not None else cfg.steps
+    path = Path(data or recipe.data)
+    if not str(path) or str(path) == ".":
+        raise TaskError("no training data: give the recipe a `data:` path or pass --data")
+    records = read_records(path)
+    torch.manual_seed(cfg.seed)
+    task = get_task(recipe.task)
+    model, tok, layout = prepare(recipe)
+    train_set = examples(records, task, layout, recipe.head.kind, recipe.labels)
+    if not train_set:
+        raise TaskError(f"{path} has no labelled steps for a {recipe.head.kind} model")
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+
+    def loss(m: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        margins = step_margins(m, layout, {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]})
+        return loss_fn(margins[batch["rows"], batch["cols"]].float(), batch["targets"])
+
+    stream = batches(train_set, cfg.batch_size, tok.pad_token_id, random.Random(cfg.seed))
+    result = train_loop(model, stream, cfg, n_steps, loss, f"{recipe.head.kind} {recipe.name}")
+    head = HeadSpec(**{**asdict(recipe.head), "task": recipe.task, "self_test": known_example(task)})
+    summary = {"recipe": recipe.name, "task": recipe.task, "kind": recipe.head.kind, "labels": recipe.labels,
+               "data": str(path), "records": len(records), "examples": len(train_set),
+               "labelled_steps": sum(len(t) for _, _, t in train_set), **result.summary(),
+               "parameters": sum(p.numel() for p in model.parameters()),
+               "config": {**asdict(recipe), "head": asdict(recipe.head)}}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.config.ponder_verifier = asdict(head)
+    model.to(torch.bfloat16).save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    (out_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out_dir / "recipe.yaml").write_text(yaml.safe_dump(summary["config"], sort_keys=False, allow_unicode=True))
+    return summary
