@@ -1,0 +1,119 @@
+"""Learned verifiers: both PRM conventions and the ORM train, save their head, load and score; the read
+positions survive markers inside steps and markers that the tokenizer splits."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import torch
+
+from ponder.collect.run import CollectConfig, run_collect
+from ponder.lm.engine import Engine
+from ponder.search import SearchConfig, get_method, search
+from ponder.tasks import get_task
+from ponder.train.loop import TrainConfig
+from ponder.train.verifier import VerifierRecipe, train_verifier
+from ponder.verifiers import aggregate, get_verifier
+from ponder.verifiers.learned import HeadSpec, LearnedVerifier, StepLayout, VerifierError
+
+HEADS = {"step_tag": " ки", "token_classification": "<extra_0>", "orm": ""}
+
+
+@pytest.fixture(scope="module")
+def oracle_records(tmp_path_factory, game24_backend) -> Path:
+    out = tmp_path_factory.mktemp("oracle")
+    run_collect(CollectConfig(labeller="oracle", task="game24", limit=10, samples=4), out, lm=Engine(game24_backend),
+                show_progress=False)
+    return out / "records.jsonl"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, oracle_records) -> dict[str, Path]:
+    out = {}
+    for kind, marker in HEADS.items():
+        directory = tmp_path_factory.mktemp(kind)
+        recipe = VerifierRecipe(name=f"test-{kind}", task="game24", head=HeadSpec(kind=kind, marker=marker),
+                                labels="hard", train=TrainConfig(steps=12, batch_size=8, warmup=2, lr=1e-3, bf16=False))
+        summary = train_verifier(recipe, directory, data=str(oracle_records))
+        assert summary["examples"] > 0 and summary["steps"] == 12
+        out[kind] = directory
+    return out
+
+
+@pytest.mark.parametrize("kind", list(HEADS))
+def test_each_head_saves_its_declaration_and_scores_every_step(trained, kind):
+    verifier = get_verifier(str(trained[kind]))
+    assert isinstance(verifier, LearnedVerifier) and verifier.head.kind == kind
+    assert verifier.head.task == "game24" and verifier.head.self_test["labels"][-1] is False
+    task = get_task("game24")
+    problem = task.problems("test", limit=1)[0]
+    solutions = [["5 * 4 = 20 (left: 6 10 20)", "10 - 6 = 4 (left: 4 20)", "20 + 4 = 24 (left: 24)"],
+                 ["5 + 4 = 9 (left: 6 9 10)"]]
+    scores = asyncio.run(verifier.score(task, problem, solutions))
+    assert [len(s) for s in scores] == [3, 1]
+    assert all(0.0 <= x <= 1.0 for s in scores for x in s)
+    report = verifier.self_test(require_separation=False)  # 12 steps of training need not separate it yet
+    assert report["steps"] == 3 and report["kind"] == kind
+
+
+def test_step_tag_score_is_p_plus_over_p_plus_plus_p_minus_at_the_tag(trained):
+    verifier = LearnedVerifier(str(trained["step_tag"]))
+    prompt, steps = "Input: 4 5 6 10\n", ["5 * 4 = 20 (left: 6 10 20)", "10 - 6 = 4 (left: 4 20)"]
+    ids, positions = verifier.layout.encode(prompt, steps)
+    tag = verifier.tokenizer.convert_tokens_to_ids("ки")
+    assert [ids[p] for p in positions] == [tag, tag]  # the tag is one added token, read where it sits
+    with torch.no_grad():
+        probs = verifier.model(torch.tensor([ids])).logits[0].softmax(-1)
+    good, bad = verifier.layout.label_ids
+    expected = [(probs[p, good] / (probs[p, good] + probs[p, bad])).item() for p in positions]
+    assert verifier.score_texts([(prompt, steps)])[0] == pytest.approx(expected, rel=1e-4)
+
+
+def test_a_split_marker_and_a_step_containing_it_keep_one_score_per_step(game24_backend):
+    tok = game24_backend.tokenizer
+    layout = StepLayout(tok, HeadSpec(kind="step_tag", marker=" <<tag>>"), max_length=512)
+    assert len(layout.marker_ids) == 8  # a character tokenizer splits it into eight tokens
+    steps = ["1 + 2 = 3 <<tag>> (left: 3 3 4)", "3 * 3 = 9 (left: 4 9)"]
+    ids, positions = layout.encode("Input: 1 2 3 4\n", steps)
+    assert len(positions) == 2
+    assert tok.decode(ids[positions[0] - 7 : positions[0] + 1]) == " <<tag>>"  # read at the marker's last token
+    assert tok.decode(ids).count("<<tag>>") == 2  # the one inside the step was removed
+
+
+def test_a_foreign_checkpoint_takes_a_preset_and_one_without_a_head_is_refused():
+    with pytest.raises(VerifierError, match="declares no `ponder_verifier`"):
+        LearnedVerifier("game24-policy")
+    with pytest.raises(VerifierError, match="unknown verifier preset"):
+        LearnedVerifier("game24-policy", head="nope")
+    shepherd = LearnedVerifier("game24-policy", head="math-shepherd")  # its tokenizer has no ки: " ", <unk>, <unk>
+    report = shepherd.self_test()
+    assert report["marker_tokens"] == 3 and len(report["scores"]) == report["steps"]
+
+
+def test_best_of_n_ranks_by_the_configured_aggregation_of_learned_scores(trained, game24_backend):
+    task = get_task("game24")
+    problem = task.problems("test", limit=3)[2]
+    verifier = get_verifier(str(trained["step_tag"]))
+    for how in ("min", "last", "prod", "mean"):
+        cfg = SearchConfig(n=6, aggregate=how, max_tokens=160)
+        trace = asyncio.run(search(task, problem, Engine(game24_backend), verifier, get_method("best_of_n"), cfg))
+        leaves = [n for n in trace.nodes if n.terminal]
+        sols = [trace.path(n.id) for n in leaves]
+        scores = [aggregate(s, how) for s in asyncio.run(verifier.score(task, problem, sols))]
+        assert [n.score for n in leaves] == pytest.approx(scores)
+        assert trace.solution == task.join_steps(sols[max(range(len(sols)), key=lambda i: scores[i])])
+        assert trace.usage.verifier_calls == 6
+
+
+def test_training_without_data_or_labels_fails_clearly(tmp_path):
+    from ponder.tasks.base import TaskError
+
+    recipe = VerifierRecipe(name="x", task="game24", head=HeadSpec(kind="orm"))
+    with pytest.raises(TaskError, match="no training data"):
+        train_verifier(recipe, tmp_path / "out")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"question": "1 2 3 4", "steps": ["a"], "labels": [1.0], "task": "game24"}\n')
+    with pytest.raises(TaskError, match="no labelled steps"):
+        train_verifier(recipe, tmp_path / "out", data=str(empty))  # an ORM needs outcomes
