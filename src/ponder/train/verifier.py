@@ -38,7 +38,6 @@ class VerifierRecipe:
     name: str
     task: str
     head: HeadSpec
-    init: str = ""  # the checkpoint to start from; empty: the task's shipped policy
     data: str = ""  # step-record JSONL (`ponder collect` output); the command line may override it
     labels: str = "soft"  # soft or hard
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -47,8 +46,8 @@ class VerifierRecipe:
     def load(cls, name_or_path: str) -> VerifierRecipe:
         name, raw = load_recipe_yaml(name_or_path)
         try:
-            recipe = cls(name=name, task=raw["task"], head=HeadSpec(**raw["head"]), init=raw.get("init", ""),
-                         data=raw.get("data", ""), labels=raw.get("labels", "soft"),
+            recipe = cls(name=name, task=raw["task"], head=HeadSpec(**raw["head"]), data=raw.get("data", ""),
+                         labels=raw.get("labels", "soft"),
                          train=TrainConfig(**raw.get("train", {})))
         except (KeyError, TypeError, ValueError) as err:
             raise TaskError(f"recipe {name_or_path}: malformed ({err})") from err
@@ -104,7 +103,7 @@ def batches(data: list[Example], batch_size: int, pad: int, rng: random.Random) 
 
 def prepare(recipe: VerifierRecipe) -> tuple[PreTrainedModel, Any, StepLayout]:
     """The starting model with the recipe's head, and a tokenizer that has the marker as one token."""
-    directory, _ = resolve_model(recipe.init or f"{recipe.task}-policy")
+    directory, _ = resolve_model(recipe.train.init or f"{recipe.task}-policy")  # default: the task's policy
     tok = AutoTokenizer.from_pretrained(directory)
     marker = recipe.head.marker.strip()
     if marker and len(tok(marker, add_special_tokens=False).input_ids) != 1:
@@ -162,4 +161,34 @@ def train_verifier(recipe: VerifierRecipe, out_dir: Path, data: str = "", steps:
     tok.save_pretrained(out_dir)
     (out_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out_dir / "recipe.yaml").write_text(yaml.safe_dump(summary["config"], sort_keys=False, allow_unicode=True))
+    write_card(out_dir, summary)
     return summary
+
+
+def write_card(out_dir: Path, summary: dict[str, Any]) -> None:
+    """README.md of the checkpoint: what it reads, the data and command that made it, what training cost.
+    Measured quality goes under "Measured" from `ponder bench verifiers` (the card says which run)."""
+    head = summary["config"]["head"]
+    train = summary["config"]["train"]
+    what = {"step_tag": f"a step-tag PRM (Math-Shepherd convention: each step ends with `{head['marker'].strip()}`, "
+                        f"score = P(`{head['good_token']}`) / (P(`{head['good_token']}`) + P(`{head['bad_token']}`)))",
+            "token_classification": f"a token-classification PRM (two labels read at `{head['marker']}` after each "
+                                    "step, score = P(label 1))",
+            "orm": "an outcome reward model (sequence-classification head, one logit, sigmoid)"}[summary["kind"]]
+    card = f"""# {summary["recipe"]}
+
+{what} for the `{summary["task"]}` task, trained by Ponder's own verifier trainer from
+`{train["init"] or summary["task"] + "-policy"}`. `--verifier {summary["recipe"]}` loads it; the head is declared
+in `config.json` under `ponder_verifier`, with a known example for `ponder selftest`.
+
+- Data: `{summary["data"]}` ({summary["records"]:,} records, {summary["labelled_steps"]:,} labelled targets,
+  {summary["labels"]} labels).
+- Recipe: `src/ponder/train/recipes/{summary["recipe"]}.yaml` ({train["steps"]} steps, batch {train["batch_size"]},
+  lr {train["lr"]}, seed {train["seed"]}).
+- Command: `ponder train verifier {summary["recipe"]} --out src/ponder/assets/{out_dir.name}`
+- Training: {summary["seconds"] / 60:.1f} minutes on {summary["threads"]} CPU threads (2-core machine),
+  bf16 autocast: {summary["bf16_autocast"]}, final loss {summary["final_loss"]}.
+
+## Measured
+"""
+    (out_dir / "README.md").write_text(card)
