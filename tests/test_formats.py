@@ -97,7 +97,7 @@ def test_malformed_records_name_the_file_and_line(tmp_path, fmt, line, message):
 def test_not_json_and_unknown_formats_are_clear_errors(tmp_path):
     path = tmp_path / "x.jsonl"
     path.write_text('{"question": "q", "steps": [], "labels": []}\n{oops\n')
-    with pytest.raises(TaskError, match="x.jsonl:2: not JSON"):
+    with pytest.raises(TaskError, match=r"x\.jsonl:2: not JSON"):
         read_records(path)
     with pytest.raises(TaskError, match="unknown format"):
         read_format(path, "csv")
