@@ -1,0 +1,316 @@
+"""Reinforcement learning of the policy with GRPO, through TRL's `GRPOTrainer`.
+
+GRPO (Group Relative Policy Optimization; Shao et al., 2024, "DeepSeekMath: Pushing the Limits of Mathematical
+Reasoning in Open Language Models") samples G completions per prompt, scores each, and uses the score minus the
+group's mean, over the group's standard deviation, as every token's advantage: no value network, which suits a
+3M-parameter policy on two CPU cores. A KL term (coefficient `beta`) keeps the policy near the starting SFT model.
+
+Rewards:
+- `outcome`: 1.0 when the task's exact grader accepts the answer the completion's steps give, else 0.0. The
+  grader parses the text (it never evaluates it), so the reward cannot be gamed by text that merely looks right,
+  and a binary outcome is what DeepSeekMath's outcome supervision uses.
+- `outcome+process`: the outcome plus `process_weight` x a learned PRM's step scores aggregated into one number
+  (`min`, `last`, `prod`, `mean`). DeepSeekMath's process supervision gives each step its own reward; TRL's
+  trainer takes one score per completion, so the steps are aggregated first. The PRM gives partial credit to
+  completions with good steps and a wrong end, which spreads the rewards within a group when none is solved
+  (an all-zero group has no advantage and teaches nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from datasets import Dataset
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
+from transformers.utils import logging as hf_logging
+
+from ponder.lm.hf import resolve_model
+from ponder.tasks import Game24, Task, TaskError, get_task
+from ponder.tasks.base import Problem
+from ponder.train.loop import TrainConfig, use_bf16
+from ponder.train.recipe import load_recipe_yaml
+from ponder.verifiers import AGGREGATIONS, aggregate, get_verifier
+from ponder.verifiers.learned import LearnedVerifier, VerifierError
+
+REWARDS = ("outcome", "outcome+process")
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")  # TRL's names
+
+
+def grpo_train_config(raw: dict[str, Any]) -> TrainConfig:
+    """The recipe's `train:` mapping over GRPO-sized defaults (SFT's learning rate and warm-up are far too large
+    for RL on a trained policy)."""
+    return TrainConfig(**{"steps": 100, "batch_size": 32, "lr": 1e-5, "warmup": 5, "weight_decay": 0.0, **raw})
+
+
+@dataclass
+class GRPORecipe:
+    name: str
+    task: str
+    reward: str = "outcome"  # outcome | outcome+process
+    prm: str = ""  # process reward model: a shipped verifier name or a checkpoint directory
+    process_weight: float = 0.5
+    aggregate: str = "min"  # how the PRM's step scores become one reward
+    num_generations: int = 8  # G: completions per prompt
+    beta: float = 0.04  # KL coefficient (DeepSeekMath's value)
+    temperature: float = 1.0
+    max_completion_length: int = 128
+    loss_type: str = "grpo"  # TRL's name for DeepSeekMath's per-sequence mean (TRL's default is "dapo")
+    # steps, batch_size (completions per step, a multiple of num_generations), lr, warmup, seed, bf16, init
+    train: TrainConfig = field(default_factory=lambda: grpo_train_config({}))
+    kind: str = "grpo"
+
+    @classmethod
+    def load(cls, name_or_path: str) -> GRPORecipe:
+        """A shipped recipe by name (`game24-grpo`) or a YAML file path."""
+        name, raw = load_recipe_yaml(name_or_path)
+        knobs = {k: v for k, v in raw.items() if k not in ("kind", "train")}
+        try:
+            recipe = cls(name=name, **knobs, train=grpo_train_config(raw.get("train") or {}),
+                         kind=raw.get("kind", "grpo"))
+            recipe.check(name_or_path)
+        except TaskError:
+            raise
+        except (TypeError, ValueError) as err:  # unknown keys, wrong types
+            raise TaskError(f"recipe {name_or_path}: malformed ({err})") from err
+        return recipe
+
+    def check(self, where: str) -> None:
+        """Raise TaskError for settings GRPO cannot run with (before any model is loaded)."""
+        if self.kind != "grpo":
+            raise TaskError(f"recipe {where}: kind must be grpo, got {self.kind!r}")
+        if self.reward not in REWARDS:
+            raise TaskError(f"recipe {where}: unknown reward {self.reward!r}; choose from {', '.join(REWARDS)}")
+        if self.reward == "outcome+process" and not self.prm:
+            raise TaskError(f"recipe {where}: reward outcome+process needs a `prm:` (a PRM name or directory)")
+        if self.aggregate not in AGGREGATIONS:
+            raise TaskError(f"recipe {where}: unknown aggregate {self.aggregate!r}; "
+                            f"choose from {', '.join(AGGREGATIONS)}")
+        if self.loss_type not in LOSS_TYPES:
+            raise TaskError(f"recipe {where}: unknown loss_type {self.loss_type!r}; "
+                            f"choose from {', '.join(LOSS_TYPES)}")
+        if self.num_generations < 2:
+            raise TaskError(f"recipe {where}: num_generations must be at least 2 (advantages are group-relative)")
+        if self.train.batch_size % self.num_generations:
+            raise TaskError(f"recipe {where}: train.batch_size ({self.train.batch_size}) counts completions and must "
+                            f"be a multiple of num_generations ({self.num_generations})")
+
+
+# --- rewards --------------------------------------------------------------------------------------------------
+# TRL calls each reward function as f(prompts=..., completions=..., completion_ids=..., **dataset columns, ...)
+# and names it by `__name__` in its logs (`rewards/outcome/mean`).
+
+
+class OutcomeReward:
+    """1.0 when the task's exact grader accepts the completion's answer, else 0.0."""
+
+    __name__ = "outcome"
+
+    def __init__(self, task: Task, problems: dict[str, Problem]) -> None:
+        self.task = task
+        self.problems = problems
+
+    def problem(self, problem_id: str, question: str) -> Problem:
+        if problem_id in self.problems:
+            return self.problems[problem_id]
+        if isinstance(self.task, Game24):  # a puzzle is its own question: rebuild it
+            return self.task.problem(question, id=problem_id)
+        raise TaskError(f"reward: unknown problem {problem_id!r}")
+
+    def __call__(self, prompts: list[str], completions: list[str], problem_id: list[str], question: list[str],
+                 **_: Any) -> list[float]:
+        rewards = []
+        for completion, pid, q in zip(completions, problem_id, question):
+            problem = self.problem(pid, q)
+            answer = self.task.extract_answer(problem, self.task.split_steps(completion))
+            rewards.append(1.0 if self.task.grade(problem, answer) else 0.0)
+        return rewards
+
+
+class ProcessReward:
+    """A learned PRM's step scores for the completion, aggregated into one number in [0, 1]."""
+
+    __name__ = "process"
+
+    def __init__(self, task: Task, verifier: LearnedVerifier, how: str) -> None:
+        self.task = task
+        self.verifier = verifier
+        self.how = how
+
+    def __call__(self, prompts: list[str], completions: list[str], **_: Any) -> list[float]:
+        items = [(p, self.task.split_steps(c)) for p, c in zip(prompts, completions)]
+        # A completion the PRM cannot read (longer than its context) is no solution: it scores 0, and the rest of
+        # the batch is still scored.
+        readable = []
+        for i, (p, steps) in enumerate(items):
+            try:
+                self.verifier.layout.encode(p, steps)
+                readable.append(i)
+            except VerifierError:
+                pass
+        scores = self.verifier.score_texts([items[i] for i in readable])
+        rewards = [0.0] * len(items)
+        for i, s in zip(readable, scores):
+            rewards[i] = aggregate(s, self.how)
+        return rewards
+
+
+def reward_functions(recipe: GRPORecipe, task: Task, problems: dict[str, Problem]
+                     ) -> tuple[list[OutcomeReward | ProcessReward], list[float]]:
+    """The reward functions and their weights (TRL sums weight x reward before the group normalisation)."""
+    funcs: list[OutcomeReward | ProcessReward] = [OutcomeReward(task, problems)]
+    weights = [1.0]
+    if recipe.reward == "outcome+process":
+        verifier = get_verifier(recipe.prm)
+        if not isinstance(verifier, LearnedVerifier):
+            raise TaskError(f"prm {recipe.prm!r} is not a learned verifier (a PRM checkpoint)")
+        funcs.append(ProcessReward(task, verifier, recipe.aggregate))
+        weights.append(recipe.process_weight)
+    return funcs, weights
+
+
+def total_rewards(funcs: list[OutcomeReward | ProcessReward], weights: list[float], prompts: list[str],
+                  completions: list[str], **columns: list[Any]) -> list[float]:
+    """The weighted sum GRPO normalises within each group (what TRL computes before the advantages)."""
+    per_func = [f(prompts=prompts, completions=completions, **columns) for f in funcs]
+    return [sum(w * r[i] for w, r in zip(weights, per_func)) for i in range(len(prompts))]
+
+
+# --- training -------------------------------------------------------------------------------------------------
+
+
+def build_dataset(task: Task) -> tuple[Dataset, dict[str, Problem]]:
+    """The training split as TRL's prompt dataset, and the problems by id for grading."""
+    problems = task.problems("train")
+    data = Dataset.from_dict({"prompt": [task.prompt(p) for p in problems],
+                              "problem_id": [p.id for p in problems],
+                              "question": [p.question for p in problems]})
+    return data, {p.id: p for p in problems}
+
+
+class RewardProgress(TrainerCallback):
+    """A progress bar with the running mean reward, in place of the Trainer's printed log dictionaries."""
+
+    def __init__(self, name: str, total: int) -> None:
+        self.bar = Progress(TextColumn(f"[bold]{name}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                            TextColumn("reward {task.fields[reward]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn())
+        self.job = self.bar.add_task(name, total=total, reward=float("nan"))
+        self.rewards: list[float] = []
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.bar.start()
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if logs and logs.get("reward") is not None:
+            self.rewards.append(logs["reward"])
+        recent = self.rewards[-20:]
+        self.bar.update(self.job, completed=state.global_step,
+                        reward=sum(recent) / len(recent) if recent else float("nan"))
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.bar.stop()
+
+
+def reward_means(history: list[dict[str, Any]], key: str) -> tuple[float | None, float | None]:
+    """Mean of a logged value over the first and the last 10% of steps."""
+    values = [row[key] for row in history if row.get(key) is not None]
+    if not values:
+        return None, None
+    n = max(1, math.ceil(len(values) / 10))
+    return round(sum(values[:n]) / n, 4), round(sum(values[-n:]) / n, 4)
+
+
+def train_grpo(recipe: GRPORecipe, out_dir: Path, steps: int | None = None) -> dict[str, Any]:
+    """Train the recipe's policy with GRPO and save it to `out_dir`; returns a summary (also training.json)."""
+    from trl import GRPOConfig, GRPOTrainer  # slow to import: only the trainer needs it
+
+    recipe.check(recipe.name)
+    cfg = recipe.train
+    n_steps = steps if steps is not None else cfg.steps
+    torch.manual_seed(cfg.seed)
+    task = get_task(recipe.task)
+    data, problems = build_dataset(task)
+    funcs, weights = reward_functions(recipe, task, problems)
+    init = cfg.init or f"{recipe.task}-policy"
+    directory, _ = resolve_model(init)
+    hf_logging.disable_progress_bar()
+    tok = AutoTokenizer.from_pretrained(directory)
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+    longest = max(len(tok(p, add_special_tokens=False).input_ids) for p in data["prompt"])
+    limit = model.config.max_position_embeddings
+    if longest + recipe.max_completion_length > limit:  # RoPE past the trained positions gives garbage
+        raise TaskError(f"longest prompt ({longest} tokens) + max_completion_length ({recipe.max_completion_length}) "
+                        f"exceeds the policy's {limit} positions")
+    bf16 = use_bf16(cfg.bf16)
+    with tempfile.TemporaryDirectory(prefix="ponder-grpo-") as scratch:
+        args = GRPOConfig(
+            output_dir=scratch, max_steps=n_steps, per_device_train_batch_size=cfg.batch_size,
+            num_generations=recipe.num_generations, max_completion_length=recipe.max_completion_length,
+            temperature=recipe.temperature, beta=recipe.beta, loss_type=recipe.loss_type,
+            reward_weights=weights, learning_rate=cfg.lr, warmup_steps=cfg.warmup, weight_decay=cfg.weight_decay,
+            lr_scheduler_type="constant_with_warmup", seed=cfg.seed, data_seed=cfg.seed,
+            # TRL turns on bf16 and gradient checkpointing by default: bf16 only where the CPU has it, and
+            # recomputing activations of a 3M-parameter model only costs time.
+            use_cpu=True, bf16=bf16, gradient_checkpointing=False,
+            logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
+        )
+        trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=data, processing_class=tok,
+                              callbacks=[RewardProgress(f"grpo {recipe.name}", n_steps)])
+        trainer.remove_callback(PrinterCallback)
+        start = time.time()
+        trainer.train()
+        seconds = time.time() - start
+        history = [row for row in trainer.state.log_history if "reward" in row]
+    reward_start, reward_end = reward_means(history, "reward")
+    outcome_start, outcome_end = reward_means(history, "rewards/outcome/mean")
+    summary = {"recipe": recipe.name, "task": recipe.task, "init": init, "reward": recipe.reward,
+               "steps": trainer.state.global_step, "seconds": round(seconds, 1),
+               "seconds_per_step": round(seconds / max(1, trainer.state.global_step), 2),
+               "threads": torch.get_num_threads(), "bf16_autocast": bf16,
+               "reward_start": reward_start, "reward_end": reward_end,
+               "outcome_start": outcome_start, "outcome_end": outcome_end,
+               "parameters": sum(p.numel() for p in model.parameters()), "config": asdict(recipe),
+               "log": [{k: v for k, v in row.items() if isinstance(v, int | float)} for row in history]}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    policy = trainer.model
+    # bf16 storage halves the size, as for the SFT policies; HFBackend upcasts to fp32.
+    policy.to(torch.bfloat16).save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    (out_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out_dir / "recipe.yaml").write_text(yaml.safe_dump(asdict(recipe), sort_keys=False))
+    write_card(out_dir, summary)
+    return summary
+
+
+def write_card(out_dir: Path, summary: dict[str, Any]) -> None:
+    """README.md of the checkpoint: how it was made and what training cost; measured accuracy goes under
+    "Measured" from `ponder bench grpo` or `ponder eval` (the card says which run)."""
+    c = summary["config"]
+    train = c["train"]
+    reward = ("outcome (exact grader, 0/1)" if c["reward"] == "outcome" else
+              f"outcome (exact grader, 0/1) + {c['process_weight']} x PRM `{c['prm']}` ({c['aggregate']} of steps)")
+    card = f"""# {summary["recipe"]}
+
+The `{summary["init"]}` policy for `{summary["task"]}` after GRPO (Shao et al., 2024) through TRL's `GRPOTrainer`
+on the training split. Character-level tokenizer; weights stored in bf16, Ponder runs them in fp32.
+
+- Reward: {reward}.
+- Recipe: `src/ponder/train/recipes/{summary["recipe"]}.yaml` ({summary["steps"]} steps, G = {c["num_generations"]},
+  {train["batch_size"]} completions per step, beta {c["beta"]}, temperature {c["temperature"]}, lr {train["lr"]},
+  seed {train["seed"]}).
+- Command: `ponder train grpo {summary["recipe"]} --out {out_dir}`
+- Training: {summary["seconds"] / 60:.1f} minutes on {summary["threads"]} CPU threads
+  ({summary["seconds_per_step"]} s/step), bf16 autocast: {summary["bf16_autocast"]};
+  mean reward {summary["reward_start"]} over the first 10% of steps, {summary["reward_end"]} over the last 10%.
+
+## Measured
+"""
+    (out_dir / "README.md").write_text(card)

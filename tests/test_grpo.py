@@ -1,0 +1,124 @@
+"""GRPO through TRL: the outcome reward is the exact grader, the process reward is a PRM's aggregated step
+scores in [0, 1], a short run saves a policy that Ponder loads, and bad recipes fail clearly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ponder.collect.run import CollectConfig, run_collect
+from ponder.lm.base import Request, SamplingParams
+from ponder.lm.engine import Engine
+from ponder.lm.hf import HFBackend
+from ponder.tasks import TaskError, get_task
+from ponder.train.grpo import GRPORecipe, OutcomeReward, build_dataset, reward_functions, total_rewards, train_grpo
+from ponder.train.loop import TrainConfig
+from ponder.train.verifier import VerifierRecipe, train_verifier
+from ponder.verifiers.learned import HeadSpec
+
+
+@pytest.fixture(scope="module")
+def game24():
+    task = get_task("game24")
+    _, problems = build_dataset(task)
+    return task, problems
+
+
+def columns(problem) -> dict[str, list[str]]:
+    return {"problem_id": [problem.id], "question": [problem.question]}
+
+
+def test_outcome_reward_is_the_exact_grader(game24):
+    task, problems = game24
+    problem = next(p for p in problems.values() if task.reference_solution(p))
+    reward = OutcomeReward(task, problems)
+    right = task.join_steps(task.reference_solution(problem)[:-1])  # steps only, as the policy writes them
+    wrong = right.replace("=", "+", 1)
+    prompt = [task.prompt(problem)]
+    assert reward(prompt, [right], **columns(problem)) == [1.0]
+    assert reward(prompt, [wrong], **columns(problem)) == [0.0]
+    assert reward(prompt, ["(((*/ ))) = 24\n__import__('os')\n"], **columns(problem)) == [0.0]
+    assert reward(prompt, [""], **columns(problem)) == [0.0]
+
+
+def test_outcome_reward_finds_arith_problems_by_id():
+    task = get_task("arith")
+    data, problems = build_dataset(task)
+    assert data[3]["problem_id"] == "arith-train-3"
+    problem = problems["arith-train-3"]
+    reward = OutcomeReward(task, problems)
+    right = task.join_steps(task.reference_solution(problem))
+    assert reward([task.prompt(problem)], [right, "Answer: -1\n"], problem_id=[problem.id] * 2,
+                  question=[problem.question] * 2) == [1.0, 0.0]
+
+
+@pytest.fixture(scope="module")
+def tiny_prm(tmp_path_factory, game24_backend) -> Path:
+    records = tmp_path_factory.mktemp("records")
+    run_collect(CollectConfig(labeller="oracle", task="game24", limit=4, samples=2), records,
+                lm=Engine(game24_backend), show_progress=False)
+    out = tmp_path_factory.mktemp("prm")
+    recipe = VerifierRecipe(name="test-prm", task="game24", head=HeadSpec(kind="step_tag", marker=" ки"),
+                            labels="hard", train=TrainConfig(steps=5, batch_size=4, warmup=1, lr=1e-3, bf16=False))
+    train_verifier(recipe, out, data=str(records / "records.jsonl"))
+    return out
+
+
+def test_process_reward_is_in_unit_range_and_changes_the_total(game24, tiny_prm):
+    task, problems = game24
+    problem = next(p for p in problems.values() if task.reference_solution(p))
+    right = task.join_steps(task.reference_solution(problem)[:-1])
+    completions = [right, right.replace("=", "+", 1), "garbage", ""]
+    prompts = [task.prompt(problem)] * len(completions)
+    cols = {"problem_id": [problem.id] * len(completions), "question": [problem.question] * len(completions)}
+
+    outcome_only, _ = reward_functions(GRPORecipe(name="o", task="game24"), task, problems)
+    recipe = GRPORecipe(name="p", task="game24", reward="outcome+process", prm=str(tiny_prm), process_weight=0.5)
+    funcs, weights = reward_functions(recipe, task, problems)
+    assert [f.__name__ for f in funcs] == ["outcome", "process"] and weights == [1.0, 0.5]
+
+    process = funcs[1](prompts=prompts, completions=completions, **cols)
+    assert all(0.0 <= r <= 1.0 for r in process)
+    assert process[3] == 0.0  # no steps, nothing to score
+    base = total_rewards(outcome_only, [1.0], prompts, completions, **cols)
+    total = total_rewards(funcs, weights, prompts, completions, **cols)
+    assert base == [1.0, 0.0, 0.0, 0.0]
+    assert total == pytest.approx([b + 0.5 * p for b, p in zip(base, process)])
+    assert total != base
+
+
+def test_two_grpo_steps_save_a_policy_that_loads_and_generates(tmp_path):
+    recipe = GRPORecipe(name="test-grpo", task="game24", num_generations=2, max_completion_length=48,
+                        train=TrainConfig(steps=2, batch_size=4, lr=1e-5, warmup=1, weight_decay=0.0, bf16=False))
+    summary = train_grpo(recipe, tmp_path)
+    assert summary["steps"] == 2 and summary["reward_start"] is not None
+    saved = json.loads((tmp_path / "training.json").read_text())
+    assert saved["config"]["kind"] == "grpo" and (tmp_path / "recipe.yaml").is_file()
+    backend = HFBackend(str(tmp_path))
+    out = backend.generate_batch([Request("Input: 4 5 6 10\n", SamplingParams(max_tokens=40))])
+    assert out[0].generated_tokens > 0 and out[0].text.strip()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("task: game24\nkind: grpo\nreward: outcome\nbogus_knob: 1\n", "malformed"),
+    ("task: game24\nkind: grpo\nreward: vibes\n", "unknown reward"),
+    ("task: game24\nkind: grpo\nreward: outcome+process\n", "needs a `prm:`"),
+    ("task: game24\nkind: grpo\nnum_generations: 8\ntrain: {batch_size: 12}\n", "multiple of num_generations"),
+    ("task: game24\nkind: grpo\naggregate: median\n", "unknown aggregate"),
+    ("task: game24\nkind: sft\n", "kind must be grpo"),
+    ("task: game24\nkind: grpo\ntrain: [1, 2]\n", "malformed"),
+    ("task: game24\nkind: grpo\nnum_generations: lots\n", "malformed"),
+])
+def test_malformed_recipes_fail_clearly(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(TaskError, match=message):
+        GRPORecipe.load(str(path))
+
+
+def test_shipped_grpo_recipes_load():
+    outcome, process = GRPORecipe.load("game24-grpo"), GRPORecipe.load("game24-grpo-process")
+    assert outcome.reward == "outcome" and process.reward == "outcome+process" and process.prm == "game24-prm"
+    assert outcome.train.steps == process.train.steps and outcome.num_generations == process.num_generations
