@@ -116,3 +116,20 @@ def test_sigkill_mid_collection_then_resume_loses_and_duplicates_nothing(tmp_pat
     assert partial < len(expected)
     assert len({json.dumps(key(r)) for r in resumed}) == len(resumed)  # no duplicates
     assert sorted(resumed, key=key) == sorted(expected, key=key)  # nothing lost, nothing changed
+
+
+def test_state_walks_give_exact_labels_of_both_kinds_without_a_policy(tmp_path):
+    summary = run_collect(CollectConfig(labeller="states", task="game24", limit=5, samples=6), tmp_path,
+                          lm=object(), show_progress=False)  # no model is called
+    task = get_task("game24")
+    problems = {p.id: p for p in task.problems("train", limit=5)}
+    records = read_records(tmp_path / "records.jsonl")
+    assert summary["records"] == len(records) >= 10
+    last = [r.labels[-1] for r in records]
+    assert 0 < sum(last) < len(last)  # good steps and bad ones
+    for r in records:
+        assert r.labels == exact_labels(task, problems[r.problem_id], r.steps)
+        assert all(r.labels[:-1])  # walks move on along steps that can still succeed
+    with pytest.raises(TaskError, match="cannot enumerate steps"):
+        run_collect(CollectConfig(labeller="states", task="arith", limit=1), tmp_path / "arith", lm=object(),
+                    show_progress=False)

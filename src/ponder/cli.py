@@ -216,6 +216,14 @@ def collect_omegaprm(task: str = TASK_OPT, limit: int = LIMIT_OPT,
     _collect("omegaprm", task, limit, 1, 1, omega, model, seed, out)
 
 
+@collect_app.command("states")
+def collect_states(task: str = TASK_OPT, limit: int = LIMIT_OPT,
+                   walks: int = typer.Option(12, help="walks per problem"), seed: int = typer.Option(0),
+                   out: Path = OUT_OPT) -> None:
+    """Oracle labels without a policy: random walks through the task's states, slips included (game24)."""
+    _collect("states", task, limit, walks, 1, None, "", seed, out)
+
+
 @collect_app.command("convert")
 def collect_convert(
     source: Path = typer.Argument(..., help="input JSONL"),

@@ -1,9 +1,10 @@
 """`ponder collect`: sample solutions from the policy and label their steps, into resumable JSONL.
 
 Labellers: `oracle` (the task's exact checker), `mc` (Math-Shepherd rollouts), `omegaprm` (binary search over
-an MC tree; also writes MATH-APS). Each problem runs as one concurrent job through the shared engine; a
-record is written the moment it is labelled, keyed so that a killed run resumes without losing or
-duplicating one (a problem cut off half-way runs again with the same seeds and skips what it wrote).
+an MC tree; also writes MATH-APS), `states` (oracle-labelled random walks through the task's states, no
+policy). Each problem runs as one concurrent job through the shared engine; a record is written the moment it
+is labelled, keyed so that a killed run resumes without losing or duplicating one (a problem cut off half-way
+runs again with the same seeds and skips what it wrote).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ponder.collect.mc import mc_labels, oracle_labels
 from ponder.collect.omegaprm import OmegaConfig, omegaprm, tree_records
 from ponder.collect.records import StepRecord
+from ponder.collect.states import state_walks
 from ponder.evaluate.runner import DEFAULT_MAX_TOKENS
 from ponder.jsonl import ResumableJsonl, check_config
 from ponder.lm.base import LanguageModel
@@ -27,7 +29,7 @@ from ponder.search.base import SearchConfig, sample_solutions
 from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
 
-LABELLERS = ("oracle", "mc", "omegaprm")
+LABELLERS = ("oracle", "mc", "omegaprm", "states")
 
 
 @dataclass
@@ -85,7 +87,9 @@ async def label_problem(task: Task, problem: Problem, lm: LanguageModel, cfg: Co
                         files: dict[str, ResumableJsonl]) -> None:
     """Label one problem; its line in problems.jsonl, written last, marks it done."""
     spent = 0
-    if cfg.labeller == "omegaprm":
+    if cfg.labeller == "states":
+        records = state_walks(task, problem, cfg.samples, cfg.seed)
+    elif cfg.labeller == "omegaprm":
         tree = await omegaprm(task, problem, lm, cfg.search_config(), OmegaConfig(**(cfg.omega or {})))
         aps_record, records = tree_records(task, problem, tree)
         files["math-aps"].append(aps_record.to_dict())

@@ -62,6 +62,11 @@ class Task(ABC):
         """Exact oracle for a prefix of steps; None when the task has none."""
         return None
 
+    def step_candidates(self, problem: Problem, steps: list[str]) -> list[str] | None:
+        """Plausible next steps after a correct prefix, right and wrong (for labelling states without a policy);
+        None when the task cannot enumerate them."""
+        return None
+
     def is_final(self, steps: list[str]) -> bool:
         """Whether a solution prefix is complete (it has given its final answer)."""
         return bool(steps) and steps[-1].lower().startswith("answer:")

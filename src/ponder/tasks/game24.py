@@ -191,6 +191,24 @@ class Game24(Task):
         found = solutions(self.numbers(problem), limit=1)
         return found[0] if found else None
 
+    def step_candidates(self, problem: Problem, steps: list[str]) -> list[str]:
+        """Next steps after a correct prefix: every canonical move, and for each the slips a policy makes (a
+        result off by one, a wrong `left` list, a number that is not available)."""
+        replayed = self._replay(problem, steps)
+        if replayed is None:
+            return []
+        state = _key(list(replayed[0].elements()))
+        out = []
+        for a, op, b, c, left in _moves(state):
+            out.append(format_step(a, op, b, c, left))
+            off = c + 1 if c != TARGET - 1 else c + 2
+            out.append(format_step(a, op, b, off, _key([*(x for x in left if x != c), off])))
+            if len(left) > 1:
+                out.append(format_step(a, op, b, c, left[1:]))  # a number dropped from the list
+            missing = max(state) + 1
+            out.append(format_step(missing, op, b, apply_op(missing, op, b) or missing, left))
+        return out
+
     def _replay(self, problem: Problem, steps: list[str]) -> tuple[Counter[Fraction], int] | None:
         """Apply the arithmetic steps (up to an answer line) exactly; None at the first wrong one."""
         state = Counter(Fraction(n) for n in self.numbers(problem))

@@ -38,7 +38,7 @@ class VerifierRecipe:
     name: str
     task: str
     head: HeadSpec
-    data: str = ""  # step-record JSONL (`ponder collect` output); the command line may override it
+    data: str = ""  # step-record JSONL (`ponder collect` output), several joined by commas; --data overrides it
     labels: str = "soft"  # soft or hard
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -131,10 +131,11 @@ def train_verifier(recipe: VerifierRecipe, out_dir: Path, data: str = "", steps:
     """Train the recipe's verifier on step records and save it (with its head declared) to `out_dir`."""
     cfg = recipe.train
     n_steps = steps if steps is not None else cfg.steps
-    path = Path(data or recipe.data)
-    if not str(path) or str(path) == ".":
+    paths = [Path(x.strip()) for x in (data or recipe.data).split(",") if x.strip()]
+    if not paths:
         raise TaskError("no training data: give the recipe a `data:` path or pass --data")
-    records = read_records(path)
+    records = [r for path in paths for r in read_records(path)]
+    path = ",".join(str(x) for x in paths)
     torch.manual_seed(cfg.seed)
     task = get_task(recipe.task)
     model, tok, layout = prepare(recipe)
@@ -151,7 +152,7 @@ def train_verifier(recipe: VerifierRecipe, out_dir: Path, data: str = "", steps:
     result = train_loop(model, stream, cfg, n_steps, loss, f"{recipe.head.kind} {recipe.name}")
     head = HeadSpec(**{**asdict(recipe.head), "task": recipe.task, "self_test": known_example(task)})
     summary = {"recipe": recipe.name, "task": recipe.task, "kind": recipe.head.kind, "labels": recipe.labels,
-               "data": str(path), "records": len(records), "examples": len(train_set),
+               "data": path, "records": len(records), "examples": len(train_set),
                "labelled_steps": sum(len(t) for _, _, t in train_set), **result.summary(),
                "parameters": sum(p.numel() for p in model.parameters()),
                "config": {**asdict(recipe), "head": asdict(recipe.head)}}

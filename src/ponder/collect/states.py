@@ -1,0 +1,40 @@
+"""Oracle-labelled step prefixes without a policy: random walks through a task's own states.
+
+A task with an exact oracle that can also enumerate next steps (`Task.step_candidates`: every legal move and
+the slips a policy makes) gives unlimited exact step labels for free. A walk takes random candidates, records
+each prefix with the oracle's labels, and moves on along a step that can still succeed. This covers every
+training problem, where policy samples cover a few hundred: a tiny PRM trained on policy samples of 200
+game24 puzzles memorises them (step AUROC 0.91 on its training solutions, 0.59 on other training puzzles).
+"""
+
+from __future__ import annotations
+
+import random
+
+from ponder.collect.mc import exact_labels, new_record
+from ponder.collect.records import StepRecord
+from ponder.tasks.base import Problem, Task, TaskError
+
+
+def state_walks(task: Task, problem: Problem, walks: int, seed: int) -> list[StepRecord]:
+    rng = random.Random(f"{seed}|{problem.id}")
+    records: dict[tuple[str, ...], StepRecord] = {}
+    for walk in range(walks):
+        prefix: list[str] = []
+        while not task.is_final(prefix):
+            candidates = task.step_candidates(problem, prefix)
+            if candidates is None:
+                raise TaskError(f"task {task.name!r} cannot enumerate steps; use the oracle, mc or omegaprm labellers")
+            if not candidates:
+                break
+            alive = [c for c in candidates if exact_labels(task, problem, [*prefix, c])[-1]]
+            # Half the recorded steps are drawn among those that can still succeed: most candidates are
+            # slips or dead ends, and a PRM needs to see both kinds.
+            step = rng.choice(alive if alive and rng.random() < 0.5 else candidates)
+            labels = exact_labels(task, problem, [*prefix, step])
+            records.setdefault(tuple([*prefix, step]), new_record(task, problem, [*prefix, step], list(labels),
+                                                                  "states", 0, sample=walk))
+            if not alive:
+                break
+            prefix.append(rng.choice(alive))
+    return list(records.values())
