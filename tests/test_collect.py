@@ -91,9 +91,10 @@ def test_collecting_from_the_test_split_or_with_an_unknown_labeller_is_refused(t
 
 @pytest.mark.slow
 def test_sigkill_mid_collection_then_resume_loses_and_duplicates_nothing(tmp_path, game24_backend):
-    args = ["--task", "game24", "--limit", "8", "--samples", "4", "--n", "4"]
+    # Two problems at a time, so the kill lands between waves of problems, not after the last one.
+    args = ["--task", "game24", "--limit", "8", "--samples", "4", "--n", "4", "--concurrency", "2"]
     whole = tmp_path / "whole"
-    run_collect(CollectConfig(labeller="mc", task="game24", limit=8, samples=4, n=4), whole,
+    run_collect(CollectConfig(labeller="mc", task="game24", limit=8, samples=4, n=4, concurrency=2), whole,
                 lm=Engine(game24_backend), show_progress=False)
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "ponder.cli", "collect", "mc", *args, "--out", str(killed)]

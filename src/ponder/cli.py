@@ -166,13 +166,13 @@ def bench_engine(
 
 
 def _collect(labeller: str, task: str, limit: int, samples: int, n: int, omega: dict[str, float] | None,
-             model: str, seed: int, out: Path | None) -> None:
+             model: str, seed: int, out: Path | None, concurrency: int = 64) -> None:
     from ponder.collect.run import CollectConfig, run_collect
     from ponder.lm.hf import ModelLoadError
 
     try:
         cfg = CollectConfig(labeller=labeller, task=task, limit=limit or None, samples=samples, n=n, omega=omega,
-                            model=model, seed=seed)
+                            model=model, seed=seed, concurrency=concurrency)
         out = out or Path("runs") / f"collect-{labeller}-{task}-seed{seed}"
         summary = run_collect(cfg, out)
     except (TaskError, ModelLoadError, ValueError) as err:
@@ -199,9 +199,10 @@ def collect_oracle(task: str = TASK_OPT, limit: int = LIMIT_OPT, samples: int = 
 @collect_app.command("mc")
 def collect_mc(task: str = TASK_OPT, limit: int = LIMIT_OPT, samples: int = typer.Option(8),
                n: int = typer.Option(8, help="rollouts per step prefix"), model: str = MODEL_OPT,
-               seed: int = typer.Option(0), out: Path = OUT_OPT) -> None:
+               seed: int = typer.Option(0), out: Path = OUT_OPT,
+               concurrency: int = typer.Option(64, help="problems in flight at once")) -> None:
     """Math-Shepherd labels: N rollouts from every step prefix (soft = share correct, hard = any)."""
-    _collect("mc", task, limit, samples, n, None, model, seed, out)
+    _collect("mc", task, limit, samples, n, None, model, seed, out, concurrency)
 
 
 @collect_app.command("omegaprm")
@@ -272,6 +273,28 @@ def train_verifier_cmd(
     console.print(f"saved to {out}")
 
 
+@train_app.command("grpo")
+def train_grpo_cmd(
+    recipe: str = typer.Argument(..., help="shipped recipe (game24-grpo, game24-grpo-process) or a YAML file"),
+    out: Path = typer.Option(None, help="output directory (default runs/grpo/RECIPE)"),
+    steps: int = typer.Option(0, help="override the recipe's step count (0: as written)"),
+) -> None:
+    """GRPO of a policy through TRL: exact outcome reward, optionally plus a PRM's process reward."""
+    from ponder.train.grpo import GRPORecipe, train_grpo
+
+    try:
+        r = GRPORecipe.load(recipe)
+        out = out or Path("runs") / "grpo" / r.name
+        summary = train_grpo(r, out, steps=steps or None)
+    except (TaskError, ValueError) as err:
+        _fail(str(err))
+        return
+    summary.pop("config")
+    summary.pop("log")
+    console.print_json(json.dumps(summary))
+    console.print(f"saved to {out}")
+
+
 @app.command("selftest")
 def selftest(verifier: str = typer.Argument(..., help="a PRM/ORM: shipped name or checkpoint directory"),
              preset: str = typer.Option("", help="head preset for checkpoints made elsewhere (math-shepherd)")) -> None:
@@ -328,6 +351,30 @@ def bench_verifiers(
                                  ("first_wrong_accuracy", "first wrong step acc.", ".3f"),
                                  ("bon_min", f"BoN@{samples} (min)", ".3f"),
                                  ("bon_last", f"BoN@{samples} (last)", ".3f"), ("seconds", "score s", ".1f")])
+
+
+@bench_app.command("grpo")
+def bench_grpo(
+    task: str = typer.Option("game24"),
+    steps: int = typer.Option(0, help="GRPO steps per variant (0: the recipes' own)"),
+    problems: int = typer.Option(100, help="test-split problems for greedy pass@1"),
+    prm: str = typer.Option("", help="PRM for the process variant (default: the recipe's `prm:`)"),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(None, help="trained models and eval runs (default: a new temporary folder)"),
+) -> None:
+    """Greedy pass@1 before GRPO and after GRPO with outcome vs outcome+process rewards."""
+    from ponder.evaluate.bench_grpo import grpo_benchmark
+
+    try:
+        result = grpo_benchmark(task, steps or None, problems, seed, prm=prm, out=out)
+    except (TaskError, ValueError) as err:
+        _fail(str(err))
+        return
+    print_table(f"{task} test: greedy pass@1 before and after GRPO ({result['problems']} problems, seed {seed})",
+                result["rows"], [("variant", "variant", ""), ("steps", "steps", ""), ("pass@1", "pass@1", ".3f"),
+                                 ("train_seconds", "train s", ".1f"), ("reward_start", "reward (first 10%)", ""),
+                                 ("reward_end", "reward (last 10%)", "")])
+    console.print(f"models and eval runs: {result['out']}")
 
 
 def main() -> None:

@@ -87,6 +87,7 @@ class GRPORecipe:
         """Raise TaskError for settings GRPO cannot run with (before any model is loaded)."""
         if self.kind != "grpo":
             raise TaskError(f"recipe {where}: kind must be grpo, got {self.kind!r}")
+        get_task(self.task)  # an unknown task names the known ones
         if self.reward not in REWARDS:
             raise TaskError(f"recipe {where}: unknown reward {self.reward!r}; choose from {', '.join(REWARDS)}")
         if self.reward == "outcome+process" and not self.prm:
@@ -281,6 +282,7 @@ def train_grpo(recipe: GRPORecipe, out_dir: Path, steps: int | None = None) -> d
                "log": [{k: v for k, v in row.items() if isinstance(v, int | float)} for row in history]}
     out_dir.mkdir(parents=True, exist_ok=True)
     policy = trainer.model
+    policy.config.use_cache = True  # the Trainer turns the KV cache off for training; generation wants it back
     # bf16 storage halves the size, as for the SFT policies; HFBackend upcasts to fp32.
     policy.to(torch.bfloat16).save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
