@@ -18,7 +18,6 @@ Rewards:
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 import time
@@ -27,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from datasets import Dataset
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
@@ -36,7 +34,7 @@ from transformers.utils import logging as hf_logging
 from ponder.lm.hf import resolve_model
 from ponder.tasks import Game24, Task, TaskError, get_task
 from ponder.tasks.base import Problem
-from ponder.train.loop import TrainConfig, use_bf16
+from ponder.train.loop import TrainConfig, save_checkpoint, use_bf16
 from ponder.train.recipe import load_recipe_yaml
 from ponder.verifiers import AGGREGATIONS, aggregate, get_verifier
 from ponder.verifiers.learned import LearnedVerifier, VerifierError
@@ -280,14 +278,9 @@ def train_grpo(recipe: GRPORecipe, out_dir: Path, steps: int | None = None) -> d
                "outcome_start": outcome_start, "outcome_end": outcome_end,
                "parameters": sum(p.numel() for p in model.parameters()), "config": asdict(recipe),
                "log": [{k: v for k, v in row.items() if isinstance(v, int | float)} for row in history]}
-    out_dir.mkdir(parents=True, exist_ok=True)
     policy = trainer.model
     policy.config.use_cache = True  # the Trainer turns the KV cache off for training; generation wants it back
-    # bf16 storage halves the size, as for the SFT policies; HFBackend upcasts to fp32.
-    policy.to(torch.bfloat16).save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
-    (out_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out_dir / "recipe.yaml").write_text(yaml.safe_dump(asdict(recipe), sort_keys=False))
+    save_checkpoint(policy, tok, out_dir, summary, asdict(recipe))
     write_card(out_dir, summary)
     return summary
 

@@ -3,6 +3,7 @@ bf16 autocast where the CPU has it, and a progress bar with the running loss."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
@@ -91,3 +93,14 @@ def train_loop(model: torch.nn.Module, data: Iterator[dict[str, torch.Tensor]], 
             bar.update(job, advance=1, loss=sum(losses[-20:]) / len(losses[-20:]))
     model.eval()
     return LoopResult(losses, tokens, time.time() - start, bf16)
+
+
+def save_checkpoint(model: torch.nn.Module, tokenizer: Any, out_dir: Path, summary: dict[str, Any],
+                    recipe: dict[str, Any]) -> None:
+    """A Hugging Face directory plus what made it: training.json (the summary) and recipe.yaml.
+    Weights are stored in bf16, which halves the shipped size; Ponder upcasts to fp32 to run them."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.to(torch.bfloat16).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True))

@@ -6,7 +6,6 @@ The model is a real `LlamaForCausalLM` with a character tokenizer, saved as a Hu
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -14,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from ponder.lm.hf import resolve_model
 from ponder.tasks import Game24, Task, TaskError, get_task
 from ponder.tasks.game24 import solutions
-from ponder.train.loop import TrainConfig, train_loop
+from ponder.train.loop import TrainConfig, save_checkpoint, train_loop
 from ponder.train.recipe import load_recipe_yaml
 from ponder.train.tokenizer import char_tokenizer
 
@@ -123,12 +121,7 @@ def train_sft(recipe: SFTRecipe, out_dir: Path, steps: int | None = None) -> dic
     result = train_loop(model, data, cfg, n_steps, lambda m, batch: m(**batch).loss, f"sft {recipe.name}")
     summary = {"recipe": recipe.name, "task": recipe.task, **result.summary(),
                "parameters": sum(p.numel() for p in model.parameters()), "config": asdict(recipe)}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # bf16 storage halves the shipped size; inference upcasts to fp32.
-    model.to(torch.bfloat16).save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
-    (out_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out_dir / "recipe.yaml").write_text(yaml.safe_dump(asdict(recipe), sort_keys=False))
+    save_checkpoint(model, tok, out_dir, summary, asdict(recipe))
     write_model_card(out_dir, summary)
     return summary
 

@@ -9,7 +9,6 @@ policy, which already reads the task's text; the marker token is added to its vo
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections.abc import Iterator
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from transformers import AutoTokenizer, PreTrainedModel
 
 from ponder.collect.mc import exact_labels
@@ -26,7 +24,7 @@ from ponder.collect.records import StepRecord, read_records
 from ponder.lm.hf import resolve_model
 from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
-from ponder.train.loop import TrainConfig, train_loop
+from ponder.train.loop import TrainConfig, save_checkpoint, train_loop
 from ponder.train.recipe import load_recipe_yaml
 from ponder.verifiers.learned import HeadSpec, StepLayout, load_head_model, pad_batch, step_margins
 
@@ -156,12 +154,8 @@ def train_verifier(recipe: VerifierRecipe, out_dir: Path, data: str = "", steps:
                "labelled_steps": sum(len(t) for _, _, t in train_set), **result.summary(),
                "parameters": sum(p.numel() for p in model.parameters()),
                "config": {**asdict(recipe), "head": asdict(recipe.head)}}
-    out_dir.mkdir(parents=True, exist_ok=True)
     model.config.ponder_verifier = asdict(head)
-    model.to(torch.bfloat16).save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
-    (out_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out_dir / "recipe.yaml").write_text(yaml.safe_dump(summary["config"], sort_keys=False, allow_unicode=True))
+    save_checkpoint(model, tok, out_dir, summary, summary["config"])
     write_card(out_dir, summary)
     return summary
 
