@@ -31,28 +31,24 @@ class Rollouts:
         return sum(self.correct) / len(self.correct) if self.correct else 0.0
 
 
-def solved(task: Task, problem: Problem, steps: list[str]) -> bool:
-    return task.grade(problem, task.extract_answer(problem, steps))
-
-
 async def rollout(task: Task, problem: Problem, lm: LanguageModel, prefix: list[str], k: int, cfg: SearchConfig,
                   *seed_parts: object) -> Rollouts:
     """k completions of `prefix` at the config's temperature, each graded by the task."""
     if task.is_final(prefix):
-        return Rollouts([[]], [solved(task, problem, prefix)], 0)
+        return Rollouts([[]], [task.solves(problem, prefix)], 0)
     prompt = task.prompt(problem) + task.join_steps(prefix)
     requests = [Request(prompt, SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p,
                                                max_tokens=cfg.max_tokens,
                                                seed=request_seed(cfg, problem, "rollout", *seed_parts, j)))
                 for j in range(k)]
     continuations = [task.split_steps(c.text) for c in await lm.generate(requests)]
-    return Rollouts(continuations, [solved(task, problem, prefix + c) for c in continuations], k)
+    return Rollouts(continuations, [task.solves(problem, prefix + c) for c in continuations], k)
 
 
 def new_record(task: Task, problem: Problem, steps: list[str], labels: list[float | None], source: str,
                rollouts: int, **meta: object) -> StepRecord:
     return StepRecord(question=problem.question, steps=steps, labels=labels, task=task.name, problem_id=problem.id,
-                      answer=problem.answer, outcome=solved(task, problem, steps), source=source, rollouts=rollouts,
+                      answer=problem.answer, outcome=task.solves(problem, steps), source=source, rollouts=rollouts,
                       meta=dict(meta))
 
 
@@ -67,13 +63,9 @@ async def mc_labels(task: Task, problem: Problem, lm: LanguageModel, solution: l
 
 def exact_labels(task: Task, problem: Problem, solution: list[str]) -> list[float]:
     """The exact oracle's labels: a step is good while its prefix can still reach a correct answer."""
-    labels, ok = [], True
-    for i in range(1, len(solution) + 1):
-        check = task.check_step(problem, solution[:i])
-        if check is None:
-            raise TaskError(f"task {task.name!r} has no exact step oracle; use mc or omegaprm labels")
-        ok = ok and check
-        labels.append(float(ok))
+    labels = task.step_labels(problem, solution)
+    if labels is None:
+        raise TaskError(f"task {task.name!r} has no exact step oracle; use mc or omegaprm labels")
     return labels
 
 

@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass, field
 
 from ponder.collect.formats import APSRecord
-from ponder.collect.mc import new_record, rollout, solved
+from ponder.collect.mc import new_record, rollout
 from ponder.collect.records import StepRecord
 from ponder.lm.base import LanguageModel
 from ponder.search.base import SearchConfig
@@ -103,7 +103,7 @@ async def omegaprm(task: Task, problem: Problem, lm: LanguageModel, cfg: SearchC
         root, spent = first.continuations, first.spent
     else:
         spent = 0
-    tree.add_state((), root, [solved(task, problem, r) for r in root], spent)
+    tree.add_state((), root, [task.solves(problem, r) for r in root], spent)
     while tree.pool and tree.spent < omega.budget:
         prefix, wrong = tree.select(omega)
         tree.states[prefix].visits += 1

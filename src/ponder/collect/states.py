@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from ponder.collect.mc import exact_labels, new_record
+from ponder.collect.mc import new_record
 from ponder.collect.records import StepRecord
 from ponder.tasks.base import Problem, Task, TaskError
 
@@ -27,12 +27,13 @@ def state_walks(task: Task, problem: Problem, walks: int, seed: int) -> list[Ste
                 raise TaskError(f"task {task.name!r} cannot enumerate steps; use the oracle, mc or omegaprm labellers")
             if not candidates:
                 break
-            alive = [c for c in candidates if exact_labels(task, problem, [*prefix, c])[-1]]
+            # The walk's prefix can still succeed, so a candidate's label is its own check.
+            alive = [c for c in candidates if task.check_step(problem, [*prefix, c])]
             # Half the recorded steps are drawn among those that can still succeed: most candidates are
             # slips or dead ends, and a PRM needs to see both kinds.
             step = rng.choice(alive if alive and rng.random() < 0.5 else candidates)
-            labels = exact_labels(task, problem, [*prefix, step])
-            records.setdefault(tuple([*prefix, step]), new_record(task, problem, [*prefix, step], list(labels),
+            labels = [1.0] * len(prefix) + [float(step in alive)]
+            records.setdefault(tuple([*prefix, step]), new_record(task, problem, [*prefix, step], labels,
                                                                   "states", 0, sample=walk))
             if not alive:
                 break

@@ -51,7 +51,7 @@ def verifiers_benchmark(verifiers: list[str], task_name: str = "game24", problem
         for how in ("min", "last"):
             picked = [max(range(len(sols)), key=lambda i, s=per: aggregate(s[i], how)) if sols else None
                       for sols, per in zip(sampled, scores)]
-            row[f"bon_{how}"] = sum(i is not None and task.grade(p, task.extract_answer(p, sols[i]))
+            row[f"bon_{how}"] = sum(i is not None and task.solves(p, sols[i])
                                     for p, sols, i in zip(chosen, sampled, picked)) / len(chosen)
         rows.append(row)
     n_solutions = sum(len(s) for s in sampled)

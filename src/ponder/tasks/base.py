@@ -62,6 +62,22 @@ class Task(ABC):
         """Exact oracle for a prefix of steps; None when the task has none."""
         return None
 
+    def solves(self, problem: Problem, steps: list[str]) -> bool:
+        """Whether the answer these steps give is right (the outcome)."""
+        return self.grade(problem, self.extract_answer(problem, steps))
+
+    def step_labels(self, problem: Problem, steps: list[str]) -> list[float] | None:
+        """The exact oracle's label of every step: 1 while the prefix can still reach a correct answer, then 0;
+        None when the task has no step oracle."""
+        labels, ok = [], True
+        for i in range(1, len(steps) + 1):
+            check = self.check_step(problem, steps[:i])
+            if check is None:
+                return None
+            ok = ok and check
+            labels.append(float(ok))
+        return labels
+
     def step_candidates(self, problem: Problem, steps: list[str]) -> list[str] | None:
         """Plausible next steps after a correct prefix, right and wrong (for labelling states without a policy);
         None when the task cannot enumerate them."""

@@ -129,8 +129,7 @@ class OutcomeReward:
         rewards = []
         for completion, pid, q in zip(completions, problem_id, question):
             problem = self.problem(pid, q)
-            answer = self.task.extract_answer(problem, self.task.split_steps(completion))
-            rewards.append(1.0 if self.task.grade(problem, answer) else 0.0)
+            rewards.append(1.0 if self.task.solves(problem, self.task.split_steps(completion)) else 0.0)
         return rewards
 
 

@@ -28,14 +28,10 @@ class OracleVerifier(Verifier):
     async def score(self, task: Task, problem: Problem, solutions: list[list[str]]) -> list[list[float]]:
         out = []
         for steps in solutions:
-            if task.check_step(problem, steps[:1]) is None:
-                right = task.grade(problem, task.extract_answer(problem, steps))
-                out.append([float(right)] * len(steps))
+            scores = task.step_labels(problem, steps)
+            if scores is None:
+                out.append([float(task.solves(problem, steps))] * len(steps))
                 continue
-            scores, ok = [], True
-            for i in range(1, len(steps) + 1):
-                ok = ok and bool(task.check_step(problem, steps[:i]))
-                scores.append(float(ok))
             if steps and not task.is_final(steps):  # steps all fine but no answer given: not a solution
                 scores[-1] = 0.0
             out.append(scores)
