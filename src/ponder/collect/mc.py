@@ -12,8 +12,8 @@ import asyncio
 from dataclasses import dataclass
 
 from ponder.collect.records import StepRecord
-from ponder.lm.base import LanguageModel, Request, SamplingParams
-from ponder.search.base import SearchConfig, request_seed
+from ponder.lm.base import LanguageModel
+from ponder.search.base import SearchConfig, sample_solutions
 from ponder.tasks.base import Problem, Task, TaskError
 
 
@@ -36,12 +36,8 @@ async def rollout(task: Task, problem: Problem, lm: LanguageModel, prefix: list[
     """k completions of `prefix` at the config's temperature, each graded by the task."""
     if task.is_final(prefix):
         return Rollouts([[]], [task.solves(problem, prefix)], 0)
-    prompt = task.prompt(problem) + task.join_steps(prefix)
-    requests = [Request(prompt, SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p,
-                                               max_tokens=cfg.max_tokens,
-                                               seed=request_seed(cfg, problem, "rollout", *seed_parts, j)))
-                for j in range(k)]
-    continuations = [task.split_steps(c.text) for c in await lm.generate(requests)]
+    continuations = await sample_solutions(task, problem, lm, cfg, k, cfg.temperature, ("rollout", *seed_parts),
+                                           prefix=prefix)
     return Rollouts(continuations, [task.solves(problem, prefix + c) for c in continuations], k)
 
 
