@@ -22,23 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ponder.collect.records import StepRecord, iter_jsonl, read_records, write_jsonl
+from ponder.collect.records import StepRecord, parse_jsonl, read_records, write_jsonl
 from ponder.tasks.base import TaskError
 
 SHEPHERD_TAG = "ки"
 APS_GAP = "\n\n\n"  # between the question and the first step in a MATH-APS prefix
 APS_STEP_SEP = "\n\n"  # between steps in a MATH-APS prefix
-
-
-def _parse(path: Path, parse: Callable[[dict[str, Any]], list[StepRecord]], what: str) -> list[StepRecord]:
-    out: list[StepRecord] = []
-    for lineno, obj in iter_jsonl(path):
-        try:
-            out.extend(parse(obj))
-        except (KeyError, TypeError, ValueError, IndexError) as err:
-            detail = f"missing field {err}" if isinstance(err, KeyError) else str(err)
-            raise TaskError(f"{path}:{lineno}: not a {what} record ({detail})") from err
-    return out
 
 
 class Unlabelled(ValueError):
@@ -55,7 +44,7 @@ def _hard_signs(record: StepRecord) -> list[str]:
 # --- PRM800K -------------------------------------------------------------------------------------------
 
 
-def prm800k_record(obj: dict[str, Any], neutral: float = 1.0) -> list[StepRecord]:
+def prm800k_record(obj: dict[str, Any], neutral: float = 1.0) -> StepRecord:
     rating_label = {1: 1.0, 0: neutral, -1: 0.0, None: None}
     steps, labels = [], []
     for step in obj["label"]["steps"]:
@@ -77,8 +66,8 @@ def prm800k_record(obj: dict[str, Any], neutral: float = 1.0) -> list[StepRecord
     question = obj["question"]
     meta = {k: obj.get(k) for k in ("labeler", "timestamp", "generation")}
     meta["finish_reason"] = obj["label"].get("finish_reason")
-    return [StepRecord(question=question["problem"], steps=steps, labels=labels,
-                       answer=question.get("ground_truth_answer"), source="prm800k", meta=meta)]
+    return StepRecord(question=question["problem"], steps=steps, labels=labels,
+                      answer=question.get("ground_truth_answer"), source="prm800k", meta=meta)
 
 
 def prm800k_row(record: StepRecord) -> dict[str, Any]:
@@ -104,7 +93,7 @@ def prm800k_row(record: StepRecord) -> dict[str, Any]:
 _STEP_PREFIX = re.compile(r"^Step \d+: ?")
 
 
-def shepherd_record(obj: dict[str, Any]) -> list[StepRecord]:
+def shepherd_record(obj: dict[str, Any]) -> StepRecord:
     text, label_text = obj["input"], obj["label"]
     start = text.find("Step 1:")
     if start < 0:
@@ -127,8 +116,8 @@ def shepherd_record(obj: dict[str, Any]) -> list[StepRecord]:
     pieces[0] = pieces[0][start:]
     steps = [_STEP_PREFIX.sub("", piece.strip()) for piece in pieces[:-1]]
     extra = {k: v for k, v in obj.items() if k not in ("input", "label")}
-    return [StepRecord(question=text[:start].rstrip(" "), steps=steps, labels=[float(x == "+") for x in signs],
-                       source="math-shepherd", meta=extra)]
+    return StepRecord(question=text[:start].rstrip(" "), steps=steps, labels=[float(x == "+") for x in signs],
+                      source="math-shepherd", meta=extra)
 
 
 def shepherd_row(record: StepRecord) -> dict[str, Any]:
@@ -187,20 +176,13 @@ def aps_from_dict(obj: dict[str, Any]) -> APSRecord:
 
 
 def read_math_aps(path: Path) -> list[APSRecord]:
-    out = []
-    for lineno, obj in iter_jsonl(path):
-        try:
-            out.append(aps_from_dict(obj))
-        except (KeyError, TypeError, ValueError) as err:
-            detail = f"missing field {err}" if isinstance(err, KeyError) else str(err)
-            raise TaskError(f"{path}:{lineno}: not a MATH-APS record ({detail})") from err
-    return out
+    return parse_jsonl(path, aps_from_dict, "MATH-APS")
 
 
 # --- OpenR and TRL -------------------------------------------------------------------------------------
 
 
-def openr_record(obj: dict[str, Any], tag: str = SHEPHERD_TAG) -> list[StepRecord]:
+def openr_record(obj: dict[str, Any], tag: str = SHEPHERD_TAG) -> StepRecord:
     pieces = obj["process"].split(tag)
     if pieces[-1].strip():
         raise ValueError(f"text after the last step tag {tag!r}")
@@ -208,8 +190,8 @@ def openr_record(obj: dict[str, Any], tag: str = SHEPHERD_TAG) -> list[StepRecor
     signs = obj["label"]
     if len(signs) != len(steps) or any(s not in ("+", "-") for s in signs):
         raise ValueError(f"{len(steps)} tagged steps but labels {signs!r}")
-    return [StepRecord(question=obj["question"], steps=steps, labels=[1.0 if s == "+" else 0.0 for s in signs],
-                       source="openr")]
+    return StepRecord(question=obj["question"], steps=steps, labels=[1.0 if s == "+" else 0.0 for s in signs],
+                      source="openr")
 
 
 def openr_row(record: StepRecord, tag: str = SHEPHERD_TAG) -> dict[str, Any]:
@@ -217,12 +199,12 @@ def openr_row(record: StepRecord, tag: str = SHEPHERD_TAG) -> dict[str, Any]:
             "label": _hard_signs(record)}
 
 
-def trl_record(obj: dict[str, Any]) -> list[StepRecord]:
+def trl_record(obj: dict[str, Any]) -> StepRecord:
     labels = obj["labels"]
     if len(labels) != len(obj["completions"]) or any(not isinstance(x, bool) for x in labels):
         raise ValueError("'labels' must be one boolean per completion")
-    return [StepRecord(question=obj["prompt"], steps=list(obj["completions"]), labels=[float(x) for x in labels],
-                       source="trl")]
+    return StepRecord(question=obj["prompt"], steps=list(obj["completions"]), labels=[float(x) for x in labels],
+                      source="trl")
 
 
 def trl_row(record: StepRecord) -> dict[str, Any]:
@@ -242,7 +224,7 @@ def read_format(path: Path, fmt: str) -> list[StepRecord]:
     if fmt not in readers:
         raise TaskError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
     parse, what = readers[fmt]
-    return _parse(path, parse, what)
+    return parse_jsonl(path, parse, what)
 
 
 def write_format(records: list[StepRecord], path: Path, fmt: str) -> int:

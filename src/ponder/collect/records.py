@@ -9,12 +9,14 @@ Monte-Carlo labellers give the fraction of rollouts that reached a correct answe
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ponder.tasks.base import TaskError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -81,15 +83,21 @@ def record_from_dict(obj: dict[str, Any]) -> StepRecord:
     return StepRecord(**obj)
 
 
-def read_records(path: Path) -> list[StepRecord]:
-    """Ponder's own step-record JSONL (what `ponder collect` writes)."""
+def parse_jsonl(path: Path, parse: Callable[[dict[str, Any]], T], what: str) -> list[T]:
+    """Each line of a JSONL file through `parse`; a line it rejects is a TaskError naming file, line and why."""
     out = []
     for lineno, obj in iter_jsonl(path):
         try:
-            out.append(record_from_dict(obj))
-        except (TypeError, ValueError) as err:
-            raise TaskError(f"{path}:{lineno}: not a step record ({err})") from err
+            out.append(parse(obj))
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            detail = f"missing field {err}" if isinstance(err, KeyError) else str(err)
+            raise TaskError(f"{path}:{lineno}: not a {what} record ({detail})") from err
     return out
+
+
+def read_records(path: Path) -> list[StepRecord]:
+    """Ponder's own step-record JSONL (what `ponder collect` writes)."""
+    return parse_jsonl(path, record_from_dict, "step")
 
 
 def write_jsonl(rows: list[dict[str, Any]], path: Path) -> None:
