@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -90,7 +87,8 @@ def test_collecting_from_the_test_split_or_with_an_unknown_labeller_is_refused(t
 
 
 @pytest.mark.slow
-def test_sigkill_mid_collection_then_resume_loses_and_duplicates_nothing(tmp_path, game24_backend):
+def test_sigkill_mid_collection_then_resume_loses_and_duplicates_nothing(tmp_path, game24_backend,
+                                                                        sigkill_after_lines):
     # Two problems at a time, so the kill lands between waves of problems, not after the last one.
     args = ["--task", "game24", "--limit", "8", "--samples", "4", "--n", "4", "--concurrency", "2"]
     whole = tmp_path / "whole"
@@ -98,16 +96,8 @@ def test_sigkill_mid_collection_then_resume_loses_and_duplicates_nothing(tmp_pat
                 lm=Engine(game24_backend), show_progress=False)
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "ponder.cli", "collect", "mc", *args, "--out", str(killed)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     records = killed / "records.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if records.exists() and records.read_text().count("\n") >= 3:
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    sigkill_after_lines(cmd, records, 3)
     partial = records.read_text().count("\n")
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr

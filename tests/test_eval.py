@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -42,21 +40,12 @@ def cfg_from_args(seed: int = 3) -> EvalConfig:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_eval_then_resume_gives_the_uninterrupted_rows(tmp_path, game24_backend):
+def test_sigkill_mid_eval_then_resume_gives_the_uninterrupted_rows(tmp_path, game24_backend, sigkill_after_lines):
     whole = tmp_path / "whole"
     run_eval(cfg_from_args(), whole, lm=Engine(game24_backend), show_progress=False)
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "ponder.cli", "eval", *ARGS, "--out", str(killed)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    results = killed / "results.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if results.exists() and results.read_text().count("\n") >= 8:
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    sigkill_after_lines(cmd, killed / "results.jsonl", 8)
     partial = len(read_rows(killed))
     assert 8 <= partial < 24 * 3
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
