@@ -225,6 +225,53 @@ def collect_states(task: str = TASK_OPT, limit: int = LIMIT_OPT,
     _collect("states", task, limit, walks, 1, None, "", seed, out)
 
 
+STAR_OPTS = {
+    "seed_problems": typer.Option(150, help="training problems whose solver rationales train the original model"),
+    "problems": typer.Option(0, help="training problems STaR sees only the answers of (0: the rest of the split)"),
+    "iterations": typer.Option(3, help="outer loops"),
+    "samples": typer.Option(1, help="rationales per problem and try"),
+    "temperature": typer.Option(0.0, help="0: greedy"),
+    "star_filter": typer.Option("outcome", "--filter", help="outcome (right answer) or steps (every step right)"),
+    "seed_steps": typer.Option(1000, help="training steps of the original model"),
+    "steps": typer.Option(300, help="fine-tuning steps of the first loop (+20% per loop)"),
+    "eval_problems": typer.Option(100, help="test problems for greedy accuracy"),
+}
+
+
+def _star_config(star_filter: str, problems: int, **opts: object):
+    from ponder.collect.star import StarConfig
+
+    return StarConfig(filter=star_filter, problems=problems or None, **opts)  # type: ignore[arg-type]
+
+
+@collect_app.command("star")
+def collect_star(task: str = TASK_OPT, seed_problems: int = STAR_OPTS["seed_problems"],
+                 problems: int = STAR_OPTS["problems"], iterations: int = STAR_OPTS["iterations"],
+                 rationalize: bool = typer.Option(True, help="retry failures with the answer as a hint"),
+                 samples: int = STAR_OPTS["samples"], temperature: float = STAR_OPTS["temperature"],
+                 star_filter: str = STAR_OPTS["star_filter"], seed_steps: int = STAR_OPTS["seed_steps"],
+                 steps: int = STAR_OPTS["steps"], eval_problems: int = STAR_OPTS["eval_problems"],
+                 seed: int = typer.Option(0), out: Path = OUT_OPT) -> None:
+    """STaR: keep correct rationales, rationalize failures with the answer as a hint, fine-tune, iterate."""
+    from ponder.collect.star import run_star
+
+    try:
+        cfg = _star_config(star_filter, problems, task=task, seed_problems=seed_problems, iterations=iterations,
+                           rationalize=rationalize, samples=samples, temperature=temperature, seed_steps=seed_steps,
+                           steps=steps, eval_problems=eval_problems, seed=seed)
+        out = out or Path("runs") / f"star-{task}-seed{seed}" / ("rationalize" if rationalize else "no-rationalize")
+        summary = run_star(cfg, out)
+    except (TaskError, ValueError) as err:
+        _fail(str(err))
+        return
+    print_table(f"STaR on {task} ({'with' if rationalize else 'without'} rationalization): greedy test accuracy "
+                f"per iteration", summary["rows"],
+                [("iteration", "iteration", ""), ("generated", "kept", ""), ("rationalized", "rationalized", ""),
+                 ("coverage", "coverage", ""), ("wrong_step_kept", "kept with a wrong step", ""),
+                 ("train_steps", "train steps", ""), ("test_accuracy", "greedy test acc.", ".3f")])
+    console.print(f"models, rationales and config: {out}")
+
+
 @collect_app.command("convert")
 def collect_convert(
     source: Path = typer.Argument(..., help="input JSONL"),
@@ -375,6 +422,33 @@ def bench_grpo(
                                  ("train_seconds", "train s", ".1f"), ("reward_start", "reward (first 10%)", ""),
                                  ("reward_end", "reward (last 10%)", "")])
     console.print(f"models and eval runs: {result['out']}")
+
+
+@bench_app.command("star")
+def bench_star(task: str = TASK_OPT, seed_problems: int = STAR_OPTS["seed_problems"],
+               problems: int = STAR_OPTS["problems"], iterations: int = STAR_OPTS["iterations"],
+               samples: int = STAR_OPTS["samples"], temperature: float = STAR_OPTS["temperature"],
+               star_filter: str = STAR_OPTS["star_filter"], seed_steps: int = STAR_OPTS["seed_steps"],
+               steps: int = STAR_OPTS["steps"], eval_problems: int = STAR_OPTS["eval_problems"],
+               seed: int = typer.Option(0), out: Path = OUT_OPT) -> None:
+    """STaR with and without rationalization from one original model: greedy test accuracy per iteration."""
+    from ponder.evaluate.bench_star import star_benchmark
+
+    try:
+        cfg = _star_config(star_filter, problems, task=task, seed_problems=seed_problems, iterations=iterations,
+                           samples=samples, temperature=temperature, seed_steps=seed_steps, steps=steps,
+                           eval_problems=eval_problems, seed=seed)
+        result = star_benchmark(cfg, out or Path("runs") / f"star-{task}-seed{seed}")
+    except (TaskError, ValueError) as err:
+        _fail(str(err))
+        return
+    print_table(f"{task}: STaR, greedy accuracy on {eval_problems} test problems per iteration (kept = generated + "
+                f"rationalized rationales of {result['config']['problems'] or 'the rest of the'} train problems)",
+                result["rows"], [("iteration", "iteration", ""), ("train_steps", "train steps", ""),
+                                 ("kept", "kept (with rat.)", ""), ("wrong_step_kept", "of which a wrong step", ""),
+                                 ("accuracy", "acc. with rat.", ".3f"), ("kept_plain", "kept (without)", ""),
+                                 ("accuracy_plain", "acc. without", ".3f"), ("seconds", "s", ".0f")])
+    console.print(f"models, rationales and config: {result['out']}")
 
 
 def main() -> None:

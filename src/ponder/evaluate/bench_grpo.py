@@ -7,24 +7,15 @@ evaluated the same way: greedy chain of thought on the first `problems` test pro
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ponder.evaluate.runner import EvalConfig, run_eval
+from ponder.evaluate.runner import greedy_accuracy
 from ponder.train.grpo import GRPORecipe, train_grpo
 
 VARIANTS = (("outcome", "{task}-grpo"), ("outcome+process", "{task}-grpo-process"))
-
-
-def greedy_pass_at_1(task: str, model: str, problems: int, seed: int, out: Path) -> float:
-    """Share of the first `problems` test problems that greedy CoT solves."""
-    shutil.rmtree(out, ignore_errors=True)  # a retrained model in the same folder must not resume old rows
-    cfg = EvalConfig(task=task, split="test", limit=problems, model=model, methods=["cot"], seed=seed)
-    table = run_eval(cfg, out, show_progress=False)
-    return next(row["accuracy"] for row in table if row["method"] == "cot")
 
 
 def grpo_benchmark(task: str = "game24", steps: int | None = None, problems: int = 100, seed: int = 0,
@@ -43,13 +34,13 @@ def grpo_benchmark(task: str = "game24", steps: int | None = None, problems: int
         recipes.append((variant, recipe))
     start_model = recipes[0][1].train.init or f"{task}-policy"
     rows = [{"variant": f"start ({start_model})", "model": start_model,
-             "pass@1": greedy_pass_at_1(task, start_model, problems, seed, base / "eval-start"),
+             "pass@1": greedy_accuracy(task, start_model, problems, seed, base / "eval-start"),
              "steps": 0, "train_seconds": 0.0, "reward_start": None, "reward_end": None}]
     for variant, recipe in recipes:
         model_dir = base / recipe.name
         summary = train_grpo(recipe, model_dir, steps=steps)
         rows.append({"variant": variant, "model": str(model_dir),
-                     "pass@1": greedy_pass_at_1(task, str(model_dir), problems, seed, base / f"eval-{recipe.name}"),
+                     "pass@1": greedy_accuracy(task, str(model_dir), problems, seed, base / f"eval-{recipe.name}"),
                      "steps": summary["steps"], "train_seconds": summary["seconds"],
                      "reward_start": summary["reward_start"], "reward_end": summary["reward_end"]})
     return {"task": task, "problems": problems, "seed": seed, "out": str(base), "rows": rows}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -140,3 +141,12 @@ def run_eval(cfg: EvalConfig, out: Path, lm: LanguageModel | None = None, show_p
     table = sorted(summarize(rows), key=lambda r: order.get((r["method"], r["budget"]), 1 << 30))
     (out / "summary.json").write_text(json.dumps(table, indent=2) + "\n")
     return table
+
+
+def greedy_accuracy(task: str, model: str, problems: int, seed: int, out: Path) -> float:
+    """Share of the first `problems` test problems that greedy CoT solves (a fresh run: a retrained model in the
+    same folder must not resume old rows)."""
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = EvalConfig(task=task, split="test", limit=problems, model=model, methods=["cot"], seed=seed)
+    table = run_eval(cfg, out, show_progress=False)
+    return next(row["accuracy"] for row in table if row["method"] == "cot")

@@ -51,14 +51,14 @@ def request_seed(cfg: SearchConfig, problem: Problem, *parts: object) -> int:
 
 async def sample_solutions(task: Task, problem: Problem, lm: LanguageModel, cfg: SearchConfig, n: int,
                            temperature: float, tag: str | tuple[object, ...],
-                           prefix: list[str] | None = None) -> list[list[str]]:
+                           prefix: list[str] | None = None, hint: str | None = None) -> list[list[str]]:
     """n completions from the policy, each split into steps: whole solutions, or continuations of `prefix`
-    (the prefix's steps are not repeated in the result).
+    (the prefix's steps are not repeated in the result); `hint` gives the answer away in the prompt (STaR).
 
     Methods that share a `tag` draw the same samples for the same seed (common random numbers), so
     self-consistency and best-of-n at equal n are compared on identical solutions. A tuple tag names the
     request's place in a larger search (a rollout's solution and step)."""
-    prompt = task.prompt(problem) + task.join_steps(prefix or [])
+    prompt = (task.hinted_prompt(problem, hint) if hint else task.prompt(problem)) + task.join_steps(prefix or [])
     parts = tag if isinstance(tag, tuple) else (tag,)
     requests = [Request(prompt, SamplingParams(temperature=temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
                                                seed=request_seed(cfg, problem, *parts, i)))

@@ -37,6 +37,17 @@ class Task(ABC):
     def prompt(self, problem: Problem) -> str:
         """Text the policy continues with its steps."""
 
+    def hinted_prompt(self, problem: Problem, hint: str) -> str:
+        """The prompt with the answer given away, for STaR's rationalization: the policy writes steps that
+        reach a known answer, and the pair is kept (with the plain prompt) only if they really reach it."""
+        return f"{self.prompt(problem)}Hint: the answer is {hint}\n"
+
+    def answer_hint(self, problem: Problem, steps: list[str] | None = None) -> str | None:
+        """The answer to give as a hint: the one `steps` (a solver's solution) reach, else the one of the task's
+        reference solution, else the data set's answer."""
+        steps = steps or self.reference_solution(problem)
+        return self.extract_answer(problem, steps) if steps else problem.answer
+
     def split_steps(self, text: str) -> list[str]:
         return [line.strip() for line in text.split("\n") if line.strip()]
 

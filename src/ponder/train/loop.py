@@ -34,17 +34,28 @@ class LoopResult:
     tokens: int
     seconds: float
     bf16: bool
+    device: str = "cpu"
 
     def summary(self) -> dict[str, Any]:
         tail = self.losses[-20:]
         return {"steps": len(self.losses), "seconds": round(self.seconds, 1), "threads": torch.get_num_threads(),
+                "device": torch.cuda.get_device_name() if self.device == "cuda" else "cpu",
                 "bf16_autocast": self.bf16, "tokens": self.tokens,
                 "tokens_per_second": round(self.tokens / max(self.seconds, 1e-9)),
                 "final_loss": round(sum(tail) / max(1, len(tail)), 4)}
 
 
-def use_bf16(setting: str | bool) -> bool:
-    """bf16 autocast helps only where the CPU has native bf16 (AVX512-BF16/AMX); never required."""
+def hardware(summary: dict[str, Any]) -> str:
+    """Where a training summary's run took place, for model cards."""
+    device = summary.get("device", "cpu")
+    return f"{summary['threads']} CPU threads (2-core machine)" if device == "cpu" else f"one {device} GPU"
+
+
+def use_bf16(setting: str | bool, device: str = "cpu") -> bool:
+    """bf16 autocast helps only where the CPU has native bf16 (AVX512-BF16/AMX), and on any CUDA GPU; never
+    required."""
+    if setting == "auto" and device == "cuda":
+        return True
     if setting == "auto":
         return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX") or _has_cpu_flag("avx512_bf16")
     return bool(setting)
@@ -70,7 +81,11 @@ def train_loop(model: torch.nn.Module, data: Iterator[dict[str, torch.Tensor]], 
         progress = (step - cfg.warmup) / max(1, n_steps - cfg.warmup)
         return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
-    bf16 = use_bf16(cfg.bf16)
+    # A CUDA GPU is used when there is one (the same recipe trains in minutes there); the model comes back
+    # to the CPU at the end, so saving and evaluating never depend on it.
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+    bf16 = use_bf16(cfg.bf16, device)
     losses: list[float] = []
     tokens = 0
     start = time.time()
@@ -79,10 +94,10 @@ def train_loop(model: torch.nn.Module, data: Iterator[dict[str, torch.Tensor]], 
                   TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn()) as bar:
         job = bar.add_task(name, total=n_steps, loss=float("nan"))
         for step in range(n_steps):
-            batch = next(data)
+            batch = {key: value.to(device) for key, value in next(data).items()}
             for group in optim.param_groups:
                 group["lr"] = lr_at(step)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
                 loss = loss_fn(model, batch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -91,8 +106,8 @@ def train_loop(model: torch.nn.Module, data: Iterator[dict[str, torch.Tensor]], 
             losses.append(loss.item())
             tokens += int(batch["attention_mask"].sum())
             bar.update(job, advance=1, loss=sum(losses[-20:]) / len(losses[-20:]))
-    model.eval()
-    return LoopResult(losses, tokens, time.time() - start, bf16)
+    model.to("cpu").eval()
+    return LoopResult(losses, tokens, time.time() - start, bf16, device)
 
 
 def save_checkpoint(model: torch.nn.Module, tokenizer: Any, out_dir: Path, summary: dict[str, Any],

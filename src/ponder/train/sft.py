@@ -17,8 +17,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from ponder.lm.hf import resolve_model
 from ponder.tasks import Game24, Task, TaskError, get_task
+from ponder.tasks.base import Problem
 from ponder.tasks.game24 import solutions
-from ponder.train.loop import TrainConfig, save_checkpoint, train_loop
+from ponder.train.loop import LoopResult, TrainConfig, hardware, save_checkpoint, train_loop
 from ponder.train.recipe import load_recipe_yaml
 from ponder.train.tokenizer import char_tokenizer
 
@@ -51,20 +52,42 @@ class SFTRecipe:
             raise TaskError(f"recipe {name_or_path}: malformed ({err})") from err
 
 
-def training_examples(task: Task, seed: int) -> Iterator[tuple[str, str]]:
-    """Endless (prompt, solution) pairs from the task's training split, reshuffled each epoch."""
-    rng = random.Random(seed)
+def solver_solutions(task: Task, problem: Problem) -> list[list[str]]:
+    """Solutions written by the task's exact solver: every canonical path for game24, the reference solution
+    otherwise."""
     if isinstance(task, Game24):
         # The answer line is left out: the task rebuilds the answer from the checked steps, and dropping it
         # puts a third more of every batch on the arithmetic the model has to learn.
-        pairs = [(task.prompt(p), task.join_steps(path[:-1]))
-                 for p in task.problems("train") for path in solutions(task.numbers(p))]
-    else:
-        pairs = [(task.prompt(p), task.join_steps(task.reference_solution(p) or []))
-                 for p in task.problems("train", limit=50_000)]
+        return [path[:-1] for path in solutions(task.numbers(problem))]
+    reference = task.reference_solution(problem)
+    return [reference] if reference else []
+
+
+def solver_pairs(task: Task, problems: list[Problem], hinted: bool = False) -> list[tuple[str, str]]:
+    """(prompt, solution) pairs from the solver; `hinted` adds each again behind a prompt that gives its answer
+    (what STaR's rationalization asks the policy to read)."""
+    pairs = []
+    for problem in problems:
+        for steps in solver_solutions(task, problem):
+            pairs.append((task.prompt(problem), task.join_steps(steps)))
+            if hinted:
+                pairs.append((task.hinted_prompt(problem, task.answer_hint(problem, steps)), task.join_steps(steps)))
+    return pairs
+
+
+def endless(pairs: list[tuple[str, str]], seed: int) -> Iterator[tuple[str, str]]:
+    """The pairs over and over, reshuffled each epoch."""
+    rng = random.Random(seed)
+    pairs = list(pairs)
     while True:
         rng.shuffle(pairs)
         yield from pairs
+
+
+def training_examples(task: Task, seed: int) -> Iterator[tuple[str, str]]:
+    """Endless (prompt, solution) pairs from the task's training split."""
+    limit = None if isinstance(task, Game24) else 50_000
+    return endless(solver_pairs(task, task.problems("train", limit=limit)), seed)
 
 
 def batches(examples: Iterator[tuple[str, str]], tok: PreTrainedTokenizerBase, batch_size: int,
@@ -103,22 +126,31 @@ def new_model(shape: ModelShape, tok: PreTrainedTokenizerBase) -> LlamaForCausal
     return LlamaForCausalLM(config)
 
 
+def start_model(init: str, shape: ModelShape) -> tuple[LlamaForCausalLM, PreTrainedTokenizerBase]:
+    """The checkpoint `init` (shipped name or directory) in fp32, or a fresh model of `shape` when empty."""
+    if init:
+        directory, _ = resolve_model(init)
+        return (AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32),
+                AutoTokenizer.from_pretrained(directory))
+    tok = char_tokenizer()
+    return new_model(shape, tok), tok
+
+
+def fit(model: LlamaForCausalLM, tok: PreTrainedTokenizerBase, examples: Iterator[tuple[str, str]],
+        cfg: TrainConfig, n_steps: int, max_len: int, name: str) -> LoopResult:
+    """Next-token loss on the solutions (prompts are context) for `n_steps` length-bucketed batches."""
+    data = batches(examples, tok, cfg.batch_size, max_len, random.Random(cfg.seed))
+    return train_loop(model, data, cfg, n_steps, lambda m, batch: m(**batch).loss, name)
+
+
 def train_sft(recipe: SFTRecipe, out_dir: Path, steps: int | None = None) -> dict[str, Any]:
     """Train the recipe's policy and save it to `out_dir`; returns a summary (also saved as training.json)."""
     cfg = recipe.train
-    n_steps = steps if steps is not None else cfg.steps
     torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
-    task = get_task(recipe.task)
-    if cfg.init:
-        directory, _ = resolve_model(cfg.init)
-        tok = AutoTokenizer.from_pretrained(directory)
-        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
-    else:
-        tok = char_tokenizer()
-        model = new_model(recipe.model, tok)
-    data = batches(training_examples(task, cfg.seed), tok, cfg.batch_size, recipe.model.max_positions, rng)
-    result = train_loop(model, data, cfg, n_steps, lambda m, batch: m(**batch).loss, f"sft {recipe.name}")
+    model, tok = start_model(cfg.init, recipe.model)
+    examples = training_examples(get_task(recipe.task), cfg.seed)
+    result = fit(model, tok, examples, cfg, steps if steps is not None else cfg.steps, recipe.model.max_positions,
+                 f"sft {recipe.name}")
     summary = {"recipe": recipe.name, "task": recipe.task, **result.summary(),
                "parameters": sum(p.numel() for p in model.parameters()), "config": asdict(recipe)}
     save_checkpoint(model, tok, out_dir, summary, asdict(recipe))
@@ -144,7 +176,7 @@ solutions written by the task's exact solver (training split only). Character-le
 - Recipe: `src/ponder/train/recipes/{summary["recipe"]}.yaml` ({train["steps"]} steps, batch {train["batch_size"]},
   lr {train["lr"]}, seed {train["seed"]}, {start}).
 - Command: `ponder train sft {summary["recipe"]} --out src/ponder/assets/{out_dir.name}`
-- Training: {summary["seconds"] / 60:.1f} minutes on {summary["threads"]} CPU threads (2-core machine),
+- Training: {summary["seconds"] / 60:.1f} minutes on {hardware(summary)},
   {summary["tokens_per_second"]:,} tokens/s, bf16 autocast: {summary["bf16_autocast"]},
   final loss {summary["final_loss"]}.
 

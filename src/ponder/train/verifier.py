@@ -24,7 +24,7 @@ from ponder.collect.records import StepRecord, read_records
 from ponder.lm.hf import resolve_model
 from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
-from ponder.train.loop import TrainConfig, save_checkpoint, train_loop
+from ponder.train.loop import TrainConfig, hardware, save_checkpoint, train_loop
 from ponder.train.recipe import load_recipe_yaml
 from ponder.verifiers.learned import HeadSpec, StepLayout, load_head_model, pad_batch, step_margins
 
@@ -181,7 +181,7 @@ in `config.json` under `ponder_verifier`, with a known example for `ponder selft
 - Recipe: `src/ponder/train/recipes/{summary["recipe"]}.yaml` ({train["steps"]} steps, batch {train["batch_size"]},
   lr {train["lr"]}, seed {train["seed"]}).
 - Command: `ponder train verifier {summary["recipe"]} --out src/ponder/assets/{out_dir.name}`
-- Training: {summary["seconds"] / 60:.1f} minutes on {summary["threads"]} CPU threads (2-core machine),
+- Training: {summary["seconds"] / 60:.1f} minutes on {hardware(summary)},
   bf16 autocast: {summary["bf16_autocast"]}, final loss {summary["final_loss"]}.
 
 ## Measured

@@ -1,0 +1,211 @@
+"""`ponder collect star`: STaR, the Self-Taught Reasoner (Zelikman et al., 2022, arXiv:2203.14465).
+
+The loop of the paper, on a task whose answers are known but whose rationales (step-by-step solutions) are not:
+
+1. Generate: the current policy writes a rationale for every training problem; those that reach the right
+   answer are kept.
+2. Rationalize: for each problem it failed, the policy is shown the answer as a hint and writes again; a
+   rationale that now reaches the answer is kept as if it had been written without the hint (the plain prompt
+   is what it is trained on).
+3. Fine-tune: the *original* model (not the last iteration's: the paper restarts to avoid drift) is trained on
+   everything kept, for a number of steps that grows by 20% per outer loop, and becomes the next policy.
+
+The paper's original model is a pretrained LM prompted with a few rationales. Ponder's tiny policies read
+nothing they were not trained on, so the original model is trained here from a small *seed* set of solver-written
+rationales (the first `seed_problems` training problems), each shown with and without the answer hint; that
+teaches both the format and how to read a hint. The fine-tuning data keeps the seed set, so every iteration's
+policy can still rationalize. The remaining training problems give STaR only their answers.
+
+Every iteration's policy is scored by greedy accuracy on the test split. A killed run resumes at the first
+iteration without a `summary.json`; rationales are regenerated with the same seeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ponder.evaluate.runner import DEFAULT_MAX_TOKENS, greedy_accuracy
+from ponder.jsonl import check_config
+from ponder.lm.base import LanguageModel
+from ponder.lm.engine import Engine
+from ponder.lm.hf import HFBackend
+from ponder.search.base import SearchConfig, sample_solutions
+from ponder.tasks import Task, TaskError, get_task
+from ponder.tasks.base import Problem
+from ponder.train.loop import TrainConfig, save_checkpoint
+from ponder.train.sft import ModelShape, endless, fit, solver_pairs, start_model
+
+FILTERS = ("outcome", "steps")
+
+
+@dataclass
+class StarConfig:
+    task: str = "game24"
+    seed_problems: int = 150  # training problems whose solver rationales make the seed set
+    problems: int | None = None  # training problems STaR sees answers of (None: the rest of the train split)
+    iterations: int = 3
+    rationalize: bool = True
+    samples: int = 1  # rationales drawn per problem and try (1 with temperature 0: greedy, as in the paper)
+    temperature: float = 0.0
+    filter: str = "outcome"  # outcome: right answer (the paper); steps: also every step right (exact oracle)
+    seed_steps: int = 1000  # training steps of the original model on the seed set
+    steps: int = 300  # fine-tuning steps of the first outer loop
+    step_growth: float = 1.2  # the paper's +20% training steps per outer loop
+    batch_size: int = 32
+    lr: float = 2e-3
+    model: dict[str, int] | None = None  # ModelShape of the original model (None: the task's policy shape)
+    eval_problems: int = 100  # test problems for greedy accuracy
+    max_tokens: int = 0  # 0: the task's default
+    seed: int = 0
+
+    def resolved(self) -> StarConfig:
+        task = get_task(self.task)
+        if self.filter not in FILTERS:
+            raise TaskError(f"unknown STaR filter {self.filter!r}; choose from {', '.join(FILTERS)}")
+        if self.iterations < 1 or self.samples < 1 or self.seed_problems < 1:
+            raise TaskError("iterations, samples and seed_problems must be positive")
+        if self.filter == "steps" and task.step_labels(task.problems("train", limit=1)[0], ["x"]) is None:
+            raise TaskError(f"filter 'steps' needs a task with a step oracle; {self.task} has none")
+        shape = asdict(ModelShape(**(self.model or {}))) if self.model else asdict(default_shape(self.task))
+        return StarConfig(**{**asdict(self), "model": shape,
+                             "max_tokens": self.max_tokens or DEFAULT_MAX_TOKENS.get(self.task, 256)})
+
+    def train_config(self, seed: int) -> TrainConfig:
+        return TrainConfig(batch_size=self.batch_size, lr=self.lr, warmup=min(100, self.seed_steps // 10), seed=seed)
+
+
+def default_shape(task: str) -> ModelShape:
+    """The shape of the task's shipped SFT recipe."""
+    from ponder.train.sft import SFTRecipe
+
+    return SFTRecipe.load(f"{task}-policy").model
+
+
+def split_problems(task: Task, cfg: StarConfig) -> tuple[list[Problem], list[Problem]]:
+    """(seed set, problems STaR learns from): disjoint slices of the training split."""
+    train = task.problems("train", limit=None if cfg.problems is None else cfg.seed_problems + cfg.problems)
+    seed, rest = train[: cfg.seed_problems], train[cfg.seed_problems:]
+    if not rest:
+        raise TaskError(f"{task.name}: no training problems left after the {cfg.seed_problems}-problem seed set")
+    return seed, rest
+
+
+def train_model(cfg: StarConfig, pairs: list[tuple[str, str]], steps: int, out: Path, name: str,
+                init: str = "") -> dict[str, Any]:
+    """Train (from `init`, or from scratch) on `pairs` for `steps` steps and save to `out`."""
+    train = cfg.train_config(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model, tok = start_model(init, ModelShape(**(cfg.model or {})))
+    result = fit(model, tok, endless(pairs, cfg.seed), train, steps, (cfg.model or {})["max_positions"], name)
+    summary = {"name": name, "examples": len(pairs), **result.summary()}
+    save_checkpoint(model, tok, out, summary, {"kind": "star", "init": init, **asdict(cfg)})
+    return summary
+
+
+async def rationales(task: Task, problems: list[Problem], lm: LanguageModel, cfg: StarConfig, iteration: int,
+                     ) -> list[dict[str, Any]]:
+    """One generate (+ rationalize) pass: a row per problem with the kept rationale, if any, and how it was found."""
+    search = SearchConfig(temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed)
+    gate = asyncio.Semaphore(128)
+
+    def keep(problem: Problem, found: list[list[str]]) -> list[str] | None:
+        for steps in found:
+            if task.solves(problem, steps) and (cfg.filter == "outcome" or all(task.step_labels(problem, steps))):
+                return steps
+        return None
+
+    with Progress(TextColumn(f"[bold]star iteration {iteration}: rationales"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[kept]} kept"), TimeElapsedColumn()) as bar:
+        job = bar.add_task("rationales", total=len(problems), kept=0)
+        kept = 0
+
+        async def one(problem: Problem) -> dict[str, Any]:
+            nonlocal kept
+            async with gate:
+                found = await sample_solutions(task, problem, lm, search, cfg.samples, cfg.temperature,
+                                               ("star", iteration))
+                steps, source = keep(problem, found), "generated"
+                if steps is None and cfg.rationalize:
+                    hint = task.answer_hint(problem)
+                    found = await sample_solutions(task, problem, lm, search, cfg.samples, cfg.temperature,
+                                                   ("star-hint", iteration), hint=hint)
+                    steps, source = keep(problem, found), "rationalized"
+            kept += steps is not None
+            bar.update(job, advance=1, kept=kept)
+            row = {"problem_id": problem.id, "question": problem.question, "steps": steps,
+                   "source": source if steps is not None else None}
+            if steps is not None:
+                row["steps_right"] = _all_right(task, problem, steps)
+            return row
+
+        return list(await asyncio.gather(*(one(p) for p in problems)))
+
+
+def _all_right(task: Task, problem: Problem, steps: list[str]) -> bool | None:
+    labels = task.step_labels(problem, steps)
+    return None if labels is None else all(x > 0 for x in labels)
+
+
+def run_star(cfg: StarConfig, out: Path, base: Path | None = None) -> dict[str, Any]:
+    """Run (or resume) STaR into `out`: base/ (the original model), iter-N/ (model, rationales.jsonl,
+    summary.json) and summary.json with a row per iteration. `base` reuses an original model trained with the
+    same settings (the benchmark shares one between its runs with and without rationalization)."""
+    cfg = cfg.resolved()
+    check_config(out, asdict(cfg))
+    task = get_task(cfg.task)
+    seed_set, problems = split_problems(task, cfg)
+    seed_pairs = solver_pairs(task, seed_set, hinted=True)
+    base_dir = base or out / "base"
+    if not (base_dir / "training.json").exists():
+        train_model(cfg, seed_pairs, cfg.seed_steps, base_dir, f"star {cfg.task}: original model")
+    rows = [iteration_row(cfg, 0, base_dir, out, {"steps": 0, "examples": len(seed_pairs), "seconds": 0.0}, [])]
+    current = base_dir
+    for n in range(1, cfg.iterations + 1):
+        folder = out / f"iter-{n}"
+        done = folder / "summary.json"
+        if not done.exists():
+            start = time.time()
+            lm = Engine(HFBackend(str(current)), max_batch=512)
+            found = asyncio.run(rationales(task, problems, lm, cfg, n))
+            folder.mkdir(parents=True, exist_ok=True)
+            with (folder / "rationales.jsonl").open("w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in found)
+            kept = [(task.prompt(p), task.join_steps(r["steps"])) for p, r in zip(problems, found, strict=True)
+                    if r["steps"] is not None]
+            steps = round(cfg.steps * cfg.step_growth ** (n - 1))
+            shutil.rmtree(folder / "model", ignore_errors=True)
+            trained = train_model(cfg, seed_pairs + kept, steps, folder / "model", f"star {cfg.task}: iteration {n}",
+                                  init=str(base_dir))
+            trained["seconds"] = round(time.time() - start, 1)
+            row = iteration_row(cfg, n, folder / "model", out, trained, found)
+            done.write_text(json.dumps(row, indent=2) + "\n")
+        rows.append(json.loads(done.read_text()))
+        current = folder / "model"
+    summary = {"config": asdict(cfg), "out": str(out), "rows": rows}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def iteration_row(cfg: StarConfig, n: int, model: Path, out: Path, trained: dict[str, Any],
+                  found: list[dict[str, Any]]) -> dict[str, Any]:
+    """What one outer loop kept, what it trained on, and the greedy test accuracy of its policy."""
+    kept = [r for r in found if r["steps"] is not None]
+    accuracy = greedy_accuracy(cfg.task, str(model), cfg.eval_problems, cfg.seed, out / "eval" / f"iter-{n}")
+    return {
+        "iteration": n,
+        "generated": sum(r["source"] == "generated" for r in kept),
+        "rationalized": sum(r["source"] == "rationalized" for r in kept),
+        "coverage": round(len(kept) / len(found), 4) if found else None,
+        "wrong_step_kept": sum(r.get("steps_right") is False for r in kept),
+        "examples": trained["examples"], "train_steps": trained["steps"], "seconds": trained["seconds"],
+        "test_accuracy": accuracy,
+    }
