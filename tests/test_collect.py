@@ -120,7 +120,9 @@ def test_state_walks_give_exact_labels_of_both_kinds_without_a_policy(tmp_path):
     assert 0 < sum(last) < len(last)  # good steps and bad ones
     for r in records:
         assert r.labels == exact_labels(task, problems[r.problem_id], r.steps)
-        assert all(r.labels[:-1])  # walks move on along steps that can still succeed
+    # walks also go on after a wrong step, as a policy does: those steps are recorded, all labelled bad
+    after_error = [r for r in records if len(r.steps) > 1 and r.labels[-2] == 0]
+    assert after_error and all(r.labels[-1] == 0 for r in after_error)
     with pytest.raises(TaskError, match="cannot enumerate steps"):
         run_collect(CollectConfig(labeller="states", task="arith", limit=1), tmp_path / "arith", lm=object(),
                     show_progress=False)

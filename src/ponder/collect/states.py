@@ -16,7 +16,10 @@ from ponder.collect.records import StepRecord
 from ponder.tasks.base import Problem, Task, TaskError
 
 
-def state_walks(task: Task, problem: Problem, walks: int, seed: int) -> list[StepRecord]:
+def state_walks(task: Task, problem: Problem, walks: int, seed: int, derail: float = 0.3) -> list[StepRecord]:
+    """`walks` random walks; each recorded prefix carries the oracle's labels. A walk goes on along a step that
+    can still succeed, or (with probability `derail`, and always from a dead end) along the step it recorded,
+    right or wrong: most of a weak policy's bad steps come *after* its first error, and a PRM must see those."""
     rng = random.Random(f"{seed}|{problem.id}")
     records: dict[tuple[str, ...], StepRecord] = {}
     for walk in range(walks):
@@ -27,15 +30,13 @@ def state_walks(task: Task, problem: Problem, walks: int, seed: int) -> list[Ste
                 raise TaskError(f"task {task.name!r} cannot enumerate steps; use the oracle, mc or omegaprm labellers")
             if not candidates:
                 break
-            # The walk's prefix can still succeed, so a candidate's label is its own check.
             alive = [c for c in candidates if task.check_step(problem, [*prefix, c])]
             # Half the recorded steps are drawn among those that can still succeed: most candidates are
             # slips or dead ends, and a PRM needs to see both kinds.
             step = rng.choice(alive if alive and rng.random() < 0.5 else candidates)
-            labels = [1.0] * len(prefix) + [float(step in alive)]
-            records.setdefault(tuple([*prefix, step]), new_record(task, problem, [*prefix, step], labels,
-                                                                  "states", 0, sample=walk))
-            if not alive:
-                break
-            prefix.append(rng.choice(alive))
+            steps = [*prefix, step]
+            labels = task.step_labels(problem, steps)
+            assert labels is not None  # a task that enumerates steps has an oracle
+            records.setdefault(tuple(steps), new_record(task, problem, steps, labels, "states", 0, sample=walk))
+            prefix.append(rng.choice(alive) if alive and rng.random() >= derail else step)
     return list(records.values())

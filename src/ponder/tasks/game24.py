@@ -98,6 +98,28 @@ def _moves(state: State) -> list[tuple[Fraction, str, Fraction, Fraction, State]
     return moves
 
 
+# The operation whose result a slip writes instead (8 * 3 = 11).
+WRONG_OP = {"+": "*", "*": "+", "-": "+", "/": "*"}
+
+
+def _without(numbers: State, x: Fraction) -> list[Fraction]:
+    """`numbers` less one copy of `x`."""
+    out = list(numbers)
+    out.remove(x)
+    return out
+
+
+def _written_state(steps: list[str]) -> State | None:
+    """The numbers the last step says are left (right or not); None if it says none or does not parse."""
+    if not steps:
+        return None
+    listed = steps[-1].partition("(left:")[2].rstrip(")").split()
+    numbers = [parse_number(x) for x in listed]
+    if len(numbers) < 2 or None in numbers:
+        return None
+    return _key([x for x in numbers if x is not None])
+
+
 def format_step(a: Fraction, op: str, b: Fraction, c: Fraction, left: State) -> str:
     left_text = " ".join(format_number(x) for x in left)
     return f"{format_number(a)} {op} {format_number(b)} = {format_number(c)} (left: {left_text})"
@@ -192,17 +214,19 @@ class Game24(Task):
         return found[0] if found else None
 
     def step_candidates(self, problem: Problem, steps: list[str]) -> list[str]:
-        """Next steps after a correct prefix: every canonical move, and for each the slips a policy makes (a
-        result off by one, a wrong `left` list, a number that is not available)."""
+        """Next steps: every canonical move, and for each the slips a policy makes (a result off by one either
+        way, the result of another operation, a wrong `left` list, a number that is not available). After a
+        wrong step the moves start from the numbers it *wrote*, as a policy carries on from its own slip."""
         replayed = self._replay(problem, steps)
-        if replayed is None:
+        state = _key(list(replayed[0].elements())) if replayed is not None else _written_state(steps)
+        if state is None:
             return []
-        state = _key(list(replayed[0].elements()))
         out = []
         for a, op, b, c, left in _moves(state):
             out.append(format_step(a, op, b, c, left))
-            off = c + 1 if c != TARGET - 1 else c + 2
-            out.append(format_step(a, op, b, off, _key([*(x for x in left if x != c), off])))
+            for wrong in sorted({c + 1 if c != TARGET - 1 else c + 2, c - 1 if c > 1 else c + 3,
+                                 apply_op(a, WRONG_OP[op], b)} - {c, None}):
+                out.append(format_step(a, op, b, wrong, _key([*_without(left, c), wrong])))
             if len(left) > 1:
                 out.append(format_step(a, op, b, c, left[1:]))  # a number dropped from the list
             missing = max(state) + 1
