@@ -115,3 +115,13 @@ def test_cli_solves_impossible_puzzle_with_a_clear_verdict():
                           timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert proc.returncode == 0
     assert "has no solution" in proc.stdout and "wrong" in proc.stdout
+
+
+def test_eval_config_fingerprints_a_learned_verifier_without_loading_it():
+    from ponder.lm.hf import fingerprint
+
+    learned = EvalConfig(verifier="game24-prm", methods=["best_of_n"]).resolved()
+    assert learned.verifier_fingerprint == fingerprint("game24-prm") != fingerprint("game24-orm")
+    assert EvalConfig(verifier="oracle").resolved().verifier_fingerprint == ""
+    with pytest.raises(ValueError, match="unknown verifier 'nope'"):
+        EvalConfig(verifier="nope").resolved()

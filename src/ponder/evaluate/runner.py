@@ -22,7 +22,7 @@ from ponder.lm.hf import fingerprint
 from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, search
 from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
-from ponder.verifiers import Verifier, get_verifier
+from ponder.verifiers import Verifier, get_verifier, verifier_fingerprint
 
 
 @dataclass
@@ -42,19 +42,19 @@ class EvalConfig:
     concurrency: int = 64
     max_batch: int = 512
     model_fingerprint: str = ""  # filled in: resuming against a retrained checkpoint must not mix rows
+    verifier_fingerprint: str = ""  # likewise for a learned verifier
 
     def resolved(self) -> EvalConfig:
         get_task(self.task).problems(self.split, limit=0)  # a bad task or split fails first
         for m in self.methods:
             get_method(m)  # unknown names fail before any work starts
-        if self.verifier:
-            get_verifier(self.verifier)
         if any(b < 1 for b in self.budgets):
             raise TaskError(f"budgets must be positive, got {self.budgets}")
         model = self.model or f"{self.task}-policy"
         max_tokens = self.max_tokens or DEFAULT_MAX_TOKENS.get(self.task, 256)
         return EvalConfig(**{**asdict(self), "model": model, "max_tokens": max_tokens,
-                             "model_fingerprint": fingerprint(model)})
+                             "model_fingerprint": fingerprint(model),
+                             "verifier_fingerprint": verifier_fingerprint(self.verifier)})
 
 
 DEFAULT_MAX_TOKENS = {"game24": 160, "arith": 200}

@@ -15,7 +15,24 @@ def get_verifier(name: str) -> Verifier:
     try:
         return LearnedVerifier(name)
     except ModelLoadError as err:
-        raise ValueError(f"unknown verifier {name!r}: not one of {', '.join(sorted(VERIFIERS))} and {err}") from err
+        raise _unknown(name, err) from err
 
 
-__all__ = ["AGGREGATIONS", "Verifier", "aggregate", "get_verifier"]
+def verifier_fingerprint(name: str) -> str:
+    """The weights' hash of a learned verifier ("" for the built-in ones), so that a resumed run notices a
+    retrained one; an unknown name fails here, without loading a model."""
+    if not name or name in VERIFIERS:
+        return ""
+    from ponder.lm.hf import ModelLoadError, fingerprint
+
+    try:
+        return fingerprint(name)
+    except ModelLoadError as err:
+        raise _unknown(name, err) from err
+
+
+def _unknown(name: str, err: Exception) -> ValueError:
+    return ValueError(f"unknown verifier {name!r}: not one of {', '.join(sorted(VERIFIERS))} and {err}")
+
+
+__all__ = ["AGGREGATIONS", "Verifier", "aggregate", "get_verifier", "verifier_fingerprint"]
