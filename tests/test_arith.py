@@ -77,3 +77,13 @@ def test_step_repeated_is_rejected():
     p = task.make(7, 4)
     ref = task.reference_solution(p)
     assert not task.check_step(p, [ref[0], ref[0]])
+
+
+def test_error_kinds_tell_false_equations_from_true_ones_about_the_wrong_quantity():
+    task = Arith()
+    problem = task.problems("test", limit=1)[0]
+    first = task.reference_solution(problem)[0]  # e.g. "Eve = 15 - 8 = 7"
+    name, _, a, op, b, _, c = first.split()
+    assert task.error_kind(problem, [f"{name} = {a} {op} {b} = {int(c) + 1}"]) == "arithmetic"
+    assert task.error_kind(problem, ["Zed = 2 + 2 = 4"]) == "wrong quantity"
+    assert task.error_kind(problem, ["Answer: -1"]) == "answer"

@@ -132,3 +132,18 @@ def test_malformed_puzzle_file(tmp_path, text, message):
 def test_missing_puzzle_file(tmp_path):
     with pytest.raises(TaskError, match="cannot read puzzle file"):
         Game24(tmp_path / "missing.csv").problems()
+
+
+@pytest.mark.parametrize(("steps", "kind"), [
+    (["10 - 4 = 7 (left: 5 6 7)"], "arithmetic"),
+    (["10 - 4 = 6 (left: 5 6)"], "bookkeeping"),  # a number dropped from the list
+    (["11 - 4 = 7 (left: 5 6 7)"], "bookkeeping"),  # 11 is not on the table
+    (["5 + 4 = 9 (left: 6 9 10)"], "dead end"),  # true, but 6 9 10 cannot make 24
+    (["ten minus four"], "format"),
+    (["Answer: 4 + 5 + 6 + 10 = 24"], "answer"),
+])
+def test_error_kinds_name_the_mistake_of_a_wrong_last_step(steps, kind):
+    task = Game24()
+    problem = task.problem("4 5 6 10")
+    assert task.check_step(problem, steps) is False
+    assert task.error_kind(problem, steps) == kind

@@ -398,6 +398,10 @@ def bench_verifiers(
                                  ("first_wrong_accuracy", "first wrong step acc.", ".3f"),
                                  ("bon_min", f"BoN@{samples} (min)", ".3f"),
                                  ("bon_last", f"BoN@{samples} (last)", ".3f"), ("seconds", "score s", ".1f")])
+    kinds = sorted(set(result["kinds"]) - {"good"})
+    print_table(f"step AUROC against each kind of bad step ({result['kinds'].get('good', 0)} good steps)",
+                [{"verifier": r["verifier"], **r["auroc_by_kind"]} for r in result["rows"]],
+                [("verifier", "verifier", ""), *((k, f"{k} ({result['kinds'][k]})", ".4f") for k in kinds)])
 
 
 @bench_app.command("grpo")

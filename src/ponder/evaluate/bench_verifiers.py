@@ -4,13 +4,16 @@ test split.
 The policy samples solutions to the test problems; the oracle labels every step. For each verifier:
 step-level AUROC (does a good step outscore a bad one?), first-wrong-step accuracy (the first step scored
 below 0.5 is the first wrong step, or none is when the solution is right throughout) and best-of-N accuracy
-when the verifier picks among the same samples (aggregation `min`, and `last`).
+when the verifier picks among the same samples (aggregation `min`, and `last`). AUROC is also given per kind of
+bad step (good steps against one kind at a time): the task's kinds of first error (`Task.error_kind`: arithmetic,
+bookkeeping, dead end, ...) and steps after an earlier error, which are most of a weak policy's bad steps.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from typing import Any
 
 from ponder.collect.mc import exact_labels
@@ -21,6 +24,7 @@ from ponder.lm.engine import Engine
 from ponder.lm.hf import HFBackend
 from ponder.search.base import SearchConfig
 from ponder.tasks import get_task
+from ponder.tasks.base import Problem, Task
 from ponder.verifiers import aggregate, get_verifier
 
 
@@ -37,6 +41,8 @@ def verifiers_benchmark(verifiers: list[str], task_name: str = "game24", problem
     sampled = asyncio.run(draw())
     truth = [[exact_labels(task, p, s) for s in sols] for p, sols in zip(chosen, sampled)]
     flat_truth = [x for per in truth for t in per for x in t]
+    kinds = [step_kind(task, p, s, t, i) for p, sols, per in zip(chosen, sampled, truth) for s, t in zip(sols, per)
+             for i in range(len(s))]
     rows = []
     for name in verifiers:
         verifier = get_verifier(name)
@@ -46,7 +52,11 @@ def verifiers_benchmark(verifiers: list[str], task_name: str = "game24", problem
         flat = [x for per in scores for s in per for x in s]
         firsts = [first_wrong(s) == first_wrong(t) for per_s, per_t in zip(scores, truth)
                   for s, t in zip(per_s, per_t)]
-        row = {"verifier": name, "auroc": auroc(flat, [t > 0 for t in flat_truth]),
+        good = [x for x, k in zip(flat, kinds) if k == "good"]
+        by_kind = {kind: auroc(good + [x for x, k in zip(flat, kinds) if k == kind],
+                               [True] * len(good) + [False] * kinds.count(kind))
+                   for kind in sorted(set(kinds) - {"good"})}
+        row = {"verifier": name, "auroc": auroc(flat, [t > 0 for t in flat_truth]), "auroc_by_kind": by_kind,
                "first_wrong_accuracy": sum(firsts) / len(firsts), "seconds": round(seconds, 1)}
         for how in ("min", "last"):
             picked = [max(range(len(sols)), key=lambda i, s=per: aggregate(s[i], how)) if sols else None
@@ -56,5 +66,14 @@ def verifiers_benchmark(verifiers: list[str], task_name: str = "game24", problem
         rows.append(row)
     n_solutions = sum(len(s) for s in sampled)
     return {"task": task_name, "problems": len(chosen), "solutions": n_solutions, "steps": len(flat_truth),
-            "bad_steps": sum(x == 0 for x in flat_truth),
+            "bad_steps": sum(x == 0 for x in flat_truth), "kinds": dict(Counter(kinds)),
             "pass_at_n": sum(any(t[-1] for t in per) for per in truth) / len(chosen), "rows": rows}
+
+
+def step_kind(task: Task, problem: Problem, steps: list[str], labels: list[float], i: int) -> str:
+    """`good`, `after an error`, or the kind of first error step i makes."""
+    if labels[i] > 0:
+        return "good"
+    if i > 0 and labels[i - 1] == 0:
+        return "after an error"
+    return task.error_kind(problem, steps[: i + 1])

@@ -143,6 +143,9 @@ class Arith(Task):
             done.add(step.split()[0])
         return True
 
+    def other_error(self, problem: Problem, steps: list[str]) -> str:
+        return "wrong quantity"  # a true equation, but not the one the question defines next
+
     def extract_answer(self, problem: Problem, steps: list[str]) -> str | None:
         for step in reversed(steps):
             if step.lower().startswith("answer:"):

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
-from ponder.tasks.exact import format_number, parse_number
+from ponder.tasks.exact import apply_op, format_number, parse_equation, parse_number
+
+
+def last_equation(step: str) -> tuple[Fraction, str, Fraction, Fraction] | None:
+    """The `a op b = c` a step ends its working with (`8 - 6 = 2 (left: …)`, `Sue = 6 + 21 = 27`)."""
+    tokens = step.split()
+    if "=" not in tokens:
+        return None
+    i = len(tokens) - 1 - tokens[::-1].index("=")
+    return parse_equation(tokens[i - 3 :]) if i >= 3 else None
 
 
 class TaskError(ValueError):
@@ -88,6 +98,23 @@ class Task(ABC):
             ok = ok and check
             labels.append(float(ok))
         return labels
+
+    def error_kind(self, problem: Problem, steps: list[str]) -> str:
+        """What is wrong with the last step, its prefix being right (for per-kind verifier metrics): `answer`
+        (a wrong answer line), `format` (not a step), `arithmetic` (the equation is false), or a task's own
+        kinds; `wrong` when the task cannot tell."""
+        step = steps[-1]
+        if step.lower().startswith("answer:"):
+            return "answer"
+        parsed = last_equation(step)
+        if parsed is None:
+            return "format"
+        a, op, b, c = parsed
+        return "arithmetic" if apply_op(a, op, b) != c else self.other_error(problem, steps)
+
+    def other_error(self, problem: Problem, steps: list[str]) -> str:
+        """The kind of a wrong last step whose equation is true."""
+        return "wrong"
 
     def step_candidates(self, problem: Problem, steps: list[str]) -> list[str] | None:
         """Plausible next steps after a correct prefix, right and wrong (for labelling states without a policy);

@@ -259,6 +259,10 @@ class Game24(Task):
             n_steps += 1
         return state, n_steps
 
+    def other_error(self, problem: Problem, steps: list[str]) -> str:
+        # A true equation: either the numbers used or listed as left are wrong, or 24 is out of reach.
+        return "bookkeeping" if self._replay(problem, steps) is None else "dead end"
+
     def check_step(self, problem: Problem, steps: list[str]) -> bool:
         replay = self._replay(problem, steps)
         if replay is None:
