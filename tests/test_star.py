@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -103,4 +104,7 @@ def test_tiny_star_run_trains_each_iteration_and_resumes_without_retraining(tmp_
     assert weights.stat().st_mtime_ns == stamp
     assert [r["examples"] for r in again["rows"]] == [r["examples"] for r in first["rows"]]
     with pytest.raises(TaskError, match="config"):
-        run_star(StarConfig(**{**cfg.__dict__, "iterations": 3, "seed_steps": 9}), tmp_path)
+        run_star(replace(cfg, iterations=3, seed_steps=9), tmp_path)
+    # an original model is shared only between runs with the same seed set and training
+    with pytest.raises(TaskError, match="other settings"):
+        run_star(replace(cfg, seed_steps=9), tmp_path / "other", base=tmp_path / "base")

@@ -434,7 +434,8 @@ def bench_star(task: str = TASK_OPT, seed_problems: int = STAR_OPTS["seed_proble
                samples: int = STAR_OPTS["samples"], temperature: float = STAR_OPTS["temperature"],
                star_filter: str = STAR_OPTS["star_filter"], seed_steps: int = STAR_OPTS["seed_steps"],
                steps: int = STAR_OPTS["steps"], eval_problems: int = STAR_OPTS["eval_problems"],
-               seed: int = typer.Option(0), out: Path = OUT_OPT) -> None:
+               seed: int = typer.Option(0), out: Path = OUT_OPT,
+               base: Path = typer.Option(None, help="original model of an earlier run with the same seed set")) -> None:
     """STaR with and without rationalization from one original model: greedy test accuracy per iteration."""
     from ponder.evaluate.bench_star import star_benchmark
 
@@ -442,7 +443,7 @@ def bench_star(task: str = TASK_OPT, seed_problems: int = STAR_OPTS["seed_proble
         cfg = _star_config(star_filter, problems, task=task, seed_problems=seed_problems, iterations=iterations,
                            samples=samples, temperature=temperature, seed_steps=seed_steps, steps=steps,
                            eval_problems=eval_problems, seed=seed)
-        result = star_benchmark(cfg, out or Path("runs") / f"star-{task}-seed{seed}")
+        result = star_benchmark(cfg, out or Path("runs") / f"star-{task}-seed{seed}", base=base)
     except (TaskError, ValueError) as err:
         _fail(str(err))
         return

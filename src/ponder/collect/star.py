@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ponder.evaluate.runner import DEFAULT_MAX_TOKENS, greedy_accuracy
@@ -166,7 +167,10 @@ def run_star(cfg: StarConfig, out: Path, base: Path | None = None) -> dict[str, 
     seed_pairs = solver_pairs(task, seed_set, hinted=True)
     base_dir = base or out / "base"
     if not (base_dir / "training.json").exists():
+        if base is not None:
+            raise TaskError(f"{base} holds no trained original model")
         train_model(cfg, seed_pairs, cfg.seed_steps, base_dir, f"star {cfg.task}: original model")
+    check_base(base_dir, cfg)
     rows = [iteration_row(cfg, 0, base_dir, out, {"steps": 0, "examples": len(seed_pairs), "seconds": 0.0}, [])]
     current = base_dir
     for n in range(1, cfg.iterations + 1):
@@ -193,6 +197,17 @@ def run_star(cfg: StarConfig, out: Path, base: Path | None = None) -> dict[str, 
     summary = {"config": asdict(cfg), "out": str(out), "rows": rows}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+BASE_KNOBS = ("task", "seed_problems", "seed_steps", "batch_size", "lr", "model", "seed")
+
+
+def check_base(base: Path, cfg: StarConfig) -> None:
+    """An original model shared between runs must come from the same seed set and training."""
+    made = yaml.safe_load((base / "recipe.yaml").read_text())
+    differ = {k: (made.get(k), getattr(cfg, k)) for k in BASE_KNOBS if made.get(k) != getattr(cfg, k)}
+    if differ:
+        raise TaskError(f"the original model in {base} was trained with other settings {differ} (then, now)")
 
 
 def iteration_row(cfg: StarConfig, n: int, model: Path, out: Path, trained: dict[str, Any],

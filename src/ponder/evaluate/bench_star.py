@@ -13,10 +13,12 @@ from typing import Any
 from ponder.collect.star import StarConfig, run_star
 
 
-def star_benchmark(cfg: StarConfig, out: Path) -> dict[str, Any]:
-    """Rows {iteration, train_steps, kept and test accuracy with / without rationalization}."""
-    with_hint = run_star(replace(cfg, rationalize=True), out / "rationalize")
-    without = run_star(replace(cfg, rationalize=False), out / "no-rationalize", base=out / "rationalize" / "base")
+def star_benchmark(cfg: StarConfig, out: Path, base: Path | None = None) -> dict[str, Any]:
+    """Rows {iteration, train_steps, kept and test accuracy with / without rationalization}. `base`: an original
+    model trained earlier with the same seed-set settings (by default one is trained under `out`)."""
+    with_hint = run_star(replace(cfg, rationalize=True), out / "rationalize", base=base)
+    without = run_star(replace(cfg, rationalize=False), out / "no-rationalize",
+                       base=base or out / "rationalize" / "base")
     rows = []
     for a, b in zip(with_hint["rows"], without["rows"], strict=True):
         rows.append({"iteration": a["iteration"], "train_steps": a["train_steps"],
