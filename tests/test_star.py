@@ -108,3 +108,17 @@ def test_tiny_star_run_trains_each_iteration_and_resumes_without_retraining(tmp_
     # an original model is shared only between runs with the same seed set and training
     with pytest.raises(TaskError, match="other settings"):
         run_star(replace(cfg, seed_steps=9), tmp_path / "other", base=tmp_path / "base")
+
+
+def test_seed_share_sets_the_share_of_seed_examples_in_fine_tuning():
+    from itertools import islice
+
+    from ponder.collect.star import mixture
+    from ponder.train.sft import endless
+
+    seed = [("s", str(i)) for i in range(50)]
+    kept = [("k", str(i)) for i in range(3)]
+    drawn = list(islice(mixture(endless(seed, 0), endless(kept, 1), 0.25, 0), 4000))
+    assert 0.22 < sum(p == "s" for p, _ in drawn) / len(drawn) < 0.28
+    with pytest.raises(TaskError, match="seed_share"):
+        StarConfig(seed_share=1.5).resolved()

@@ -235,6 +235,8 @@ STAR_OPTS = {
     "seed_steps": typer.Option(1000, help="training steps of the original model"),
     "steps": typer.Option(300, help="fine-tuning steps of the first loop (+20% per loop)"),
     "eval_problems": typer.Option(100, help="test problems for greedy accuracy"),
+    "seed_share": typer.Option(None, help="share of fine-tuning examples drawn from the seed set (default: "
+                                          "seed set and kept rationales drawn alike)"),
 }
 
 
@@ -251,14 +253,15 @@ def collect_star(task: str = TASK_OPT, seed_problems: int = STAR_OPTS["seed_prob
                  samples: int = STAR_OPTS["samples"], temperature: float = STAR_OPTS["temperature"],
                  star_filter: str = STAR_OPTS["star_filter"], seed_steps: int = STAR_OPTS["seed_steps"],
                  steps: int = STAR_OPTS["steps"], eval_problems: int = STAR_OPTS["eval_problems"],
-                 seed: int = typer.Option(0), out: Path = OUT_OPT) -> None:
+                 seed_share: float | None = STAR_OPTS["seed_share"], seed: int = typer.Option(0),
+                 out: Path = OUT_OPT) -> None:
     """STaR: keep correct rationales, rationalize failures with the answer as a hint, fine-tune, iterate."""
     from ponder.collect.star import run_star
 
     try:
         cfg = _star_config(star_filter, problems, task=task, seed_problems=seed_problems, iterations=iterations,
                            rationalize=rationalize, samples=samples, temperature=temperature, seed_steps=seed_steps,
-                           steps=steps, eval_problems=eval_problems, seed=seed)
+                           steps=steps, eval_problems=eval_problems, seed_share=seed_share, seed=seed)
         out = out or Path("runs") / f"star-{task}-seed{seed}" / ("rationalize" if rationalize else "no-rationalize")
         summary = run_star(cfg, out)
     except (TaskError, ValueError) as err:
@@ -434,7 +437,7 @@ def bench_star(task: str = TASK_OPT, seed_problems: int = STAR_OPTS["seed_proble
                samples: int = STAR_OPTS["samples"], temperature: float = STAR_OPTS["temperature"],
                star_filter: str = STAR_OPTS["star_filter"], seed_steps: int = STAR_OPTS["seed_steps"],
                steps: int = STAR_OPTS["steps"], eval_problems: int = STAR_OPTS["eval_problems"],
-               seed: int = typer.Option(0), out: Path = OUT_OPT,
+               seed_share: float | None = STAR_OPTS["seed_share"], seed: int = typer.Option(0), out: Path = OUT_OPT,
                base: Path = typer.Option(None, help="original model of an earlier run with the same seed set")) -> None:
     """STaR with and without rationalization from one original model: greedy test accuracy per iteration."""
     from ponder.evaluate.bench_star import star_benchmark
@@ -442,7 +445,7 @@ def bench_star(task: str = TASK_OPT, seed_problems: int = STAR_OPTS["seed_proble
     try:
         cfg = _star_config(star_filter, problems, task=task, seed_problems=seed_problems, iterations=iterations,
                            samples=samples, temperature=temperature, seed_steps=seed_steps, steps=steps,
-                           eval_problems=eval_problems, seed=seed)
+                           eval_problems=eval_problems, seed_share=seed_share, seed=seed)
         result = star_benchmark(cfg, out or Path("runs") / f"star-{task}-seed{seed}", base=base)
     except (TaskError, ValueError) as err:
         _fail(str(err))

@@ -14,7 +14,9 @@ The paper's original model is a pretrained LM prompted with a few rationales. Po
 nothing they were not trained on, so the original model is trained here from a small *seed* set of solver-written
 rationales (the first `seed_problems` training problems), each shown with and without the answer hint; that
 teaches both the format and how to read a hint. The fine-tuning data keeps the seed set, so every iteration's
-policy can still rationalize. The remaining training problems give STaR only their answers.
+policy can still rationalize (`seed_share` sets its share of the examples; by default seed examples and kept
+rationales are drawn alike, so a few hundred kept rationales are a few percent of the data). The remaining
+training problems give STaR only their answers.
 
 Every iteration's policy is scored by greedy accuracy on the test split. A killed run resumes at the first
 iteration without a `summary.json`; rationales are regenerated with the same seeds.
@@ -24,8 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +65,7 @@ class StarConfig:
     seed_steps: int = 1000  # training steps of the original model on the seed set
     steps: int = 300  # fine-tuning steps of the first outer loop
     step_growth: float = 1.2  # the paper's +20% training steps per outer loop
+    seed_share: float | None = None  # share of fine-tuning examples from the seed set (None: drawn like the rest)
     batch_size: int = 32
     lr: float = 2e-3
     model: dict[str, int] | None = None  # ModelShape of the original model (None: the task's policy shape)
@@ -74,6 +79,8 @@ class StarConfig:
             raise TaskError(f"unknown STaR filter {self.filter!r}; choose from {', '.join(FILTERS)}")
         if self.iterations < 1 or self.samples < 1 or self.seed_problems < 1:
             raise TaskError("iterations, samples and seed_problems must be positive")
+        if self.seed_share is not None and not 0 <= self.seed_share <= 1:
+            raise TaskError(f"seed_share must be between 0 and 1, got {self.seed_share}")
         if self.filter == "steps" and task.step_labels(task.problems("train", limit=1)[0], ["x"]) is None:
             raise TaskError(f"filter 'steps' needs a task with a step oracle; {self.task} has none")
         shape = asdict(ModelShape(**(self.model or {}))) if self.model else asdict(default_shape(self.task))
@@ -101,15 +108,30 @@ def split_problems(task: Task, cfg: StarConfig) -> tuple[list[Problem], list[Pro
 
 
 def train_model(cfg: StarConfig, pairs: list[tuple[str, str]], steps: int, out: Path, name: str,
-                init: str = "") -> dict[str, Any]:
-    """Train (from `init`, or from scratch) on `pairs` for `steps` steps and save to `out`."""
+                init: str = "", kept: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """Train (from `init`, or from scratch) on `pairs` and the `kept` rationales for `steps` steps; save to `out`.
+    With `seed_share` set, that share of the examples is drawn from `pairs` and the rest from `kept`; else all are
+    drawn alike."""
     train = cfg.train_config(cfg.seed)
     torch.manual_seed(cfg.seed)
     model, tok = start_model(init, ModelShape(**(cfg.model or {})))
-    result = fit(model, tok, endless(pairs, cfg.seed), train, steps, (cfg.model or {})["max_positions"], name)
-    summary = {"name": name, "examples": len(pairs), **result.summary()}
+    kept = kept or []
+    if cfg.seed_share is None or not kept:
+        examples = endless(pairs + kept, cfg.seed)
+    else:
+        examples = mixture(endless(pairs, cfg.seed), endless(kept, cfg.seed + 1), cfg.seed_share, cfg.seed)
+    result = fit(model, tok, examples, train, steps, (cfg.model or {})["max_positions"], name)
+    summary = {"name": name, "examples": len(pairs) + len(kept), **result.summary()}
     save_checkpoint(model, tok, out, summary, {"kind": "star", "init": init, **asdict(cfg)})
     return summary
+
+
+def mixture(first: Iterator[tuple[str, str]], second: Iterator[tuple[str, str]], share: float,
+            seed: int) -> Iterator[tuple[str, str]]:
+    """Draw from `first` with probability `share`, else from `second`."""
+    rng = random.Random(seed)
+    while True:
+        yield next(first) if rng.random() < share else next(second)
 
 
 async def rationales(task: Task, problems: list[Problem], lm: LanguageModel, cfg: StarConfig, iteration: int,
@@ -187,8 +209,8 @@ def run_star(cfg: StarConfig, out: Path, base: Path | None = None) -> dict[str, 
                     if r["steps"] is not None]
             steps = round(cfg.steps * cfg.step_growth ** (n - 1))
             shutil.rmtree(folder / "model", ignore_errors=True)
-            trained = train_model(cfg, seed_pairs + kept, steps, folder / "model", f"star {cfg.task}: iteration {n}",
-                                  init=str(base_dir))
+            trained = train_model(cfg, seed_pairs, steps, folder / "model", f"star {cfg.task}: iteration {n}",
+                                  init=str(base_dir), kept=kept)
             trained["seconds"] = round(time.time() - start, 1)
             row = iteration_row(cfg, n, folder / "model", out, trained, found)
             done.write_text(json.dumps(row, indent=2) + "\n")
