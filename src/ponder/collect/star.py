@@ -47,7 +47,7 @@ from ponder.search.base import SearchConfig, sample_solutions
 from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
 from ponder.train.loop import TrainConfig, save_checkpoint
-from ponder.train.sft import ModelShape, endless, fit, solver_pairs, start_model
+from ponder.train.sft import ModelShape, SFTRecipe, endless, fit, solver_pairs, start_model
 
 FILTERS = ("outcome", "steps")
 
@@ -81,20 +81,20 @@ class StarConfig:
             raise TaskError("iterations, samples and seed_problems must be positive")
         if self.seed_share is not None and not 0 <= self.seed_share <= 1:
             raise TaskError(f"seed_share must be between 0 and 1, got {self.seed_share}")
-        if self.filter == "steps" and task.step_labels(task.problems("train", limit=1)[0], ["x"]) is None:
+        has_oracle = task.step_labels(task.problems("train", limit=1)[0], ["x"]) is not None
+        if self.filter == "steps" and not has_oracle:
             raise TaskError(f"filter 'steps' needs a task with a step oracle; {self.task} has none")
         shape = asdict(ModelShape(**(self.model or {}))) if self.model else asdict(default_shape(self.task))
         return StarConfig(**{**asdict(self), "model": shape,
                              "max_tokens": self.max_tokens or DEFAULT_MAX_TOKENS.get(self.task, 256)})
 
-    def train_config(self, seed: int) -> TrainConfig:
-        return TrainConfig(batch_size=self.batch_size, lr=self.lr, warmup=min(100, self.seed_steps // 10), seed=seed)
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(batch_size=self.batch_size, lr=self.lr, warmup=min(100, self.seed_steps // 10),
+                           seed=self.seed)
 
 
 def default_shape(task: str) -> ModelShape:
     """The shape of the task's shipped SFT recipe."""
-    from ponder.train.sft import SFTRecipe
-
     return SFTRecipe.load(f"{task}-policy").model
 
 
@@ -112,7 +112,7 @@ def train_model(cfg: StarConfig, pairs: list[tuple[str, str]], steps: int, out: 
     """Train (from `init`, or from scratch) on `pairs` and the `kept` rationales for `steps` steps; save to `out`.
     With `seed_share` set, that share of the examples is drawn from `pairs` and the rest from `kept`; else all are
     drawn alike."""
-    train = cfg.train_config(cfg.seed)
+    train = cfg.train_config()
     torch.manual_seed(cfg.seed)
     model, tok = start_model(init, ModelShape(**(cfg.model or {})))
     kept = kept or []
