@@ -148,3 +148,16 @@ def test_shipped_game24_prm_ranks_test_split_steps_like_the_oracle(game24_backen
         truth += [t > 0 for s in sols for t in exact_labels(task, p, s)]
     assert sum(truth) >= 5 and len(truth) - sum(truth) >= 5
     assert auroc(scores, truth) >= 0.6
+
+
+def test_verifier_benchmark_on_state_walks_needs_no_policy_and_counts_kinds_of_bad_step():
+    from ponder.evaluate.bench_verifiers import verifiers_benchmark
+
+    result = verifiers_benchmark(["oracle", "vote"], "game24", problems=4, samples=3, source="walks")
+    kinds = result["kinds"]
+    assert sum(kinds.values()) == result["steps"] and result["bad_steps"] == result["steps"] - kinds["good"]
+    assert {"arithmetic", "after an error"} <= set(kinds)
+    oracle = result["rows"][0]
+    assert oracle["bon_min"] is None  # walks stop anywhere: nothing to pick
+    with pytest.raises(ValueError, match="unknown source"):
+        verifiers_benchmark(["oracle"], "game24", problems=1, source="dreams")

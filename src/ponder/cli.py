@@ -37,7 +37,8 @@ def print_table(title: str, rows: list[dict], columns: list[tuple[str, str, str]
     for _, header, _ in columns:
         table.add_column(header, justify="right")
     for row in rows:
-        table.add_row(*(format(row[key], fmt) if fmt else str(row[key]) for key, _, fmt in columns))
+        table.add_row(*(format(row[key], fmt) if fmt and row[key] is not None else str(row[key])
+                        for key, _, fmt in columns))
     console.print(table)
 
 
@@ -386,17 +387,19 @@ def bench_verifiers(
     verifiers: str = typer.Argument(..., help="comma-separated verifiers (shipped names, directories, oracle)"),
     task: str = typer.Option("game24"), problems: int = typer.Option(100, help="test-split problems"),
     samples: int = typer.Option(8, help="solutions sampled per problem"), seed: int = typer.Option(0),
+    source: str = typer.Option("policy", help="policy: the policy's solutions; walks: random walks through the "
+                                              "test problems' states (game24)"),
 ) -> None:
     """Step AUROC, first-wrong-step accuracy and best-of-N of verifiers against the exact oracle (test split)."""
     from ponder.evaluate.bench_verifiers import verifiers_benchmark
 
     try:
-        result = verifiers_benchmark(_csv(verifiers), task, problems, samples, seed=seed)
+        result = verifiers_benchmark(_csv(verifiers), task, problems, samples, seed=seed, source=source)
     except ValueError as err:
         _fail(str(err))
         return
-    print_table(f"{task} test: verifiers vs the exact oracle ({result['solutions']} solutions, {result['steps']} "
-                f"steps, {result['bad_steps']} bad; pass@{samples} {result['pass_at_n']:.2f})",
+    print_table(f"{task} test: verifiers vs the exact oracle ({result['solutions']} {source} solutions, "
+                f"{result['steps']} steps, {result['bad_steps']} bad; pass@{samples} {result['pass_at_n']:.2f})",
                 result["rows"], [("verifier", "verifier", ""), ("auroc", "step AUROC", ".4f"),
                                  ("first_wrong_accuracy", "first wrong step acc.", ".3f"),
                                  ("bon_min", f"BoN@{samples} (min)", ".3f"),

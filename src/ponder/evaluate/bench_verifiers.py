@@ -18,6 +18,7 @@ from typing import Any
 
 from ponder.collect.mc import exact_labels
 from ponder.collect.run import distinct_samples
+from ponder.collect.states import state_walks
 from ponder.evaluate.metrics import auroc, first_wrong
 from ponder.evaluate.runner import DEFAULT_MAX_TOKENS
 from ponder.lm.engine import Engine
@@ -29,16 +30,19 @@ from ponder.verifiers import aggregate, get_verifier
 
 
 def verifiers_benchmark(verifiers: list[str], task_name: str = "game24", problems: int = 100, samples: int = 8,
-                        model: str = "", seed: int = 0, max_batch: int = 512) -> dict[str, Any]:
+                        model: str = "", seed: int = 0, max_batch: int = 512, source: str = "policy") -> dict[str, Any]:
+    """`source` "policy": the policy's solutions (what a verifier judges in search); "walks": `samples` random walks
+    through each test problem's states (`ponder collect states` on the test split), no policy involved. Walks stop
+    anywhere, so on them best-of-N is not measured and the `oracle` verifier, which calls an unfinished solution's
+    last step bad, is no longer exact."""
     task = get_task(task_name)
-    lm = Engine(HFBackend(model or f"{task_name}-policy"), max_batch=max_batch)
-    cfg = SearchConfig(temperature=0.8, max_tokens=DEFAULT_MAX_TOKENS.get(task_name, 256), seed=seed)
     chosen = task.problems("test", limit=problems)
-
-    async def draw() -> list[list[list[str]]]:
-        return list(await asyncio.gather(*(distinct_samples(task, p, lm, cfg, samples) for p in chosen)))
-
-    sampled = asyncio.run(draw())
+    if source == "walks":
+        sampled = [[r.steps for r in state_walks(task, p, samples, seed)] for p in chosen]
+    elif source == "policy":
+        sampled = sample_policy(task, chosen, model or f"{task_name}-policy", samples, seed, max_batch)
+    else:
+        raise ValueError(f"unknown source {source!r}: policy or walks")
     truth = [[exact_labels(task, p, s) for s in sols] for p, sols in zip(chosen, sampled)]
     flat_truth = [x for per in truth for t in per for x in t]
     kinds = [step_kind(task, p, s, t, i) for p, sols, per in zip(chosen, sampled, truth) for s, t in zip(sols, per)
@@ -59,6 +63,9 @@ def verifiers_benchmark(verifiers: list[str], task_name: str = "game24", problem
         row = {"verifier": name, "auroc": auroc(flat, [t > 0 for t in flat_truth]), "auroc_by_kind": by_kind,
                "first_wrong_accuracy": sum(firsts) / len(firsts), "seconds": round(seconds, 1)}
         for how in ("min", "last"):
+            if source == "walks":  # walks stop anywhere: there is no solution to pick
+                row[f"bon_{how}"] = None
+                continue
             picked = [max(range(len(sols)), key=lambda i, s=per: aggregate(s[i], how)) if sols else None
                       for sols, per in zip(sampled, scores)]
             row[f"bon_{how}"] = sum(i is not None and task.solves(p, sols[i])
@@ -67,7 +74,19 @@ def verifiers_benchmark(verifiers: list[str], task_name: str = "game24", problem
     n_solutions = sum(len(s) for s in sampled)
     return {"task": task_name, "problems": len(chosen), "solutions": n_solutions, "steps": len(flat_truth),
             "bad_steps": sum(x == 0 for x in flat_truth), "kinds": dict(Counter(kinds)),
-            "pass_at_n": sum(any(t[-1] for t in per) for per in truth) / len(chosen), "rows": rows}
+            "pass_at_n": sum(any(task.solves(p, s) for s in sols) for p, sols in zip(chosen, sampled)) / len(chosen),
+            "rows": rows}
+
+
+def sample_policy(task: Task, chosen: list[Problem], model: str, samples: int, seed: int,
+                  max_batch: int) -> list[list[list[str]]]:
+    lm = Engine(HFBackend(model), max_batch=max_batch)
+    cfg = SearchConfig(temperature=0.8, max_tokens=DEFAULT_MAX_TOKENS.get(task.name, 256), seed=seed)
+
+    async def draw() -> list[list[list[str]]]:
+        return list(await asyncio.gather(*(distinct_samples(task, p, lm, cfg, samples) for p in chosen)))
+
+    return asyncio.run(draw())
 
 
 def step_kind(task: Task, problem: Problem, steps: list[str], labels: list[float], i: int) -> str:
