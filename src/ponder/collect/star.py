@@ -142,7 +142,7 @@ async def rationales(task: Task, problems: list[Problem], lm: LanguageModel, cfg
 
     def keep(problem: Problem, found: list[list[str]]) -> list[str] | None:
         for steps in found:
-            if task.solves(problem, steps) and (cfg.filter == "outcome" or all(task.step_labels(problem, steps))):
+            if task.solves(problem, steps) and (cfg.filter == "outcome" or _all_right(task, problem, steps)):
                 return steps
         return None
 
