@@ -161,3 +161,13 @@ def test_verifier_benchmark_on_state_walks_needs_no_policy_and_counts_kinds_of_b
     assert oracle["bon_min"] is None  # walks stop anywhere: nothing to pick
     with pytest.raises(ValueError, match="unknown source"):
         verifiers_benchmark(["oracle"], "game24", problems=1, source="dreams")
+
+
+def test_depth_baseline_scores_steps_by_position_only():
+    from ponder.tasks import get_task
+    from ponder.verifiers import get_verifier
+
+    task = get_task("game24")
+    problem = task.problem("4 5 6 10")
+    scores = asyncio.run(get_verifier("depth").score(task, problem, [["a", "b", "c"], ["x"]]))
+    assert scores == [[1.0, 0.5, 1 / 3], [1.0]]

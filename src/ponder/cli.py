@@ -100,7 +100,7 @@ def eval_cmd(
     methods: str = typer.Option("cot,self_consistency,best_of_n", help="comma-separated search methods"),
     budgets: str = typer.Option("16", help="comma-separated budgets (samples) for sampling methods"),
     model: str = typer.Option("", help="shipped name, HF directory or .gguf file (default: the task's policy)"),
-    verifier: str = typer.Option("oracle", help="verifier for best_of_n: oracle, vote, or a PRM/ORM checkpoint"),
+    verifier: str = typer.Option("oracle", help="verifier for best_of_n: oracle, vote, depth, or a PRM/ORM"),
     temperature: float = typer.Option(0.8),
     seed: int = typer.Option(0),
     concurrency: int = typer.Option(64, help="problems in flight at once (they share the engine's batches)"),

@@ -51,4 +51,15 @@ class VoteVerifier(Verifier):
                 for s, k in zip(solutions, keys)]
 
 
-VERIFIERS: dict[str, type[Verifier]] = {"oracle": OracleVerifier, "vote": VoteVerifier}
+class DepthVerifier(Verifier):
+    """A baseline that reads no text: step i (from 0) scores 1 / (i + 1). When a weak policy's steps are mostly
+    wrong after the first few, depth alone separates good from bad steps; a learned PRM's step AUROC means
+    something only where it beats this one."""
+
+    name = "depth"
+
+    async def score(self, task: Task, problem: Problem, solutions: list[list[str]]) -> list[list[float]]:
+        return [[1.0 / (i + 1) for i in range(len(s))] for s in solutions]
+
+
+VERIFIERS: dict[str, type[Verifier]] = {"oracle": OracleVerifier, "vote": VoteVerifier, "depth": DepthVerifier}
