@@ -113,3 +113,14 @@ def test_hard_labels_follow_math_shepherd():
     assert record.hard(threshold=0.5) == [None, False, False]
     with pytest.raises(ValueError, match="outside"):
         StepRecord("q", ["a"], [1.5])
+
+
+def test_math_aps_records_written_by_a_collection_keep_the_formats_field_order(shared_data, tmp_path):
+    from ponder.jsonl import ResumableJsonl
+
+    sample = shared_data / "formats" / SAMPLES["math-aps"]
+    out = ResumableJsonl(tmp_path / "math-aps.jsonl", key=lambda r: r["question"], what="MATH-APS record")
+    for record in read_math_aps(sample):
+        out.append(record.to_dict())
+    written = [json.loads(line) for line in (tmp_path / "math-aps.jsonl").read_text().splitlines()]
+    assert [list(r) for r in written] == [list(json.loads(line)) for line in sample.read_text().splitlines()]

@@ -53,7 +53,7 @@ class ResumableJsonl:
         key = self.key(row)
         if key in self.done:
             return
-        line = (json.dumps(row, sort_keys=True) + "\n").encode()
+        line = (json.dumps(row) + "\n").encode()  # field order as given: MATH-APS keeps its own
         # One write of a whole line, flushed to the OS: a kill leaves either the full row or a torn tail.
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
