@@ -109,12 +109,16 @@ def _without(numbers: State, x: Fraction) -> list[Fraction]:
     return out
 
 
+def _listed(step: str) -> list[Fraction | None]:
+    """The numbers a step lists after `(left:` up to its closing `)`; None for one that does not parse."""
+    return [parse_number(x) for x in step.partition("(left:")[2].removesuffix(")").split()]
+
+
 def _written_state(steps: list[str]) -> State | None:
     """The numbers the last step says are left (right or not); None if it says none or does not parse."""
     if not steps:
         return None
-    listed = steps[-1].partition("(left:")[2].rstrip(")").split()
-    numbers = [parse_number(x) for x in listed]
+    numbers = _listed(steps[-1])
     if len(numbers) < 2 or None in numbers:
         return None
     return _key([x for x in numbers if x is not None])
@@ -253,7 +257,7 @@ class Game24(Task):
                 return None
             state[c] += 1
             state = +state
-            left = [parse_number(t) for t in [*tokens[6:-1], tokens[-1][:-1]] if t]
+            left = _listed(step)
             if None in left or Counter(left) != state:
                 return None
             n_steps += 1
