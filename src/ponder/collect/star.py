@@ -29,8 +29,9 @@ import json
 import random
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -193,32 +194,45 @@ def run_star(cfg: StarConfig, out: Path, base: Path | None = None) -> dict[str, 
             raise TaskError(f"{base} holds no trained original model")
         train_model(cfg, seed_pairs, cfg.seed_steps, base_dir, f"star {cfg.task}: original model")
     check_base(base_dir, cfg)
-    rows = [iteration_row(cfg, 0, base_dir, out, {"steps": 0, "examples": len(seed_pairs), "seconds": 0.0}, [])]
-    current = base_dir
+    base_row = {"steps": 0, "examples": len(seed_pairs), "seconds": 0.0}
+    rows = [cached_row(out / "iter-0" / "summary.json", partial(iteration_row, cfg, 0, base_dir, out, base_row, []))]
     for n in range(1, cfg.iterations + 1):
-        folder = out / f"iter-{n}"
-        done = folder / "summary.json"
-        if not done.exists():
-            start = time.time()
-            lm = Engine(HFBackend(str(current)), max_batch=512)
-            found = asyncio.run(rationales(task, problems, lm, cfg, n))
-            folder.mkdir(parents=True, exist_ok=True)
-            with (folder / "rationales.jsonl").open("w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in found)
-            kept = [(task.prompt(p), task.join_steps(r["steps"])) for p, r in zip(problems, found, strict=True)
-                    if r["steps"] is not None]
-            steps = round(cfg.steps * cfg.step_growth ** (n - 1))
-            shutil.rmtree(folder / "model", ignore_errors=True)
-            trained = train_model(cfg, seed_pairs, steps, folder / "model", f"star {cfg.task}: iteration {n}",
-                                  init=str(base_dir), kept=kept)
-            trained["seconds"] = round(time.time() - start, 1)
-            row = iteration_row(cfg, n, folder / "model", out, trained, found)
-            done.write_text(json.dumps(row, indent=2) + "\n")
-        rows.append(json.loads(done.read_text()))
-        current = folder / "model"
+        rows.append(cached_row(out / f"iter-{n}" / "summary.json",
+                               partial(outer_loop, task, problems, seed_pairs, cfg, n, base_dir, out)))
     summary = {"config": asdict(cfg), "out": str(out), "rows": rows}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def cached_row(path: Path, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The row saved at `path`, made (and saved) first if the run has not got that far."""
+    if not path.exists():
+        row = make()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(row, indent=2) + "\n")
+    return json.loads(path.read_text())
+
+
+def outer_loop(task: Task, problems: list[Problem], seed_pairs: list[tuple[str, str]], cfg: StarConfig, n: int,
+               base_dir: Path, out: Path) -> dict[str, Any]:
+    """Loop n: rationales from the last loop's policy (the original model's for the first), then the original
+    model fine-tuned on what was kept."""
+    start = time.time()
+    folder = out / f"iter-{n}"
+    current = base_dir if n == 1 else out / f"iter-{n - 1}" / "model"
+    lm = Engine(HFBackend(str(current)), max_batch=512)
+    found = asyncio.run(rationales(task, problems, lm, cfg, n))
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "rationales.jsonl").open("w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in found)
+    kept = [(task.prompt(p), task.join_steps(r["steps"])) for p, r in zip(problems, found, strict=True)
+            if r["steps"] is not None]
+    steps = round(cfg.steps * cfg.step_growth ** (n - 1))
+    shutil.rmtree(folder / "model", ignore_errors=True)
+    trained = train_model(cfg, seed_pairs, steps, folder / "model", f"star {cfg.task}: iteration {n}",
+                          init=str(base_dir), kept=kept)
+    trained["seconds"] = round(time.time() - start, 1)
+    return iteration_row(cfg, n, folder / "model", out, trained, found)
 
 
 BASE_KNOBS = ("task", "seed_problems", "seed_steps", "batch_size", "lr", "model", "seed")
