@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from fractions import Fraction
 
 import pytest
@@ -8,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ponder.tasks import Game24, TaskError
-from ponder.tasks.exact import format_number
+from ponder.tasks.exact import apply_op, format_number, parse_equation
 from ponder.tasks.game24 import load_puzzles, solutions
 
 task = Game24()
@@ -147,3 +148,30 @@ def test_error_kinds_name_the_mistake_of_a_wrong_last_step(steps, kind):
     problem = task.problem("4 5 6 10")
     assert task.check_step(problem, steps) is False
     assert task.error_kind(problem, steps) == kind
+
+
+def test_step_candidates_are_every_move_and_four_wrong_versions_of_each_of_many_kinds():
+    game = Game24()
+    problem = game.problem("1 3 4 6")
+    first = game.step_candidates(problem, [])
+    assert first == game.step_candidates(problem, [])  # reproducible: walks are seeded by their own rng
+    good_equations = [s for s in first if game._replay(problem, [s]) is not None]
+    assert len(first) == 5 * len(good_equations)  # each move, then four slips of it
+    slips = [s for s in first if s not in good_equations]
+    assert not any(game.check_step(problem, [s]) for s in slips)
+    kinds = Counter(game.error_kind(problem, [s]) for s in slips)
+    assert kinds["arithmetic"] >= len(good_equations) and kinds["bookkeeping"] >= len(good_equations)
+    # wrong results are not only off by one: a verifier must learn to check the arithmetic, not a slip's shape
+    offsets = set()
+    for s in slips:
+        a, op, b, c = parse_equation(s.split())
+        right = apply_op(a, op, b)
+        if right is not None and right != c and a in (1, 3, 4, 6) and b in (1, 3, 4, 6):
+            offsets.add(abs(c - right))
+    assert len(offsets) >= 5
+    # after a slip the walk goes on from the numbers the slip wrote
+    moves = game.step_candidates(problem, ["6 * 4 = 25 (left: 1 3 25)"])[::5]
+    assert len(moves) >= 3
+    for move in moves:
+        a, op, b, c = parse_equation(move.split())
+        assert {a, b} <= {1, 3, 25} and apply_op(a, op, b) == c

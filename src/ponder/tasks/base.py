@@ -121,6 +121,11 @@ class Task(ABC):
         None when the task cannot enumerate them."""
         return None
 
+    def moves(self, problem: Problem, steps: list[str]) -> list[str] | None:
+        """Every correct next step after a correct prefix, dead ends included (none after a wrong one); None when
+        the task cannot enumerate them."""
+        return None
+
     def is_final(self, steps: list[str]) -> bool:
         """Whether a solution prefix is complete (it has given its final answer)."""
         return bool(steps) and steps[-1].lower().startswith("answer:")

@@ -9,6 +9,7 @@ the other puzzles only. A step combines two of the numbers left: `10 - 4 = 6 (le
 from __future__ import annotations
 
 import csv
+import random
 from collections import Counter
 from fractions import Fraction
 from functools import lru_cache
@@ -98,8 +99,33 @@ def _moves(state: State) -> list[tuple[Fraction, str, Fraction, Fraction, State]
     return moves
 
 
-# The operation whose result a slip writes instead (8 * 3 = 11).
-WRONG_OP = {"+": "*", "*": "+", "-": "+", "/": "*"}
+def _slips(state: State, a: Fraction, op: str, b: Fraction, c: Fraction, left: State) -> list[str]:
+    """Four wrong versions of the move `a op b = c`, drawn (reproducibly, per state and move) from the slips a
+    small policy makes on the training puzzles: two wrong results (off by one or two, another operation's
+    result, the result for a neighbouring operand), one wrong `left` list (a number dropped, an operand kept in
+    place of another number or of the result) and one operand that is not there (a number used twice, or one
+    not in the list). A verifier trained on a narrow set of slips learns to spot those slips, not to check the
+    arithmetic: the previous generator's (+-1 and one other operation) PRM passed `13 * 4 = 64`."""
+    rng = random.Random(f"{' '.join(map(str, state))}|{a}{op}{b}")
+    rest = _without(left, c)
+    results = {c + 1, c - 1, c + 2, c - 2, *(apply_op(a, other, b) for other in "+-*/"),
+               apply_op(a, op, b + 1), apply_op(a, op, b - 1), apply_op(a + 1, op, b)}
+    wrong = sorted(x for x in results - {c, None} if x is not None and x >= 0)
+    out = [format_step(a, op, b, x, _key([*rest, x])) for x in rng.sample(wrong, min(2, len(wrong)))]
+    lists = [_key([*rest, c, a]), _key([*rest, a]), _key(rest)] if rest else []
+    if len(rest) > 1:
+        lists += [_key([*rest[1:], a, c]), _key([*rest[:-1], b, c]), left[1:]]
+    lists = [x for x in lists if Counter(x) != Counter(left)]
+    if lists:
+        out.append(format_step(a, op, b, c, rng.choice(lists)))
+    operands = [(max(state) + 1, b)]
+    if list(state).count(a) < 2 and apply_op(a, op, a) is not None:
+        operands.append((a, a))
+    x, y = rng.choice(operands)
+    z = apply_op(x, op, y)
+    z = x if z is None else z
+    out.append(format_step(x, op, y, z, _key([*rest, z])))
+    return out
 
 
 def _without(numbers: State, x: Fraction) -> list[Fraction]:
@@ -218,8 +244,7 @@ class Game24(Task):
         return found[0] if found else None
 
     def step_candidates(self, problem: Problem, steps: list[str]) -> list[str]:
-        """Next steps: every canonical move, and for each the slips a policy makes (a result off by one either
-        way, the result of another operation, a wrong `left` list, a number that is not available). After a
+        """Next steps: every canonical move, and for each four of the slips a policy makes (`_slips`). After a
         wrong step the moves start from the numbers it *wrote*, as a policy carries on from its own slip."""
         replayed = self._replay(problem, steps)
         state = _key(list(replayed[0].elements())) if replayed is not None else _written_state(steps)
@@ -228,14 +253,14 @@ class Game24(Task):
         out = []
         for a, op, b, c, left in _moves(state):
             out.append(format_step(a, op, b, c, left))
-            for wrong in sorted({c + 1 if c != TARGET - 1 else c + 2, c - 1 if c > 1 else c + 3,
-                                 apply_op(a, WRONG_OP[op], b)} - {c, None}):
-                out.append(format_step(a, op, b, wrong, _key([*_without(left, c), wrong])))
-            if len(left) > 1:
-                out.append(format_step(a, op, b, c, left[1:]))  # a number dropped from the list
-            missing = max(state) + 1
-            out.append(format_step(missing, op, b, apply_op(missing, op, b) or missing, left))
+            out.extend(_slips(state, a, op, b, c, left))
         return out
+
+    def moves(self, problem: Problem, steps: list[str]) -> list[str]:
+        replayed = self._replay(problem, steps)
+        if replayed is None:
+            return []
+        return [format_step(a, op, b, c, left) for a, op, b, c, left in _moves(_key(list(replayed[0].elements())))]
 
     def _replay(self, problem: Problem, steps: list[str]) -> tuple[Counter[Fraction], int] | None:
         """Apply the arithmetic steps (up to an answer line) exactly; None at the first wrong one."""
