@@ -5,11 +5,12 @@ import json
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
+from ponder.collect.records import StepRecord, write_jsonl
 from ponder.lm.base import Request
 from ponder.lm.hf import HFBackend
-from ponder.tasks import TaskError
+from ponder.tasks import TaskError, get_task
 from ponder.train.loop import TrainConfig
-from ponder.train.sft import ModelShape, SFTRecipe, train_sft
+from ponder.train.sft import ModelShape, SFTRecipe, move_pairs, train_sft
 
 
 def test_sft_saves_a_loadable_llama_with_its_tokenizer(tmp_path):
@@ -30,6 +31,7 @@ def test_sft_saves_a_loadable_llama_with_its_tokenizer(tmp_path):
 def test_shipped_recipes_load_and_bad_ones_fail_clearly(tmp_path):
     assert SFTRecipe.load("game24-policy").task == "game24"
     assert SFTRecipe.load("arith-policy").model.max_positions >= 579
+    assert SFTRecipe.load("game24-prm-base").data.endswith("records.jsonl")
     bad = tmp_path / "bad.yaml"
     bad.write_text("task: game24\nmodel: {hidden: [}\n")
     with pytest.raises(TaskError, match="malformed"):
@@ -50,3 +52,32 @@ def test_an_untrained_model_gives_garbage_that_is_graded_wrong_not_raised(tmp_pa
                      tmp_path / "eval", show_progress=False)
     assert [row["accuracy"] for row in table] == [0.0, 0.0, 0.0]
     assert all(row["generated_tokens"] > 0 for row in table)
+
+
+def test_move_drill_trains_on_every_correct_move_from_the_states_of_correct_prefixes(tmp_path):
+    task = get_task("game24")
+    problem = task.problem("1 3 4 6", id="p")
+    right, slip = "6 * 4 = 24 (left: 1 3 24)", "3 + 1 = 5 (left: 5 24)"
+    assert slip in task.step_candidates(problem, [right])  # a walk's slip, as `collect states` writes them
+    records = [StepRecord(problem.question, [right, slip, "24 * 5 = 120 (left: 120)"], [0, 0, 0], task="game24",
+                          problem_id="p")]
+    pairs = move_pairs(task, records)
+    prompts = {prompt for prompt, _ in pairs}
+    assert prompts == {"Input: 1 3 4 6\n", f"Input: 1 3 4 6\n{right}\n"}  # nothing from after the slip
+    assert (f"Input: 1 3 4 6\n{right}\n", "3 - 1 = 2 (left: 2 24)") in pairs  # a dead end is still right arithmetic
+    for prompt, move in pairs:
+        prefix = prompt.splitlines()[1:]
+        assert task._replay(problem, [*prefix, move]) is not None
+    assert len(pairs) == len(task.moves(problem, [])) + len(task.moves(problem, [right]))
+    assert task.moves(problem, [slip]) == []
+    with pytest.raises(TaskError, match="cannot enumerate its moves"):
+        move_pairs(get_task("arith"), [StepRecord("2 + 2?", ["x"], [0], task="arith", problem_id="a")])
+
+    data = tmp_path / "records.jsonl"
+    write_jsonl([r.to_dict() for r in records], data)
+    recipe = SFTRecipe(name="drill", task="game24", data=str(data),
+                       model=ModelShape(hidden=32, layers=1, heads=2, intermediate=64),
+                       train=TrainConfig(steps=2, batch_size=4, warmup=1, bf16=False))
+    summary = train_sft(recipe, tmp_path / "out")
+    assert summary["config"]["data"] == str(data)
+    assert "every correct move from the states in" in (tmp_path / "out" / "README.md").read_text()
