@@ -125,3 +125,17 @@ def test_eval_config_fingerprints_a_learned_verifier_without_loading_it():
     assert EvalConfig(verifier="oracle").resolved().verifier_fingerprint == ""
     with pytest.raises(ValueError, match="unknown verifier 'nope'"):
         EvalConfig(verifier="nope").resolved()
+
+
+def test_arithmetic_benchmark_grades_every_first_move_by_its_own_result():
+    from ponder.evaluate.bench_arithmetic import arithmetic_benchmark
+    from ponder.tasks import get_task
+
+    task = get_task("game24")
+    result = arithmetic_benchmark(["game24-policy"], "game24", problems=2)
+    assert result["moves"] == sum(len(task.moves(p, [])) for p in task.problems("test", limit=2))
+    row = result["rows"][0]
+    assert set(row) >= {"model", "all", "+", "-", "*", "/"}
+    assert 0 < row["all"] < 1  # the shipped policy gets about half of them right
+    with pytest.raises(TaskError, match="cannot enumerate its moves"):
+        arithmetic_benchmark(["arith-policy"], "arith", problems=1)

@@ -410,6 +410,25 @@ def bench_verifiers(
                 [("verifier", "verifier", ""), *((k, f"{k} ({result['kinds'][k]})", ".4f") for k in kinds)])
 
 
+@bench_app.command("arithmetic")
+def bench_arithmetic(
+    models: str = typer.Argument(..., help="comma-separated models (shipped names or directories)"),
+    task: str = typer.Option("game24"), problems: int = typer.Option(100, help="test-split problems"),
+) -> None:
+    """Share of correct first moves whose result a model writes right, greedily, cut after the `=`."""
+    from ponder.evaluate.bench_arithmetic import arithmetic_benchmark
+
+    try:
+        result = arithmetic_benchmark(_csv(models), task, problems)
+    except TaskError as err:
+        _fail(str(err))
+        return
+    ops = [k for k in result["rows"][0] if k not in ("model", "all")]
+    print_table(f"{task} test: results written right, greedy ({result['moves']} first moves of "
+                f"{result['problems']} problems)", result["rows"],
+                [("model", "model", ""), ("all", "all", ".3f"), *((op, op, ".3f") for op in ops)])
+
+
 @bench_app.command("grpo")
 def bench_grpo(
     task: str = typer.Option("game24"),
