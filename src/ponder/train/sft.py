@@ -81,8 +81,8 @@ def solver_pairs(task: Task, problems: list[Problem], hinted: bool = False) -> l
 def move_pairs(task: Task, records: list[StepRecord]) -> list[tuple[str, str]]:
     """(prompt and prefix, step) for every correct next step (`Task.moves`) from every state that a record's
     correct prefix reaches. A policy trained on solver solutions sees only the moves that lead to 24 and learns
-    which results are likely, not the arithmetic (the game24 policy gets 52% of first-step results right, and
-    37% of differences); a verifier must check every step, so its base is drilled on all of them."""
+    which results are likely, not the arithmetic (`ponder bench arithmetic`: the game24 policy writes 52% of
+    its test puzzles' first-move results right, 40% of quotients); drilled on all of them, 92%."""
     found: dict[str, list[str]] = {}
     for record in records:
         problem = Problem(record.problem_id, record.question)
