@@ -105,7 +105,8 @@ def _slips(state: State, a: Fraction, op: str, b: Fraction, c: Fraction, left: S
     result, the result for a neighbouring operand), one wrong `left` list (a number dropped, an operand kept in
     place of another number or of the result) and one operand that is not there (a number used twice, or one
     not in the list). A verifier trained on a narrow set of slips learns to spot those slips, not to check the
-    arithmetic: the previous generator's (+-1 and one other operation) PRM passed `13 * 4 = 64`."""
+    arithmetic: one trained on the previous generator's (results +-1 and one other operation's) passed
+    `13 * 4 = 64`."""
     rng = random.Random(f"{' '.join(map(str, state))}|{a}{op}{b}")
     rest = _without(left, c)
     results = {c + 1, c - 1, c + 2, c - 2, *(apply_op(a, other, b) for other in "+-*/"),

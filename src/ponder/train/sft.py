@@ -87,7 +87,7 @@ def move_pairs(task: Task, records: list[StepRecord]) -> list[tuple[str, str]]:
     for record in records:
         problem = Problem(record.problem_id, record.question)
         for k, step in enumerate(record.steps):
-            prompt = task.prompt(problem) + "".join(s + "\n" for s in record.steps[:k])
+            prompt = task.prompt(problem) + task.join_steps(record.steps[:k])
             if prompt not in found:
                 moves = task.moves(problem, record.steps[:k])
                 if moves is None:
