@@ -137,11 +137,11 @@ def train_sft_cmd(
 
     try:
         r = SFTRecipe.load(recipe)
-    except TaskError as err:
+        out = out or Path("runs") / "sft" / r.name
+        summary = train_sft(r, out, steps=steps or None)
+    except (TaskError, ValueError) as err:  # a bad recipe, a bad `data:` file, a model that does not load
         _fail(str(err))
         return
-    out = out or Path("runs") / "sft" / r.name
-    summary = train_sft(r, out, steps=steps or None)
     summary.pop("config")
     console.print_json(json.dumps(summary))
     console.print(f"saved to {out}")
@@ -420,7 +420,7 @@ def bench_arithmetic(
 
     try:
         result = arithmetic_benchmark(_csv(models), task, problems)
-    except TaskError as err:
+    except (TaskError, ValueError) as err:  # a model that does not load is a ValueError
         _fail(str(err))
         return
     ops = [k for k in result["rows"][0] if k not in ("model", "all")]

@@ -169,13 +169,13 @@ def fit(model: LlamaForCausalLM, tok: PreTrainedTokenizerBase, examples: Iterato
 def train_sft(recipe: SFTRecipe, out_dir: Path, steps: int | None = None) -> dict[str, Any]:
     """Train the recipe's policy and save it to `out_dir`; returns a summary (also saved as training.json)."""
     cfg = recipe.train
-    torch.manual_seed(cfg.seed)
-    model, tok = start_model(cfg.init, recipe.model)
     task = get_task(recipe.task)
-    if recipe.data:
+    if recipe.data:  # read (and checked) before the model loads: a bad file fails at once
         examples = endless(move_pairs(task, read_records(Path(recipe.data))), cfg.seed)
     else:
         examples = training_examples(task, cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model, tok = start_model(cfg.init, recipe.model)
     result = fit(model, tok, examples, cfg, steps if steps is not None else cfg.steps, recipe.model.max_positions,
                  f"sft {recipe.name}")
     summary = {"recipe": recipe.name, "task": recipe.task, **result.summary(),
