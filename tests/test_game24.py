@@ -156,6 +156,7 @@ def test_step_candidates_are_every_move_and_four_wrong_versions_of_each_of_many_
     first = game.step_candidates(problem, [])
     assert first == game.step_candidates(problem, [])  # reproducible: walks are seeded by their own rng
     good_equations = [s for s in first if game._replay(problem, [s]) is not None]
+    assert good_equations == game.moves(problem, [])  # the moves, in the candidates' order
     assert len(first) == 5 * len(good_equations)  # each move, then four slips of it
     slips = [s for s in first if s not in good_equations]
     assert not any(game.check_step(problem, [s]) for s in slips)
