@@ -4,6 +4,7 @@ positions survive markers inside steps and markers that the tokenizer splits."""
 from __future__ import annotations
 
 import asyncio
+import math
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,12 @@ def trained(tmp_path_factory, oracle_records) -> dict[str, Path]:
         summary = train_verifier(recipe, directory, data=str(oracle_records))
         assert summary["examples"] > 0 and summary["steps"] == 12
         out[kind] = directory
+    directory = tmp_path_factory.mktemp("checked")
+    recipe = VerifierRecipe(name="test-checked", task="game24", head=HeadSpec(kind="step_tag", marker=" ки",
+                                                                              check_after="="),
+                            labels="hard", train=TrainConfig(steps=12, batch_size=8, warmup=2, lr=1e-3, bf16=False))
+    assert train_verifier(recipe, directory, data=str(oracle_records))["checked_tokens"] > 0
+    out["checked"] = directory
     return out
 
 
@@ -61,7 +68,7 @@ def test_each_head_saves_its_declaration_and_scores_every_step(trained, kind):
 def test_step_tag_score_is_p_plus_over_p_plus_plus_p_minus_at_the_tag(trained):
     verifier = LearnedVerifier(str(trained["step_tag"]))
     prompt, steps = "Input: 4 5 6 10\n", ["5 * 4 = 20 (left: 6 10 20)", "10 - 6 = 4 (left: 4 20)"]
-    ids, positions = verifier.layout.encode(prompt, steps)
+    ids, positions, _ = verifier.layout.encode(prompt, steps)
     tag = verifier.tokenizer.convert_tokens_to_ids("ки")
     assert [ids[p] for p in positions] == [tag, tag]  # the tag is one added token, read where it sits
     with torch.no_grad():
@@ -71,12 +78,46 @@ def test_step_tag_score_is_p_plus_over_p_plus_plus_p_minus_at_the_tag(trained):
     assert verifier.score_texts([(prompt, steps)])[0] == pytest.approx(expected, rel=1e-4)
 
 
+def test_a_checked_prm_scores_the_tag_times_its_probability_of_every_result_so_far(trained):
+    verifier = LearnedVerifier(str(trained["checked"]))
+    assert verifier.head.check_after == "=" and "also checks what each step computes" in (
+        trained["checked"] / "README.md").read_text()
+    prompt = "Input: 4 5 6 10\n"
+    steps = ["5 * 4 = 20 (left: 6 10 20)", "Let me think", "10 - 6 = 4 (left: 4 20)"]
+    ids, positions, checks = verifier.layout.encode(prompt, steps)
+    tok = verifier.tokenizer
+    assert [tok.decode([ids[p] for p in c]) for c in checks] == [" 20 (left: 6 10 20)", "", " 4 (left: 4 20)"]
+    with torch.no_grad():
+        logprobs = verifier.model(torch.tensor([ids])).logits[0].log_softmax(-1)
+    good, bad = verifier.layout.label_ids
+    expected, written = [], 0.0
+    for p, c in zip(positions, checks):
+        written += sum(logprobs[t - 1, ids[t]].item() for t in c)  # token t is predicted at t - 1
+        tag = (logprobs[p, good].exp() / (logprobs[p, good].exp() + logprobs[p, bad].exp())).item()
+        expected.append(tag * math.exp(written))
+    assert verifier.score_texts([(prompt, steps)])[0] == pytest.approx(expected, rel=1e-3)
+
+
+def test_the_check_loss_trains_only_the_results_of_steps_that_can_still_succeed(game24_backend):
+    from ponder.collect.records import StepRecord
+    from ponder.train.verifier import examples
+
+    layout = StepLayout(game24_backend.tokenizer, HeadSpec(kind="step_tag", marker=" ки", check_after="="), 192)
+    steps = ["5 * 4 = 20 (left: 6 10 20)", "10 - 6 = 5 (left: 5 20)", "20 + 5 = 25 (left: 25)"]
+    record = StepRecord(question="4 5 6 10", steps=steps, labels=[1.0, 0.0, 0.0], task="game24")
+    [(ids, positions, targets, written)] = examples([record], get_task("game24"), layout, "step_tag", "hard")
+    assert targets == [1.0, 0.0, 0.0] and len(positions) == 3
+    assert game24_backend.tokenizer.decode([ids[p] for p in written]) == " 20 (left: 6 10 20)"
+    with pytest.raises(VerifierError, match="check_after needs a step_tag"):
+        HeadSpec(kind="orm", check_after="=")
+
+
 def test_a_split_marker_and_a_step_containing_it_keep_one_score_per_step(game24_backend):
     tok = game24_backend.tokenizer
     layout = StepLayout(tok, HeadSpec(kind="step_tag", marker=" <<tag>>"), max_length=512)
     assert len(layout.marker_ids) == 8  # a character tokenizer splits it into eight tokens
     steps = ["1 + 2 = 3 <<tag>> (left: 3 3 4)", "3 * 3 = 9 (left: 4 9)"]
-    ids, positions = layout.encode("Input: 1 2 3 4\n", steps)
+    ids, positions, _ = layout.encode("Input: 1 2 3 4\n", steps)
     assert len(positions) == 2
     assert tok.decode(ids[positions[0] - 7 : positions[0] + 1]) == " <<tag>>"  # read at the marker's last token
     assert tok.decode(ids).count("<<tag>>") == 2  # the one inside the step was removed

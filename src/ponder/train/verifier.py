@@ -5,6 +5,11 @@ the model reads the same layout it will be scored with, and the loss is binary c
 head's "good" logit at each labelled step and the label: soft (the Monte-Carlo share, as Math-Shepherd's
 soft estimator) or hard (0/1). An ORM sees only the outcome, at the last step. Models start from the task's
 policy, which already reads the task's text; the marker token is added to its vocabulary when missing.
+
+A step-tag head that declares `check_after` is trained on two losses at once: the tag's, and (weighted by
+`check_weight`) next-token cross-entropy on the checked part of every step whose label is above 0. Such a step
+can still reach a right answer, so it is right, and what it wrote is what the model should write; without that
+loss, training the tag erases what the starting model knew about writing steps.
 """
 
 from __future__ import annotations
@@ -26,9 +31,9 @@ from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
 from ponder.train.loop import TrainConfig, hardware, save_checkpoint, train_loop
 from ponder.train.recipe import load_recipe_yaml
-from ponder.verifiers.learned import HeadSpec, StepLayout, load_head_model, pad_batch, step_margins
+from ponder.verifiers.learned import HeadSpec, StepLayout, head_logits, load_head_model, pad_batch, step_margins
 
-Example = tuple[list[int], list[int], list[float]]  # ids, read positions, targets
+Example = tuple[list[int], list[int], list[float], list[int]]  # ids, read positions, targets, LM-trained positions
 
 
 @dataclass
@@ -38,6 +43,7 @@ class VerifierRecipe:
     head: HeadSpec
     data: str = ""  # step-record JSONL (`ponder collect` output), several joined by commas; --data overrides it
     labels: str = "soft"  # soft or hard
+    check_weight: float = 1.0  # with head.check_after: the weight of the next-token loss on checked text
     train: TrainConfig = field(default_factory=TrainConfig)
 
     @classmethod
@@ -45,7 +51,7 @@ class VerifierRecipe:
         name, raw = load_recipe_yaml(name_or_path)
         try:
             recipe = cls(name=name, task=raw["task"], head=HeadSpec(**raw["head"]), data=raw.get("data", ""),
-                         labels=raw.get("labels", "soft"),
+                         labels=raw.get("labels", "soft"), check_weight=float(raw.get("check_weight", 1.0)),
                          train=TrainConfig(**raw.get("train", {})))
         except (KeyError, TypeError, ValueError) as err:
             raise TaskError(f"recipe {name_or_path}: malformed ({err})") from err
@@ -72,11 +78,12 @@ def examples(records: list[StepRecord], task: Task, layout: StepLayout, kind: st
     for record in records:
         if not record.steps:
             continue
-        ids, positions = layout.encode(record_prompt(task, record), record.steps)
+        ids, positions, checks = layout.encode(record_prompt(task, record), record.steps)
         wanted = targets(record, kind, labels)
         keep = [(p, y) for p, y in zip(positions, wanted) if y is not None]
+        written = [p for c, y in zip(checks, record.labels) if y is not None and y > 0 for p in c]
         if keep:
-            out.append((ids, [p for p, _ in keep], [y for _, y in keep]))
+            out.append((ids, [p for p, _ in keep], [y for _, y in keep], written))
     return out
 
 
@@ -92,10 +99,12 @@ def batches(data: list[Example], batch_size: int, pad: int, rng: random.Random) 
         chunks = [pool[i : i + batch_size] for i in range(0, len(pool), batch_size)]
         rng.shuffle(chunks)
         for chunk in chunks:
-            batch = pad_batch([ids for ids, _, _ in chunk], pad)
-            rows = torch.tensor([i for i, (_, pos, _) in enumerate(chunk) for _ in pos])
-            batch["rows"], batch["cols"] = rows, torch.tensor([p for _, pos, _ in chunk for p in pos])
-            batch["targets"] = torch.tensor([y for _, _, ys in chunk for y in ys])
+            batch = pad_batch([ids for ids, _, _, _ in chunk], pad)
+            batch["rows"] = torch.tensor([i for i, (_, pos, _, _) in enumerate(chunk) for _ in pos])
+            batch["cols"] = torch.tensor([p for _, pos, _, _ in chunk for p in pos])
+            batch["targets"] = torch.tensor([y for _, _, ys, _ in chunk for y in ys])
+            batch["lm_rows"] = torch.tensor([i for i, (*_, lm) in enumerate(chunk) for _ in lm], dtype=torch.long)
+            batch["lm_cols"] = torch.tensor([p for *_, lm in chunk for p in lm], dtype=torch.long)
             yield batch
 
 
@@ -143,15 +152,22 @@ def train_verifier(recipe: VerifierRecipe, out_dir: Path, data: str = "", steps:
     loss_fn = torch.nn.BCEWithLogitsLoss()
 
     def loss(m: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        margins = step_margins(m, layout, {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]})
-        return loss_fn(margins[batch["rows"], batch["cols"]].float(), batch["targets"])
+        logits = head_logits(m, layout, {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]})
+        tag = loss_fn(step_margins(layout, logits)[batch["rows"], batch["cols"]].float(), batch["targets"])
+        if not recipe.head.check_after or not len(batch["lm_cols"]):
+            return tag
+        # token t is predicted at t - 1
+        written = logits[batch["lm_rows"], batch["lm_cols"] - 1].float()
+        target_ids = batch["input_ids"][batch["lm_rows"], batch["lm_cols"]]
+        return tag + recipe.check_weight * torch.nn.functional.cross_entropy(written, target_ids)
 
     stream = batches(train_set, cfg.batch_size, tok.pad_token_id, random.Random(cfg.seed))
     result = train_loop(model, stream, cfg, n_steps, loss, f"{recipe.head.kind} {recipe.name}")
     head = HeadSpec(**{**asdict(recipe.head), "task": recipe.task, "self_test": known_example(task)})
     summary = {"recipe": recipe.name, "task": recipe.task, "kind": recipe.head.kind, "labels": recipe.labels,
                "data": path, "records": len(records), "examples": len(train_set),
-               "labelled_steps": sum(len(t) for _, _, t in train_set), **result.summary(),
+               "labelled_steps": sum(len(t) for _, _, t, _ in train_set),
+               "checked_tokens": sum(len(lm) for *_, lm in train_set), **result.summary(),
                "parameters": sum(p.numel() for p in model.parameters()),
                "config": {**asdict(recipe), "head": asdict(recipe.head)}}
     model.config.ponder_verifier = asdict(head)
@@ -170,6 +186,10 @@ def write_card(out_dir: Path, summary: dict[str, Any]) -> None:
             "token_classification": f"a token-classification PRM (two labels read at `{head['marker']}` after each "
                                     "step, score = P(label 1))",
             "orm": "an outcome reward model (sequence-classification head, one logit, sigmoid)"}[summary["kind"]]
+    if head.get("check_after"):
+        what += (f", which also checks what each step computes: it is trained to write the text after `"
+                 f"{head['check_after']}` in good steps (weight {summary['config']['check_weight']}), and a step's "
+                 f"score is the tag's times its probability of that text in this and every earlier step")
     card = f"""# {summary["recipe"]}
 
 {what} for the `{summary["task"]}` task, trained by Ponder's own verifier trainer from

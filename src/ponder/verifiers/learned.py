@@ -16,6 +16,13 @@ tokens, a known example for the self-test); checkpoints made elsewhere take a pr
 Steps are encoded piece by piece and the read positions are recorded as they are built, so a step that
 contains the marker text (it is removed from the step) or a tokenizer that splits the marker into several
 tokens (the last one is read) cannot shift a score onto the wrong step.
+
+A step-tag PRM is a causal LM, so it can also *write* steps. With `check_after` declared (`=` for the built-in
+tasks) it is trained to write the part of each good step after that text (the result and what is left) as well
+as to tag it, and a step's score is the tag's probability times the model's probability of the checked part of
+this step and of every earlier one: a step is good only if all steps so far compute what the model computes and
+the tag judges the state reachable. A tag alone does not learn to check arithmetic (a tiny one passed
+`13 * 4 = 64`); the same weights predicting `52` do.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from transformers import (
@@ -57,12 +64,15 @@ class HeadSpec:
     bad_token: str = "-"  # step_tag only
     task: str = ""
     self_test: dict[str, Any] = field(default_factory=dict)  # a known example: question, steps, labels
+    check_after: str = ""  # step_tag only: the LM also checks each step's text after the last occurrence of this
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise VerifierError(f"unknown verifier kind {self.kind!r}; known: {', '.join(KINDS)}")
         if self.kind != "orm" and not self.marker.strip():
             raise VerifierError(f"a {self.kind} PRM needs a marker token at the end of each step")
+        if self.check_after and self.kind != "step_tag":
+            raise VerifierError("check_after needs a step_tag PRM: only a causal LM head can write the checked text")
 
 
 PRESETS = {
@@ -76,8 +86,15 @@ def _model_class(kind: str) -> type:
             "orm": AutoModelForSequenceClassification}[kind]
 
 
+class Encoded(NamedTuple):
+    ids: list[int]
+    positions: list[int]  # where each step's score is read
+    checks: list[list[int]]  # per step, the positions of the tokens the LM checks (empty without check_after)
+
+
 class StepLayout:
-    """Turns (prompt, steps) into token ids and the positions where each step's score is read."""
+    """Turns (prompt, steps) into token ids, the positions where each step's score is read and the tokens the
+    LM checks."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, head: HeadSpec, max_length: int) -> None:
         self.tok = tokenizer
@@ -103,11 +120,23 @@ class StepLayout:
         step = " ".join(step.split("\n"))
         return step.replace(self.head.marker.strip(), "") if self.head.marker.strip() else step
 
-    def encode(self, prompt: str, steps: list[str]) -> tuple[list[int], list[int]]:
+    def encode(self, prompt: str, steps: list[str]) -> Encoded:
         ids = list(self.tok(prompt).input_ids)
-        positions = []
+        positions: list[int] = []
+        checks: list[list[int]] = []
+        after = self.head.check_after
         for step in steps:
-            ids += self._encode(self.clean(step)) + self.marker_ids
+            text = self.clean(step)
+            head, found, tail = text.rpartition(after) if after else ("", "", text)
+            if found:  # encoded in two pieces, so that the checked tokens are exactly the tail's
+                ids += self._encode(head + found)
+                start = len(ids)
+                ids += self._encode(tail)
+                checks.append(list(range(start, len(ids))))
+            else:
+                ids += self._encode(text)
+                checks.append([])
+            ids += self.marker_ids
             positions.append(len(ids) - 1)
             ids += self.newline
         if len(ids) > self.max_length:  # keep every step: drop the start of the prompt
@@ -115,7 +144,8 @@ class StepLayout:
             if positions and positions[0] < cut:
                 raise VerifierError(f"the solution alone is longer than the verifier's {self.max_length} tokens")
             ids, positions = ids[cut:], [p - cut for p in positions]
-        return ids, positions
+            checks = [[p - cut for p in c if p > cut] for c in checks]  # a token is checked from the one before it
+        return Encoded(ids, positions, checks)
 
 
 class LearnedVerifier(Verifier):
@@ -152,9 +182,16 @@ class LearnedVerifier(Verifier):
         out: list[list[float]] = []
         for start in range(0, len(items), self.batch_size):
             encoded = [self.layout.encode(p, s) for p, s in items[start : start + self.batch_size]]
-            batch = pad_batch([ids for ids, _ in encoded], self.pad)
-            margins = step_margins(self.model, self.layout, batch)
-            out.extend(torch.sigmoid(margins[i, pos]).tolist() for i, (_, pos) in enumerate(encoded))
+            batch = pad_batch([e.ids for e in encoded], self.pad)
+            logits = head_logits(self.model, self.layout, batch)
+            margins = step_margins(self.layout, logits)
+            checked = next_token_logprobs(logits, batch["input_ids"]) if self.head.check_after else None
+            for i, e in enumerate(encoded):
+                scores = torch.sigmoid(margins[i, e.positions])
+                if checked is not None:  # times P(every checked token so far), from the same forward pass
+                    per_step = torch.stack([checked[i, c].sum() if c else checked.new_zeros(()) for c in e.checks])
+                    scores = scores * per_step.cumsum(0).exp()
+                out.append(scores.tolist())
         return out
 
     async def score(self, task: Task, problem: Problem, solutions: list[list[str]]) -> list[list[float]]:
@@ -171,9 +208,9 @@ class LearnedVerifier(Verifier):
         example = self.head.self_test or {"question": "1 + 1", "steps": ["1 + 1 = 2", "Answer: 2"], "labels": []}
         steps = list(example["steps"])
         prompt = example.get("prompt") or example["question"] + "\n"
-        _, positions = self.layout.encode(prompt, steps)
+        positions = self.layout.encode(prompt, steps).positions
         tricky = [*steps[:-1], steps[-1] + " " + (self.head.marker.strip() or "#")]
-        _, tricky_positions = self.layout.encode(prompt, tricky)
+        tricky_positions = self.layout.encode(prompt, tricky).positions
         if len(positions) != len(steps) or len(tricky_positions) != len(steps):
             raise VerifierError("the marker does not give one read position per step")
         scores = self.score_texts([(prompt, steps)])[0]
@@ -213,17 +250,25 @@ def pad_batch(rows: list[list[int]], pad: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def step_margins(model: PreTrainedModel, layout: StepLayout, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def head_logits(model: PreTrainedModel, layout: StepLayout, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[batch, length, outputs]: the head's logits at every position (an ORM's too, not only at the end)."""
+    if layout.head.kind == "orm":
+        return model.score(model.base_model(**batch).last_hidden_state)
+    return model(**batch).logits
+
+
+def step_margins(layout: StepLayout, logits: torch.Tensor) -> torch.Tensor:
     """[batch, length] logits of "this step is good" at every position (sigmoid gives the score)."""
     kind = layout.head.kind
-    if kind == "orm":  # the sequence head applied at every position, not only the last
-        hidden = model.base_model(**batch).last_hidden_state
-        logits = model.score(hidden)
-    else:
-        logits = model(**batch).logits
     if kind == "step_tag":
         assert layout.label_ids is not None
         good, bad = layout.label_ids
         return logits[..., good] - logits[..., bad]
     return logits[..., 0] if logits.shape[-1] == 1 else logits[..., 1] - logits[..., 0]
+
+
+def next_token_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """[batch, length]: log P(token t | tokens before t) from an LM's logits; 0 at t = 0."""
+    picked = logits[:, :-1].float().log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]
+    return torch.cat([picked.new_zeros((ids.shape[0], 1)), picked], dim=1)
 
