@@ -167,8 +167,8 @@ def test_shipped_verifiers_pass_their_self_test(name):
 
 
 def test_shipped_game24_prm_ranks_test_split_steps_like_the_oracle(game24_backend):
-    """On policy samples for held-out puzzles, good steps outscore bad ones more often than chance (step AUROC
-    against the oracle; 0.67 on the whole test split, far from the 0.95 goal: see docs/BENCHMARKS.md)."""
+    """On policy samples for held-out puzzles, good steps outscore bad ones (step AUROC against the oracle: 0.98
+    on 776 solutions to 100 test puzzles, docs/BENCHMARKS.md; here a smaller draw)."""
     from ponder.collect.mc import exact_labels
     from ponder.collect.run import distinct_samples
     from ponder.evaluate.metrics import auroc
@@ -188,7 +188,7 @@ def test_shipped_game24_prm_ranks_test_split_steps_like_the_oracle(game24_backen
         scores += [x for s in asyncio.run(prm.score(task, p, sols)) for x in s]
         truth += [t > 0 for s in sols for t in exact_labels(task, p, s)]
     assert sum(truth) >= 5 and len(truth) - sum(truth) >= 5
-    assert auroc(scores, truth) >= 0.6
+    assert auroc(scores, truth) >= 0.95  # 0.99 on this draw
 
 
 def test_verifier_benchmark_on_state_walks_needs_no_policy_and_counts_kinds_of_bad_step():

@@ -186,16 +186,18 @@ def write_card(out_dir: Path, summary: dict[str, Any]) -> None:
             "token_classification": f"a token-classification PRM (two labels read at `{head['marker']}` after each "
                                     "step, score = P(label 1))",
             "orm": "an outcome reward model (sequence-classification head, one logit, sigmoid)"}[summary["kind"]]
+    check = ""
     if head.get("check_after"):
-        what += (f", which also checks what each step computes: it is trained to write the text after `"
-                 f"{head['check_after']}` in good steps (weight {summary['config']['check_weight']}), and a step's "
-                 f"score is the tag's times its probability of that text in this and every earlier step")
+        check = (f"\nIt also checks what each step computes: it is trained to write the text after "
+                 f"`{head['check_after']}` in good steps (loss weight {summary['config']['check_weight']}), and a "
+                 f"step's score is the tag's times the model's probability of that text in this and every earlier "
+                 f"step.\n")
     card = f"""# {summary["recipe"]}
 
 {what} for the `{summary["task"]}` task, trained by Ponder's own verifier trainer from
 `{train["init"] or summary["task"] + "-policy"}`. `--verifier {summary["recipe"]}` loads it; the head is declared
 in `config.json` under `ponder_verifier`, with a known example for `ponder selftest`.
-
+{check}
 - Data: `{summary["data"]}` ({summary["records"]:,} records, {summary["labelled_steps"]:,} labelled targets,
   {summary["labels"]} labels).
 - Recipe: `src/ponder/train/recipes/{summary["recipe"]}.yaml` ({train["steps"]} steps, batch {train["batch_size"]},
