@@ -127,9 +127,9 @@ class StepLayout:
         after = self.head.check_after
         for step in steps:
             text = self.clean(step)
-            head, found, tail = text.rpartition(after) if after else ("", "", text)
+            before, found, tail = text.rpartition(after) if after else ("", "", text)
             if found:  # encoded in two pieces, so that the checked tokens are exactly the tail's
-                ids += self._encode(head + found)
+                ids += self._encode(before + found)
                 start = len(ids)
                 ids += self._encode(tail)
                 checks.append(list(range(start, len(ids))))
