@@ -96,6 +96,7 @@ def test_malformed_results_file_names_the_line(tmp_path):
     (["eval", "--task", "chess"], "unknown task 'chess'"),
     (["eval", "--methods", "cot,telepathy"], "unknown search method 'telepathy'"),
     (["eval", "--verifier", "psychic"], "unknown verifier 'psychic'"),
+    (["eval", "--aggregate", "median"], "unknown aggregation 'median'"),
     (["eval", "--model", "/nonexistent/model"], "is not a shipped model"),
     (["solve", "1 2 3"], "expected four non-negative integers"),
     (["train", "sft", "no-such-recipe"], "unknown recipe 'no-such-recipe'"),

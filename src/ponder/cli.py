@@ -101,6 +101,8 @@ def eval_cmd(
     budgets: str = typer.Option("16", help="comma-separated budgets (samples) for sampling methods"),
     model: str = typer.Option("", help="shipped name, HF directory or .gguf file (default: the task's policy)"),
     verifier: str = typer.Option("oracle", help="verifier for best_of_n: oracle, vote, depth, or a PRM/ORM"),
+    aggregate: str = typer.Option("last", help="how best_of_n makes one score of a PRM's step scores: min, last, "
+                                               "prod or mean"),
     temperature: float = typer.Option(0.8),
     seed: int = typer.Option(0),
     concurrency: int = typer.Option(64, help="problems in flight at once (they share the engine's batches)"),
@@ -112,8 +114,8 @@ def eval_cmd(
 
     try:
         cfg = EvalConfig(task=task, split=split, limit=limit or None, model=model, methods=_csv(methods),
-                         budgets=[int(b) for b in _csv(budgets)], verifier=verifier, temperature=temperature,
-                         seed=seed, concurrency=concurrency)
+                         budgets=[int(b) for b in _csv(budgets)], verifier=verifier, aggregate=aggregate,
+                         temperature=temperature, seed=seed, concurrency=concurrency)
         out = out or Path("runs") / f"eval-{task}-{split}-seed{seed}"
         table = run_eval(cfg, out)
     except (TaskError, ModelLoadError, ValueError) as err:
