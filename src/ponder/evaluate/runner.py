@@ -22,7 +22,7 @@ from ponder.lm.hf import fingerprint
 from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, search
 from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
-from ponder.verifiers import AGGREGATIONS, Verifier, get_verifier, verifier_fingerprint
+from ponder.verifiers import Verifier, check_aggregation, get_verifier, verifier_fingerprint
 
 
 @dataclass
@@ -50,8 +50,7 @@ class EvalConfig:
             get_method(m)  # unknown names fail before any work starts
         if any(b < 1 for b in self.budgets):
             raise TaskError(f"budgets must be positive, got {self.budgets}")
-        if self.aggregate not in AGGREGATIONS:
-            raise TaskError(f"unknown aggregation {self.aggregate!r}; choose from {', '.join(AGGREGATIONS)}")
+        check_aggregation(self.aggregate)
         model = self.model or f"{self.task}-policy"
         max_tokens = self.max_tokens or DEFAULT_MAX_TOKENS.get(self.task, 256)
         return EvalConfig(**{**asdict(self), "model": model, "max_tokens": max_tokens,

@@ -247,8 +247,9 @@ class Game24(Task):
     def step_candidates(self, problem: Problem, steps: list[str]) -> list[str]:
         """Next steps: every canonical move, and for each four of the slips a policy makes (`_slips`). After a
         wrong step the moves start from the numbers it *wrote*, as a policy carries on from its own slip."""
-        replayed = self._replay(problem, steps)
-        state = _key(list(replayed[0].elements())) if replayed is not None else _written_state(steps)
+        state = self._state_after(problem, steps)
+        if state is None:
+            state = _written_state(steps)
         if state is None:
             return []
         out = []
@@ -258,10 +259,13 @@ class Game24(Task):
         return out
 
     def moves(self, problem: Problem, steps: list[str]) -> list[str]:
+        state = self._state_after(problem, steps)
+        return [] if state is None else [format_step(a, op, b, c, left) for a, op, b, c, left in _moves(state)]
+
+    def _state_after(self, problem: Problem, steps: list[str]) -> State | None:
+        """The numbers left after right steps; None after a wrong one."""
         replayed = self._replay(problem, steps)
-        if replayed is None:
-            return []
-        return [format_step(a, op, b, c, left) for a, op, b, c, left in _moves(_key(list(replayed[0].elements())))]
+        return _key(list(replayed[0].elements())) if replayed is not None else None
 
     def _replay(self, problem: Problem, steps: list[str]) -> tuple[Counter[Fraction], int] | None:
         """Apply the arithmetic steps (up to an answer line) exactly; None at the first wrong one."""

@@ -31,7 +31,15 @@ from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
 from ponder.train.loop import TrainConfig, hardware, save_checkpoint, train_loop
 from ponder.train.recipe import load_recipe_yaml
-from ponder.verifiers.learned import HeadSpec, StepLayout, head_logits, load_head_model, pad_batch, step_margins
+from ponder.verifiers.learned import (
+    HeadSpec,
+    StepLayout,
+    head_logits,
+    load_head_model,
+    next_token_logprobs,
+    pad_batch,
+    step_margins,
+)
 
 Example = tuple[list[int], list[int], list[float], list[int]]  # ids, read positions, targets, LM-trained positions
 
@@ -156,10 +164,8 @@ def train_verifier(recipe: VerifierRecipe, out_dir: Path, data: str = "", steps:
         tag = loss_fn(step_margins(layout, logits)[batch["rows"], batch["cols"]].float(), batch["targets"])
         if not recipe.head.check_after or not len(batch["lm_cols"]):
             return tag
-        # token t is predicted at t - 1
-        written = logits[batch["lm_rows"], batch["lm_cols"] - 1].float()
-        target_ids = batch["input_ids"][batch["lm_rows"], batch["lm_cols"]]
-        return tag + recipe.check_weight * torch.nn.functional.cross_entropy(written, target_ids)
+        written = next_token_logprobs(logits, batch["input_ids"])[batch["lm_rows"], batch["lm_cols"]]
+        return tag - recipe.check_weight * written.mean()  # next-token cross-entropy on the checked text
 
     stream = batches(train_set, cfg.batch_size, tok.pad_token_id, random.Random(cfg.seed))
     result = train_loop(model, stream, cfg, n_steps, loss, f"{recipe.head.kind} {recipe.name}")

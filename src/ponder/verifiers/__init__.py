@@ -1,6 +1,6 @@
 """Verifiers score solutions step by step; aggregation turns step scores into one score per solution."""
 
-from ponder.verifiers.aggregate import AGGREGATIONS, aggregate
+from ponder.verifiers.aggregate import AGGREGATIONS, aggregate, check_aggregation
 from ponder.verifiers.base import VERIFIERS, Verifier
 
 
@@ -35,4 +35,4 @@ def _unknown(name: str, err: Exception) -> ValueError:
     return ValueError(f"unknown verifier {name!r}: not one of {', '.join(sorted(VERIFIERS))} and {err}")
 
 
-__all__ = ["AGGREGATIONS", "Verifier", "aggregate", "get_verifier", "verifier_fingerprint"]
+__all__ = ["AGGREGATIONS", "Verifier", "aggregate", "check_aggregation", "get_verifier", "verifier_fingerprint"]

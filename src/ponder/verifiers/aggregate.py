@@ -17,8 +17,12 @@ AGGREGATIONS: dict[str, Callable[[Sequence[float]], float]] = {
 }
 
 
-def aggregate(scores: Sequence[float], how: str = "last") -> float:
-    """One score from a solution's step scores; an empty solution scores 0."""
+def check_aggregation(how: str) -> None:
     if how not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {how!r}; choose from {', '.join(AGGREGATIONS)}")
+
+
+def aggregate(scores: Sequence[float], how: str = "last") -> float:
+    """One score from a solution's step scores; an empty solution scores 0."""
+    check_aggregation(how)
     return AGGREGATIONS[how](scores) if scores else 0.0
