@@ -12,7 +12,7 @@ from ponder.collect.star import StarConfig, rationales, run_star, split_problems
 from ponder.lm.base import Completion, LanguageModel, Request
 from ponder.lm.engine import Engine
 from ponder.tasks import TaskError, get_task
-from ponder.train.sft import solver_pairs
+from ponder.train.data import solver_pairs
 
 
 class Recording(LanguageModel):
@@ -113,12 +113,11 @@ def test_tiny_star_run_trains_each_iteration_and_resumes_without_retraining(tmp_
 def test_seed_share_sets_the_share_of_seed_examples_in_fine_tuning():
     from itertools import islice
 
-    from ponder.collect.star import mixture
-    from ponder.train.sft import endless
+    from ponder.train.data import endless, mixture
 
     seed = [("s", str(i)) for i in range(50)]
     kept = [("k", str(i)) for i in range(3)]
-    drawn = list(islice(mixture(endless(seed, 0), endless(kept, 1), 0.25, 0), 4000))
+    drawn = list(islice(mixture([endless(seed, 0), endless(kept, 1)], [0.25, 0.75], 0), 4000))
     assert 0.22 < sum(p == "s" for p, _ in drawn) / len(drawn) < 0.28
     with pytest.raises(TaskError, match="seed_share"):
         StarConfig(seed_share=1.5).resolved()

@@ -48,7 +48,8 @@ from ponder.search.base import SearchConfig, sample_solutions
 from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
 from ponder.train.loop import TrainConfig, save_checkpoint
-from ponder.train.sft import ModelShape, SFTRecipe, endless, fit, solver_pairs, start_model
+from ponder.train.data import endless, mixture, solver_pairs
+from ponder.train.sft import ModelShape, SFTRecipe, fit, start_model
 
 FILTERS = ("outcome", "steps")
 
@@ -120,19 +121,12 @@ def train_model(cfg: StarConfig, pairs: list[tuple[str, str]], steps: int, out: 
     if cfg.seed_share is None or not kept:
         examples = endless(pairs + kept, cfg.seed)
     else:
-        examples = mixture(endless(pairs, cfg.seed), endless(kept, cfg.seed + 1), cfg.seed_share, cfg.seed)
+        examples = mixture([endless(pairs, cfg.seed), endless(kept, cfg.seed + 1)], [cfg.seed_share, 1 - cfg.seed_share],
+                           cfg.seed)
     result = fit(model, tok, examples, train, steps, (cfg.model or {})["max_positions"], name)
     summary = {"name": name, "examples": len(pairs) + len(kept), **result.summary()}
     save_checkpoint(model, tok, out, summary, {"kind": "star", "init": init, **asdict(cfg)})
     return summary
-
-
-def mixture(first: Iterator[tuple[str, str]], second: Iterator[tuple[str, str]], share: float,
-            seed: int) -> Iterator[tuple[str, str]]:
-    """Draw from `first` with probability `share`, else from `second`."""
-    rng = random.Random(seed)
-    while True:
-        yield next(first) if rng.random() < share else next(second)
 
 
 async def rationales(task: Task, problems: list[Problem], lm: LanguageModel, cfg: StarConfig, iteration: int,

@@ -133,3 +133,9 @@ class Task(ABC):
     def reference_solution(self, problem: Problem) -> list[str] | None:
         """A correct step-by-step solution written by the task's own solver, if it has one."""
         return None
+
+    def solutions(self, problem: Problem) -> list[list[str]]:
+        """Every solution the task's solver writes, what SFT trains a policy on: the reference solution by
+        default; a task whose problems have many solutions lists them all (game24: every canonical path)."""
+        reference = self.reference_solution(problem)
+        return [reference] if reference else []

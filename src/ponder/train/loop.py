@@ -26,6 +26,7 @@ class TrainConfig:
     seed: int = 0
     bf16: str | bool = "auto"
     init: str = ""  # continue from this checkpoint (shipped name or directory) instead of a fresh model
+    save_every: float = 300.0  # seconds between saves of the training state (a killed run resumes from it)
 
 
 @dataclass
@@ -68,8 +69,16 @@ def _has_cpu_flag(flag: str) -> bool:
         return False
 
 
+STATE_FILE = "train-state.pt"  # in the output folder while a run is under way; removed once the checkpoint is saved
+
+
 def train_loop(model: torch.nn.Module, data: Iterator[dict[str, torch.Tensor]], cfg: TrainConfig, n_steps: int,
-               loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor], name: str) -> LoopResult:
+               loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor], name: str,
+               state: Path | None = None, run: dict[str, Any] | None = None) -> LoopResult:
+    """`n_steps` optimiser steps on batches from `data`. With `state`, the model, optimiser, losses and step are
+    saved there every `cfg.save_every` seconds, and a run that finds the file resumes from it: the data stream is
+    replayed up to the saved step (every stream is deterministic for its seed), so a killed and resumed run ends
+    with the same weights as an uninterrupted one. `run` (the recipe) must match the saved one."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -87,13 +96,23 @@ def train_loop(model: torch.nn.Module, data: Iterator[dict[str, torch.Tensor]], 
     model.to(device)
     bf16 = use_bf16(cfg.bf16, device)
     losses: list[float] = []
-    tokens = 0
-    start = time.time()
+    tokens, first, before = 0, 0, 0.0
+    run = {"run": run or {}, "steps": n_steps}
+    if state is not None and state.is_file():
+        saved = torch.load(state, map_location="cpu", weights_only=False)
+        if saved["run"] != run:
+            raise ValueError(f"{state} holds a run of another recipe or step count; delete it to start afresh")
+        model.load_state_dict(saved["model"])
+        optim.load_state_dict(saved["optim"])
+        losses, tokens, first, before = saved["losses"], saved["tokens"], saved["step"], saved["seconds"]
+        for _ in range(first):  # replay the stream to where the saved run stopped
+            next(data)
+    start = saved_at = time.time()
     model.train()
     with Progress(TextColumn(f"[bold]{name}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn()) as bar:
-        job = bar.add_task(name, total=n_steps, loss=float("nan"))
-        for step in range(n_steps):
+        job = bar.add_task(name, total=n_steps, completed=first, loss=float("nan"))
+        for step in range(first, n_steps):
             batch = {key: value.to(device) for key, value in next(data).items()}
             for group in optim.param_groups:
                 group["lr"] = lr_at(step)
@@ -106,8 +125,21 @@ def train_loop(model: torch.nn.Module, data: Iterator[dict[str, torch.Tensor]], 
             losses.append(loss.item())
             tokens += int(batch["attention_mask"].sum())
             bar.update(job, advance=1, loss=sum(losses[-20:]) / len(losses[-20:]))
+            if state is not None and time.time() - saved_at >= cfg.save_every and step + 1 < n_steps:
+                _save_state(state, {"run": run, "step": step + 1, "model": model.state_dict(),
+                                    "optim": optim.state_dict(), "losses": losses, "tokens": tokens,
+                                    "seconds": before + time.time() - start})
+                saved_at = time.time()
     model.to("cpu").eval()
-    return LoopResult(losses, tokens, time.time() - start, bf16, device)
+    return LoopResult(losses, tokens, before + time.time() - start, bf16, device)
+
+
+def _save_state(path: Path, payload: dict[str, Any]) -> None:
+    """Write then rename: a kill while saving leaves the previous state whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
 
 
 def save_checkpoint(model: torch.nn.Module, tokenizer: Any, out_dir: Path, summary: dict[str, Any],
@@ -119,3 +151,4 @@ def save_checkpoint(model: torch.nn.Module, tokenizer: Any, out_dir: Path, summa
     tokenizer.save_pretrained(out_dir)
     (out_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True))
+    (out_dir / STATE_FILE).unlink(missing_ok=True)  # the run is complete: nothing left to resume

@@ -17,10 +17,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from ponder.collect.records import StepRecord, read_records
 from ponder.lm.hf import resolve_model
-from ponder.tasks import Game24, Task, TaskError, get_task
+from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
-from ponder.tasks.game24 import solutions
-from ponder.train.loop import LoopResult, TrainConfig, hardware, save_checkpoint, train_loop
+from ponder.train.data import WALKS, endless, solver_examples
+from ponder.train.loop import STATE_FILE, LoopResult, TrainConfig, hardware, save_checkpoint, train_loop
 from ponder.train.recipe import load_recipe_yaml
 from ponder.train.tokenizer import char_tokenizer
 
@@ -42,40 +42,24 @@ class SFTRecipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     kind: str = "sft"
     data: str = ""  # step records whose states give the examples (`move_pairs`); empty: solver solutions
+    splits: dict[str, float] = field(default_factory=lambda: {"train": 1.0})  # solver data: split -> weight
+    walk: str = "paths"  # how a solver solution is drawn: `paths` or `moves` (ponder.train.data)
+    problems: int = 0  # problems taken from each split (0: all; a generated task needs a number)
 
     @classmethod
     def load(cls, name_or_path: str) -> SFTRecipe:
         """A shipped recipe by name (`game24-policy`) or a YAML file path."""
         name, raw = load_recipe_yaml(name_or_path)
         try:
-            return cls(name=name, task=raw["task"], model=ModelShape(**raw.get("model", {})),
-                       train=TrainConfig(**raw.get("train", {})), kind=raw.get("kind", "sft"),
-                       data=raw.get("data", ""))
-        except TypeError as err:
+            recipe = cls(name=name, task=raw["task"], model=ModelShape(**raw.get("model", {})),
+                         train=TrainConfig(**raw.get("train", {})), kind=raw.get("kind", "sft"),
+                         data=raw.get("data", ""), splits=dict(raw.get("splits", {"train": 1.0})),
+                         walk=raw.get("walk", "paths"), problems=int(raw.get("problems", 0)))
+        except (TypeError, ValueError) as err:
             raise TaskError(f"recipe {name_or_path}: malformed ({err})") from err
-
-
-def solver_solutions(task: Task, problem: Problem) -> list[list[str]]:
-    """Solutions written by the task's exact solver: every canonical path for game24, the reference solution
-    otherwise."""
-    if isinstance(task, Game24):
-        # The answer line is left out: the task rebuilds the answer from the checked steps, and dropping it
-        # puts a third more of every batch on the arithmetic the model has to learn.
-        return [path[:-1] for path in solutions(task.numbers(problem))]
-    reference = task.reference_solution(problem)
-    return [reference] if reference else []
-
-
-def solver_pairs(task: Task, problems: list[Problem], hinted: bool = False) -> list[tuple[str, str]]:
-    """(prompt, solution) pairs from the solver; `hinted` adds each again behind a prompt that gives its answer
-    (what STaR's rationalization asks the policy to read)."""
-    pairs = []
-    for problem in problems:
-        for steps in solver_solutions(task, problem):
-            pairs.append((task.prompt(problem), task.join_steps(steps)))
-            if hinted:
-                pairs.append((task.hinted_prompt(problem, task.answer_hint(problem, steps)), task.join_steps(steps)))
-    return pairs
+        if recipe.walk not in WALKS:
+            raise TaskError(f"recipe {name_or_path}: walk must be one of {', '.join(WALKS)}, got {recipe.walk!r}")
+        return recipe
 
 
 def move_pairs(task: Task, records: list[StepRecord]) -> list[tuple[str, str]]:
@@ -98,33 +82,16 @@ def move_pairs(task: Task, records: list[StepRecord]) -> list[tuple[str, str]]:
     return [(prompt, move) for prompt, moves in found.items() for move in moves]
 
 
-def endless(pairs: list[tuple[str, str]], seed: int) -> Iterator[tuple[str, str]]:
-    """The pairs over and over, reshuffled each epoch."""
-    rng = random.Random(seed)
-    pairs = list(pairs)
-    while True:
-        rng.shuffle(pairs)
-        yield from pairs
-
-
-def training_examples(task: Task, seed: int) -> Iterator[tuple[str, str]]:
-    """Endless (prompt, solution) pairs from the task's training split."""
-    limit = None if isinstance(task, Game24) else 50_000
-    return endless(solver_pairs(task, task.problems("train", limit=limit)), seed)
-
-
 def batches(examples: Iterator[tuple[str, str]], tok: PreTrainedTokenizerBase, batch_size: int,
             max_len: int, rng: random.Random) -> Iterator[dict[str, torch.Tensor]]:
-    """Length-bucketed batches: draw 8 batches' worth, sort by length, shuffle the batches (less padding)."""
+    """Length-bucketed batches: draw 8 batches' worth, sort by length, shuffle the batches (less padding).
+    The pool is tokenized in one call of the (Rust) tokenizer."""
     while True:
-        pool = []
-        for _ in range(batch_size * 8):
-            prompt, solution = next(examples)
-            p = tok(prompt, add_special_tokens=False).input_ids
-            s = [*tok(solution, add_special_tokens=False).input_ids, tok.eos_token_id]
-            ids = (p + s)[:max_len]
-            pool.append((ids, len(p)))
-        pool.sort(key=lambda x: len(x[0]))
+        drawn = [next(examples) for _ in range(batch_size * 8)]
+        prompts = tok([p for p, _ in drawn], add_special_tokens=False).input_ids
+        answers = tok([s for _, s in drawn], add_special_tokens=False).input_ids
+        pool = sorted((((p + s + [tok.eos_token_id])[:max_len], len(p)) for p, s in zip(prompts, answers)),
+                      key=lambda x: len(x[0]))
         chunks = [pool[i : i + batch_size] for i in range(0, len(pool), batch_size)]
         rng.shuffle(chunks)
         for chunk in chunks:
@@ -160,10 +127,12 @@ def start_model(init: str, shape: ModelShape) -> tuple[LlamaForCausalLM, PreTrai
 
 
 def fit(model: LlamaForCausalLM, tok: PreTrainedTokenizerBase, examples: Iterator[tuple[str, str]],
-        cfg: TrainConfig, n_steps: int, max_len: int, name: str) -> LoopResult:
-    """Next-token loss on the solutions (prompts are context) for `n_steps` length-bucketed batches."""
+        cfg: TrainConfig, n_steps: int, max_len: int, name: str, state: Path | None = None,
+        run: dict[str, Any] | None = None) -> LoopResult:
+    """Next-token loss on the solutions (prompts are context) for `n_steps` length-bucketed batches; `state` and
+    `run` as in `train_loop` (resumable)."""
     data = batches(examples, tok, cfg.batch_size, max_len, random.Random(cfg.seed))
-    return train_loop(model, data, cfg, n_steps, lambda m, batch: m(**batch).loss, name)
+    return train_loop(model, data, cfg, n_steps, lambda m, batch: m(**batch).loss, name, state=state, run=run)
 
 
 def train_sft(recipe: SFTRecipe, out_dir: Path, steps: int | None = None) -> dict[str, Any]:
@@ -173,11 +142,11 @@ def train_sft(recipe: SFTRecipe, out_dir: Path, steps: int | None = None) -> dic
     if recipe.data:  # read (and checked) before the model loads: a bad file fails at once
         examples = endless(move_pairs(task, read_records(Path(recipe.data))), cfg.seed)
     else:
-        examples = training_examples(task, cfg.seed)
+        examples = solver_examples(task, recipe.splits, recipe.walk, cfg.seed, limit=recipe.problems or None)
     torch.manual_seed(cfg.seed)
     model, tok = start_model(cfg.init, recipe.model)
     result = fit(model, tok, examples, cfg, steps if steps is not None else cfg.steps, recipe.model.max_positions,
-                 f"sft {recipe.name}")
+                 f"sft {recipe.name}", state=out_dir / STATE_FILE, run=asdict(recipe))
     summary = {"recipe": recipe.name, "task": recipe.task, **result.summary(),
                "parameters": sum(p.numel() for p in model.parameters()), "config": asdict(recipe)}
     save_checkpoint(model, tok, out_dir, summary, asdict(recipe))

@@ -29,7 +29,7 @@ from ponder.collect.records import StepRecord, read_records
 from ponder.lm.hf import resolve_model
 from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
-from ponder.train.loop import TrainConfig, hardware, save_checkpoint, train_loop
+from ponder.train.loop import STATE_FILE, TrainConfig, hardware, save_checkpoint, train_loop
 from ponder.train.recipe import load_recipe_yaml
 from ponder.verifiers.learned import (
     HeadSpec,
@@ -168,7 +168,8 @@ def train_verifier(recipe: VerifierRecipe, out_dir: Path, data: str = "", steps:
         return tag - recipe.check_weight * written.mean()  # next-token cross-entropy on the checked text
 
     stream = batches(train_set, cfg.batch_size, tok.pad_token_id, random.Random(cfg.seed))
-    result = train_loop(model, stream, cfg, n_steps, loss, f"{recipe.head.kind} {recipe.name}")
+    result = train_loop(model, stream, cfg, n_steps, loss, f"{recipe.head.kind} {recipe.name}",
+                        state=out_dir / STATE_FILE, run={**asdict(recipe), "data": path})
     head = HeadSpec(**{**asdict(recipe.head), "task": recipe.task, "self_test": known_example(task)})
     summary = {"recipe": recipe.name, "task": recipe.task, "kind": recipe.head.kind, "labels": recipe.labels,
                "data": path, "records": len(records), "examples": len(train_set),
