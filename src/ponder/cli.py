@@ -44,33 +44,38 @@ def print_table(title: str, rows: list[dict], columns: list[tuple[str, str, str]
 
 @app.command()
 def solve(
-    puzzle: str = typer.Argument(..., help="game24: four numbers, e.g. '4 5 6 10'; arith: a test-problem index"),
+    puzzle: list[str] = typer.Argument(..., help="game24: four numbers, as '4 5 6 10' or 4 5 6 10; arith: a "
+                                                  "test-problem index"),
     task: str = typer.Option("game24", help="game24 or arith"),
-    method: str = typer.Option("cot", help="search method"),
+    method: str = typer.Option("best_of_n", help="search method"),
     n: int = typer.Option(16, help="budget for sampling methods"),
-    verifier: str = typer.Option("oracle", help="verifier for best_of_n"),
+    verifier: str = typer.Option("", help="verifier for methods that need one (default: the task's shipped PRM)"),
+    aggregate: str = typer.Option("min", help="how a PRM's step scores make one score: min, last, prod, mean"),
     model: str = typer.Option("", help="model: shipped name, HF directory or .gguf file (default: the task's policy)"),
     seed: int = typer.Option(0),
 ) -> None:
-    """Solve one problem and print the reasoning."""
+    """Solve one problem and print the reasoning. By default the task's policy samples 16 solutions and its
+    shipped PRM picks one (best-of-16, min of the step scores)."""
     import asyncio
 
     from ponder.lm.engine import Engine
     from ponder.lm.hf import HFBackend, ModelLoadError
     from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, search
     from ponder.tasks import Game24, get_task
-    from ponder.verifiers import get_verifier
+    from ponder.verifiers import check_aggregation, get_verifier
 
+    text = " ".join(puzzle)
     try:
         t = get_task(task)
         if isinstance(t, Game24):
-            problem = t.problem(puzzle)
+            problem = t.problem(text)
         else:
-            if not puzzle.isdigit():
-                _fail(f"arith: give a test-problem index (0-{t.size - 1}), got {puzzle!r}")
-            problem = t.problems("test", limit=int(puzzle) + 1)[-1]
+            if not text.isdigit():
+                _fail(f"arith: give a test-problem index (0-{t.size - 1}), got {text!r}")
+            problem = t.problems("test", limit=int(text) + 1)[-1]
         search_method = get_method(method)
-        ver = get_verifier(verifier) if method in NEEDS_VERIFIER else None
+        check_aggregation(aggregate)
+        ver = get_verifier(verifier or f"{task}-prm") if method in NEEDS_VERIFIER else None
         lm = Engine(HFBackend(model or f"{task}-policy"))
     except (TaskError, ModelLoadError, ValueError) as err:
         _fail(str(err))
@@ -78,7 +83,7 @@ def solve(
     if isinstance(t, Game24) and not t.is_solvable(problem):
         console.print(f"[yellow]{problem.question} has no solution (checked exhaustively); "
                       "any answer will be graded wrong.[/yellow]")
-    cfg = SearchConfig(n=n, seed=seed, max_tokens=200)
+    cfg = SearchConfig(n=n, seed=seed, max_tokens=200, aggregate=aggregate)
     trace = asyncio.run(search(t, problem, lm, ver, search_method, cfg))
     console.print(f"[bold]{t.prompt(problem).strip()}[/bold]")
     for i, step in enumerate(t.split_steps(trace.solution or ""), start=1):
@@ -88,7 +93,8 @@ def solve(
     correct = t.grade(problem, trace.answer)
     console.print(f"answer: {trace.answer}  ->  " + ("[green]correct[/green]" if correct else "[red]wrong[/red]"))
     u = trace.usage
-    console.print(f"[dim]{method}: {len(trace.nodes) - 1} nodes, {u.model_calls} model calls, "
+    judge = f", picked by {ver.name} ({aggregate})" if ver is not None else ""
+    console.print(f"[dim]{method}{judge}: {len(trace.nodes) - 1} nodes, {u.model_calls} model calls, "
                   f"{u.generated_tokens} generated tokens[/dim]")
 
 
@@ -123,7 +129,7 @@ def eval_cmd(
         return
     print_table(f"{task} {split}: accuracy against compute (per problem)", table, [
         ("method", "method", ""), ("budget", "n", ""), ("problems", "problems", ""), ("accuracy", "accuracy", ".3f"),
-        ("generated_tokens", "gen tokens", ".0f"), ("model_calls", "model calls", ".1f"),
+        ("pass", "any right", ".3f"), ("generated_tokens", "gen tokens", ".0f"), ("model_calls", "model calls", ".1f"),
         ("verifier_calls", "verifier calls", ".1f"), ("seconds", "model s", ".2f")])
     console.print(f"results: {out}/results.jsonl  config: {out}/config.json  summary: {out}/summary.json")
 
@@ -391,12 +397,13 @@ def bench_verifiers(
     samples: int = typer.Option(8, help="solutions sampled per problem"), seed: int = typer.Option(0),
     source: str = typer.Option("policy", help="policy: the policy's solutions; walks: random walks through the "
                                               "test problems' states (game24)"),
+    model: str = typer.Option("", help="the policy whose solutions are judged (default: the task's shipped one)"),
 ) -> None:
     """Step AUROC, first-wrong-step accuracy and best-of-N of verifiers against the exact oracle (test split)."""
     from ponder.evaluate.bench_verifiers import verifiers_benchmark
 
     try:
-        result = verifiers_benchmark(_csv(verifiers), task, problems, samples, seed=seed, source=source)
+        result = verifiers_benchmark(_csv(verifiers), task, problems, samples, model=model, seed=seed, source=source)
     except ValueError as err:
         _fail(str(err))
         return
@@ -429,6 +436,42 @@ def bench_arithmetic(
     print_table(f"{task} test: results written right, greedy ({result['moves']} first moves of "
                 f"{result['problems']} problems)", result["rows"],
                 [("model", "model", ""), ("all", "all", ".3f"), *((op, op, ".3f") for op in ops)])
+
+
+@bench_app.command("proposals")
+def bench_proposals(
+    models: str = typer.Argument("", help="comma-separated models (default: the task's shipped policy)"),
+    task: str = typer.Option("game24"), problems: int = typer.Option(100, help="test-split problems"),
+    k: int = typer.Option(16, help="proposals per state"),
+    temperature: float = typer.Option(0.8),
+    paths: int = typer.Option(1, help="solver walks per problem whose states are measured"),
+    rollouts: int = typer.Option(4, help="policy solutions per problem whose correct prefixes are measured"),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(None, help="JSON result (default runs/bench-proposals-TASK-seedS.json)"),
+) -> None:
+    """Proposal recall@K by depth: does a policy propose a right next step? Also arithmetic, distinct proposals,
+    tokens per proposal; on the solver's states and on the states the policy reaches."""
+    from ponder.evaluate.bench_proposals import ProposalConfig, proposals_benchmark
+    from ponder.tasks import get_task
+
+    try:
+        cfg = ProposalConfig(k=k, recall_at=tuple(at for at in (1, 4, 16) if at <= k), temperature=temperature,
+                             paths=paths, rollouts=rollouts, seed=seed)
+        result = proposals_benchmark(_csv(models) or [f"{task}-policy"], get_task(task), problems, cfg)
+    except (TaskError, ValueError) as err:
+        _fail(str(err))
+        return
+    out = out or Path("runs") / f"bench-proposals-{task}-seed{seed}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    recalls = [(f"recall@{at}", f"recall@{at}", ".3f") for at in cfg.recall_at]
+    for name, found in result["models"].items():
+        print_table(f"{task} test, {name}: proposal recall ({result['problems']} problems, {k} proposals per state, "
+                    f"T={temperature}; {found['seconds']:.0f} model s)", found["rows"],
+                    [("source", "states from", ""), ("depth", "depth", ""), ("states", "states", ""), *recalls,
+                     ("right", "right", ".3f"), ("arithmetic", "arith. true", ".3f"), ("distinct", "distinct", ".1f"),
+                     ("tokens_per_proposal", "tokens/prop.", ".1f")])
+    console.print(f"result: {out}")
 
 
 @bench_app.command("grpo")

@@ -76,9 +76,12 @@ async def run_job(task: Task, problem: Problem, method: str, budget: int, lm: La
                               aggregate=cfg.aggregate, seed=cfg.seed)
     start = time.perf_counter()
     trace = await search(task, problem, lm, verifier, get_method(method), search_cfg)
+    answers = [node.extra["answer"] for node in trace.nodes if node.terminal and "answer" in node.extra]
     return {
         "method": method, "budget": budget, "problem_id": problem.id, "answer": trace.answer,
         "correct": task.grade(problem, trace.answer), "usage": asdict(trace.usage),
+        # pass@n: some solution the search wrote is right, whichever it chose (an exact judge's ceiling)
+        "any_correct": task.grade(problem, trace.answer) or any(task.grade(problem, a) for a in answers),
         "latency": round(time.perf_counter() - start, 3),
         "solution": trace.solution, "trace": {"nodes": [asdict(n) for n in trace.nodes], "extra": trace.extra},
     }
@@ -94,6 +97,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         table.append({
             "method": method, "budget": budget, "problems": n,
             "accuracy": sum(r["correct"] for r in rs) / n,
+            "pass": sum(r.get("any_correct", r["correct"]) for r in rs) / n,
             "generated_tokens": sum(r["usage"]["generated_tokens"] for r in rs) / n,
             "prompt_tokens": sum(r["usage"]["prompt_tokens"] for r in rs) / n,
             "model_calls": sum(r["usage"]["model_calls"] for r in rs) / n,

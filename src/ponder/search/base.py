@@ -66,6 +66,18 @@ async def sample_solutions(task: Task, problem: Problem, lm: LanguageModel, cfg:
     return [task.split_steps(c.text) for c in await lm.generate(requests)]
 
 
+async def sample_steps(task: Task, problem: Problem, lm: LanguageModel, cfg: SearchConfig, prefix: list[str], n: int,
+                       temperature: float, tag: str | tuple[object, ...]) -> list[str]:
+    """n proposals for the next step after `prefix`: one step per request, generation stopped at the end of the
+    line (`cfg.max_tokens` caps a step). An empty string is a proposal to stop (the model ended the solution)."""
+    prompt = task.prompt(problem) + task.join_steps(prefix)
+    parts = tag if isinstance(tag, tuple) else (tag,)
+    requests = [Request(prompt, SamplingParams(temperature=temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
+                                               stop=("\n",), seed=request_seed(cfg, problem, *parts, prompt, i)))
+                for i in range(n)]
+    return [c.text.strip() for c in await lm.generate(requests)]
+
+
 def record_solutions(trace: Trace, task: Task, problem: Problem, solutions: list[list[str]],
                      scores: list[float] | None = None) -> list[str | None]:
     """Add each solution to the trace as a path; returns their extracted answers."""

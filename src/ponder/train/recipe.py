@@ -33,3 +33,10 @@ def load_recipe_yaml(name_or_path: str) -> tuple[str, dict[str, Any]]:
     if not isinstance(raw, dict) or "task" not in raw:
         raise TaskError(f"recipe {name_or_path}: expected a mapping with at least `task:`")
     return path.stem, raw
+
+
+def remake_section(prepare: list[str], command: str) -> str:
+    """The model card's list of commands that remake a checkpoint from a clean clone: what makes its data and
+    starting point (the recipe's `prepare:`), then its own training command."""
+    steps = "".join(f"{i}. `{c}`\n" for i, c in enumerate([*prepare, command], start=1))
+    return f"## Remake from a clean clone\n\n{steps}\n"

@@ -21,7 +21,7 @@ from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
 from ponder.train.data import WALKS, endless, solver_examples
 from ponder.train.loop import STATE_FILE, LoopResult, TrainConfig, hardware, save_checkpoint, train_loop
-from ponder.train.recipe import load_recipe_yaml
+from ponder.train.recipe import load_recipe_yaml, remake_section
 from ponder.train.tokenizer import char_tokenizer
 
 
@@ -45,6 +45,7 @@ class SFTRecipe:
     splits: dict[str, float] = field(default_factory=lambda: {"train": 1.0})  # solver data: split -> weight
     walk: str = "paths"  # how a solver solution is drawn: `paths` or `moves` (ponder.train.data)
     problems: int = 0  # problems taken from each split (0: all; a generated task needs a number)
+    prepare: list[str] = field(default_factory=list)  # the commands that make the `data` and `init` it reads
 
     @classmethod
     def load(cls, name_or_path: str) -> SFTRecipe:
@@ -54,7 +55,8 @@ class SFTRecipe:
             recipe = cls(name=name, task=raw["task"], model=ModelShape(**raw.get("model", {})),
                          train=TrainConfig(**raw.get("train", {})), kind=raw.get("kind", "sft"),
                          data=raw.get("data", ""), splits=dict(raw.get("splits", {"train": 1.0})),
-                         walk=raw.get("walk", "paths"), problems=int(raw.get("problems", 0)))
+                         walk=raw.get("walk", "paths"), problems=int(raw.get("problems", 0)),
+                         prepare=list(raw.get("prepare", [])))
         except (TypeError, ValueError) as err:
             raise TaskError(f"recipe {name_or_path}: malformed ({err})") from err
         if recipe.walk not in WALKS:
@@ -174,11 +176,11 @@ A tiny `LlamaForCausalLM` policy for the `{summary["task"]}` task, trained by Po
   {summary["parameters"]:,} parameters, tied embeddings.
 - Recipe: `src/ponder/train/recipes/{summary["recipe"]}.yaml` ({train["steps"]} steps, batch {train["batch_size"]},
   lr {train["lr"]}, seed {train["seed"]}, {start}).
-- Command: `ponder train sft {summary["recipe"]} --out src/ponder/assets/{out_dir.name}`
 - Training: {summary["seconds"] / 60:.1f} minutes on {hardware(summary)},
   {summary["tokens_per_second"]:,} tokens/s, bf16 autocast: {summary["bf16_autocast"]},
   final loss {summary["final_loss"]}.
 
-## Measured
+{remake_section(summary["config"].get("prepare", []),
+                f"ponder train sft {summary['recipe']} --out src/ponder/assets/{out_dir.name}")}## Measured
 """
     (out_dir / "README.md").write_text(card)

@@ -30,7 +30,7 @@ from ponder.lm.hf import resolve_model
 from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
 from ponder.train.loop import STATE_FILE, TrainConfig, hardware, save_checkpoint, train_loop
-from ponder.train.recipe import load_recipe_yaml
+from ponder.train.recipe import load_recipe_yaml, remake_section
 from ponder.verifiers.learned import (
     HeadSpec,
     StepLayout,
@@ -52,6 +52,7 @@ class VerifierRecipe:
     data: str = ""  # step-record JSONL (`ponder collect` output), several joined by commas; --data overrides it
     labels: str = "soft"  # soft or hard
     check_weight: float = 1.0  # with head.check_after: the weight of the next-token loss on checked text
+    prepare: list[str] = field(default_factory=list)  # the commands that make the `data` and `init` it reads
     train: TrainConfig = field(default_factory=TrainConfig)
 
     @classmethod
@@ -60,7 +61,7 @@ class VerifierRecipe:
         try:
             recipe = cls(name=name, task=raw["task"], head=HeadSpec(**raw["head"]), data=raw.get("data", ""),
                          labels=raw.get("labels", "soft"), check_weight=float(raw.get("check_weight", 1.0)),
-                         train=TrainConfig(**raw.get("train", {})))
+                         train=TrainConfig(**raw.get("train", {})), prepare=list(raw.get("prepare", [])))
         except (KeyError, TypeError, ValueError) as err:
             raise TaskError(f"recipe {name_or_path}: malformed ({err})") from err
         if recipe.labels not in ("soft", "hard"):
@@ -209,10 +210,10 @@ in `config.json` under `ponder_verifier`, with a known example for `ponder selft
   {summary["labels"]} labels).
 - Recipe: `src/ponder/train/recipes/{summary["recipe"]}.yaml` ({train["steps"]} steps, batch {train["batch_size"]},
   lr {train["lr"]}, seed {train["seed"]}).
-- Command: `ponder train verifier {summary["recipe"]} --out src/ponder/assets/{out_dir.name}`
 - Training: {summary["seconds"] / 60:.1f} minutes on {hardware(summary)},
   bf16 autocast: {summary["bf16_autocast"]}, final loss {summary["final_loss"]}.
 
-## Measured
+{remake_section(summary["config"].get("prepare", []),
+                f"ponder train verifier {summary['recipe']} --out src/ponder/assets/{out_dir.name}")}## Measured
 """
     (out_dir / "README.md").write_text(card)

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from collections import Counter
+from itertools import islice
+
+import pytest
+
+from ponder.tasks import Game24, TaskError, get_task
+from ponder.tasks.game24 import load_puzzles
+from ponder.train.data import move_walks, solver_examples, trie
+from ponder.train.sft import SFTRecipe
+
+
+def test_move_walks_draw_each_next_step_uniformly_among_the_solver_moves():
+    task = Game24()
+    problem = task.problem("4 5 6 10", id="p")
+    root = trie(task.solutions(problem))
+    assert len(root) >= 2
+    firsts = Counter(solution.split("\n")[0] for _, solution in islice(move_walks(task, [problem], seed=1), 4000))
+    assert set(firsts) == set(root)
+    expected = 4000 / len(root)
+    assert all(abs(n - expected) < 0.2 * expected for n in firsts.values())
+    paths = Counter(s for _, s in islice(move_walks(task, [problem], seed=1), 200))
+    assert all(task.solves(problem, task.split_steps(s)) for s in paths)
+    assert list(islice(move_walks(task, [problem], seed=1), 50)) == list(islice(move_walks(task, [problem], 1), 50))
+
+
+def test_solver_examples_mix_splits_by_weight_and_never_take_the_test_split():
+    task = get_task("arith")
+    drawn = list(islice(solver_examples(task, {"train": 1.0}, "moves", seed=0, limit=30), 100))
+    assert all(prompt.startswith("Question:") and solution.rstrip().split("\n")[-1].startswith("Answer:")
+               for prompt, solution in drawn)
+    with pytest.raises(TaskError, match="never trains on the test split"):
+        solver_examples(task, {"train": 0.5, "test": 0.5}, "moves", seed=0, limit=3)
+    with pytest.raises(TaskError, match="walk must be one of"):
+        solver_examples(task, {"train": 1.0}, "jumps", seed=0)
+
+
+def test_recipes_name_their_walk_and_splits(tmp_path):
+    assert SFTRecipe.load("game24-policy-synth").splits == {"train": 0.5, "synthetic": 0.5}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: game24\nwalk: hops\n")
+    with pytest.raises(TaskError, match="walk must be one of"):
+        SFTRecipe.load(str(bad))
+
+
+@pytest.mark.slow
+def test_synthetic_game24_puzzles_are_solvable_and_never_a_tree_of_thoughts_puzzle():
+    task = Game24()
+    synthetic = task.problems("synthetic")
+    listed = {tuple(sorted(nums)) for _, nums in load_puzzles()}
+    assert len(synthetic) > 7 * len(task.problems("train"))
+    numbers = [task.numbers(p) for p in synthetic]
+    assert not listed & {tuple(sorted(n)) for n in numbers}
+    assert all(max(n) > 13 for n in numbers)
+    assert all(task.is_solvable(p) for p in synthetic[::97])
