@@ -40,7 +40,7 @@ def test_every_shipped_checkpoint_card_names_the_commands_that_remade_it(name):
     commands = card_commands(name)
     assert commands, name
     last = shlex.split(commands[-1])
-    assert last[:2] in (["ponder", "train"],) and last[3] == name or last[3].startswith(name), commands[-1]
+    assert (last[:2] in (["ponder", "train"],) and last[3] == name) or last[3].startswith(name), commands[-1]
     assert last[-2:] == ["--out", f"src/ponder/assets/{name}"]
     made: set[str] = set()
     for command in commands:

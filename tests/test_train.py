@@ -93,7 +93,8 @@ def test_sft_killed_with_sigkill_resumes_to_the_same_weights_as_an_uninterrupted
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text("kind: sft\ntask: game24\nwalk: moves\n"
                       "model: {hidden: 32, layers: 1, heads: 2, intermediate: 64, max_positions: 192}\n"
-                      "train: {steps: 150, batch_size: 8, lr: 2.0e-3, warmup: 5, seed: 3, bf16: false, save_every: 0}\n")
+                      "train: {steps: 150, batch_size: 8, lr: 2.0e-3, warmup: 5, seed: 3, bf16: false,"
+                      " save_every: 0}\n")
     cmd = [sys.executable, "-c", "from ponder.cli import app; app()", "train", "sft", str(recipe), "--out"]
     subprocess.run([*cmd, str(tmp_path / "whole")], check=True, capture_output=True)
     killed = tmp_path / "killed"

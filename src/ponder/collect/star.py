@@ -26,10 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -47,8 +46,8 @@ from ponder.lm.hf import HFBackend
 from ponder.search.base import SearchConfig, sample_solutions
 from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
-from ponder.train.loop import TrainConfig, save_checkpoint
 from ponder.train.data import endless, mixture, solver_pairs
+from ponder.train.loop import TrainConfig, save_checkpoint
 from ponder.train.sft import ModelShape, SFTRecipe, fit, start_model
 
 FILTERS = ("outcome", "steps")
@@ -121,8 +120,8 @@ def train_model(cfg: StarConfig, pairs: list[tuple[str, str]], steps: int, out: 
     if cfg.seed_share is None or not kept:
         examples = endless(pairs + kept, cfg.seed)
     else:
-        examples = mixture([endless(pairs, cfg.seed), endless(kept, cfg.seed + 1)], [cfg.seed_share, 1 - cfg.seed_share],
-                           cfg.seed)
+        share = cfg.seed_share
+        examples = mixture([endless(pairs, cfg.seed), endless(kept, cfg.seed + 1)], [share, 1 - share], cfg.seed)
     result = fit(model, tok, examples, train, steps, (cfg.model or {})["max_positions"], name)
     summary = {"name": name, "examples": len(pairs) + len(kept), **result.summary()}
     save_checkpoint(model, tok, out, summary, {"kind": "star", "init": init, **asdict(cfg)})

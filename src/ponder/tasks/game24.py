@@ -15,8 +15,8 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from fractions import Fraction
 from functools import lru_cache
-from itertools import combinations_with_replacement
 from importlib import resources
+from itertools import combinations_with_replacement
 from pathlib import Path
 
 from ponder.tasks.base import Problem, Task, TaskError
