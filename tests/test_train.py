@@ -149,3 +149,18 @@ def test_a_policy_trained_by_a_tiny_recipe_writes_well_formed_steps(tmp_path):
     number = r"\d+(?:/\d+)?"
     form = re.compile(rf"^{number} [-+*/] {number} = {number} \(left:( {number})+\)$")
     assert sum(bool(form.match(s)) for s in steps) / len(steps) >= 0.9, steps
+
+
+@pytest.mark.slow
+def test_sft_bench_times_every_setting_on_the_same_batches():
+    from ponder.evaluate.bench_sft import sft_throughput
+
+    recipe = SFTRecipe(name="tiny", task="game24", model=ModelShape(hidden=32, layers=1, heads=2, intermediate=64),
+                       train=TrainConfig(steps=4, batch_size=4, warmup=1, bf16=False))
+    result = sft_throughput(recipe, steps=4, warmup=1, rounds=2, settings={
+        "before": {"bf16": False}, "eager + compile": {"attention": "eager", "compile": True}})
+    first, second = result["rows"]
+    assert first["vs_before"] == 1.0 and second["compile"] and second["attention"] == "eager"
+    assert all(row["tokens_per_s"] > 0 and row["forward_ms"] > 0 for row in result["rows"])
+    # same weights, same batches: the settings differ only in floating-point order
+    assert second["final_loss"] == pytest.approx(first["final_loss"], rel=1e-3)

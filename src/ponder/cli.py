@@ -474,6 +474,38 @@ def bench_proposals(
     console.print(f"result: {out}")
 
 
+@bench_app.command("sft")
+def bench_sft(
+    recipe: str = typer.Argument("game24-policy-v1", help="SFT recipe whose model and batches are timed"),
+    steps: int = typer.Option(20, help="timed steps per setting"),
+    warmup: int = typer.Option(5, help="untimed steps first (torch.compile compiles in these)"),
+    rounds: int = typer.Option(4, help="interleaved rounds the timed steps are split into"),
+    batch_size: int = typer.Option(0, help="override the recipe's batch size (0: as written)"),
+) -> None:
+    """Where an SFT step's time goes, and tokens/s under each training setting, side by side in one run."""
+    from dataclasses import replace
+
+    from ponder.evaluate.bench_sft import sft_throughput
+    from ponder.train.sft import SFTRecipe
+
+    try:
+        r = SFTRecipe.load(recipe)
+        if batch_size:
+            r = replace(r, train=replace(r.train, batch_size=batch_size))
+        result = sft_throughput(r, steps, warmup, rounds)
+    except (TaskError, ValueError) as err:
+        _fail(str(err))
+        return
+    print_table(f"SFT throughput: {recipe}, batch {result['batch_size']}, {steps} timed steps in {rounds} interleaved "
+                f"rounds, {result['threads']} threads; batches built in {result['data_ms']:.1f} ms each, "
+                f"{result['padding']:.1%} padding, "
+                f"{result['tokens_per_step']:.0f} tokens per step", result["rows"],
+                [("setting", "setting", ""), ("warmup_s", "warm-up s", ".1f"), ("forward_ms", "forward ms", ".0f"),
+                 ("backward_ms", "backward ms", ".0f"), ("optimizer_ms", "optimizer ms", ".0f"),
+                 ("tokens_per_s", "tokens/s", ".0f"), ("vs_before", "vs before", ".2f"),
+                 ("final_loss", "loss", ".3f")])
+
+
 @bench_app.command("grpo")
 def bench_grpo(
     task: str = typer.Option("game24"),

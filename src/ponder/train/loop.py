@@ -27,6 +27,8 @@ class TrainConfig:
     bf16: str | bool = "auto"
     init: str = ""  # continue from this checkpoint (shipped name or directory) instead of a fresh model
     save_every: float = 300.0  # seconds between saves of the training state (a killed run resumes from it)
+    compile: bool = False  # torch.compile the model (fuses the many small ops around the matmuls; see bench sft)
+    attention: str = "sdpa"  # attention kernel while training: sdpa, or eager (faster backward on short CPU rows)
 
 
 @dataclass
@@ -109,6 +111,7 @@ def train_loop(model: torch.nn.Module, data: Iterator[dict[str, torch.Tensor]], 
             next(data)
     start = saved_at = time.time()
     model.train()
+    step_model = training_model(model, cfg)
     with Progress(TextColumn(f"[bold]{name}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn()) as bar:
         job = bar.add_task(name, total=n_steps, completed=first, loss=float("nan"))
@@ -117,7 +120,7 @@ def train_loop(model: torch.nn.Module, data: Iterator[dict[str, torch.Tensor]], 
             for group in optim.param_groups:
                 group["lr"] = lr_at(step)
             with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-                loss = loss_fn(model, batch)
+                loss = loss_fn(step_model, batch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optim.step()
@@ -130,8 +133,18 @@ def train_loop(model: torch.nn.Module, data: Iterator[dict[str, torch.Tensor]], 
                                     "optim": optim.state_dict(), "losses": losses, "tokens": tokens,
                                     "seconds": before + time.time() - start})
                 saved_at = time.time()
+    if cfg.attention != "sdpa":
+        model.set_attn_implementation("sdpa")  # what the saved config and inference use
     model.to("cpu").eval()
     return LoopResult(losses, tokens, before + time.time() - start, bf16, device)
+
+
+def training_model(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
+    """The module a training step calls: the model with the recipe's attention kernel, compiled if asked. The
+    compiled module shares its parameters with `model`, which is what gets saved."""
+    if cfg.attention != "sdpa":
+        model.set_attn_implementation(cfg.attention)
+    return torch.compile(model, dynamic=True) if cfg.compile else model
 
 
 def _save_state(path: Path, payload: dict[str, Any]) -> None:
