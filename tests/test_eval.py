@@ -128,15 +128,20 @@ def test_eval_config_fingerprints_a_learned_verifier_without_loading_it():
         EvalConfig(verifier="nope").resolved()
 
 
-def test_arithmetic_benchmark_grades_every_first_move_by_its_own_result():
+def test_arithmetic_benchmark_grades_every_first_move_by_its_own_result(tmp_path):
     from ponder.evaluate.bench_arithmetic import arithmetic_benchmark
     from ponder.tasks import get_task
+    from ponder.train.sft import ModelShape, new_model
+    from ponder.train.tokenizer import char_tokenizer
 
+    tok = char_tokenizer()  # an untrained model writes noise after the `=`
+    new_model(ModelShape(hidden=32, layers=1, heads=2, intermediate=64), tok).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
     task = get_task("game24")
-    result = arithmetic_benchmark(["game24-policy"], "game24", problems=2)
+    result = arithmetic_benchmark(["game24-policy", str(tmp_path)], "game24", problems=2)
     assert result["moves"] == sum(len(task.moves(p, [])) for p in task.problems("test", limit=2))
-    row = result["rows"][0]
-    assert set(row) >= {"model", "all", "+", "-", "*", "/"}
-    assert 0 < row["all"] < 1  # the shipped policy gets about half of them right
+    trained, untrained = result["rows"]
+    assert set(trained) >= {"model", "all", "+", "-", "*", "/"}
+    assert trained["all"] > 0.9 and untrained["all"] < 0.1  # the shipped policy computes right; noise does not
     with pytest.raises(TaskError, match="cannot enumerate its moves"):
         arithmetic_benchmark(["arith-policy"], "arith", problems=1)

@@ -37,7 +37,7 @@ def test_solver_examples_mix_splits_by_weight_and_never_take_the_test_split():
 
 
 def test_recipes_name_their_walk_and_splits(tmp_path):
-    assert SFTRecipe.load("game24-policy-synth").splits == {"train": 0.5, "synthetic": 0.5}
+    assert SFTRecipe.load("game24-policy").splits == {"train": 0.5, "synthetic": 0.5}
     bad = tmp_path / "bad.yaml"
     bad.write_text("task: game24\nwalk: hops\n")
     with pytest.raises(TaskError, match="walk must be one of"):
