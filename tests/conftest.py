@@ -49,3 +49,32 @@ def _sigkill_after_lines(cmd: list[str], path: Path, lines: int) -> None:
 @pytest.fixture
 def sigkill_after_lines():
     return _sigkill_after_lines
+
+
+def _kill_then_resume(args: list[str], tmp_path: Path, steps: int) -> tuple[Path, Path]:
+    """Train with `ponder ARGS --out DIR` twice: once whole, once SIGKILLed after its first saved state and run
+    again to the end. Returns the two output folders."""
+    import sys
+
+    import torch
+
+    cmd = [sys.executable, "-c", "from ponder.cli import app; app()", *args, "--out"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    subprocess.run([*cmd, str(whole)], check=True, capture_output=True)
+    proc = subprocess.Popen([*cmd, str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = killed / "train-state.pt"
+    while not state.exists() and proc.poll() is None:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    proc.kill()
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and state.exists(), "the run finished before it could be killed"
+    assert 0 < torch.load(state, weights_only=False)["step"] < steps
+    subprocess.run([*cmd, str(killed)], check=True, capture_output=True)
+    assert not state.exists()
+    return whole, killed
+
+
+@pytest.fixture
+def kill_then_resume():
+    return _kill_then_resume

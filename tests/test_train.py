@@ -83,41 +83,27 @@ def test_move_drill_trains_on_every_correct_move_from_the_states_of_correct_pref
     assert "every correct move from the states in" in (tmp_path / "out" / "README.md").read_text()
 
 
-def test_sft_killed_with_sigkill_resumes_to_the_same_weights_as_an_uninterrupted_run(tmp_path):
+def test_sft_killed_with_sigkill_resumes_to_the_same_weights_as_an_uninterrupted_run(tmp_path, kill_then_resume):
     """The training state is saved every `save_every` seconds; the same command resumes from it and ends with the
     same weights, byte for byte, as a run that was never interrupted."""
     import subprocess
     import sys
-    import time
+
+    import torch
 
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text("kind: sft\ntask: game24\nwalk: moves\n"
                       "model: {hidden: 32, layers: 1, heads: 2, intermediate: 64, max_positions: 192}\n"
                       "train: {steps: 150, batch_size: 8, lr: 2.0e-3, warmup: 5, seed: 3, bf16: false,"
                       " save_every: 0}\n")
-    cmd = [sys.executable, "-c", "from ponder.cli import app; app()", "train", "sft", str(recipe), "--out"]
-    subprocess.run([*cmd, str(tmp_path / "whole")], check=True, capture_output=True)
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen([*cmd, str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = killed / "train-state.pt"
-    while not state.exists() and proc.poll() is None:
-        time.sleep(0.01)
-    time.sleep(0.3)
-    proc.kill()
-    proc.wait()
-    assert proc.returncode == -9 and state.exists(), "the run finished before it could be killed"
-    import torch
-
-    assert 0 < torch.load(state, weights_only=False)["step"] < 150
-    subprocess.run([*cmd, str(killed)], check=True, capture_output=True)
-    assert not state.exists()
-    assert (killed / "model.safetensors").read_bytes() == (tmp_path / "whole" / "model.safetensors").read_bytes()
-    summary = json.loads((killed / "training.json").read_text())
-    assert summary["steps"] == 150
+    whole, killed = kill_then_resume(["train", "sft", str(recipe)], tmp_path, 150)
+    assert (killed / "model.safetensors").read_bytes() == (whole / "model.safetensors").read_bytes()
+    assert json.loads((killed / "training.json").read_text())["steps"] == 150
 
     # a state left by another recipe or step count is refused, not silently mixed in
     torch.save({"run": {"run": {}, "steps": 1}}, killed / "train-state.pt")
-    bad = subprocess.run([*cmd, str(killed)], capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "-c", "from ponder.cli import app; app()", "train", "sft", str(recipe),
+                          "--out", str(killed)], capture_output=True, text=True)
     assert bad.returncode == 2 and "holds a run of another recipe" in bad.stdout
 
 

@@ -213,3 +213,13 @@ def test_depth_baseline_scores_steps_by_position_only():
     problem = task.problem("4 5 6 10")
     scores = asyncio.run(get_verifier("depth").score(task, problem, [["a", "b", "c"], ["x"]]))
     assert scores == [[1.0, 0.5, 1 / 3], [1.0]]
+
+
+def test_verifier_training_killed_with_sigkill_resumes_to_the_same_weights(tmp_path, oracle_records,
+                                                                         kill_then_resume):
+    recipe = tmp_path / "prm.yaml"
+    recipe.write_text('kind: verifier\ntask: game24\nhead: {kind: step_tag, marker: " ки", good_token: "+", '
+                      'bad_token: "-"}\nlabels: hard\n'
+                      "train: {steps: 40, batch_size: 8, lr: 1.0e-3, warmup: 2, seed: 1, bf16: false, save_every: 0}\n")
+    whole, killed = kill_then_resume(["train", "verifier", str(recipe), "--data", str(oracle_records)], tmp_path, 40)
+    assert (killed / "model.safetensors").read_bytes() == (whole / "model.safetensors").read_bytes()
