@@ -110,5 +110,7 @@ def test_recall_bench_refuses_a_task_without_an_oracle_and_unknown_sources():
     with pytest.raises(TaskError, match="no exact step oracle"):
         asyncio.run(measure(NoOracle(), NoOracle().problems(), None, ProposalConfig()))
     task = get_task("game24")
+    with pytest.raises(ValueError, match="k >= 1"):
+        ProposalConfig(k=0)
     with pytest.raises(TaskError, match="unknown state source"):
         asyncio.run(measure(task, task.problems(limit=1), None, ProposalConfig(), sources=("dreams",)))

@@ -45,6 +45,10 @@ class ProposalConfig:
     max_tokens: int = 256  # for a whole rollout
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.paths < 0 or self.rollouts < 0:
+            raise ValueError(f"proposals need k >= 1 and paths, rollouts >= 0; got {self}")
+
 
 def recall_at(k: int, right: int, at: int) -> float:
     """Unbiased pass@K from `k` samples of which `right` are right."""
@@ -72,9 +76,9 @@ def correct_prefixes(task: Task, problem: Problem, solutions: list[list[str]]) -
     """Distinct unfinished prefixes the oracle accepts, of the given solutions (the empty prefix included)."""
     states: dict[str, list[str]] = {"": []}
     for steps in solutions:
-        for i in range(1, len(steps) + 1):
+        for i, label in enumerate(task.step_labels(problem, steps) or [], start=1):
             prefix = steps[:i]
-            if not task.check_step(problem, prefix) or task.is_final(prefix):
+            if not label or task.is_final(prefix):
                 break
             states.setdefault(task.join_steps(prefix), prefix)
     return list(states.values())

@@ -77,11 +77,12 @@ async def run_job(task: Task, problem: Problem, method: str, budget: int, lm: La
     start = time.perf_counter()
     trace = await search(task, problem, lm, verifier, get_method(method), search_cfg)
     answers = [node.extra["answer"] for node in trace.nodes if node.terminal and "answer" in node.extra]
+    correct = task.grade(problem, trace.answer)
     return {
         "method": method, "budget": budget, "problem_id": problem.id, "answer": trace.answer,
-        "correct": task.grade(problem, trace.answer), "usage": asdict(trace.usage),
+        "correct": correct, "usage": asdict(trace.usage),
         # pass@n: some solution the search wrote is right, whichever it chose (an exact judge's ceiling)
-        "any_correct": task.grade(problem, trace.answer) or any(task.grade(problem, a) for a in answers),
+        "any_correct": correct or any(task.grade(problem, a) for a in answers),
         "latency": round(time.perf_counter() - start, 3),
         "solution": trace.solution, "trace": {"nodes": [asdict(n) for n in trace.nodes], "extra": trace.extra},
     }

@@ -25,6 +25,11 @@ Trie = dict[str, "Trie"]
 WALKS = ("paths", "moves")
 
 
+def check_walk(walk: str) -> None:
+    if walk not in WALKS:
+        raise TaskError(f"walk must be one of {', '.join(WALKS)}; got {walk!r}")
+
+
 def _solve(task: Task, problems: list[Problem]) -> list[list[list[str]]]:
     return [task.solutions(p) for p in problems]
 
@@ -105,8 +110,7 @@ def solver_examples(task: Task, splits: dict[str, float], walk: str, seed: int,
                     limit: int | None = None) -> Iterator[tuple[str, str]]:
     """Endless examples from the solver's solutions to the problems of `splits` (split -> weight), drawn by
     `walk`; `limit` caps the problems taken from each split (generated tasks have as many as asked for)."""
-    if walk not in WALKS:
-        raise TaskError(f"walk must be one of {', '.join(WALKS)}; got {walk!r}")
+    check_walk(walk)
     if "test" in splits or "all" in splits:
         raise TaskError("SFT never trains on the test split")
     streams = []

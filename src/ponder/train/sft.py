@@ -19,7 +19,7 @@ from ponder.collect.records import StepRecord, read_records
 from ponder.lm.hf import resolve_model
 from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
-from ponder.train.data import WALKS, endless, solver_examples
+from ponder.train.data import check_walk, endless, solver_examples
 from ponder.train.loop import STATE_FILE, LoopResult, TrainConfig, hardware, save_checkpoint, train_loop
 from ponder.train.recipe import load_recipe_yaml, remake_section
 from ponder.train.tokenizer import char_tokenizer
@@ -59,8 +59,10 @@ class SFTRecipe:
                          prepare=list(raw.get("prepare", [])))
         except (TypeError, ValueError) as err:
             raise TaskError(f"recipe {name_or_path}: malformed ({err})") from err
-        if recipe.walk not in WALKS:
-            raise TaskError(f"recipe {name_or_path}: walk must be one of {', '.join(WALKS)}, got {recipe.walk!r}")
+        try:
+            check_walk(recipe.walk)
+        except TaskError as err:
+            raise TaskError(f"recipe {name_or_path}: {err}") from err
         return recipe
 
 
