@@ -28,22 +28,42 @@ def test_a_corrupted_step_is_rejected(seed, n_ops, data):
     problem = task.make(seed, n_ops)
     ref = task.reference_solution(problem)
     i = data.draw(st.integers(0, n_ops - 1))
-    name, _, a, op, b, _, c = ref[i].split()
-    field = data.draw(st.sampled_from(["a", "b", "c", "op", "name"]))
-    delta = data.draw(st.integers(1, 9))
-    parts = {"a": a, "b": b, "c": c, "op": op, "name": name}
-    if field == "op":
-        parts["op"] = data.draw(st.sampled_from([o for o in "+-*/" if o != op]))
-    elif field == "name":
-        parts["name"] = data.draw(st.sampled_from(["Zed", ref[(i + 1) % n_ops].split()[0]]))
-    else:
-        parts[field] = str(int(parts[field]) + delta)
-    bad = f"{parts['name']} = {parts['a']} {parts['op']} {parts['b']} = {parts['c']}"
+    tokens = ref[i].split()  # Name = x op y = a op b = c
+    where = data.draw(st.sampled_from([0, 2, 3, 4, 6, 7, 8, 10]))
+    if where == 0:
+        tokens[0] = data.draw(st.sampled_from(["Zed", ref[(i + 1) % n_ops].split()[0]]))
+    elif where in (3, 7):
+        tokens[where] = data.draw(st.sampled_from([o for o in "+-*/" if o != tokens[where]]))
+    elif tokens[where].isdigit():
+        tokens[where] = str(int(tokens[where]) + data.draw(st.integers(1, 9)))
+    else:  # a quantity's name in the relation
+        tokens[where] = data.draw(st.sampled_from(["Zed", tokens[0]]))
+    bad = " ".join(tokens)
     if bad == ref[i]:
         return
-    corrupted = [*ref[:i], bad]
     assert task.check_step(problem, ref[:i])
-    assert not task.check_step(problem, corrupted)
+    assert not task.check_step(problem, [*ref[:i], bad])
+
+
+def test_commutative_steps_swap_relation_and_values_together():
+    problem = next(p for p in task.problems("train", limit=200) if task.reference_solution(p)[0].split()[3] in "+*")
+    name, _, x, op, y, _, a, _, b, _, c = task.reference_solution(problem)[0].split()
+    assert task.check_step(problem, [f"{name} = {y} {op} {x} = {b} {op} {a} = {c}"])
+    assert not task.check_step(problem, [f"{name} = {y} {op} {x} = {a} {op} {b} = {c}"] if a != b else ["x"])
+
+
+def test_a_step_may_not_use_a_quantity_before_it_is_computed():
+    problem = task.make(5, 4)
+    ref = task.reference_solution(problem)
+    assert task.check_step(problem, ref[:2]) and not task.check_step(problem, [ref[1]])
+    assert task.moves(problem, ref[:1]) == [ref[1]]
+    assert task.moves(problem, ref[:-1]) == [ref[-1]]
+    assert task.moves(problem, [ref[1]]) == [] and task.moves(problem, ref) == []
+
+
+def test_every_value_is_two_digit_at_most():
+    for p in task.problems("train", limit=3000):
+        assert all(1 <= q.value <= 99 for q in p.meta["quantities"]), p.question
 
 
 @given(seeds, ops)
@@ -82,8 +102,23 @@ def test_step_repeated_is_rejected():
 def test_error_kinds_tell_false_equations_from_true_ones_about_the_wrong_quantity():
     task = Arith()
     problem = task.problems("test", limit=1)[0]
-    first = task.reference_solution(problem)[0]  # e.g. "Eve = 15 - 8 = 7"
-    name, _, a, op, b, _, c = first.split()
-    assert task.error_kind(problem, [f"{name} = {a} {op} {b} = {int(c) + 1}"]) == "arithmetic"
-    assert task.error_kind(problem, ["Zed = 2 + 2 = 4"]) == "wrong quantity"
+    first = task.reference_solution(problem)[0]  # e.g. "Eve = Cal - 8 = 15 - 8 = 7"
+    assert task.error_kind(problem, [f"{first.rsplit(' ', 1)[0]} {int(first.split()[-1]) + 1}"]) == "arithmetic"
+    assert task.error_kind(problem, ["Zed = Ann + 2 = 2 + 2 = 4"]) == "wrong quantity"
     assert task.error_kind(problem, ["Answer: -1"]) == "answer"
+
+
+@settings(max_examples=50, deadline=None)
+@given(seeds, ops)
+def test_step_candidates_hold_the_one_right_step_and_slips_that_carry_on(seed, n_ops):
+    problem = task.make(seed, n_ops)
+    ref = task.reference_solution(problem)
+    for k in range(len(ref)):
+        candidates = task.step_candidates(problem, ref[:k])
+        right = [c for c in candidates if task.check_step(problem, [*ref[:k], c])]
+        assert ref[k] in right and set(right) <= {ref[k], ref[-1]}  # an early answer is right when it is the answer
+    slip = task.step_candidates(problem, [])[1]  # the first result off by one
+    written = slip.split()[-1]
+    after = task.step_candidates(problem, [slip])
+    assert after and (after[0].startswith("Answer: " + written) or f" {written} " in after[0])
+    assert task.step_candidates(problem, ref) == [] and task.step_candidates(problem, ["garbage"]) == []

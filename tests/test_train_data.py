@@ -54,3 +54,11 @@ def test_synthetic_game24_puzzles_are_solvable_and_never_a_tree_of_thoughts_puzz
     assert not listed & {tuple(sorted(n)) for n in numbers}
     assert all(max(n) > 13 for n in numbers)
     assert all(task.is_solvable(p) for p in synthetic[::97])
+
+
+def test_synthetic_split_names_say_their_bound():
+    task = Game24()
+    for bad in ("synthetic-13", "synthetic-61", "synthetic-x", "synth"):
+        with pytest.raises(TaskError, match="synthetic"):
+            task.problems(bad)
+    assert {max(task.numbers(p)) for p in task.problems("synthetic-15")} == {14, 15}

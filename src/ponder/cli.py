@@ -58,6 +58,7 @@ def solve(
     shipped PRM picks one (best-of-16, min of the step scores)."""
     import asyncio
 
+    from ponder.evaluate.runner import DEFAULT_MAX_TOKENS
     from ponder.lm.engine import Engine
     from ponder.lm.hf import HFBackend, ModelLoadError
     from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, search
@@ -83,7 +84,7 @@ def solve(
     if isinstance(t, Game24) and not t.is_solvable(problem):
         console.print(f"[yellow]{problem.question} has no solution (checked exhaustively); "
                       "any answer will be graded wrong.[/yellow]")
-    cfg = SearchConfig(n=n, seed=seed, max_tokens=200, aggregate=aggregate)
+    cfg = SearchConfig(n=n, seed=seed, max_tokens=DEFAULT_MAX_TOKENS.get(t.name, 256), aggregate=aggregate)
     trace = asyncio.run(search(t, problem, lm, ver, search_method, cfg))
     console.print(f"[bold]{t.prompt(problem).strip()}[/bold]")
     for i, step in enumerate(t.split_steps(trace.solution or ""), start=1):
@@ -131,6 +132,12 @@ def eval_cmd(
         ("method", "method", ""), ("budget", "n", ""), ("problems", "problems", ""), ("accuracy", "accuracy", ".3f"),
         ("pass", "any right", ".3f"), ("generated_tokens", "gen tokens", ".0f"), ("model_calls", "model calls", ".1f"),
         ("verifier_calls", "verifier calls", ".1f"), ("seconds", "model s", ".2f")])
+    graded = out / "summary-by-difficulty.json"
+    if graded.exists():
+        print_table(f"{task} {split}: by difficulty", json.loads(graded.read_text()), [
+            ("method", "method", ""), ("budget", "n", ""), ("difficulty", "difficulty", ""),
+            ("problems", "problems", ""), ("accuracy", "accuracy", ".3f"), ("pass", "any right", ".3f"),
+            ("generated_tokens", "gen tokens", ".0f")])
     console.print(f"results: {out}/results.jsonl  config: {out}/config.json  summary: {out}/summary.json")
 
 

@@ -58,7 +58,7 @@ class EvalConfig:
                              "verifier_fingerprint": verifier_fingerprint(self.verifier)})
 
 
-DEFAULT_MAX_TOKENS = {"game24": 160, "arith": 200}
+DEFAULT_MAX_TOKENS = {"game24": 160, "arith": 320}  # arith: 8 steps of `Name = x op y = a op b = c`
 
 
 def jobs(cfg: EvalConfig, problems: list[Problem]) -> list[tuple[str, int, Problem]]:
@@ -79,7 +79,8 @@ async def run_job(task: Task, problem: Problem, method: str, budget: int, lm: La
     answers = [node.extra["answer"] for node in trace.nodes if node.terminal and "answer" in node.extra]
     correct = task.grade(problem, trace.answer)
     return {
-        "method": method, "budget": budget, "problem_id": problem.id, "answer": trace.answer,
+        "method": method, "budget": budget, "problem_id": problem.id, "difficulty": task.difficulty(problem),
+        "answer": trace.answer,
         "correct": correct, "usage": asdict(trace.usage),
         # pass@n: some solution the search wrote is right, whichever it chose (an exact judge's ceiling)
         "any_correct": correct or any(task.grade(problem, a) for a in answers),
@@ -88,15 +89,17 @@ async def run_job(task: Task, problem: Problem, method: str, budget: int, lm: La
     }
 
 
-def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+def summarize(rows: list[dict[str, Any]], by_difficulty: bool = False) -> list[dict[str, Any]]:
+    """One row per method and budget (and per difficulty, for tasks that grade theirs)."""
+    groups: dict[tuple[str, int, Any], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["method"], r["budget"]), []).append(r)
+        groups.setdefault((r["method"], r["budget"], r.get("difficulty") if by_difficulty else None), []).append(r)
     table = []
-    for (method, budget), rs in groups.items():
+    for (method, budget, difficulty), rs in groups.items():
         n = len(rs)
         table.append({
-            "method": method, "budget": budget, "problems": n,
+            "method": method, "budget": budget, **({"difficulty": difficulty} if by_difficulty else {}),
+            "problems": n,
             "accuracy": sum(r["correct"] for r in rs) / n,
             "pass": sum(r.get("any_correct", r["correct"]) for r in rs) / n,
             "generated_tokens": sum(r["usage"]["generated_tokens"] for r in rs) / n,
@@ -134,7 +137,8 @@ async def _run(cfg: EvalConfig, out: Path, lm: LanguageModel, show_progress: boo
 
 def run_eval(cfg: EvalConfig, out: Path, lm: LanguageModel | None = None, show_progress: bool = True
              ) -> list[dict[str, Any]]:
-    """Run (or resume) an evaluation into `out`; returns the summary table, also saved as summary.json."""
+    """Run (or resume) an evaluation into `out`; returns the summary table, also saved as summary.json (and, for
+    a task whose problems have a difficulty, the same by difficulty as summary-by-difficulty.json)."""
     cfg = cfg.resolved()
     check_config(out, asdict(cfg))
     if lm is None:
@@ -146,6 +150,10 @@ def run_eval(cfg: EvalConfig, out: Path, lm: LanguageModel | None = None, show_p
     order = {(m, b): i for i, (m, b, _) in enumerate(jobs(cfg, [Problem("", "")]))}
     table = sorted(summarize(rows), key=lambda r: order.get((r["method"], r["budget"]), 1 << 30))
     (out / "summary.json").write_text(json.dumps(table, indent=2) + "\n")
+    if any(r.get("difficulty") is not None for r in rows):
+        graded = sorted(summarize(rows, by_difficulty=True),
+                        key=lambda r: (order.get((r["method"], r["budget"]), 1 << 30), str(r["difficulty"])))
+        (out / "summary-by-difficulty.json").write_text(json.dumps(graded, indent=2) + "\n")
     return table
 
 

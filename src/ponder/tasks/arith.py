@@ -1,9 +1,11 @@
 """Multi-step arithmetic word problems, generated from a seed, with an exact oracle for every step.
 
 Each problem is a small computation graph: named quantities defined from earlier ones by one operation
-each (2-8 operations; the number of operations is the difficulty knob). A step computes one quantity:
-`Ben = 12 * 3 = 36`; the last line is `Answer: 36`. The oracle knows every intermediate value, so it can
-say exactly whether any prefix of steps is right.
+each (2-8 operations; the number of operations is the difficulty knob). A step computes one quantity in three
+moves a small model can learn one at a time: the relation as the question states it, the values it refers to,
+the result: `Ben = Ann * 3 = 12 * 3 = 36`; the last line is `Answer: 36`. Every value stays within 1-99, so the
+arithmetic is two-digit and what grows with difficulty is the chain of references. The oracle knows every
+intermediate value, so it can say exactly whether any prefix of steps is right.
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from ponder.tasks.base import Problem, Task, TaskError
-from ponder.tasks.exact import apply_op, parse_equation, parse_number
+from ponder.tasks.exact import apply_op, format_number, parse_equation, parse_number
 
 NAMES = ("Ann", "Ben", "Cal", "Dee", "Eve", "Fay", "Gus", "Hal", "Ivy", "Jon", "Kim", "Lou", "Max", "Ned",
          "Oli", "Pam", "Quin", "Ray", "Sue", "Tom")
 ITEMS = ("pens", "coins", "cards", "books", "shells", "stamps", "apples", "marbles")
-MAX_VALUE = 999
+MAX_VALUE = 99
 TEST_SEED_OFFSET = 1_000_000  # test problems come from a seed range that training never uses
 MIN_OPS, MAX_OPS = 2, 8
 
@@ -28,8 +30,13 @@ class Quantity:
     name: str
     value: int
     op: str | None = None  # None for a given quantity
+    x: str = ""  # operands as the question names them: a quantity's name or a number
+    y: str = ""
     a: int = 0  # operand values
     b: int = 0
+
+    def step(self) -> str:
+        return f"{self.name} = {self.x} {self.op} {self.y} = {self.a} {self.op} {self.b} = {self.value}"
 
 
 def generate(seed: int, n_ops: int) -> tuple[str, list[Quantity]]:
@@ -45,7 +52,7 @@ def generate(seed: int, n_ops: int) -> tuple[str, list[Quantity]]:
     cur = first
     for _ in range(n_ops):
         name = next(names)
-        kinds = ["more", "together"]
+        kinds = ["more", "together"] if cur.value < MAX_VALUE - 1 else []
         if cur.value > 2:
             kinds += ["fewer", "less_than"]
         if cur.value * 2 <= MAX_VALUE:
@@ -54,31 +61,31 @@ def generate(seed: int, n_ops: int) -> tuple[str, list[Quantity]]:
             kinds.append("share")
         kind = rng.choice(kinds)
         if kind == "more":
-            k = rng.randint(1, 20)
-            q = Quantity(name, cur.value + k, "+", cur.value, k)
+            k = rng.randint(1, min(20, MAX_VALUE - cur.value))
+            q = Quantity(name, cur.value + k, "+", cur.name, str(k), cur.value, k)
             sentences.append(f"{name} has {k} more than {cur.name}.")
         elif kind == "fewer":
             k = rng.randint(1, cur.value - 1)
-            q = Quantity(name, cur.value - k, "-", cur.value, k)
+            q = Quantity(name, cur.value - k, "-", cur.name, str(k), cur.value, k)
             sentences.append(f"{name} has {k} fewer than {cur.name}.")
         elif kind == "times":
             k = rng.randint(2, min(5, MAX_VALUE // cur.value))
-            q = Quantity(name, cur.value * k, "*", cur.value, k)
+            q = Quantity(name, cur.value * k, "*", cur.name, str(k), cur.value, k)
             sentences.append(f"{name} has {k} times as many as {cur.name}.")
         elif kind == "share":
             k = rng.choice([k for k in range(2, 6) if cur.value % k == 0])
-            q = Quantity(name, cur.value // k, "/", cur.value, k)
+            q = Quantity(name, cur.value // k, "/", cur.name, str(k), cur.value, k)
             sentences.append(f"{name} has 1/{k} as many as {cur.name}.")
         else:  # two quantities: introduce a new given one first
             other = Quantity(next(names), rng.randint(1, cur.value - 1) if kind == "less_than"
-                             else rng.randint(1, 30))
+                             else rng.randint(1, min(30, MAX_VALUE - cur.value)))
             quantities.append(other)
             sentences.append(f"{other.name} has {other.value}.")
             if kind == "together":
-                q = Quantity(name, cur.value + other.value, "+", cur.value, other.value)
+                q = Quantity(name, cur.value + other.value, "+", cur.name, other.name, cur.value, other.value)
                 sentences.append(f"{name} has as many as {cur.name} and {other.name} together.")
             else:
-                q = Quantity(name, cur.value - other.value, "-", cur.value, other.value)
+                q = Quantity(name, cur.value - other.value, "-", cur.name, other.name, cur.value, other.value)
                 sentences.append(f"{name} has {cur.name}'s minus {other.name}'s.")
         quantities.append(q)
         cur = q
@@ -117,31 +124,83 @@ class Arith(Task):
     def prompt(self, problem: Problem) -> str:
         return f"Question: {problem.question}\n"
 
-    def reference_solution(self, problem: Problem) -> list[str]:
-        steps = [f"{q.name} = {q.a} {q.op} {q.b} = {q.value}" for q in _derived(problem).values()]
-        return [*steps, f"Answer: {problem.answer}"]
+    def difficulty(self, problem: Problem) -> int:
+        return int(problem.meta["n_ops"])
 
-    def _check_equation(self, step: str, derived: dict[str, Quantity], done: set[str]) -> bool:
+    def reference_solution(self, problem: Problem) -> list[str]:
+        return [*(q.step() for q in _derived(problem).values()), f"Answer: {problem.answer}"]
+
+    def _check_equation(self, step: str, derived: dict[str, Quantity], known: set[str]) -> bool:
+        """`Name = x op y = a op b = c`: the quantity comes next (its operands are known, it is not), the relation
+        is the question's, the values are the operands', the result is right. `+` and `*` may swap their operands,
+        in the relation and the values alike."""
         tokens = step.split()
-        if len(tokens) != 7 or tokens[1] != "=":
+        if len(tokens) != 11 or tokens[1] != "=" or tokens[5] != "=":
             return False
-        parsed = parse_equation(tokens[2:])
         q = derived.get(tokens[0])
-        if parsed is None or q is None or q.name in done:
+        parsed = parse_equation(tokens[6:])
+        if q is None or q.name in known or parsed is None:
             return False
-        a, op, b, c = parsed
-        operands_match = (a, b) == (q.a, q.b) or (op in "+*" and (b, a) == (q.a, q.b))
-        return op == q.op and operands_match and apply_op(a, op, b) == c == q.value
+        if any(operand in derived and operand not in known for operand in (q.x, q.y)):
+            return False
+        x, op, y = tokens[2:5]
+        a, op_values, b, c = parsed
+        if op != q.op or op_values != op:
+            return False
+        if (x, y, a, b) != (q.x, q.y, q.a, q.b):
+            swapped = (y, x, b, a) == (q.x, q.y, q.a, q.b)
+            if not (op in "+*" and swapped):
+                return False
+        return apply_op(a, op, b) == c == q.value
 
     def check_step(self, problem: Problem, steps: list[str]) -> bool:
-        derived, done = _derived(problem), set()
+        derived = _derived(problem)
+        known = {q.name for q in problem.meta["quantities"] if q.op is None}
         for i, step in enumerate(steps):
             if step.lower().startswith("answer:"):
                 return i == len(steps) - 1 and self.grade(problem, step.split(":", 1)[1].strip())
-            if not self._check_equation(step, derived, done):
+            if not self._check_equation(step, derived, known):
                 return False
-            done.add(step.split()[0])
+            known.add(step.split()[0])
         return True
+
+    def step_candidates(self, problem: Problem, steps: list[str]) -> list[str]:
+        """The next step and the slips a policy makes on it: the result off by one or ten (a carry or a borrow;
+        the step-3 policy's errors are nearly all of this kind), an operand's value misread, the other operator,
+        an answer given too early. After a wrong step the chain goes on from the value that step wrote, as a
+        policy carries on from its own slip."""
+        chain = list(_derived(problem).values())
+        values = {q.name: Fraction(q.value) for q in problem.meta["quantities"] if q.op is None}
+        if self.is_final(steps) or len(steps) > len(chain):
+            return []
+        for step, q in zip(steps, chain):
+            tokens = step.split()
+            written = parse_number(tokens[-1]) if len(tokens) == 11 and tokens[0] == q.name else None
+            if written is None:
+                return []  # not a step of the chain: nothing plausible follows
+            values[q.name] = written
+        if len(steps) == len(chain):
+            last = values[chain[-1].name]
+            return [f"Answer: {format_number(x)}" for x in (last, last + 1, last - 10)]
+        q = chain[len(steps)]
+        a, b = (values[v] if v in values else Fraction(int(v)) for v in (q.x, q.y))
+        other_op = {"+": "-", "-": "+", "*": "+", "/": "*"}[q.op]
+
+        def step(op: str, x: Fraction, y: Fraction, c: Fraction | None = None) -> str:
+            c = apply_op(x, op, y) if c is None else c
+            return f"{q.name} = {q.x} {op} {q.y} = {format_number(x)} {op} {format_number(y)} = {format_number(c)}"
+
+        right = apply_op(a, q.op, b)
+        assert right is not None  # divisors are 2-5
+        slips = [step(q.op, a, b, right + d) for d in (1, -1, 10, -10) if right + d >= 0]
+        return [step(q.op, a, b), *slips, step(q.op, a + 10, b), step(other_op, a, b), f"Answer: {format_number(a)}"]
+
+    def moves(self, problem: Problem, steps: list[str]) -> list[str]:
+        """The one right next step (the quantities form a chain): the next definition, then the answer."""
+        if not self.check_step(problem, steps) or self.is_final(steps):
+            return []
+        reference = self.reference_solution(problem)
+        return [reference[len(steps)]]
 
     def other_error(self, problem: Problem, steps: list[str]) -> str:
         return "wrong quantity"  # a true equation, but not the one the question defines next

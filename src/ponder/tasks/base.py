@@ -58,6 +58,11 @@ class Task(ABC):
         steps = steps or self.reference_solution(problem)
         return self.extract_answer(problem, steps) if steps else problem.answer
 
+    def difficulty(self, problem: Problem) -> int | None:
+        """The problem's difficulty level where the task defines one (arith: the number of operations), for
+        results by difficulty; None otherwise."""
+        return None
+
     def split_steps(self, text: str) -> list[str]:
         return [line.strip() for line in text.split("\n") if line.strip()]
 

@@ -24,7 +24,8 @@ from ponder.tasks.exact import apply_op, evaluate_expression, format_number, par
 
 TARGET = Fraction(24)
 TEST_RANKS = range(901, 1001)
-SYNTHETIC_MAX = 24  # the `synthetic` split: solvable puzzles from 1..24 with a number above 13 (never a test one)
+SYNTHETIC_MAX = 24  # the `synthetic` split: solvable puzzles from 1..24 with a number above 13 (never a test one);
+SYNTHETIC_LIMIT = 60  # `synthetic-N` takes numbers up to N (14..60)
 
 
 def parse_puzzle(text: str, where: str = "puzzle") -> tuple[int, ...]:
@@ -207,13 +208,13 @@ def _take(pool: list[tuple[Fraction, str]], value: Fraction) -> str:
     return format_number(value).replace("/", " / ")
 
 
-@lru_cache(maxsize=1)
-def synthetic_puzzles() -> list[tuple[int, ...]]:
-    """Extra training puzzles: every solvable multiset of four numbers from 1 to 24 with at least one number
-    above 13. The Tree-of-Thoughts list holds every solvable puzzle of numbers 1 to 13, so none of these is a
-    test puzzle; they teach the moves and the arithmetic on seven times as many puzzles as the training split.
-    Checked on every core (about a minute on one)."""
-    candidates = [nums for nums in combinations_with_replacement(range(1, SYNTHETIC_MAX + 1), 4) if nums[-1] > 13]
+@lru_cache(maxsize=2)
+def synthetic_puzzles(max_number: int = SYNTHETIC_MAX) -> list[tuple[int, ...]]:
+    """Extra training puzzles: every solvable multiset of four numbers from 1 to `max_number` with at least one
+    number above 13. The Tree-of-Thoughts list holds every solvable puzzle of numbers 1 to 13, so none of these
+    is a test puzzle; up to 24 they teach the moves and the arithmetic on seven times as many puzzles as the
+    training split. Checked on every core (about a minute on one up to 24)."""
+    candidates = [nums for nums in combinations_with_replacement(range(1, max_number + 1), 4) if nums[-1] > 13]
     workers = min(os.cpu_count() or 1, 16)
     chunks = [candidates[i::workers * 4] for i in range(workers * 4)]
     with ProcessPoolExecutor(workers) as pool:
@@ -223,6 +224,17 @@ def synthetic_puzzles() -> list[tuple[int, ...]]:
 
 def _solvable_only(puzzles: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
     return [nums for nums in puzzles if solvable(_key([Fraction(n) for n in nums]))]
+
+
+def _synthetic_max(split: str) -> int:
+    """`synthetic` is numbers up to 24; `synthetic-N` up to N."""
+    if split == "synthetic":
+        return SYNTHETIC_MAX
+    bound = split.removeprefix("synthetic-")
+    if not (split.startswith("synthetic-") and bound.isdigit() and 14 <= int(bound) <= SYNTHETIC_LIMIT):
+        raise TaskError(f"game24: synthetic splits are 'synthetic' and 'synthetic-N' with N in 14-{SYNTHETIC_LIMIT}; "
+                        f"got {split!r}")
+    return int(bound)
 
 
 # --- the task -------------------------------------------------------------------------------------------
@@ -236,12 +248,12 @@ class Game24(Task):
         self._puzzles: list[tuple[int, tuple[int, ...]]] | None = None
 
     def problems(self, split: str = "test", limit: int | None = None) -> list[Problem]:
-        if split not in ("test", "train", "all", "synthetic"):
-            raise TaskError("game24 has splits 'test' (ranks 901-1000), 'train', 'all' and 'synthetic'; "
-                            f"got {split!r}")
-        if split == "synthetic":
+        if split.startswith("synthetic"):
             return [self.problem(nums, id=f"game24-s-{'-'.join(map(str, nums))}")
-                    for nums in synthetic_puzzles()[:limit]]
+                    for nums in synthetic_puzzles(_synthetic_max(split))[:limit]]
+        if split not in ("test", "train", "all"):
+            raise TaskError("game24 has splits 'test' (ranks 901-1000), 'train', 'all', 'synthetic' and "
+                            f"'synthetic-N' (numbers up to N, 14-{SYNTHETIC_LIMIT}); got {split!r}")
         if self._puzzles is None:
             self._puzzles = load_puzzles(self.path)
         rows = [

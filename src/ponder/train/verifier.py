@@ -135,12 +135,19 @@ def prepare(recipe: VerifierRecipe) -> tuple[PreTrainedModel, Any, StepLayout]:
 
 def known_example(task: Task) -> dict[str, Any]:
     """The self-test example saved in the checkpoint: a test-split reference solution whose last step has its
-    result changed by one, so the oracle marks it wrong."""
+    result changed by one, so the oracle marks it wrong; and, for an outcome model, the whole reference solution
+    beside the same with its answer's last number changed by one (graded right and wrong)."""
     problem = task.problems("test", limit=1)[0]
     steps = [s for s in task.reference_solution(problem) or [] if not s.lower().startswith("answer:")]
     steps[-1] = re.sub(r"= (\d+)", lambda m: f"= {int(m.group(1)) + 1}", steps[-1], count=1)
-    return {"question": problem.question, "prompt": task.prompt(problem), "steps": steps,
-            "labels": [bool(x) for x in exact_labels(task, problem, steps)]}
+    example = {"question": problem.question, "prompt": task.prompt(problem), "steps": steps,
+               "labels": [bool(x) for x in exact_labels(task, problem, steps)]}
+    right = task.reference_solution(problem) or []
+    last = re.sub(r"(\d+)(\D*)$", lambda m: f"{int(m.group(1)) + 1}{m.group(2)}", right[-1])
+    wrong = [*right[:-1], last]
+    if right and task.solves(problem, right) and not task.solves(problem, wrong):
+        example["outcomes"] = {"right": right, "wrong": wrong}
+    return example
 
 
 def train_verifier(recipe: VerifierRecipe, out_dir: Path, data: str = "", steps: int | None = None) -> dict[str, Any]:

@@ -202,8 +202,9 @@ class LearnedVerifier(Verifier):
         """Check the head on a known example; raises VerifierError with the reason when it fails.
 
         Always: the marker gives one read position per step, also when a step contains the marker text; scores
-        lie in [0, 1]. With the checkpoint's known labelled example: every good step outscores every bad one
-        (a trained checkpoint must; `require_separation=False` only reports it, for heads still untrained).
+        lie in [0, 1]. With the checkpoint's known labelled example: every good step outscores every bad one, or
+        for an ORM whose example has outcomes, the right whole solution outscores the wrong one (a trained
+        checkpoint must; `require_separation=False` only reports it, for heads still untrained).
         """
         example = self.head.self_test or {"question": "1 + 1", "steps": ["1 + 1 = 2", "Answer: 2"], "labels": []}
         steps = list(example["steps"])
@@ -221,9 +222,16 @@ class LearnedVerifier(Verifier):
         labels = example.get("labels") or []
         good = [s for s, y in zip(scores, labels) if y]
         bad = [s for s, y in zip(scores, labels) if not y]
+        what = "step"
+        outcomes = example.get("outcomes")
+        if self.head.kind == "orm" and outcomes:  # an outcome model judges whole solutions, not prefixes
+            right, wrong = (self.score_texts([(prompt, outcomes[k])])[0][-1] for k in ("right", "wrong"))
+            good, bad, what = [right], [wrong], "solution"
+            report["outcome_scores"] = {"right": round(right, 4), "wrong": round(wrong, 4)}
         separates = bool(good and bad) and min(good) > max(bad)
         if require_separation and good and bad and not separates:
-            raise VerifierError(f"on its known example a bad step scores {max(bad):.3f} >= a good one {min(good):.3f}")
+            raise VerifierError(f"on its known example a bad {what} scores {max(bad):.3f} >= a good one "
+                                f"{min(good):.3f}")
         report["separates_known_example"] = separates
         return report
 
