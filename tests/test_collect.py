@@ -13,6 +13,7 @@ from ponder.collect.mc import exact_labels
 from ponder.collect.omegaprm import OmegaConfig, omegaprm
 from ponder.collect.records import read_records
 from ponder.collect.run import CollectConfig, run_collect
+from ponder.collect.states import state_walks
 from ponder.lm.engine import Engine
 from ponder.search.base import SearchConfig
 from ponder.tasks import get_task
@@ -125,6 +126,14 @@ def test_state_walks_give_exact_labels_of_both_kinds_without_a_policy(tmp_path):
     # walks also go on after a wrong step, as a policy does: those steps are recorded, all labelled bad
     after_error = [r for r in records if len(r.steps) > 1 and r.labels[-2] == 0]
     assert after_error and all(r.labels[-1] == 0 for r in after_error)
+    arith = get_task("arith")
+    walked = state_walks(arith, arith.make(4, 5), walks=6, seed=0)
+    assert any(r.labels[-1] == 0 for r in walked) and any(arith.is_final(r.steps) for r in walked)
+    assert all(r.labels == exact_labels(arith, arith.make(4, 5), r.steps) for r in walked)
+
+    class Silent(type(arith)):  # a task that cannot enumerate its steps
+        def step_candidates(self, problem, steps):
+            return None
+
     with pytest.raises(TaskError, match="cannot enumerate steps"):
-        run_collect(CollectConfig(labeller="states", task="arith", limit=1), tmp_path / "arith", lm=object(),
-                    show_progress=False)
+        state_walks(Silent(), arith.make(4, 5), walks=1, seed=0)

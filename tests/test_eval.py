@@ -13,7 +13,7 @@ import pytest
 from ponder.evaluate import EvalConfig, run_eval
 from ponder.jsonl import ResumableJsonl
 from ponder.lm.engine import Engine
-from ponder.tasks import TaskError
+from ponder.tasks import TASKS, TaskError
 
 ARGS = ["--limit", "24", "--methods", "cot,self_consistency,best_of_n", "--budgets", "8",
         "--concurrency", "2", "--seed", "3"]
@@ -128,7 +128,7 @@ def test_eval_config_fingerprints_a_learned_verifier_without_loading_it():
         EvalConfig(verifier="nope").resolved()
 
 
-def test_arithmetic_benchmark_grades_every_first_move_by_its_own_result(tmp_path):
+def test_arithmetic_benchmark_grades_every_first_move_by_its_own_result(tmp_path, monkeypatch):
     from ponder.evaluate.bench_arithmetic import arithmetic_benchmark
     from ponder.tasks import get_task
     from ponder.train.sft import ModelShape, new_model
@@ -143,5 +143,13 @@ def test_arithmetic_benchmark_grades_every_first_move_by_its_own_result(tmp_path
     trained, untrained = result["rows"]
     assert set(trained) >= {"model", "all", "+", "-", "*", "/"}
     assert trained["all"] > 0.9 and untrained["all"] < 0.1  # the shipped policy computes right; noise does not
+    arith = arithmetic_benchmark(["arith-policy"], "arith", problems=4)  # cut after the relation and the values
+    assert arith["moves"] == 4 and arith["rows"][0]["all"] >= 0.75
+
+    class Silent(type(get_task("arith"))):  # a task that cannot enumerate its moves
+        def moves(self, problem, steps):
+            return None
+
+    monkeypatch.setitem(TASKS, "silent", Silent)
     with pytest.raises(TaskError, match="cannot enumerate its moves"):
-        arithmetic_benchmark(["arith-policy"], "arith", problems=1)
+        arithmetic_benchmark(["arith-policy"], "silent", problems=1)

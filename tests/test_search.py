@@ -93,9 +93,9 @@ def test_unknown_aggregation():
         aggregate([1.0], "median")
 
 
-def test_arith_policy_writes_well_formed_steps(arith_backend):
-    """The shipped arith policy is weak at the arithmetic (see its model card) but has learnt the format:
-    one `Name = a op b = c` equation per line, ending with `Answer: N`."""
+def test_arith_policy_writes_well_formed_steps_and_solves_three_operations(arith_backend):
+    """The shipped arith policy writes one `Name = x op y = a op b = c` step per line, ending with `Answer: N`, and
+    solves most three-operation test problems greedily (its card: 0.9 and more up to four operations)."""
     import re
 
     lm = Engine(arith_backend)
@@ -106,11 +106,12 @@ def test_arith_policy_writes_well_formed_steps(arith_backend):
         return await asyncio.gather(*(search(task, p, lm, None, get_method("cot"), SearchConfig(max_tokens=200))
                                       for p in problems))
 
-    step = re.compile(r"^[A-Z][a-z]+ = \d+ [-+*/] \d+ = -?\d+$")
+    name, number = r"[A-Z][a-z]+", r"-?\d+"
+    step = re.compile(rf"^{name} = {name} [-+*/] (?:{name}|\d+) = {number} [-+*/] {number} = {number}$")
     traces = asyncio.run(all_cot())
-    well_formed = 0
+    well_formed = solved = 0
     for p, t in zip(problems, traces):
         steps = task.split_steps(t.solution or "")
         well_formed += bool(steps) and all(step.match(s) for s in steps[:-1]) and steps[-1].startswith("Answer: ")
-        assert isinstance(task.grade(p, t.answer), bool)
-    assert well_formed >= 8
+        solved += task.grade(p, t.answer)
+    assert well_formed >= 9 and solved >= 7

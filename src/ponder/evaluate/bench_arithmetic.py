@@ -1,6 +1,6 @@
 """`ponder bench arithmetic`: does a model know the arithmetic of the steps it writes or judges?
 
-For each test problem, every correct first move (`Task.moves`) is cut after its `=`, and the model continues it
+For each test problem, every correct first move (`Task.moves`) is cut after its last `=`, and the model continues it
 greedily: the result it writes is compared with the move's. A policy trained on solver solutions sees only the
 moves that lead to the answer and can learn which results are likely rather than how to compute them; a
 verifier initialised from it inherits that. The table gives the share of right results per operation.
@@ -23,10 +23,11 @@ def arithmetic_benchmark(models: list[str], task_name: str = "game24", problems:
         moves = task.moves(problem, [])
         if moves is None:
             raise TaskError(f"task {task_name!r} cannot enumerate its moves")
-        for move in moves:
-            equation, _, rest = move.partition(" = ")
-            cut.append((task.prompt(problem) + equation + " = ", rest.split()[0], equation.split()[1]))
-    params = SamplingParams(temperature=0.0, max_tokens=12, stop=(" ",))
+        for move in moves:  # cut at the last `=`: game24 `10 - 4 = 6 (left: …)`, arith `Ben = Ann * 3 = 12 * 3 = 36`
+            equation, _, rest = move.rpartition(" = ")
+            if equation:
+                cut.append((task.prompt(problem) + equation + " = ", rest.split()[0], equation.split()[-2]))
+    params = SamplingParams(temperature=0.0, max_tokens=12, stop=(" ", "\n"))
     rows = []
     for name in models:
         lm = HFBackend(name)
