@@ -237,7 +237,7 @@ def collect_omegaprm(task: str = TASK_OPT, limit: int = LIMIT_OPT,
 def collect_states(task: str = TASK_OPT, limit: int = LIMIT_OPT,
                    walks: int = typer.Option(12, help="walks per problem"), seed: int = typer.Option(0),
                    out: Path = OUT_OPT) -> None:
-    """Oracle labels without a policy: random walks through the task's states, slips included (game24)."""
+    """Oracle labels without a policy: random walks through the task's states, slips included (game24, arith)."""
     _collect("states", task, limit, walks, 1, None, "", seed, out)
 
 
@@ -403,7 +403,7 @@ def bench_verifiers(
     task: str = typer.Option("game24"), problems: int = typer.Option(100, help="test-split problems"),
     samples: int = typer.Option(8, help="solutions sampled per problem"), seed: int = typer.Option(0),
     source: str = typer.Option("policy", help="policy: the policy's solutions; walks: random walks through the "
-                                              "test problems' states (game24)"),
+                                              "test problems' states, slips included"),
     model: str = typer.Option("", help="the policy whose solutions are judged (default: the task's shipped one)"),
 ) -> None:
     """Step AUROC, first-wrong-step accuracy and best-of-N of verifiers against the exact oracle (test split)."""
