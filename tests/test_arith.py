@@ -122,3 +122,15 @@ def test_step_candidates_hold_the_one_right_step_and_slips_that_carry_on(seed, n
     after = task.step_candidates(problem, [slip])
     assert after and (after[0].startswith("Answer: " + written) or f" {written} " in after[0])
     assert task.step_candidates(problem, ref) == [] and task.step_candidates(problem, ["garbage"]) == []
+
+
+def test_a_stored_record_rebuilds_its_problem_and_drills_its_moves():
+    from ponder.collect.records import StepRecord
+    from ponder.train.sft import move_pairs
+
+    problem = task.problems("train", limit=4)[3]
+    ref = task.reference_solution(problem)
+    assert task.rebuild(problem.id, problem.question).meta["quantities"] == problem.meta["quantities"]
+    assert task.rebuild("arith-train-3", "another question").meta == {}  # a mismatch is not guessed at
+    record = StepRecord(problem.question, ref, [1.0] * len(ref), task="arith", problem_id=problem.id)
+    assert [move for _, move in move_pairs(task, [record])] == ref

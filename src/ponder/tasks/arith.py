@@ -114,12 +114,20 @@ class Arith(Task):
         if split not in ("test", "train"):
             raise TaskError(f"arith has splits 'test' and 'train'; got {split!r}")
         count = self.size if limit is None else limit
+        return [self._nth(split, i) for i in range(count)]
+
+    def _nth(self, split: str, i: int) -> Problem:
         offset = TEST_SEED_OFFSET if split == "test" else 0
-        span = MAX_OPS - MIN_OPS + 1
-        return [
-            self.make(offset + i, self.n_ops or MIN_OPS + i % span, id=f"arith-{split}-{i}")
-            for i in range(count)
-        ]
+        return self.make(offset + i, self.n_ops or MIN_OPS + i % (MAX_OPS - MIN_OPS + 1), id=f"arith-{split}-{i}")
+
+    def rebuild(self, problem_id: str, question: str) -> Problem:
+        """A split's problem from its id (`arith-train-3`), quantities included; else the base rebuild."""
+        _, split, index = [*problem_id.split("-"), "", ""][:3]
+        if split in ("train", "test") and index.isdigit():
+            problem = self._nth(split, int(index))
+            if problem.question == question:
+                return problem
+        return super().rebuild(problem_id, question)
 
     def prompt(self, problem: Problem) -> str:
         return f"Question: {problem.question}\n"

@@ -58,6 +58,10 @@ class Task(ABC):
         steps = steps or self.reference_solution(problem)
         return self.extract_answer(problem, steps) if steps else problem.answer
 
+    def rebuild(self, problem_id: str, question: str) -> Problem:
+        """The problem a stored record names (its id and question), with whatever the task's checks need."""
+        return Problem(problem_id, question)
+
     def difficulty(self, problem: Problem) -> int | None:
         """The problem's difficulty level where the task defines one (arith: the number of operations), for
         results by difficulty; None otherwise."""

@@ -18,7 +18,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 from ponder.collect.records import StepRecord, read_records
 from ponder.lm.hf import resolve_model
 from ponder.tasks import Task, TaskError, get_task
-from ponder.tasks.base import Problem
 from ponder.train.data import check_walk, endless, solver_examples
 from ponder.train.loop import STATE_FILE, LoopResult, TrainConfig, hardware, save_checkpoint, train_loop
 from ponder.train.recipe import load_recipe_yaml, remake_section
@@ -73,7 +72,7 @@ def move_pairs(task: Task, records: list[StepRecord]) -> list[tuple[str, str]]:
     its test puzzles' first-move results right, 40% of quotients); drilled on all of them, 92%."""
     found: dict[str, list[str]] = {}
     for record in records:
-        problem = Problem(record.problem_id, record.question)
+        problem = task.rebuild(record.problem_id, record.question)
         for k, step in enumerate(record.steps):
             prompt = task.prompt(problem) + task.join_steps(record.steps[:k])
             if prompt not in found:
