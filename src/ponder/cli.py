@@ -58,7 +58,6 @@ def solve(
     shipped PRM picks one (best-of-16, min of the step scores)."""
     import asyncio
 
-    from ponder.evaluate.runner import DEFAULT_MAX_TOKENS
     from ponder.lm.engine import Engine
     from ponder.lm.hf import HFBackend, ModelLoadError
     from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, search
@@ -84,7 +83,7 @@ def solve(
     if isinstance(t, Game24) and not t.is_solvable(problem):
         console.print(f"[yellow]{problem.question} has no solution (checked exhaustively); "
                       "any answer will be graded wrong.[/yellow]")
-    cfg = SearchConfig(n=n, seed=seed, max_tokens=DEFAULT_MAX_TOKENS.get(t.name, 256), aggregate=aggregate)
+    cfg = SearchConfig(n=n, seed=seed, max_tokens=t.max_tokens, aggregate=aggregate)
     trace = asyncio.run(search(t, problem, lm, ver, search_method, cfg))
     console.print(f"[bold]{t.prompt(problem).strip()}[/bold]")
     for i, step in enumerate(t.split_steps(trace.solution or ""), start=1):

@@ -21,7 +21,6 @@ from ponder.collect.mc import mc_labels, oracle_labels
 from ponder.collect.omegaprm import OmegaConfig, omegaprm, tree_records
 from ponder.collect.records import StepRecord
 from ponder.collect.states import state_walks
-from ponder.evaluate.runner import DEFAULT_MAX_TOKENS
 from ponder.jsonl import ResumableJsonl, check_config
 from ponder.lm.base import LanguageModel
 from ponder.lm.hf import fingerprint
@@ -61,7 +60,7 @@ class CollectConfig:
         omega = asdict(OmegaConfig(**(self.omega or {}))) if self.labeller == "omegaprm" else None
         model = self.model or f"{self.task}-policy"
         return CollectConfig(**{**asdict(self), "model": model, "omega": omega,
-                                "max_tokens": self.max_tokens or DEFAULT_MAX_TOKENS.get(self.task, 256),
+                                "max_tokens": self.max_tokens or get_task(self.task).max_tokens,
                                 "model_fingerprint": fingerprint(model)})
 
     def search_config(self) -> SearchConfig:

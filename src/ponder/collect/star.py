@@ -38,7 +38,7 @@ import torch
 import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ponder.evaluate.runner import DEFAULT_MAX_TOKENS, greedy_accuracy
+from ponder.evaluate.runner import greedy_accuracy
 from ponder.jsonl import check_config
 from ponder.lm.base import LanguageModel
 from ponder.lm.engine import Engine
@@ -87,7 +87,7 @@ class StarConfig:
             raise TaskError(f"filter 'steps' needs a task with a step oracle; {self.task} has none")
         shape = asdict(ModelShape(**(self.model or {}))) if self.model else asdict(default_shape(self.task))
         return StarConfig(**{**asdict(self), "model": shape,
-                             "max_tokens": self.max_tokens or DEFAULT_MAX_TOKENS.get(self.task, 256)})
+                             "max_tokens": self.max_tokens or get_task(self.task).max_tokens})
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(batch_size=self.batch_size, lr=self.lr, warmup=min(100, self.seed_steps // 10),

@@ -16,7 +16,6 @@ from typing import Any
 from ponder.collect.mc import exact_labels, rollout
 from ponder.collect.omegaprm import OmegaConfig, omegaprm, solution_labels
 from ponder.collect.run import distinct_samples
-from ponder.evaluate.runner import DEFAULT_MAX_TOKENS
 from ponder.lm.engine import Engine
 from ponder.lm.hf import HFBackend
 from ponder.search.base import SearchConfig
@@ -36,7 +35,7 @@ def labels_benchmark(task_name: str = "game24", problems: int = 100, samples: in
                      model: str = "", seed: int = 0, max_batch: int = 512) -> dict[str, Any]:
     task = get_task(task_name)
     lm = Engine(HFBackend(model or f"{task_name}-policy"), max_batch=max_batch)
-    cfg = SearchConfig(temperature=0.8, max_tokens=DEFAULT_MAX_TOKENS.get(task_name, 256), seed=seed)
+    cfg = SearchConfig(temperature=0.8, max_tokens=task.max_tokens, seed=seed)
     chosen = task.problems("train", limit=problems)
 
     async def main() -> dict[str, Any]:

@@ -20,7 +20,6 @@ from ponder.collect.mc import exact_labels
 from ponder.collect.run import distinct_samples
 from ponder.collect.states import state_walks
 from ponder.evaluate.metrics import auroc, first_wrong
-from ponder.evaluate.runner import DEFAULT_MAX_TOKENS
 from ponder.lm.engine import Engine
 from ponder.lm.hf import HFBackend
 from ponder.search.base import SearchConfig
@@ -81,7 +80,7 @@ def verifiers_benchmark(verifiers: list[str], task_name: str = "game24", problem
 def sample_policy(task: Task, chosen: list[Problem], model: str, samples: int, seed: int,
                   max_batch: int) -> list[list[list[str]]]:
     lm = Engine(HFBackend(model), max_batch=max_batch)
-    cfg = SearchConfig(temperature=0.8, max_tokens=DEFAULT_MAX_TOKENS.get(task.name, 256), seed=seed)
+    cfg = SearchConfig(temperature=0.8, max_tokens=task.max_tokens, seed=seed)
 
     async def draw() -> list[list[list[str]]]:
         return list(await asyncio.gather(*(distinct_samples(task, p, lm, cfg, samples) for p in chosen)))

@@ -52,13 +52,10 @@ class EvalConfig:
             raise TaskError(f"budgets must be positive, got {self.budgets}")
         check_aggregation(self.aggregate)
         model = self.model or f"{self.task}-policy"
-        max_tokens = self.max_tokens or DEFAULT_MAX_TOKENS.get(self.task, 256)
+        max_tokens = self.max_tokens or get_task(self.task).max_tokens
         return EvalConfig(**{**asdict(self), "model": model, "max_tokens": max_tokens,
                              "model_fingerprint": fingerprint(model),
                              "verifier_fingerprint": verifier_fingerprint(self.verifier)})
-
-
-DEFAULT_MAX_TOKENS = {"game24": 160, "arith": 320}  # arith: 8 steps of `Name = x op y = a op b = c`
 
 
 def jobs(cfg: EvalConfig, problems: list[Problem]) -> list[tuple[str, int, Problem]]:

@@ -39,6 +39,7 @@ class Task(ABC):
     """
 
     name: str
+    max_tokens: int = 256  # what a whole solution may take to generate, by default
 
     @abstractmethod
     def problems(self, split: str = "test", limit: int | None = None) -> list[Problem]: ...

@@ -24,7 +24,7 @@ from ponder.tasks.exact import apply_op, evaluate_expression, format_number, par
 
 TARGET = Fraction(24)
 TEST_RANKS = range(901, 1001)
-SYNTHETIC_MAX = 24  # the `synthetic` split: solvable puzzles from 1..24 with a number above 13 (never a test one);
+SYNTHETIC_MAX = 24  # the `synthetic` split: solvable puzzles from 1..24 with a number above 13 (never a test one)
 SYNTHETIC_LIMIT = 60  # `synthetic-N` takes numbers up to N (14..60)
 
 
@@ -242,6 +242,7 @@ def _synthetic_max(split: str) -> int:
 
 class Game24(Task):
     name = "game24"
+    max_tokens = 160
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path

@@ -142,11 +142,12 @@ def known_example(task: Task) -> dict[str, Any]:
     steps[-1] = re.sub(r"= (\d+)", lambda m: f"= {int(m.group(1)) + 1}", steps[-1], count=1)
     example = {"question": problem.question, "prompt": task.prompt(problem), "steps": steps,
                "labels": [bool(x) for x in exact_labels(task, problem, steps)]}
-    right = task.reference_solution(problem) or []
-    last = re.sub(r"(\d+)(\D*)$", lambda m: f"{int(m.group(1)) + 1}{m.group(2)}", right[-1])
-    wrong = [*right[:-1], last]
-    if right and task.solves(problem, right) and not task.solves(problem, wrong):
-        example["outcomes"] = {"right": right, "wrong": wrong}
+    right = task.reference_solution(problem)
+    if right:
+        last = re.sub(r"(\d+)(\D*)$", lambda m: f"{int(m.group(1)) + 1}{m.group(2)}", right[-1])
+        wrong = [*right[:-1], last]
+        if task.solves(problem, right) and not task.solves(problem, wrong):
+            example["outcomes"] = {"right": right, "wrong": wrong}
     return example
 
 

@@ -225,7 +225,7 @@ class LearnedVerifier(Verifier):
         what = "step"
         outcomes = example.get("outcomes")
         if self.head.kind == "orm" and outcomes:  # an outcome model judges whole solutions, not prefixes
-            right, wrong = (self.score_texts([(prompt, outcomes[k])])[0][-1] for k in ("right", "wrong"))
+            right, wrong = (s[-1] for s in self.score_texts([(prompt, outcomes["right"]), (prompt, outcomes["wrong"])]))
             good, bad, what = [right], [wrong], "solution"
             report["outcome_scores"] = {"right": round(right, 4), "wrong": round(wrong, 4)}
         separates = bool(good and bad) and min(good) > max(bad)
