@@ -57,6 +57,27 @@ def test_oracle_labels_match_the_exact_checker(tmp_path, game24_backend):
         assert r.labels == sorted(r.labels, reverse=True)  # once a prefix is dead it stays dead
 
 
+def test_search_labels_every_path_the_search_explored(tmp_path, game24_backend):
+    cfg = CollectConfig(labeller="search", task="game24", limit=2, samples=4)
+    run_collect(cfg, tmp_path, lm=Engine(game24_backend), show_progress=False)
+    task = get_task("game24")
+    problems = {p.id: p for p in task.problems("train", limit=2)}
+    records = read_records(tmp_path / "records.jsonl")
+    written = json.loads((tmp_path / "config.json").read_text())
+    assert (written["method"], written["verifier"], written["aggregate"]) == ("tot_bfs", "game24-prm", "min")
+    assert {r.problem_id for r in records} == set(problems)
+    for r in records:
+        assert r.labels == exact_labels(task, problems[r.problem_id], r.steps)
+    # tot_bfs keeps 5 states a step and each proposes at most 4: at most 4 + 3 x 20 leaves, and the paths are
+    # distinct (a leaf is recorded once, its prefixes inside it)
+    for pid in problems:
+        mine = [tuple(r.steps) for r in records if r.problem_id == pid]
+        assert len(mine) == len(set(mine)) <= 64
+        assert not any(a != b and b[: len(a)] == a for a in mine for b in mine)
+    with pytest.raises(ValueError, match="unknown search method"):
+        run_collect(CollectConfig(labeller="search", method="guess"), tmp_path / "x")
+
+
 def test_omegaprm_binary_search_finds_first_errors_within_budget(game24_backend):
     task = get_task("game24")
     cfg = SearchConfig(temperature=0.8, max_tokens=160, seed=0)

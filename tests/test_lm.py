@@ -84,3 +84,52 @@ def test_unknown_model_is_a_clear_error(tmp_path):
         HFBackend(str(tmp_path / "nothing"))
     with pytest.raises(ModelLoadError, match="no GGUF file"):
         HFBackend(str(tmp_path / "missing.gguf"))
+
+
+def distinct(prompt: str, n: int, seed: int, temperature: float = 1.0, max_tokens: int = 60) -> Request:
+    return Request(prompt, SamplingParams(temperature=temperature, max_tokens=max_tokens, stop=("\n",), seed=seed), n=n)
+
+
+def test_distinct_completions_differ_and_do_not_depend_on_the_batch(game24_backend):
+    prompts = [task.prompt(p) for p in task.problems("test", limit=3)]
+    requests = [distinct(prompts[0], 16, seed=1), sampled(prompts[1], seed=2),
+                distinct(prompts[2], 8, seed=3, temperature=0.8)]
+    together = game24_backend.generate_many(requests)
+    alone = [game24_backend.generate_many([r])[0] for r in requests]
+    assert [[c.text for c in out] for out in together] == [[c.text for c in out] for out in alone]
+    assert [len(out) for out in together] == [16, 1, 8]
+    for out in (together[0], together[2]):
+        assert len({c.text for c in out}) == len(out) and all(c.finish_reason == "stop" for c in out)
+    # temperature 0: beam search, whose best is the greedy text
+    [beams] = game24_backend.generate_many([distinct(prompts[0], 4, seed=0, temperature=0)])
+    [greedy] = game24_backend.generate_batch([Request(prompts[0], SamplingParams(max_tokens=60, stop=("\n",)))])
+    assert beams[0].text == greedy.text and len({c.text for c in beams}) == 4
+    with pytest.raises(ValueError, match="generate_many"):
+        game24_backend.generate_batch(requests[:1])
+
+
+def test_distinct_draws_every_sequence_once_then_stops(game24_backend):
+    vocab = len(game24_backend.tokenizer)
+    [out] = game24_backend.generate_many([distinct("Input: 4 5 6 10\n", 2 * vocab, seed=5, max_tokens=1)])
+    assert len(out) == vocab  # all one-token sequences, none twice, then no more
+
+
+def test_distinct_draws_are_samples_without_replacement(game24_backend):
+    """The first of two draws follows the model's distribution; the second follows p_j * sum_i p_i / (1 - p_i)
+    over i != j, the law of a second draw without replacement. 600 draws: a frequency is within 0.07 of its
+    probability but for a chance below 1e-4 per token."""
+    import torch
+
+    prompt = "Input: 4 5 6 10\n"
+    ids = torch.tensor([game24_backend.encode(prompt)])
+    with torch.no_grad():
+        p = game24_backend.model(input_ids=ids).logits[0, -1].double().softmax(-1)
+    second = p * ((p / (1 - p)).sum() - p / (1 - p))
+    outs = game24_backend.generate_many([distinct(prompt, 2, seed=s, max_tokens=1) for s in range(600)])
+    token = {game24_backend.tokenizer.decode([t]): t for t in range(len(p))}
+    for place, law in ((0, p), (1, second)):
+        counts = torch.zeros_like(p)
+        for out in outs:
+            counts[token[out[place].text]] += 1
+        assert (counts / len(outs) - law).abs().max() < 0.07
+    assert all(out[0].text != out[1].text for out in outs)

@@ -17,8 +17,9 @@ RIGHT_PER_DEPTH = {0: 3, 1: 0, 2: 16}  # how many of the 16 proposals the script
 
 class ScriptedProposer(LanguageModel):
     """A fake policy whose proposals are known: at a state of depth d, the first RIGHT_PER_DEPTH[d] of the 16
-    proposals are right moves (cycling through them) and the rest a move with a wrong result. A whole
-    solution (a rollout) is the solver's reference solution."""
+    proposals are right moves (cycling through them) and the rest a move with a wrong result; asked for 16
+    distinct proposals, it gives the same 16 in reverse, wrong ones first. A whole solution (a rollout) is the
+    solver's reference solution."""
 
     def __init__(self, task: Game24, problems: list[Problem]) -> None:
         self.task = task
@@ -36,17 +37,21 @@ class ScriptedProposer(LanguageModel):
         a, op, b = good[0].split()[:3]
         return f"{a} {op} {b} = {1000 + i} (left: 1 2 3)"  # no two numbers of these puzzles make 1000 or more
 
-    async def generate(self, requests: list[Request]) -> list[Completion]:
+    async def generate_many(self, requests: list[Request]) -> list[list[Completion]]:
         out = []
         for r in requests:
             problem, prefix = self._state(r.prompt)
+            if r.n > 1:
+                out.append([Completion(self._proposal(problem, prefix, i), 10, 5, "stop")
+                            for i in reversed(range(r.n))])
+                continue
             if "\n" in r.params.stop:
                 i = self.asked[r.prompt] % 16
                 self.asked[r.prompt] += 1
                 text = self._proposal(problem, prefix, i)
             else:
                 text = self.task.join_steps(self.task.reference_solution(problem)[:-1])
-            out.append(Completion(text, 10, len(text), "stop"))
+            out.append([Completion(text, 10, len(text), "stop")])
         return out
 
 
@@ -80,6 +85,18 @@ def test_recall_bench_on_a_scripted_policy_gives_the_known_recall():
     assert by[("policy", "all")]["states"] == 6
     assert usage.model_calls == 16 * sum(r["states"] for r in rows if r["depth"] == "all")
     assert by[("solver", 1)]["distinct"] == 16  # 16 different wrong results
+
+
+def test_distinct_proposals_count_recall_at_k_in_the_order_drawn():
+    task = Game24()
+    problems = [task.problem("4 5 6 10", id="a"), task.problem("1 3 4 6", id="b")]
+    cfg = ProposalConfig(k=16, recall_at=(1, 4, 16), paths=3, rollouts=2, distinct=True)
+    records, usage = asyncio.run(measure(task, problems, ScriptedProposer(task, problems), cfg))
+    by = {(r["source"], r["depth"]): r for r in summarize(records, cfg, usage)}
+    for depth, right in RIGHT_PER_DEPTH.items():  # the first right one is drawn at place 16 - right
+        for at in (1, 4, 16):
+            assert by[("solver", depth)][f"recall@{at}"] == float(right > 0 and 16 - right < at)
+    assert usage.model_calls == sum(r["states"] for r in by.values() if r["depth"] == "all")  # one request a state
 
 
 def test_solver_states_follow_solver_solutions_and_every_one_is_right():

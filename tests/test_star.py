@@ -22,9 +22,9 @@ class Recording(LanguageModel):
         self.inner = inner
         self.prompts: list[str] = []
 
-    async def generate(self, requests: list[Request]) -> list[Completion]:
+    async def generate_many(self, requests: list[Request]) -> list[list[Completion]]:
         self.prompts.extend(r.prompt for r in requests)
-        return await self.inner.generate(requests)
+        return await self.inner.generate_many(requests)
 
 
 @pytest.mark.parametrize("name", ["game24", "arith"])

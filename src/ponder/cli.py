@@ -182,20 +182,25 @@ def bench_engine(
 
 def _collect(labeller: str, task: str, limit: int, samples: int, n: int, omega: dict[str, float] | None,
              model: str, seed: int, out: Path | None, concurrency: int = 64) -> None:
-    from ponder.collect.run import CollectConfig, run_collect
+    from ponder.collect.run import CollectConfig
+
+    _run(CollectConfig(labeller=labeller, task=task, limit=limit or None, samples=samples, n=n, omega=omega,
+                       model=model, seed=seed, concurrency=concurrency), out)
+
+
+def _run(cfg, out: Path | None) -> None:
+    from ponder.collect.run import run_collect
     from ponder.lm.hf import ModelLoadError
 
     try:
-        cfg = CollectConfig(labeller=labeller, task=task, limit=limit or None, samples=samples, n=n, omega=omega,
-                            model=model, seed=seed, concurrency=concurrency)
-        out = out or Path("runs") / f"collect-{labeller}-{task}-seed{seed}"
+        out = out or Path("runs") / f"collect-{cfg.labeller}-{cfg.task}-seed{cfg.seed}"
         summary = run_collect(cfg, out)
     except (TaskError, ModelLoadError, ValueError) as err:
         _fail(str(err))
         return
     console.print_json(json.dumps(summary))
     console.print(f"records: {out}/records.jsonl  config: {out}/config.json"
-                  + (f"  MATH-APS: {out}/math-aps.jsonl" if labeller == "omegaprm" else ""))
+                  + (f"  MATH-APS: {out}/math-aps.jsonl" if cfg.labeller == "omegaprm" else ""))
 
 
 TASK_OPT = typer.Option("game24", help="game24 or arith")
@@ -238,6 +243,20 @@ def collect_states(task: str = TASK_OPT, limit: int = LIMIT_OPT,
                    out: Path = OUT_OPT) -> None:
     """Oracle labels without a policy: random walks through the task's states, slips included (game24, arith)."""
     _collect("states", task, limit, walks, 1, None, "", seed, out)
+
+
+@collect_app.command("search")
+def collect_search(task: str = TASK_OPT, limit: int = LIMIT_OPT,
+                   method: str = typer.Option("tot_bfs", help="the step-level search whose tree is labelled"),
+                   n: int = typer.Option(32, help="the search's budget (tot_bfs: proposals per state)"),
+                   verifier: str = typer.Option("", help="verifier guiding the search (default: the task's PRM)"),
+                   model: str = MODEL_OPT, seed: int = typer.Option(0), out: Path = OUT_OPT,
+                   concurrency: int = typer.Option(64, help="problems in flight at once")) -> None:
+    """Oracle labels on every path a step-level search explores: the proposals its verifier has to judge."""
+    from ponder.collect.run import CollectConfig
+
+    _run(CollectConfig(labeller="search", task=task, limit=limit or None, samples=n, method=method,
+                       verifier=verifier, model=model, seed=seed, concurrency=concurrency), out)
 
 
 STAR_OPTS = {
@@ -452,6 +471,8 @@ def bench_proposals(
     temperature: float = typer.Option(0.8),
     paths: int = typer.Option(1, help="solver walks per problem whose states are measured"),
     rollouts: int = typer.Option(4, help="policy solutions per problem whose correct prefixes are measured"),
+    samplers: str = typer.Option("independent", help="comma-separated: independent (k samples), distinct (k "
+                                                     "different proposals, drawn without replacement)"),
     seed: int = typer.Option(0),
     out: Path = typer.Option(None, help="JSON result (default runs/bench-proposals-TASK-seedS.json)"),
 ) -> None:
@@ -463,7 +484,8 @@ def bench_proposals(
     try:
         cfg = ProposalConfig(k=k, recall_at=tuple(at for at in (1, 4, 16) if at <= k), temperature=temperature,
                              paths=paths, rollouts=rollouts, seed=seed)
-        result = proposals_benchmark(_csv(models) or [f"{task}-policy"], get_task(task), problems, cfg)
+        result = proposals_benchmark(_csv(models) or [f"{task}-policy"], get_task(task), problems, cfg,
+                                     tuple(_csv(samplers)))
     except (TaskError, ValueError) as err:
         _fail(str(err))
         return

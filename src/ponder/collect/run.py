@@ -2,9 +2,10 @@
 
 Labellers: `oracle` (the task's exact checker), `mc` (Math-Shepherd rollouts), `omegaprm` (binary search over
 an MC tree; also writes MATH-APS), `states` (oracle-labelled random walks through the task's states, no
-policy). Each problem runs as one concurrent job through the shared engine; a record is written the moment it
-is labelled, keyed so that a killed run resumes without losing or duplicating one (a problem cut off half-way
-runs again with the same seeds and skips what it wrote).
+policy), `search` (every path a step-level search explored, labelled by the oracle: the states a verifier meets
+when it judges that search's proposals). Each problem runs as one concurrent job through the shared engine; a
+record is written the moment it is labelled, keyed so that a killed run resumes without losing or duplicating
+one (a problem cut off half-way runs again with the same seeds and skips what it wrote).
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from ponder.collect.states import state_walks
 from ponder.jsonl import ResumableJsonl, check_config
 from ponder.lm.base import LanguageModel
 from ponder.lm.hf import fingerprint
+from ponder.search import get_method, search
 from ponder.search.base import SearchConfig, sample_solutions
 from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
+from ponder.verifiers import Verifier, get_verifier
 
-LABELLERS = ("oracle", "mc", "omegaprm", "states")
+LABELLERS = ("oracle", "mc", "omegaprm", "states", "search")
 
 
 @dataclass
@@ -45,6 +48,9 @@ class CollectConfig:
     max_tokens: int = 0  # 0: the task's default
     seed: int = 0
     omega: dict[str, float] | None = None  # omegaprm knobs (see OmegaConfig)
+    method: str = "tot_bfs"  # search: the method whose tree is labelled (its budget is `samples`)
+    verifier: str = ""  # search: the verifier that guides it (default: the task's shipped PRM)
+    aggregate: str = "min"  # search: how the verifier's step scores make one
     concurrency: int = 64
     max_batch: int = 512
     model_fingerprint: str = ""
@@ -59,12 +65,18 @@ class CollectConfig:
             raise TaskError("samples and n must be positive")
         omega = asdict(OmegaConfig(**(self.omega or {}))) if self.labeller == "omegaprm" else None
         model = self.model or f"{self.task}-policy"
-        return CollectConfig(**{**asdict(self), "model": model, "omega": omega,
+        guide = {"method": "", "verifier": "", "aggregate": ""}
+        if self.labeller == "search":
+            get_method(self.method)
+            guide = {"method": self.method, "verifier": self.verifier or f"{self.task}-prm",
+                     "aggregate": self.aggregate}
+        return CollectConfig(**{**asdict(self), **guide, "model": model, "omega": omega,
                                 "max_tokens": self.max_tokens or get_task(self.task).max_tokens,
                                 "model_fingerprint": fingerprint(model)})
 
     def search_config(self) -> SearchConfig:
-        return SearchConfig(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, seed=self.seed)
+        return SearchConfig(n=self.samples, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
+                            aggregate=self.aggregate or "last", seed=self.seed)
 
 
 def record_key(row: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
@@ -82,11 +94,24 @@ async def distinct_samples(task: Task, problem: Problem, lm: LanguageModel, cfg:
     return list(seen.values())
 
 
+async def searched_paths(task: Task, problem: Problem, lm: LanguageModel, cfg: CollectConfig,
+                         verifier: Verifier) -> list[StepRecord]:
+    """Every root-to-leaf path of the tree that `cfg.method` grows on the problem, labelled by the oracle (a
+    path's record labels all its prefixes, so the leaves cover every node)."""
+    trace = await search(task, problem, lm, verifier, get_method(cfg.method), cfg.search_config())
+    parents = {node.parent for node in trace.nodes}
+    leaves = [node.id for node in trace.nodes[1:] if node.id not in parents]
+    return [oracle_labels(task, problem, trace.path(leaf), i) for i, leaf in enumerate(leaves)]
+
+
 async def label_problem(task: Task, problem: Problem, lm: LanguageModel, cfg: CollectConfig,
-                        files: dict[str, ResumableJsonl]) -> None:
+                        files: dict[str, ResumableJsonl], verifier: Verifier | None = None) -> None:
     """Label one problem; its line in problems.jsonl, written last, marks it done."""
     spent = 0
-    if cfg.labeller == "states":
+    if cfg.labeller == "search":
+        assert verifier is not None
+        records = await searched_paths(task, problem, lm, cfg, verifier)
+    elif cfg.labeller == "states":
         records = state_walks(task, problem, cfg.samples, cfg.seed)
     elif cfg.labeller == "omegaprm":
         tree = await omegaprm(task, problem, lm, cfg.search_config(), OmegaConfig(**(cfg.omega or {})))
@@ -125,6 +150,7 @@ def run_collect(cfg: CollectConfig, out_dir: Path, lm: LanguageModel | None = No
                                            what="MATH-APS record")
     records = files["records"]
     task = get_task(cfg.task)
+    verifier = get_verifier(cfg.verifier) if cfg.labeller == "search" else None
     problems = task.problems(cfg.split, limit=cfg.limit)
     todo = [p for p in problems if p.id not in files["problems"].done]
 
@@ -138,7 +164,7 @@ def run_collect(cfg: CollectConfig, out_dir: Path, lm: LanguageModel | None = No
 
             async def one(problem: Problem) -> None:
                 async with gate:
-                    await label_problem(task, problem, lm, cfg, files)
+                    await label_problem(task, problem, lm, cfg, files, verifier)
                 bar.update(job, advance=1, records=len(records.rows))
 
             await asyncio.gather(*(one(p) for p in todo))

@@ -32,10 +32,10 @@ class _Recorder(LanguageModel):
         self.requests: list[Request] = []
         self.completions: list[Completion] = []
 
-    async def generate(self, requests: list[Request]) -> list[Completion]:
-        out = await self.lm.generate(requests)
+    async def generate_many(self, requests: list[Request]) -> list[list[Completion]]:
+        out = await self.lm.generate_many(requests)
         self.requests += requests
-        self.completions += out
+        self.completions += [c for [c] in out]  # the workload's requests are single samples
         return out
 
 

@@ -12,6 +12,10 @@ Two sets of states, both from the test split:
 - `policy`: the states the policy itself reaches: the correct, unfinished prefixes of `rollouts` solutions it
   samples per problem.
 
+Proposals are drawn either `independent`ly (k samples, each its own request) or `distinct` (k different steps
+drawn without replacement, `Request.n`); for distinct proposals recall@K is whether the first K drawn hold a
+right step.
+
 Per state also: the share of proposals that are right, the share whose equation is arithmetically true (of those
 that write one), distinct proposals, and generated tokens per proposal.
 """
@@ -32,6 +36,7 @@ from ponder.trace import Usage
 from ponder.train.data import trie
 
 SOURCES = ("solver", "policy")
+SAMPLERS = ("independent", "distinct")
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class ProposalConfig:
     max_step_tokens: int = 64
     max_tokens: int = 256  # for a whole rollout
     seed: int = 0
+    distinct: bool = False  # k different proposals drawn without replacement, instead of k independent ones
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.paths < 0 or self.rollouts < 0:
@@ -86,10 +92,12 @@ def correct_prefixes(task: Task, problem: Problem, solutions: list[list[str]]) -
 
 def judge(task: Task, problem: Problem, prefix: list[str], proposals: list[str]) -> dict[str, Any]:
     """What one state's proposals are worth: right ones, true equations, distinct texts."""
-    right = sum(bool(p) and bool(task.check_step(problem, [*prefix, p])) for p in proposals)
+    good = [bool(p) and bool(task.check_step(problem, [*prefix, p])) for p in proposals]
+    right = sum(good)
     equations = [last_equation(p) for p in proposals]
     written = [e for e in equations if e is not None]
     return {"depth": len(prefix), "k": len(proposals), "right": right, "distinct": len(set(proposals)),
+            "first_right": good.index(True) if right else None,
             "equations": len(written), "true": sum(apply_op(a, op, b) == c for a, op, b, c in written)}
 
 
@@ -117,7 +125,8 @@ async def measure(task: Task, problems: list[Problem], lm: LanguageModel, cfg: P
         out = []
         for source, prefixes in states.items():
             drawn = await asyncio.gather(*(sample_steps(task, problem, proposer, search_cfg, prefix, cfg.k,
-                                                        cfg.temperature, "proposal") for prefix in prefixes))
+                                                        cfg.temperature, "proposal", cfg.distinct)
+                                           for prefix in prefixes))
             out += [{"source": source, "problem_id": problem.id, **judge(task, problem, prefix, proposals)}
                     for prefix, proposals in zip(prefixes, drawn)]
         return out
@@ -139,7 +148,7 @@ def summarize(records: list[dict[str, Any]], cfg: ProposalConfig, usage: Usage) 
             equations = sum(r["equations"] for r in group)
             rows.append({
                 "source": source, "depth": depth, "states": n,
-                **{f"recall@{at}": sum(recall_at(r["k"], r["right"], at) for r in group) / n for at in cfg.recall_at},
+                **{f"recall@{at}": sum(_recall(r, at, cfg.distinct) for r in group) / n for at in cfg.recall_at},
                 "right": sum(r["right"] for r in group) / sum(r["k"] for r in group),
                 "arithmetic": sum(r["true"] for r in group) / equations if equations else None,
                 "distinct": sum(r["distinct"] for r in group) / n,
@@ -148,16 +157,31 @@ def summarize(records: list[dict[str, Any]], cfg: ProposalConfig, usage: Usage) 
     return rows
 
 
+def _recall(record: dict[str, Any], at: int, distinct: bool) -> float:
+    if distinct:  # the proposals are in the order they were drawn without replacement
+        return float(record["first_right"] is not None and record["first_right"] < at)
+    return recall_at(record["k"], record["right"], at)
+
+
 def proposals_benchmark(models: list[str], task: Task, problems: int, cfg: ProposalConfig,
-                        max_batch: int = 512) -> dict[str, Any]:
-    """Every model on the same states' seeds (the solver states are the same for all), side by side."""
+                        samplers: tuple[str, ...] = ("independent",), max_batch: int = 512) -> dict[str, Any]:
+    """Every model under every sampler on the same states' seeds (the solver states are the same for all), side
+    by side; a result per model and sampler."""
+    from dataclasses import replace
+
     from ponder.lm.engine import Engine
     from ponder.lm.hf import HFBackend
 
+    unknown = set(samplers) - set(SAMPLERS)
+    if unknown or not samplers:
+        raise ValueError(f"unknown sampler(s) {', '.join(sorted(unknown)) or '(none)'}; known: {', '.join(SAMPLERS)}")
     chosen = task.problems("test", limit=problems)
     result: dict[str, Any] = {"task": task.name, "problems": len(chosen), "config": cfg.__dict__, "models": {}}
     for name in models:
         lm = Engine(HFBackend(name), max_batch=max_batch)
-        records, usage = asyncio.run(measure(task, chosen, lm, cfg))
-        result["models"][name] = {"rows": summarize(records, cfg, usage), "seconds": round(usage.seconds, 1)}
+        for sampler in samplers:
+            run = replace(cfg, distinct=sampler == "distinct")
+            records, usage = asyncio.run(measure(task, chosen, lm, run))
+            result["models"][f"{name} ({sampler})"] = {"rows": summarize(records, run, usage),
+                                                        "seconds": round(usage.seconds, 1)}
     return result

@@ -30,10 +30,10 @@ class Engine(LanguageModel):
         self.name = backend.name
         self.max_batch = max_batch
         self.stats = EngineStats()
-        self._pending: list[tuple[Request, asyncio.Future[Completion]]] = []
+        self._pending: list[tuple[Request, asyncio.Future[list[Completion]]]] = []
         self._worker: asyncio.Task[None] | None = None
 
-    async def generate(self, requests: list[Request]) -> list[Completion]:
+    async def generate_many(self, requests: list[Request]) -> list[list[Completion]]:
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in requests]
         self._pending.extend(zip(requests, futures))
@@ -53,19 +53,23 @@ class Engine(LanguageModel):
     async def _serve(self) -> None:
         while self._pending:
             await self._settle()
-            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            cut, rows = 0, 0  # requests up to max_batch rows (a request of n completions counts n)
+            while cut < len(self._pending) and (cut == 0 or rows + self._pending[cut][0].n <= self.max_batch):
+                rows += self._pending[cut][0].n
+                cut += 1
+            batch, self._pending = self._pending[:cut], self._pending[cut:]
             live = [(r, f) for r, f in batch if not f.done()]  # a cancelled search leaves done futures
             if not live:
                 continue
             # The backend runs in this thread on purpose: every search is waiting for it anyway, and a
             # batch cut at a fixed point of the event loop makes runs reproducible.
             try:
-                outs = self.backend.generate_batch([r for r, _ in live])
+                outs = self.backend.generate_many([r for r, _ in live])
             except Exception as err:  # the callers see the backend's error, not a hang
                 for _, f in live:
                     f.set_exception(err)
                 continue
             self.stats.batches += 1
-            self.stats.rows += len(live)
+            self.stats.rows += sum(r.n for r, _ in live)
             for (_, f), out in zip(live, outs):
                 f.set_result(out)

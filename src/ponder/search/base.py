@@ -18,6 +18,7 @@ class SearchConfig:
     n: int = 1  # the budget: samples, beams or rollouts, by method
     temperature: float = 0.8
     top_p: float = 1.0
+    min_p: float = 0.0
     max_tokens: int = 256
     aggregate: str = "last"  # how step scores become a solution score
     seed: int = 0
@@ -49,6 +50,11 @@ def request_seed(cfg: SearchConfig, problem: Problem, *parts: object) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") >> 1
 
 
+def _params(cfg: SearchConfig, temperature: float, seed: int, stop: tuple[str, ...] = ()) -> SamplingParams:
+    return SamplingParams(temperature=temperature, top_p=cfg.top_p, min_p=cfg.min_p, max_tokens=cfg.max_tokens,
+                          stop=stop, seed=seed)
+
+
 async def sample_solutions(task: Task, problem: Problem, lm: LanguageModel, cfg: SearchConfig, n: int,
                            temperature: float, tag: str | tuple[object, ...],
                            prefix: list[str] | None = None, hint: str | None = None) -> list[list[str]]:
@@ -60,22 +66,27 @@ async def sample_solutions(task: Task, problem: Problem, lm: LanguageModel, cfg:
     request's place in a larger search (a rollout's solution and step)."""
     prompt = (task.hinted_prompt(problem, hint) if hint else task.prompt(problem)) + task.join_steps(prefix or [])
     parts = tag if isinstance(tag, tuple) else (tag,)
-    requests = [Request(prompt, SamplingParams(temperature=temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
-                                               seed=request_seed(cfg, problem, *parts, i)))
-                for i in range(n)]
+    requests = [Request(prompt, _params(cfg, temperature, request_seed(cfg, problem, *parts, i))) for i in range(n)]
     return [task.split_steps(c.text) for c in await lm.generate(requests)]
 
 
 async def sample_steps(task: Task, problem: Problem, lm: LanguageModel, cfg: SearchConfig, prefix: list[str], n: int,
-                       temperature: float, tag: str | tuple[object, ...]) -> list[str]:
+                       temperature: float, tag: str | tuple[object, ...], distinct: bool = False) -> list[str]:
     """n proposals for the next step after `prefix`: one step per request, generation stopped at the end of the
-    line (`cfg.max_tokens` caps a step). An empty string is a proposal to stop (the model ended the solution)."""
+    line (`cfg.max_tokens` caps a step). An empty string is a proposal to stop (the model ended the solution).
+
+    `distinct`: n different steps drawn without replacement (one request with n completions, in the order they
+    were drawn; fewer when the model has fewer to give), instead of n independent samples, which repeat the
+    steps the model is sure of and leave out the rest."""
     prompt = task.prompt(problem) + task.join_steps(prefix)
     parts = tag if isinstance(tag, tuple) else (tag,)
-    requests = [Request(prompt, SamplingParams(temperature=temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
-                                               stop=("\n",), seed=request_seed(cfg, problem, *parts, prompt, i)))
-                for i in range(n)]
-    return [c.text.strip() for c in await lm.generate(requests)]
+    params = [_params(cfg, temperature, request_seed(cfg, problem, *parts, prompt, i), stop=("\n",))
+              for i in range(1 if distinct else n)]
+    if distinct:
+        [drawn] = await lm.generate_many([Request(prompt, params[0], n=n)])
+    else:
+        drawn = await lm.generate([Request(prompt, p) for p in params])
+    return [c.text.strip() for c in drawn]
 
 
 def record_solutions(trace: Trace, task: Task, problem: Problem, solutions: list[list[str]],

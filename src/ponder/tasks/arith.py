@@ -100,6 +100,7 @@ def _derived(problem: Problem) -> dict[str, Quantity]:
 class Arith(Task):
     name = "arith"
     max_tokens = 320  # 8 steps of `Name = x op y = a op b = c` and the answer
+    max_steps = 9
 
     def __init__(self, n_ops: int | None = None, size: int = 200) -> None:
         """`n_ops` fixes the difficulty; None mixes 2-8 operations evenly. `size` is the test-set size."""

@@ -40,6 +40,7 @@ class Task(ABC):
 
     name: str
     max_tokens: int = 256  # what a whole solution may take to generate, by default
+    max_steps: int = 16  # the most steps a solution takes: where a step-level search stops
 
     @abstractmethod
     def problems(self, split: str = "test", limit: int | None = None) -> list[Problem]: ...

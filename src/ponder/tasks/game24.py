@@ -243,6 +243,7 @@ def _synthetic_max(split: str) -> int:
 class Game24(Task):
     name = "game24"
     max_tokens = 160
+    max_steps = 4  # three moves and, if the model writes one, an answer line
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path

@@ -15,6 +15,15 @@ class Verifier(ABC):
     async def score(self, task: Task, problem: Problem, solutions: list[list[str]]) -> list[list[float]]:
         """Per-step scores in [0, 1] for each solution (a list of steps)."""
 
+    async def score_prefixes(self, task: Task, problem: Problem, prefixes: list[list[str]]) -> list[list[float]]:
+        """Per-step scores of partial solutions, as a step-level search asks: is each step right so far? A PRM
+        scores a prefix as it scores a solution; a verifier that judges only whole solutions says so."""
+        return await self.score(task, problem, prefixes)
+
+
+class PrefixError(ValueError):
+    """A verifier that judges only whole solutions was asked about a partial one."""
+
 
 class OracleVerifier(Verifier):
     """The task's exact checker as a verifier: 1 while a prefix can still reach a correct answer, else 0.
@@ -37,6 +46,13 @@ class OracleVerifier(Verifier):
             out.append(scores)
         return out
 
+    async def score_prefixes(self, task: Task, problem: Problem, prefixes: list[list[str]]) -> list[list[float]]:
+        """1 for each step while the prefix is right and can still reach a correct answer."""
+        out = [task.step_labels(problem, steps) for steps in prefixes]
+        if any(scores is None for scores in out):
+            raise PrefixError(f"task {task.name!r} has no step oracle: the oracle cannot judge a partial solution")
+        return out  # type: ignore[return-value]
+
 
 class VoteVerifier(Verifier):
     """Self-consistency as a verifier (Wang et al., 2023): a solution scores the share of solutions in the
@@ -49,6 +65,9 @@ class VoteVerifier(Verifier):
         counts = Counter(k for k in keys if k is not None)
         return [[0.0] * (len(s) - 1) + [counts[k] / len(solutions) if k is not None else 0.0]
                 for s, k in zip(solutions, keys)]
+
+    async def score_prefixes(self, task: Task, problem: Problem, prefixes: list[list[str]]) -> list[list[float]]:
+        raise PrefixError("the vote judges answers: it cannot score a partial solution")
 
 
 class DepthVerifier(Verifier):

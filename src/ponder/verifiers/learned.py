@@ -45,7 +45,7 @@ from transformers.utils import logging as hf_logging
 
 from ponder.lm.hf import resolve_model
 from ponder.tasks.base import Problem, Task
-from ponder.verifiers.base import Verifier
+from ponder.verifiers.base import PrefixError, Verifier
 
 KINDS = ("step_tag", "token_classification", "orm")
 
@@ -197,6 +197,11 @@ class LearnedVerifier(Verifier):
     async def score(self, task: Task, problem: Problem, solutions: list[list[str]]) -> list[list[float]]:
         prompt = task.prompt(problem)
         return self.score_texts([(prompt, steps) for steps in solutions])
+
+    async def score_prefixes(self, task: Task, problem: Problem, prefixes: list[list[str]]) -> list[list[float]]:
+        if self.head.kind == "orm":
+            raise PrefixError(f"{self.name} is an outcome reward model: it judges whole solutions, not prefixes")
+        return await self.score(task, problem, prefixes)
 
     def self_test(self, require_separation: bool = True) -> dict[str, Any]:
         """Check the head on a known example; raises VerifierError with the reason when it fails.

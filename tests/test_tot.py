@@ -1,0 +1,54 @@
+"""Tree of Thoughts (BFS) on the shipped game24 policy, and verifiers asked about partial solutions."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ponder.lm.engine import Engine
+from ponder.search import SearchConfig, get_method, search
+from ponder.tasks import Game24
+from ponder.verifiers import get_verifier
+from ponder.verifiers.base import PrefixError
+
+task = Game24()
+
+
+def test_tot_bfs_with_the_oracle_solves_what_its_proposals_allow(game24_backend):
+    """With an exact judge, ToT fails only where no right step is proposed; distinct proposals reach the
+    unlikely first moves of `4 5 6 10` that 128 independent samples never hold."""
+    lm = Engine(game24_backend)
+    problems = task.problems("test", limit=6)
+    cfg = SearchConfig(n=32, max_tokens=64, aggregate="min", options={"b": 3, "T": 4})
+
+    async def main():
+        return await asyncio.gather(*(search(task, p, lm, get_verifier("oracle"), get_method("tot_bfs"), cfg)
+                                      for p in problems))
+
+    traces = asyncio.run(main())
+    solved = [task.grade(p, t.answer) for p, t in zip(problems, traces)]
+    assert solved[0], "4 5 6 10"
+    assert sum(solved) >= 5
+    for p, trace in zip(problems, traces):
+        assert trace.usage.verifier_calls >= len(trace.nodes) - 1  # every state was judged
+        depth = {0: 0}
+        for node in trace.nodes[1:]:
+            depth[node.id] = depth[node.parent] + 1
+        per_depth = [sum(1 for d in depth.values() if d == k) for k in (1, 2)]
+        assert per_depth[0] <= 32 and per_depth[1] <= 3 * 32  # k proposals from each of at most b states
+        assert trace.solution and all(task.check_step(p, task.split_steps(trace.solution)[:i])
+                                      for i in range(1, 4)) == task.grade(p, trace.answer)
+
+
+def test_verifiers_that_judge_only_whole_solutions_refuse_prefixes():
+    problem = task.problem("4 5 6 10")
+    prefix = [["10 - 4 = 6 (left: 5 6 6)"], ["10 + 5 = 15 (left: 4 6 15)"]]
+    oracle = get_verifier("oracle")
+    assert asyncio.run(oracle.score_prefixes(task, problem, prefix)) == [[1.0], [0.0]]
+    assert asyncio.run(oracle.score(task, problem, prefix)) == [[0.0], [0.0]]  # not solutions
+    for name in ("vote", "game24-orm"):
+        with pytest.raises(PrefixError):
+            asyncio.run(get_verifier(name).score_prefixes(task, problem, prefix))
+    with pytest.raises(ValueError, match="needs a verifier"):
+        asyncio.run(get_method("tot_bfs")(task, problem, None, None, SearchConfig()))
