@@ -99,6 +99,7 @@ def test_malformed_results_file_names_the_line(tmp_path):
     (["eval", "--aggregate", "median"], "unknown aggregation 'median'"),
     (["eval", "--model", "/nonexistent/model"], "is not a shipped model"),
     (["solve", "1 2 3"], "expected four non-negative integers"),
+    (["solve", "--task", "arith", "seven"], "give a test-problem index"),
     (["train", "sft", "no-such-recipe"], "unknown recipe 'no-such-recipe'"),
 ])
 def test_cli_bad_input_is_a_message_not_a_traceback(tmp_path, args, message):
@@ -116,6 +117,17 @@ def test_cli_solves_impossible_puzzle_with_a_clear_verdict():
                           timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert proc.returncode == 0
     assert "has no solution" in proc.stdout and "wrong" in proc.stdout
+
+
+def test_cli_solve_default_method_solves_4_5_6_10_given_either_way():
+    """Rank 901, the puzzle whose good first moves the policy's own samples never hold: the default search
+    (distinct proposals, judged by the shipped PRM) finds one; the numbers work quoted or as separate words."""
+    outs = [subprocess.run([sys.executable, "-m", "ponder.cli", "solve", *args], capture_output=True, text=True,
+                           timeout=300, env={**os.environ, "COLUMNS": "200"})
+            for args in (["4 5 6 10"], ["4", "5", "6", "10"])]
+    assert all(o.returncode == 0 for o in outs)
+    assert "->  correct" in outs[0].stdout and "tot_bfs" in outs[0].stdout
+    assert outs[0].stdout == outs[1].stdout
 
 
 def test_eval_config_fingerprints_a_learned_verifier_without_loading_it():

@@ -133,3 +133,22 @@ def test_distinct_draws_are_samples_without_replacement(game24_backend):
             counts[token[out[place].text]] += 1
         assert (counts / len(outs) - law).abs().max() < 0.07
     assert all(out[0].text != out[1].text for out in outs)
+
+
+def test_min_p_keeps_exactly_the_tokens_within_its_ratio_of_the_likeliest(game24_backend):
+    import torch
+
+    prompt = "Input: 4 5 6 10\n"
+    with torch.no_grad():
+        p = game24_backend.model(input_ids=torch.tensor([game24_backend.encode(prompt)])).logits[0, -1].softmax(-1)
+    for min_p in (0.001, 0.05):
+        params = SamplingParams(temperature=1.0, min_p=min_p, max_tokens=1, seed=0)
+        [out] = game24_backend.generate_many([Request(prompt, params, n=200)])  # every allowed token, once
+        allowed = {game24_backend.tokenizer.decode([t]) for t in range(len(p)) if p[t] >= min_p * p.max()}
+        assert {c.text for c in out} == allowed
+        sampled = game24_backend.generate_batch([Request(prompt, SamplingParams(temperature=1.0, min_p=min_p,
+                                                                                max_tokens=1, seed=s))
+                                                 for s in range(50)])
+        assert {c.text for c in sampled} <= allowed
+    with pytest.raises(ValueError, match="bad sampling"):
+        SamplingParams(min_p=1.0)

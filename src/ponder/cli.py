@@ -47,32 +47,30 @@ def solve(
     puzzle: list[str] = typer.Argument(..., help="game24: four numbers, as '4 5 6 10' or 4 5 6 10; arith: a "
                                                   "test-problem index"),
     task: str = typer.Option("game24", help="game24 or arith"),
-    method: str = typer.Option("best_of_n", help="search method"),
-    n: int = typer.Option(16, help="budget for sampling methods"),
+    method: str = typer.Option("", help="search method (default: the task's, tot_bfs for game24, cot for arith)"),
+    n: int = typer.Option(32, help="budget: samples (best_of_n, self_consistency) or proposals per state (tot_bfs)"),
+    min_p: float = typer.Option(0.001, help="drop tokens less likely than this times the likeliest (min-p sampling)"),
     verifier: str = typer.Option("", help="verifier for methods that need one (default: the task's shipped PRM)"),
     aggregate: str = typer.Option("min", help="how a PRM's step scores make one score: min, last, prod, mean"),
     model: str = typer.Option("", help="model: shipped name, HF directory or .gguf file (default: the task's policy)"),
     seed: int = typer.Option(0),
 ) -> None:
-    """Solve one problem and print the reasoning. By default the task's policy samples 16 solutions and its
-    shipped PRM picks one (best-of-16, min of the step scores)."""
+    """Solve one problem and print the reasoning with the task's default method. On game24 a Tree-of-Thoughts
+    search: at each step the policy proposes 32 different next steps for each of the 5 best states so far, and
+    the shipped PRM judges them (min of the step scores); on arith the policy's greedy chain of thought."""
     import asyncio
 
     from ponder.lm.engine import Engine
     from ponder.lm.hf import HFBackend, ModelLoadError
     from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, search
-    from ponder.tasks import Game24, get_task
+    from ponder.tasks import get_task
     from ponder.verifiers import check_aggregation, get_verifier
 
     text = " ".join(puzzle)
     try:
         t = get_task(task)
-        if isinstance(t, Game24):
-            problem = t.problem(text)
-        else:
-            if not text.isdigit():
-                _fail(f"arith: give a test-problem index (0-{t.size - 1}), got {text!r}")
-            problem = t.problems("test", limit=int(text) + 1)[-1]
+        problem = t.from_text(text)
+        method = method or t.default_method
         search_method = get_method(method)
         check_aggregation(aggregate)
         ver = get_verifier(verifier or f"{task}-prm") if method in NEEDS_VERIFIER else None
@@ -80,10 +78,10 @@ def solve(
     except (TaskError, ModelLoadError, ValueError) as err:
         _fail(str(err))
         return
-    if isinstance(t, Game24) and not t.is_solvable(problem):
+    if t.is_solvable(problem) is False:
         console.print(f"[yellow]{problem.question} has no solution (checked exhaustively); "
                       "any answer will be graded wrong.[/yellow]")
-    cfg = SearchConfig(n=n, seed=seed, max_tokens=t.max_tokens, aggregate=aggregate)
+    cfg = SearchConfig(n=n, seed=seed, max_tokens=t.max_tokens, aggregate=aggregate, min_p=min_p)
     trace = asyncio.run(search(t, problem, lm, ver, search_method, cfg))
     console.print(f"[bold]{t.prompt(problem).strip()}[/bold]")
     for i, step in enumerate(t.split_steps(trace.solution or ""), start=1):
@@ -110,6 +108,7 @@ def eval_cmd(
     aggregate: str = typer.Option("last", help="how best_of_n makes one score of a PRM's step scores: min, last, "
                                                "prod or mean"),
     temperature: float = typer.Option(0.8),
+    min_p: float = typer.Option(0.0, help="drop tokens less likely than this times the likeliest (min-p sampling)"),
     seed: int = typer.Option(0),
     concurrency: int = typer.Option(64, help="problems in flight at once (they share the engine's batches)"),
     out: Path = typer.Option(None, help="results folder; rerun with the same folder to resume"),
@@ -121,7 +120,7 @@ def eval_cmd(
     try:
         cfg = EvalConfig(task=task, split=split, limit=limit or None, model=model, methods=_csv(methods),
                          budgets=[int(b) for b in _csv(budgets)], verifier=verifier, aggregate=aggregate,
-                         temperature=temperature, seed=seed, concurrency=concurrency)
+                         temperature=temperature, min_p=min_p, seed=seed, concurrency=concurrency)
         out = out or Path("runs") / f"eval-{task}-{split}-seed{seed}"
         table = run_eval(cfg, out)
     except (TaskError, ModelLoadError, ValueError) as err:
@@ -250,13 +249,14 @@ def collect_search(task: str = TASK_OPT, limit: int = LIMIT_OPT,
                    method: str = typer.Option("tot_bfs", help="the step-level search whose tree is labelled"),
                    n: int = typer.Option(32, help="the search's budget (tot_bfs: proposals per state)"),
                    verifier: str = typer.Option("", help="verifier guiding the search (default: the task's PRM)"),
+                   min_p: float = typer.Option(0.001, help="min-p sampling of the search's proposals"),
                    model: str = MODEL_OPT, seed: int = typer.Option(0), out: Path = OUT_OPT,
                    concurrency: int = typer.Option(64, help="problems in flight at once")) -> None:
     """Oracle labels on every path a step-level search explores: the proposals its verifier has to judge."""
     from ponder.collect.run import CollectConfig
 
     _run(CollectConfig(labeller="search", task=task, limit=limit or None, samples=n, method=method,
-                       verifier=verifier, model=model, seed=seed, concurrency=concurrency), out)
+                       verifier=verifier, min_p=min_p, model=model, seed=seed, concurrency=concurrency), out)
 
 
 STAR_OPTS = {
@@ -469,6 +469,7 @@ def bench_proposals(
     task: str = typer.Option("game24"), problems: int = typer.Option(100, help="test-split problems"),
     k: int = typer.Option(16, help="proposals per state"),
     temperature: float = typer.Option(0.8),
+    min_p: float = typer.Option(0.0, help="drop tokens less likely than this times the likeliest (min-p sampling)"),
     paths: int = typer.Option(1, help="solver walks per problem whose states are measured"),
     rollouts: int = typer.Option(4, help="policy solutions per problem whose correct prefixes are measured"),
     samplers: str = typer.Option("independent", help="comma-separated: independent (k samples), distinct (k "
@@ -482,8 +483,8 @@ def bench_proposals(
     from ponder.tasks import get_task
 
     try:
-        cfg = ProposalConfig(k=k, recall_at=tuple(at for at in (1, 4, 16) if at <= k), temperature=temperature,
-                             paths=paths, rollouts=rollouts, seed=seed)
+        cfg = ProposalConfig(k=k, recall_at=tuple(at for at in (1, 4, 16, 32) if at <= k), temperature=temperature,
+                             min_p=min_p, paths=paths, rollouts=rollouts, seed=seed)
         result = proposals_benchmark(_csv(models) or [f"{task}-policy"], get_task(task), problems, cfg,
                                      tuple(_csv(samplers)))
     except (TaskError, ValueError) as err:
@@ -495,7 +496,7 @@ def bench_proposals(
     recalls = [(f"recall@{at}", f"recall@{at}", ".3f") for at in cfg.recall_at]
     for name, found in result["models"].items():
         print_table(f"{task} test, {name}: proposal recall ({result['problems']} problems, {k} proposals per state, "
-                    f"T={temperature}; {found['seconds']:.0f} model s)", found["rows"],
+                    f"T={temperature}, min-p {min_p}; {found['seconds']:.0f} model s)", found["rows"],
                     [("source", "states from", ""), ("depth", "depth", ""), ("states", "states", ""), *recalls,
                      ("right", "right", ".3f"), ("arithmetic", "arith. true", ".3f"), ("distinct", "distinct", ".1f"),
                      ("tokens_per_proposal", "tokens/prop.", ".1f")])

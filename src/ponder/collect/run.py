@@ -45,6 +45,7 @@ class CollectConfig:
     n: int = 8  # mc: rollouts per step prefix
     temperature: float = 0.8
     top_p: float = 1.0
+    min_p: float = 0.0
     max_tokens: int = 0  # 0: the task's default
     seed: int = 0
     omega: dict[str, float] | None = None  # omegaprm knobs (see OmegaConfig)
@@ -75,8 +76,8 @@ class CollectConfig:
                                 "model_fingerprint": fingerprint(model)})
 
     def search_config(self) -> SearchConfig:
-        return SearchConfig(n=self.samples, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
-                            aggregate=self.aggregate or "last", seed=self.seed)
+        return SearchConfig(n=self.samples, temperature=self.temperature, top_p=self.top_p, min_p=self.min_p,
+                            max_tokens=self.max_tokens, aggregate=self.aggregate or "last", seed=self.seed)
 
 
 def record_key(row: dict[str, Any]) -> tuple[str, tuple[str, ...]]:

@@ -44,6 +44,7 @@ class ProposalConfig:
     k: int = 16  # proposals per state
     recall_at: tuple[int, ...] = (1, 4, 16)
     temperature: float = 0.8
+    min_p: float = 0.0
     paths: int = 1  # solver walks per problem
     rollouts: int = 4  # policy solutions per problem whose correct prefixes are states
     max_step_tokens: int = 64
@@ -109,8 +110,8 @@ async def measure(task: Task, problems: list[Problem], lm: LanguageModel, cfg: P
     unknown = set(sources) - set(SOURCES)
     if unknown:
         raise TaskError(f"unknown state source(s) {', '.join(sorted(unknown))}; known: {', '.join(SOURCES)}")
-    search_cfg = SearchConfig(seed=cfg.seed, max_tokens=cfg.max_step_tokens)
-    rollout_cfg = SearchConfig(seed=cfg.seed, max_tokens=cfg.max_tokens)
+    search_cfg = SearchConfig(seed=cfg.seed, max_tokens=cfg.max_step_tokens, min_p=cfg.min_p)
+    rollout_cfg = SearchConfig(seed=cfg.seed, max_tokens=cfg.max_tokens, min_p=cfg.min_p)
     usage = Usage()
     proposer = Metered(lm, usage)
 

@@ -37,6 +37,7 @@ class EvalConfig:
     aggregate: str = "last"
     temperature: float = 0.8
     top_p: float = 1.0
+    min_p: float = 0.0
     max_tokens: int = 0  # 0: the task's default
     seed: int = 0
     concurrency: int = 64
@@ -69,7 +70,8 @@ def jobs(cfg: EvalConfig, problems: list[Problem]) -> list[tuple[str, int, Probl
 
 async def run_job(task: Task, problem: Problem, method: str, budget: int, lm: LanguageModel,
                   verifier: Verifier | None, cfg: EvalConfig) -> dict[str, Any]:
-    search_cfg = SearchConfig(n=budget, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
+    search_cfg = SearchConfig(n=budget, temperature=cfg.temperature, top_p=cfg.top_p, min_p=cfg.min_p,
+                              max_tokens=cfg.max_tokens,
                               aggregate=cfg.aggregate, seed=cfg.seed)
     start = time.perf_counter()
     trace = await search(task, problem, lm, verifier, get_method(method), search_cfg)

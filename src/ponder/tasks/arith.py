@@ -101,6 +101,7 @@ class Arith(Task):
     name = "arith"
     max_tokens = 320  # 8 steps of `Name = x op y = a op b = c` and the answer
     max_steps = 9
+    default_method = "cot"  # greedy solves every measured test problem; the PRM misleads searches
 
     def __init__(self, n_ops: int | None = None, size: int = 200) -> None:
         """`n_ops` fixes the difficulty; None mixes 2-8 operations evenly. `size` is the test-set size."""
@@ -121,6 +122,12 @@ class Arith(Task):
     def _nth(self, split: str, i: int) -> Problem:
         offset = TEST_SEED_OFFSET if split == "test" else 0
         return self.make(offset + i, self.n_ops or MIN_OPS + i % (MAX_OPS - MIN_OPS + 1), id=f"arith-{split}-{i}")
+
+    def from_text(self, text: str) -> Problem:
+        """A test problem by its index."""
+        if not text.strip().isdigit() or int(text) >= self.size:
+            raise TaskError(f"arith: give a test-problem index (0-{self.size - 1}), got {text!r}")
+        return self._nth("test", int(text))
 
     def rebuild(self, problem_id: str, question: str) -> Problem:
         """A split's problem from its id (`arith-train-3`), quantities included; else the base rebuild."""

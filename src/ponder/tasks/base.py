@@ -41,6 +41,7 @@ class Task(ABC):
     name: str
     max_tokens: int = 256  # what a whole solution may take to generate, by default
     max_steps: int = 16  # the most steps a solution takes: where a step-level search stops
+    default_method: str = "best_of_n"  # what `ponder solve` runs unless told: the best measured on the task
 
     @abstractmethod
     def problems(self, split: str = "test", limit: int | None = None) -> list[Problem]: ...
@@ -59,6 +60,14 @@ class Task(ABC):
         reference solution, else the data set's answer."""
         steps = steps or self.reference_solution(problem)
         return self.extract_answer(problem, steps) if steps else problem.answer
+
+    def from_text(self, text: str) -> Problem:
+        """The problem a person names on the command line (`ponder solve`)."""
+        raise TaskError(f"task {self.name!r} cannot read a problem from the command line")
+
+    def is_solvable(self, problem: Problem) -> bool | None:
+        """Whether the problem has a solution at all, where the task can tell (None: it cannot)."""
+        return None
 
     def rebuild(self, problem_id: str, question: str) -> Problem:
         """The problem a stored record names (its id and question), with whatever the task's checks need."""

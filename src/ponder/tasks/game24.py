@@ -244,6 +244,7 @@ class Game24(Task):
     name = "game24"
     max_tokens = 160
     max_steps = 4  # three moves and, if the model writes one, an answer line
+    default_method = "tot_bfs"  # 93% of the test split at k = 32, best-of-16 83% (docs/BENCHMARKS.md)
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
@@ -276,6 +277,9 @@ class Game24(Task):
     @staticmethod
     def numbers(problem: Problem) -> tuple[int, ...]:
         return tuple(problem.meta.get("numbers") or parse_puzzle(problem.question))
+
+    def from_text(self, text: str) -> Problem:
+        return self.problem(text)
 
     def is_solvable(self, problem: Problem) -> bool:
         return solvable(_key([Fraction(n) for n in self.numbers(problem)]))

@@ -32,7 +32,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, T
 from transformers.utils import logging as hf_logging
 
 from ponder.lm.hf import resolve_model
-from ponder.tasks import Game24, Task, TaskError, get_task
+from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
 from ponder.train.loop import TrainConfig, save_checkpoint, use_bf16
 from ponder.train.recipe import load_recipe_yaml
@@ -120,9 +120,7 @@ class OutcomeReward:
     def problem(self, problem_id: str, question: str) -> Problem:
         if problem_id in self.problems:
             return self.problems[problem_id]
-        if isinstance(self.task, Game24):  # a puzzle is its own question: rebuild it
-            return self.task.problem(question, id=problem_id)
-        raise TaskError(f"reward: unknown problem {problem_id!r}")
+        return self.task.rebuild(problem_id, question)
 
     def __call__(self, prompts: list[str], completions: list[str], problem_id: list[str], question: list[str],
                  **_: Any) -> list[float]:

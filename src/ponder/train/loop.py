@@ -109,7 +109,7 @@ def train_loop(model: torch.nn.Module, data: Iterator[dict[str, torch.Tensor]], 
         losses, tokens, first, before = saved["losses"], saved["tokens"], saved["step"], saved["seconds"]
         for _ in range(first):  # replay the stream to where the saved run stopped
             next(data)
-    start = saved_at = time.time()
+    start = saved_at = shown = time.time()
     model.train()
     step_model = training_model(model, cfg)
     with Progress(TextColumn(f"[bold]{name}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -128,6 +128,10 @@ def train_loop(model: torch.nn.Module, data: Iterator[dict[str, torch.Tensor]], 
             losses.append(loss.item())
             tokens += int(batch["attention_mask"].sum())
             bar.update(job, advance=1, loss=sum(losses[-20:]) / len(losses[-20:]))
+            if not bar.console.is_terminal and time.time() - shown >= 60:  # a log file sees a line a minute
+                print(f"{name}: step {step + 1}/{n_steps}, loss {sum(losses[-20:]) / len(losses[-20:]):.4f}, "
+                      f"{before + time.time() - start:.0f} s", flush=True)
+                shown = time.time()
             if state is not None and time.time() - saved_at >= cfg.save_every and step + 1 < n_steps:
                 _save_state(state, {"run": run, "step": step + 1, "model": model.state_dict(),
                                     "optim": optim.state_dict(), "losses": losses, "tokens": tokens,
