@@ -1,4 +1,4 @@
-"""Tree of Thoughts (BFS) on the shipped game24 policy, and verifiers asked about partial solutions."""
+"""Tree of Thoughts (BFS and DFS) on the shipped game24 policy, and verifiers asked about partial solutions."""
 
 from __future__ import annotations
 
@@ -41,6 +41,22 @@ def test_tot_bfs_with_the_oracle_solves_what_its_proposals_allow(game24_backend)
                                       for i in range(1, 4)) == task.grade(p, trace.answer)
 
 
+def test_tot_dfs_stops_at_the_first_solution_it_trusts_and_prunes_below_v_th(game24_backend):
+    """With the oracle every right prefix scores 1 and every wrong one 0: DFS goes straight down a right path
+    (one expansion per step, 3 for game24) and never expands a pruned state; with v_th above every score it
+    prunes everything after the first expansion."""
+    lm = Engine(game24_backend)
+    problem = task.problem("4 5 6 10")
+    cfg = SearchConfig(n=32, max_tokens=64, aggregate="min", min_p=0.001)
+    trace = asyncio.run(search(task, problem, lm, get_verifier("oracle"), get_method("tot_dfs"), cfg))
+    assert task.grade(problem, trace.answer) and trace.extra["expanded"] == 3
+    expanded = {n.parent for n in trace.nodes[1:]}
+    assert all(trace.nodes[i].score == 1.0 for i in expanded if i)  # only states that passed v_th proposed
+    strict = SearchConfig(n=32, max_tokens=64, aggregate="min", min_p=0.001, options={"v_th": 1.5})
+    pruned = asyncio.run(search(task, problem, lm, get_verifier("oracle"), get_method("tot_dfs"), strict))
+    assert pruned.extra["expanded"] == 1 and pruned.answer is None
+
+
 def test_verifiers_that_judge_only_whole_solutions_refuse_prefixes():
     problem = task.problem("4 5 6 10")
     prefix = [["10 - 4 = 6 (left: 5 6 6)"], ["10 + 5 = 15 (left: 4 6 15)"]]
@@ -50,5 +66,6 @@ def test_verifiers_that_judge_only_whole_solutions_refuse_prefixes():
     for name in ("vote", "game24-orm"):
         with pytest.raises(PrefixError):
             asyncio.run(get_verifier(name).score_prefixes(task, problem, prefix))
-    with pytest.raises(ValueError, match="needs a verifier"):
-        asyncio.run(get_method("tot_bfs")(task, problem, None, None, SearchConfig()))
+    for name in ("tot_bfs", "tot_dfs"):
+        with pytest.raises(ValueError, match="needs a verifier"):
+            asyncio.run(get_method(name)(task, problem, None, None, SearchConfig()))
