@@ -6,12 +6,16 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from ponder.tasks.base import TaskError
+
+if TYPE_CHECKING:
+    from ponder.collect.run import CollectConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Test-time search for LLM reasoning.")
 train_app = typer.Typer(no_args_is_help=True, help="Train policies (SFT) and verifiers (PRM, ORM).")
@@ -187,7 +191,7 @@ def _collect(labeller: str, task: str, limit: int, samples: int, n: int, omega: 
                        model=model, seed=seed, concurrency=concurrency), out)
 
 
-def _run(cfg, out: Path | None) -> None:
+def _run(cfg: CollectConfig, out: Path | None) -> None:
     from ponder.collect.run import run_collect
     from ponder.lm.hf import ModelLoadError
 

@@ -142,9 +142,8 @@ class HFBackend(Backend):
                             **{self._cache_arg: cache}, **self._extra).logits[:, -1].float().cpu()
         last_pos = positions[:, -1]
         while True:
-            # (parent row, token) of each row of the next step
             sampled = [b for b, i in enumerate(owner) if i not in groups]
-            nxt: dict[int, tuple[int, int]] = {}
+            nxt: dict[int, int] = {}  # the next token of each sample row that goes on
             if sampled:
                 rows_t = torch.tensor(sampled)
                 owners_t = torch.tensor([owner[b] for b in sampled])
@@ -158,7 +157,7 @@ class HFBackend(Backend):
                     i = owner[b]
                     reason = self._finished(out, params[i], len(prompts[i]))
                     if reason is None:
-                        nxt[b] = (b, token)
+                        nxt[b] = token
                     else:
                         dead[b] = True
                         results[i] = [self._complete(out, params[i], len(prompts[i]), reason)]
@@ -186,9 +185,8 @@ class HFBackend(Backend):
             # Dead sample rows stay in the cache until a quarter of it is dead (copying the cache at every
             # finish would cost more than the rows it saves); beams always need their parents' rows.
             keep = len(sampled) - len(nxt) < max(1, len(owner) // 4) and not groups
-            parents = list(range(len(owner))) if keep else [b for b, _ in nxt.values()] + [b for b, _, _ in beams]
-            step_tokens = [nxt[b][1] if b in nxt else 0 for b in parents] if keep else \
-                [t for _, t in nxt.values()] + [t for _, t, _ in beams]
+            parents = list(range(len(owner))) if keep else [*nxt, *(b for b, _, _ in beams)]
+            step_tokens = [nxt.get(b, 0) for b in parents] if keep else [*nxt.values(), *(t for _, t, _ in beams)]
             if not keep:
                 index = torch.tensor(parents)
                 cache.batch_select_indices(index.to(self.device))
@@ -244,8 +242,8 @@ def _truncate(scaled: torch.Tensor, top_p: torch.Tensor | float, min_p: torch.Te
     Holtzman et al., 2020) and for those less likely than min_p times the row's likeliest (min-p sampling,
     Nguyen et al., 2024)."""
     min_p = torch.as_tensor(min_p, dtype=torch.float64).expand(scaled.shape[0])
-    if bool((min_p > 0).any()):
-        low = scaled.log_softmax(-1) < scaled.log_softmax(-1).max(-1, keepdim=True).values + min_p.log()[:, None]
+    if bool((min_p > 0).any()):  # p < min_p * p_max  <=>  logit < max logit + log(min_p)
+        low = scaled < scaled.max(-1, keepdim=True).values + min_p.log()[:, None]
         scaled = scaled.masked_fill(low, float("-inf"))
     top_p = torch.as_tensor(top_p, dtype=torch.float64).expand(scaled.shape[0])
     if not bool((top_p < 1).any()):

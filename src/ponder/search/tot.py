@@ -60,12 +60,13 @@ class _Tree:
                 elif steps:  # an empty proposal: the model ends the solution here
                     children.append((node, steps, True))
         done = [ended or task.is_final(steps) for _, steps, ended in children]
-        whole = await self.verifier.score(task, problem, [c[1] for c, d in zip(children, done) if d])
-        partial = await self.verifier.score_prefixes(task, problem, [c[1] for c, d in zip(children, done) if not d])
+        whole = iter(await self.verifier.score(task, problem, [c[1] for c, d in zip(children, done) if d]))
+        partial = iter(await self.verifier.score_prefixes(task, problem,
+                                                          [c[1] for c, d in zip(children, done) if not d]))
         self.trace.usage.verifier_calls += len(children)
         going = []
         for (parent, steps, ended), is_done in zip(children, done):
-            score = aggregate(whole.pop(0) if is_done else partial.pop(0), self.cfg.aggregate)
+            score = aggregate(next(whole if is_done else partial), self.cfg.aggregate)
             node = self.trace.nodes[parent] if ended else self.trace.add(parent, steps[-1], score=score)
             if is_done:
                 node.terminal = True
