@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from ponder.lm.base import Request, SamplingParams
+from ponder.lm.base import ContextLengthError, Request, SamplingParams
 from ponder.lm.engine import Engine
 from ponder.lm.hf import HFBackend, ModelLoadError
 from ponder.tasks import Game24
@@ -43,11 +43,18 @@ def test_stop_strings_and_token_limits(game24_backend):
 def test_garbage_prompt_and_overlong_prompt_never_hang(game24_backend):
     odd = Request("\x00%%%{}} ~~~ ", SamplingParams(temperature=1.0, max_tokens=40, seed=1))
     huge = Request("9" * 5000, SamplingParams(max_tokens=40))
-    out = game24_backend.generate_batch([odd, huge])
-    assert out[0].generated_tokens <= 40
-    assert out[1].finish_reason == "length" and out[1].text == ""
+    engine = Engine(game24_backend)
+
+    async def main() -> list:
+        return await asyncio.gather(engine.generate([odd]), engine.generate([huge]), return_exceptions=True)
+
+    [out], error = asyncio.run(main())  # the overlong prompt fails alone, with the reason
+    assert isinstance(error, ContextLengthError) and "5000 tokens" in str(error)
+    assert out.generated_tokens <= 40
     p = task.problems("test", limit=1)[0]
-    assert not task.grade(p, task.extract_answer(p, task.split_steps(out[0].text)))
+    assert not task.grade(p, task.extract_answer(p, task.split_steps(out.text)))
+    with pytest.raises(ContextLengthError):  # a static batch refuses it before it starts
+        game24_backend.generate_batch([odd, huge])
 
 
 def test_engine_batches_concurrent_searches(game24_backend):
@@ -62,7 +69,7 @@ def test_engine_batches_concurrent_searches(game24_backend):
         return await asyncio.gather(*(one(i) for i in range(8)))
 
     texts = asyncio.run(main())
-    assert engine.stats.batches == 1 and engine.stats.rows == 32
+    assert engine.stats.peak_rows == 32  # the 8 searches decode as one batch
     direct = game24_backend.generate_batch([sampled(task.prompt(problems[3]), seed=300 + k) for k in range(4)])
     assert texts[3] == [c.text for c in direct]
 

@@ -143,7 +143,7 @@ def run_collect(cfg: CollectConfig, out_dir: Path, lm: LanguageModel | None = No
         from ponder.lm.engine import Engine
         from ponder.lm.hf import HFBackend
 
-        lm = Engine(HFBackend(cfg.model), max_batch=cfg.max_batch)
+        lm = Engine(HFBackend(cfg.model), max_rows=cfg.max_batch)
     files = {"records": ResumableJsonl(out_dir / "records.jsonl", key=record_key, what="step record"),
              "problems": ResumableJsonl(out_dir / "problems.jsonl", key=lambda r: r["problem_id"], what="problem row")}
     if cfg.labeller == "omegaprm":

@@ -213,7 +213,7 @@ def outer_loop(task: Task, problems: list[Problem], seed_pairs: list[tuple[str, 
     start = time.time()
     folder = out / f"iter-{n}"
     current = base_dir if n == 1 else out / f"iter-{n - 1}" / "model"
-    lm = Engine(HFBackend(str(current)), max_batch=512)
+    lm = Engine(HFBackend(str(current)), max_rows=512)
     found = asyncio.run(rationales(task, problems, lm, cfg, n))
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "rationales.jsonl").open("w") as f:

@@ -46,7 +46,7 @@ def engine_benchmark(model: str, n_problems: int, n: int, sequential_problems: i
     cfg = SearchConfig(n=n, temperature=0.8, max_tokens=160, seed=seed)
     backend.generate_batch([Request(task.prompt(problems[0]))])  # warm-up: first call pays one-off costs
 
-    engine = Engine(backend, max_batch=n_problems * n)
+    engine = Engine(backend, max_rows=n_problems * n)
     recorder = _Recorder(engine)
 
     async def all_searches() -> None:

@@ -34,7 +34,7 @@ def labels_benchmark(task_name: str = "game24", problems: int = 100, samples: in
                      ns: tuple[int, ...] = (1, 4, 16), budgets: tuple[int, ...] = (4, 8, 16, 32), k: int = 4,
                      model: str = "", seed: int = 0, max_batch: int = 512) -> dict[str, Any]:
     task = get_task(task_name)
-    lm = Engine(HFBackend(model or f"{task_name}-policy"), max_batch=max_batch)
+    lm = Engine(HFBackend(model or f"{task_name}-policy"), max_rows=max_batch)
     cfg = SearchConfig(temperature=0.8, max_tokens=task.max_tokens, seed=seed)
     chosen = task.problems("train", limit=problems)
 

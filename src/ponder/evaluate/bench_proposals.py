@@ -179,7 +179,7 @@ def proposals_benchmark(models: list[str], task: Task, problems: int, cfg: Propo
     chosen = task.problems("test", limit=problems)
     result: dict[str, Any] = {"task": task.name, "problems": len(chosen), "config": cfg.__dict__, "models": {}}
     for name in models:
-        lm = Engine(HFBackend(name), max_batch=max_batch)
+        lm = Engine(HFBackend(name), max_rows=max_batch)
         for sampler in samplers:
             run = replace(cfg, distinct=sampler == "distinct")
             records, usage = asyncio.run(measure(task, chosen, lm, run))

@@ -79,7 +79,7 @@ def verifiers_benchmark(verifiers: list[str], task_name: str = "game24", problem
 
 def sample_policy(task: Task, chosen: list[Problem], model: str, samples: int, seed: int,
                   max_batch: int) -> list[list[list[str]]]:
-    lm = Engine(HFBackend(model), max_batch=max_batch)
+    lm = Engine(HFBackend(model), max_rows=max_batch)
     cfg = SearchConfig(temperature=0.8, max_tokens=task.max_tokens, seed=seed)
 
     async def draw() -> list[list[list[str]]]:

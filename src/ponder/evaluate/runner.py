@@ -144,7 +144,7 @@ def run_eval(cfg: EvalConfig, out: Path, lm: LanguageModel | None = None, show_p
         from ponder.lm.engine import Engine
         from ponder.lm.hf import HFBackend
 
-        lm = Engine(HFBackend(cfg.model), max_batch=cfg.max_batch)
+        lm = Engine(HFBackend(cfg.model), max_rows=cfg.max_batch)
     rows = asyncio.run(_run(cfg, out, lm, show_progress))
     order = {(m, b): i for i, (m, b, _) in enumerate(jobs(cfg, [Problem("", "")]))}
     table = sorted(summarize(rows), key=lambda r: order.get((r["method"], r["budget"]), 1 << 30))

@@ -6,7 +6,9 @@ calls of every running search into one batch. Search code never batches by hand.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ponder.trace import Usage
@@ -48,6 +50,12 @@ class Completion:
     generated_tokens: int
     finish_reason: str  # "stop" (stop string or end of sequence) or "length"
     seconds: float = 0.0  # this request's share of the backend's compute time
+    cached_tokens: int = 0  # prompt tokens read from a cache instead of computed (of the n of a request, all but
+    # the first count the whole prompt as cached: it was computed once for all of them)
+
+
+class ContextLengthError(ValueError):
+    """A prompt that leaves the model no room to generate: this request fails, the others go on."""
 
 
 def _single(requests: list[Request], outs: list[list[Completion]]) -> list[Completion]:
@@ -71,12 +79,51 @@ class LanguageModel(ABC):
 
 
 class Backend(ABC):
-    """A synchronous batch generator (one forward pass serves many rows); the engine drives it."""
+    """Rows that a model decodes one token at a time, one forward pass for all of them; requests join between
+    steps and leave when they finish. The engine drives it from one thread at a time (`lock`)."""
 
     name: str = "backend"
 
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
     @abstractmethod
-    def generate_many(self, requests: list[Request]) -> list[list[Completion]]: ...
+    def admit(self, requests: list[Request]) -> list[int | Exception]:
+        """Start these requests (prefill their prompts): a key for each, or the error that keeps it out."""
+
+    @abstractmethod
+    def step(self) -> dict[int, list[Completion]]:
+        """One decoding step of every running row; the completions of the requests that finished, by key."""
+
+    @abstractmethod
+    def drop(self, keys: Iterable[int]) -> None:
+        """Stop these requests and free their rows (a cancelled search, or a step that failed)."""
+
+    @abstractmethod
+    def cost(self, request: Request) -> int:
+        """The most cache positions the request can hold: its prompt plus n times its token limit."""
+
+    @property
+    @abstractmethod
+    def keys(self) -> list[int]:
+        """The requests running now."""
+
+    def generate_many(self, requests: list[Request]) -> list[list[Completion]]:
+        """The requests as one batch run to its end, nothing joining it (step 1's engine and direct use)."""
+        with self.lock:
+            admitted = self.admit(requests)
+            keys = [k for k in admitted if isinstance(k, int)]
+            try:
+                failed = next((k for k in admitted if isinstance(k, Exception)), None)
+                if failed is not None:
+                    raise failed
+                results: dict[int, list[Completion]] = {}
+                while len(results) < len(keys):
+                    results.update(self.step())
+            except BaseException:
+                self.drop(keys)
+                raise
+            return [results[k] for k in keys]
 
     def generate_batch(self, requests: list[Request]) -> list[Completion]:
         return _single(requests, self.generate_many(requests))

@@ -1,24 +1,29 @@
 """In-process Hugging Face backend: a local transformers directory, a `.gguf` file, or a shipped tiny policy.
 
-Its own decoding loop (KV cache, left padding) rather than `model.generate`, because one batch mixes rows
-from different searches: each row has its own temperature, top-p, token limit, stop strings and seed, and a
-row that finishes leaves the batch so the rest run faster.
+Its own decoding loop rather than `model.generate`, because one batch mixes rows from different searches: each
+row has its own temperature, top-p, token limit, stop strings and seed; requests join the running batch between
+decoding steps (continuous batching, Yu et al., 2022, "Orca") and a row that finishes leaves it. Prompts are read
+from a prefix cache as far as another request has computed them (`ponder.lm.prefix_cache`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
+import itertools
 import random
 import time
-from dataclasses import replace
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.utils import logging as hf_logging
 
-from ponder.lm.base import Backend, Completion, LanguageModel, Request
+from ponder.lm.base import Backend, Completion, ContextLengthError, LanguageModel, Request
+from ponder.lm.prefix_cache import KV, PrefixCache, common_length
+from ponder.lm.sampling import Distinct, sample, truncate
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -61,8 +66,42 @@ def fingerprint(spec: str) -> str:
     return digest.hexdigest()[:16]
 
 
+@dataclass(eq=False)
+class _Live:
+    """An admitted request: its prompt, its sampling state and what it has cost so far."""
+
+    request: Request
+    prompt: list[int]
+    uniforms: torch.Tensor | None  # n = 1: the request's own uniforms, one per token it may generate
+    group: Distinct | None  # n > 1
+    cached: int = 0  # prompt tokens read from a cache
+    seconds: float = 0.0
+
+
+@dataclass(eq=False)
+class _Rows:
+    """Rows of a KV cache: left-padded, with holes where a cached prefix meets the rest of a prompt (the mask says
+    which columns each row reads). `pos` is the position of each row's next token and `logits` its distribution."""
+
+    cache: DynamicCache
+    mask: torch.Tensor  # [rows, columns]
+    pos: torch.Tensor  # [rows]
+    logits: torch.Tensor  # [rows, vocabulary]
+    owner: list[int]  # the request key of each row
+    outs: list[list[int]]  # the tokens each row has generated
+    dead: list[bool]  # rows of finished samples, left in place until enough are dead to compact
+
+    def __len__(self) -> int:
+        return len(self.owner)
+
+
 class HFBackend(Backend):
-    def __init__(self, spec: str, threads: int | None = None, device: str = "cpu") -> None:
+    """`prefix_cache_mb` > 0 keeps the keys and values of every sequence read in a radix tree of that many MiB,
+    and prompts that share a prefix in one admission compute it once; 0 computes every prompt from scratch."""
+
+    def __init__(self, spec: str, threads: int | None = None, device: str = "cpu",
+                 prefix_cache_mb: float = 256) -> None:
+        super().__init__()
         directory, gguf = resolve_model(spec)
         hf_logging.disable_progress_bar()
         if threads:
@@ -77,7 +116,11 @@ class HFBackend(Backend):
                     if isinstance(t, int)}
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos)
         self.max_positions = getattr(self.model.config, "max_position_embeddings", 2048)
+        self.prefixes = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
         self._rng = random.Random(0)
+        self._next_key = itertools.count()
+        self._live: dict[int, _Live] = {}
+        self._rows: _Rows | None = None
         # transformers 5.x renamed the forward argument `past_key_values` to `cache`
         forward_args = inspect.signature(self.model.forward).parameters
         self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
@@ -87,137 +130,275 @@ class HFBackend(Backend):
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
-    @torch.inference_mode()
-    def generate_many(self, requests: list[Request]) -> list[list[Completion]]:
-        prompts = [self.encode(r.prompt) for r in requests]
-        results: list[list[Completion]] = [[] for _ in requests]
-        live = []
-        for i, ids in enumerate(prompts):
-            if not ids or len(ids) >= self.max_positions:  # nothing left to generate into
-                results[i] = [Completion("", len(ids), 0, "length")]
-            else:
-                live.append(i)
-        start = time.perf_counter()
-        if live:
-            self._decode(requests, prompts, live, results)
-        # Each completion is charged its share of the batch's time, by tokens processed: compute, not latency.
-        seconds = time.perf_counter() - start
-        total = sum(c.prompt_tokens + c.generated_tokens for out in results for c in out) or 1
-        return [[replace(c, seconds=seconds * (c.prompt_tokens + c.generated_tokens) / total) for c in out]
-                for out in results]
+    @property
+    def keys(self) -> list[int]:
+        return list(self._live)
 
-    def _decode(self, requests: list[Request], prompts: list[list[int]], live: list[int],
-                results: list[list[Completion]]) -> None:
-        """One decoding loop for the whole batch. A cache row is a sample of a request with n = 1, or one beam
-        of a request with n > 1 (`Distinct`); every request's prompt is prefilled once, in one row."""
-        width = max(len(prompts[i]) for i in live)
-        ids = torch.full((len(live), width), self.pad, dtype=torch.long)
-        mask = torch.zeros((len(live), width), dtype=torch.long)
-        for j, i in enumerate(live):  # left padding, so every row's next token is in the last column
-            ids[j, width - len(prompts[i]) :] = torch.tensor(prompts[i])
-            mask[j, width - len(prompts[i]) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        params = [r.params for r in requests]
-        # A request with n = 1 draws all its uniforms up front from its own seeded generator: sampling is then
-        # one vectorised inverse-CDF lookup per step, and a request gives the same text in any batch.
-        longest = max(params[i].max_tokens for i in live)
-        uniforms = torch.ones((len(requests), longest), dtype=torch.float64)
-        groups: dict[int, Distinct] = {}
-        for i in live:
-            seed = params[i].seed if params[i].seed is not None else self._rng.getrandbits(63)
-            if requests[i].n > 1:
-                groups[i] = Distinct(requests[i].n, seed)
-            else:  # a row's stream depends only on its own seed and token limit
-                uniforms[i, : params[i].max_tokens] = torch.rand(
-                    params[i].max_tokens, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-        temps = torch.tensor([p.temperature for p in params])
-        top_p = torch.tensor([p.top_p for p in params])
-        min_p = torch.tensor([p.min_p for p in params])
-        owner = list(live)  # the request of each cache row
-        outs: list[list[int]] = [[] for _ in live]  # the tokens each cache row has generated
-        dead = [False] * len(live)  # rows of finished samples, left in the cache until it is compacted
+    def cost(self, request: Request) -> int:
+        return len(self.encode(request.prompt)) + request.n * request.params.max_tokens
+
+    def admit(self, requests: list[Request]) -> list[int | Exception]:
+        out: list[int | Exception] = []
+        new: list[int] = []
+        for request in requests:
+            try:
+                ids = self.encode(request.prompt)
+            except (TypeError, ValueError) as err:
+                out.append(ValueError(f"cannot tokenize the prompt: {err}"))
+                continue
+            if not ids:
+                out.append(ValueError("an empty prompt gives the model nothing to continue"))
+                continue
+            if len(ids) >= self.max_positions:
+                out.append(ContextLengthError(f"a prompt of {len(ids)} tokens leaves no room to generate in "
+                                              f"{self.name}'s context of {self.max_positions} positions"))
+                continue
+            p = request.params
+            seed = p.seed if p.seed is not None else self._rng.getrandbits(63)
+            # A request with n = 1 draws all its uniforms up front from its own seeded generator: sampling is then
+            # one vectorised inverse-CDF lookup per step, and a request gives the same text in any batch.
+            uniforms = None if request.n > 1 else torch.rand(
+                p.max_tokens, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+            key = next(self._next_key)
+            self._live[key] = _Live(request, ids, uniforms, Distinct(request.n, seed) if request.n > 1 else None)
+            out.append(key)
+            new.append(key)
+        if new:
+            with torch.inference_mode():
+                self._prefill(new)
+        return out
+
+    @torch.inference_mode()
+    def next_token_logits(self, prompts: list[str]) -> torch.Tensor:
+        """[prompts, vocabulary]: the model's logits for the token after each prompt, cached prefixes reused."""
+        ids = [self.encode(p) for p in prompts]
+        with self.lock:
+            rows = self._forward(ids, [self._cached(p[:-1], None) for p in ids], keys=None, store=self.prefixes)
+            if self.prefixes is not None:
+                self.prefixes.evict()
+        return rows.logits
+
+    def drop(self, keys: Iterable[int]) -> None:
+        gone = {k for k in keys if self._live.pop(k, None) is not None}
+        if gone and self._rows is not None:
+            self._select([b for b, o in enumerate(self._rows.owner) if o not in gone])
+
+    # -- prefill -------------------------------------------------------------------------------------------------
+
+    def _prefill(self, keys: list[int]) -> None:
+        """One row per new request (a group's beams branch from it later), its prompt read from the prefix cache
+        as far as it is cached, the rest computed; the rows then join the running batch."""
+        prompts = [self._live[k].prompt for k in keys]
+        local = None
+        if self.prefixes is not None:  # prompts of this admission that share a prefix compute it once
+            shared = [(p, hit) for p in _shared_prefixes(prompts) for hit in [self._cached(p, None)] if hit[0] < len(p)]
+            if shared:
+                local = PrefixCache(budget_bytes=2**62)
+                self._forward([p for p, _ in shared], [hit for _, hit in shared], keys=None, store=local)
+        hits = [self._cached(p[:-1], local) for p in prompts]  # at least the last token is computed: its logits
+        rows = self._forward(prompts, hits, keys=keys, store=self.prefixes)
+        self._merge(rows)
+        if self.prefixes is not None:
+            self.prefixes.evict()
+
+    def _cached(self, ids: list[int], local: PrefixCache | None) -> tuple[int, KV]:
+        if self.prefixes is None:
+            return 0, []
+        best = self.prefixes.match(ids)
+        if local is not None:
+            other = local.match(ids)
+            best = other if other[0] > best[0] else best
+        return best
+
+    def _forward(self, prompts: list[list[int]], hits: list[tuple[int, KV]], keys: list[int] | None,
+                 store: PrefixCache | None) -> _Rows:
+        """Prefill `prompts` whose first `hits[i][0]` tokens come with cached keys and values; each prompt's keys
+        and values go into `store`. `keys`: the requests the rows belong to, charged the time and cached tokens."""
+        start = time.perf_counter()
+        past = max(c for c, _ in hits)
+        width = max(len(p) - c for p, (c, _) in zip(prompts, hits))
+        n = len(prompts)
+        ids = torch.full((n, width), self.pad, dtype=torch.long)
+        mask = torch.zeros((n, past + width), dtype=torch.long)
+        positions = torch.zeros((n, width), dtype=torch.long)
+        for j, (prompt, (c, _)) in enumerate(zip(prompts, hits)):
+            rest = len(prompt) - c
+            ids[j, width - rest :] = torch.tensor(prompt[c:])
+            positions[j, width - rest :] = torch.arange(c, len(prompt))
+            mask[j, past - c : past] = 1
+            mask[j, past + width - rest :] = 1
         cache = DynamicCache()
+        if past:
+            layers = next(kv for c, kv in hits if c)
+            for layer, (k0, _) in enumerate(layers):
+                keys_t = k0.new_zeros((n, k0.shape[0], past, k0.shape[2]))
+                values_t = torch.zeros_like(keys_t)
+                for j, (c, kv) in enumerate(hits):
+                    if c:
+                        keys_t[j, :, past - c :] = kv[layer][0]
+                        values_t[j, :, past - c :] = kv[layer][1]
+                cache.update(keys_t.to(self.device), values_t.to(self.device), layer)
         logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                             position_ids=positions.to(self.device), use_cache=True,
                             **{self._cache_arg: cache}, **self._extra).logits[:, -1].float().cpu()
-        last_pos = positions[:, -1]
-        while True:
-            sampled = [b for b, i in enumerate(owner) if i not in groups]
-            nxt: dict[int, int] = {}  # the next token of each sample row that goes on
-            if sampled:
-                rows_t = torch.tensor(sampled)
-                owners_t = torch.tensor([owner[b] for b in sampled])
-                steps_t = torch.tensor([len(outs[b]) for b in sampled]).clamp(max=longest - 1)
-                tokens = self._sample(logits[rows_t], temps[owners_t], top_p[owners_t], min_p[owners_t],
-                                      uniforms[owners_t, steps_t])
-                for b, token in zip(sampled, tokens.tolist()):
-                    if dead[b]:
-                        continue
-                    out = [*outs[b], token]
-                    i = owner[b]
-                    reason = self._finished(out, params[i], len(prompts[i]))
-                    if reason is None:
-                        nxt[b] = token
-                    else:
-                        dead[b] = True
-                        results[i] = [self._complete(out, params[i], len(prompts[i]), reason)]
-            beams: list[tuple[int, int, int]] = []  # (parent row, token, request) of the groups' next beams
-            for i, group in groups.items():
-                rows = [b for b, o in enumerate(owner) if o == i]
-                if not rows:
-                    continue
-                temp = temps[i].item()  # temperature 0: beam search on the model's own log-probabilities
-                scaled = _truncate(logits[rows].double() / (temp or 1.0), top_p[i].item(), min_p[i].item())
-                chosen = group.step(scaled.log_softmax(-1), noisy=temp > 0)
-                outcomes = []
-                for parent, token in chosen:
-                    out = [*outs[rows[parent]], token]
-                    reason = self._finished(out, params[i], len(prompts[i]))
-                    outcomes.append((out, reason))
-                    if reason is None:
-                        beams.append((rows[parent], token, i))
-                group.advance(outcomes)
-                if group.done:
-                    results[i] = [self._complete(out, params[i], len(prompts[i]), reason)
-                                  for out, reason in group.completions()]
-            if not nxt and not beams:
-                return
-            # Dead sample rows stay in the cache until a quarter of it is dead (copying the cache at every
-            # finish would cost more than the rows it saves); beams always need their parents' rows.
-            keep = len(sampled) - len(nxt) < max(1, len(owner) // 4) and not groups
-            parents = list(range(len(owner))) if keep else [*nxt, *(b for b, _, _ in beams)]
-            step_tokens = [nxt.get(b, 0) for b in parents] if keep else [*nxt.values(), *(t for _, t, _ in beams)]
-            if not keep:
-                index = torch.tensor(parents)
-                cache.batch_select_indices(index.to(self.device))
-                mask, last_pos = mask[index], last_pos[index]
-                outs = [outs[b] for b in parents]
-                dead = [dead[b] for b in parents]
-                owner = [owner[b] for b in parents]
-            for b, token in enumerate(step_tokens):
-                if not dead[b]:
-                    outs[b] = [*outs[b], token]
-            tokens = torch.tensor(step_tokens)
-            mask = torch.cat([mask, torch.ones((len(owner), 1), dtype=torch.long)], dim=1)
-            last_pos = last_pos + 1
-            logits = self.model(input_ids=tokens[:, None].to(self.device), attention_mask=mask.to(self.device),
-                                position_ids=last_pos[:, None].to(self.device), use_cache=True,
-                                **{self._cache_arg: cache}).logits[:, -1].float().cpu()
+        rows = _Rows(cache, mask, torch.tensor([len(p) for p in prompts]), logits, list(keys or []),
+                     [[] for _ in prompts], [False] * n)
+        if store is not None:
+            seen: set[tuple[int, ...]] = set()
+            for j, prompt in enumerate(prompts):
+                if tuple(prompt) not in seen:
+                    seen.add(tuple(prompt))
+                    store.insert(prompt, self._row_kv(rows, j))
+        if keys is not None:
+            computed = [len(p) - c for p, (c, _) in zip(prompts, hits)]
+            seconds = time.perf_counter() - start
+            for key, (c, _), work in zip(keys, hits, computed):
+                self._live[key].cached = c
+                self._live[key].seconds += seconds * work / sum(computed)
+        return rows
 
-    @staticmethod
-    def _sample(logits: torch.Tensor, temps: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor,
-                u: torch.Tensor) -> torch.Tensor:
-        """Temperature, nucleus (top-p) and min-p sampling by inverse CDF with the given uniforms; temperature 0
-        is greedy."""
-        greedy = logits.argmax(-1)
-        if bool((temps == 0).all()):
-            return greedy
-        scaled = _truncate(logits.double() / temps.clamp(min=1e-5).double()[:, None], top_p, min_p)
-        cdf = scaled.softmax(-1).cumsum(-1)
-        sampled = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(-1).clamp(max=logits.shape[-1] - 1)
-        return torch.where(temps == 0, greedy, sampled)
+    def _row_kv(self, rows: _Rows, j: int) -> KV:
+        """The keys and values row j reads, in order: [heads, tokens, head_dim] per layer."""
+        cols = rows.mask[j].nonzero().squeeze(-1).to(self.device)
+        return [(layer.keys[j].index_select(1, cols).cpu(), layer.values[j].index_select(1, cols).cpu())
+                for layer in rows.cache.layers]
 
-    def _finished(self, out: list[int], p, n_prompt: int) -> str | None:
+    # -- the running batch -----------------------------------------------------------------------------------------
+
+    def _merge(self, new: _Rows) -> None:
+        """Add new rows to the running batch; the narrower cache is padded on the left."""
+        old = self._rows
+        if old is None or not len(old):
+            self._rows = new
+            return
+        width = max(old.mask.shape[1], new.mask.shape[1])
+        cache = DynamicCache()
+        for layer, (a, b) in enumerate(zip(old.cache.layers, new.cache.layers)):
+            keys = torch.cat([_left_pad(a.keys, width), _left_pad(b.keys, width)])
+            values = torch.cat([_left_pad(a.values, width), _left_pad(b.values, width)])
+            cache.update(keys, values, layer)
+        mask = torch.cat([_left_pad(old.mask, width), _left_pad(new.mask, width)])
+        self._rows = _Rows(cache, mask, torch.cat([old.pos, new.pos]), torch.cat([old.logits, new.logits]),
+                           old.owner + new.owner, old.outs + new.outs, old.dead + new.dead)
+
+    def _select(self, keep: list[int]) -> None:
+        """Keep these rows (in this order), and drop the columns no row reads any more."""
+        rows = self._rows
+        assert rows is not None
+        if keep == list(range(len(rows))):
+            return
+        if not keep:
+            self._rows = None
+            return
+        index = torch.tensor(keep)
+        rows.cache.batch_select_indices(index.to(self.device))
+        rows.mask, rows.pos, rows.logits = rows.mask[index], rows.pos[index], rows.logits[index]
+        rows.owner = [rows.owner[b] for b in keep]
+        rows.outs = [rows.outs[b] for b in keep]
+        rows.dead = [rows.dead[b] for b in keep]
+        used = rows.mask.any(0)
+        if int(used.sum()) < 0.75 * used.numel():  # late joiners and finished rows leave unread columns
+            cols = used.nonzero().squeeze(-1)
+            rows.mask = rows.mask[:, cols]
+            for layer in rows.cache.layers:
+                layer.keys = layer.keys.index_select(2, cols.to(self.device))
+                layer.values = layer.values.index_select(2, cols.to(self.device))
+
+    @torch.inference_mode()
+    def step(self) -> dict[int, list[Completion]]:
+        rows = self._rows
+        if rows is None:
+            return {}
+        start = time.perf_counter()
+        finished: dict[int, list[Completion]] = {}
+        live = self._live
+        sampled = [b for b, k in enumerate(rows.owner) if not rows.dead[b] and live[k].group is None]
+        nxt: dict[int, int] = {}  # the next token of each sample row that goes on
+        if sampled:
+            params = [live[rows.owner[b]].request.params for b in sampled]
+            uniforms = torch.tensor([float(u[min(len(rows.outs[b]), len(u) - 1)])
+                                     for b in sampled for u in [live[rows.owner[b]].uniforms]], dtype=torch.float64)
+            tokens = sample(rows.logits[sampled], torch.tensor([p.temperature for p in params]),
+                            torch.tensor([p.top_p for p in params]), torch.tensor([p.min_p for p in params]), uniforms)
+            for b, token in zip(sampled, tokens.tolist()):
+                key = rows.owner[b]
+                out = [*rows.outs[b], token]
+                reason = self._finished(out, live[key])
+                if reason is None:
+                    nxt[b] = token
+                else:
+                    rows.dead[b] = True
+                    self._remember(rows, b, out)
+                    finished[key] = [self._complete(out, live[key], reason, cached=live[key].cached)]
+        beams: list[tuple[int, int]] = []  # (parent row, token) of the groups' next beams
+        for key in dict.fromkeys(k for b, k in enumerate(rows.owner) if not rows.dead[b] and live[k].group is not None):
+            lv = live[key]
+            group = lv.group
+            assert group is not None
+            members = [b for b, o in enumerate(rows.owner) if o == key]
+            p = lv.request.params  # temperature 0: beam search on the model's own log-probabilities
+            scaled = truncate(rows.logits[members].double() / (p.temperature or 1.0), p.top_p, p.min_p)
+            outcomes = []
+            for parent, token in group.step(scaled.log_softmax(-1), noisy=p.temperature > 0):
+                out = [*rows.outs[members[parent]], token]
+                reason = self._finished(out, lv)
+                outcomes.append((out, reason))
+                if reason is None:
+                    beams.append((members[parent], token))
+                else:
+                    self._remember(rows, members[parent], out)
+            group.advance(outcomes)
+            if group.done:  # the first drawn computed the prompt; the others shared it
+                for b in members:
+                    rows.dead[b] = True
+                finished[key] = [self._complete(out, lv, reason, cached=lv.cached if i == 0 else len(lv.prompt))
+                                 for i, (out, reason) in enumerate(group.completions())]
+        # Dead sample rows stay in the cache until a quarter of it is dead (copying the cache at every finish would
+        # cost more than the rows it saves); beams always need their parents' rows.
+        n_dead = sum(rows.dead)
+        if beams or n_dead >= max(1, len(rows) // 4):
+            going = [b for b in nxt] + [b for b, _ in beams]
+            tokens = [*nxt.values(), *(t for _, t in beams)]
+            self._select(going)
+            rows = self._rows
+        else:
+            tokens = [nxt.get(b, 0) for b in range(len(rows))]
+        if rows is None:
+            self._charge(finished, start, [])
+            return finished
+        for b, token in enumerate(tokens):
+            if not rows.dead[b]:
+                rows.outs[b] = [*rows.outs[b], token]
+        rows.mask = torch.cat([rows.mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
+        rows.logits = self.model(input_ids=torch.tensor(tokens)[:, None].to(self.device),
+                                 attention_mask=rows.mask.to(self.device),
+                                 position_ids=rows.pos[:, None].to(self.device), use_cache=True,
+                                 **{self._cache_arg: rows.cache}).logits[:, -1].float().cpu()
+        rows.pos = rows.pos + 1
+        self._charge(finished, start, [rows.owner[b] for b in range(len(rows)) if not rows.dead[b]])
+        return finished
+
+    def _charge(self, finished: dict[int, list[Completion]], start: float, going: list[int]) -> None:
+        """Split the step's time among the rows that decoded; forget finished requests."""
+        seconds = time.perf_counter() - start
+        for key in going:
+            self._live[key].seconds += seconds / len(going)
+        for key, completions in finished.items():
+            lv = self._live.pop(key)
+            total = sum(c.generated_tokens for c in completions) or 1
+            finished[key] = [replace(c, seconds=lv.seconds * c.generated_tokens / total) for c in completions]
+        if self._rows is not None and not any(k in self._live for k in self._rows.owner):
+            self._rows = None
+
+    def _remember(self, rows: _Rows, b: int, out: list[int]) -> None:
+        """Cache what a finished row read (its prompt and all but its last token): the next step of a search
+        extends exactly this text."""
+        if self.prefixes is not None and len(out) > 1:
+            self.prefixes.insert(self._live[rows.owner[b]].prompt + out[:-1], self._row_kv(rows, b))
+            self.prefixes.evict()
+
+    def _finished(self, out: list[int], lv: _Live) -> str | None:
+        p = lv.request.params
         if out[-1] in self.eos:
             return "stop"
         if p.stop:
@@ -225,98 +406,40 @@ class HFBackend(Backend):
             tail = self.tokenizer.decode(out[-longest - 1 :], skip_special_tokens=True)
             if any(s in tail for s in p.stop):
                 return "stop"
-        if len(out) >= p.max_tokens or n_prompt + len(out) >= self.max_positions:
+        if len(out) >= p.max_tokens or len(lv.prompt) + len(out) >= self.max_positions:
             return "length"
         return None
 
-    def _complete(self, out: list[int], p, n_prompt: int, reason: str) -> Completion:
+    def _complete(self, out: list[int], lv: _Live, reason: str, cached: int) -> Completion:
         text = self.tokenizer.decode(out, skip_special_tokens=True)
-        cuts = [text.find(s) for s in p.stop if s in text]
+        cuts = [text.find(s) for s in lv.request.params.stop if s in text]
         if cuts:  # like the OpenAI API: the text ends before the first stop string
             text = text[: min(cuts)]
-        return Completion(text=text, prompt_tokens=n_prompt, generated_tokens=len(out), finish_reason=reason)
+        return Completion(text=text, prompt_tokens=len(lv.prompt), generated_tokens=len(out), finish_reason=reason,
+                          cached_tokens=cached)
 
 
-def _truncate(scaled: torch.Tensor, top_p: torch.Tensor | float, min_p: torch.Tensor | float) -> torch.Tensor:
-    """Logits with -inf for the tokens outside each row's smallest set of mass >= top_p (nucleus sampling,
-    Holtzman et al., 2020) and for those less likely than min_p times the row's likeliest (min-p sampling,
-    Nguyen et al., 2024)."""
-    min_p = torch.as_tensor(min_p, dtype=torch.float64).expand(scaled.shape[0])
-    if bool((min_p > 0).any()):  # p < min_p * p_max  <=>  logit < max logit + log(min_p)
-        low = scaled < scaled.max(-1, keepdim=True).values + min_p.log()[:, None]
-        scaled = scaled.masked_fill(low, float("-inf"))
-    top_p = torch.as_tensor(top_p, dtype=torch.float64).expand(scaled.shape[0])
-    if not bool((top_p < 1).any()):
-        return scaled
-    sorted_logits, order = scaled.sort(-1, descending=True)
-    probs_sorted = sorted_logits.softmax(-1)
-    sorted_logits[probs_sorted.cumsum(-1) - probs_sorted >= top_p[:, None]] = float("-inf")
-    return torch.full_like(scaled, float("-inf")).scatter(-1, order, sorted_logits)
+def _left_pad(t: torch.Tensor, width: int) -> torch.Tensor:
+    """Pad the column axis (dim 1 of a mask, dim 2 of keys/values) on the left with zeros up to `width`."""
+    axis = 1 if t.dim() == 2 else 2
+    missing = width - t.shape[axis]
+    if not missing:
+        return t
+    shape = list(t.shape)
+    shape[axis] = missing
+    return torch.cat([t.new_zeros(shape), t], dim=axis)
 
 
-def _log1mexp(x: torch.Tensor) -> torch.Tensor:
-    """log(1 - exp(x)) for x <= 0, accurate at both ends (Maechler, 2012)."""
-    return torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
-
-
-class Distinct:
-    """n different completions of one prompt, drawn without replacement: stochastic beam search (Kool, van Hoof
-    and Welling, 2019, "Stochastic Beams and Where to Find Them: The Gumbel-Top-k Trick for Sampling Sequences
-    Without Replacement").
-
-    Each beam carries its log-probability phi and a Gumbel key G. A child's key is phi_child plus Gumbel noise,
-    conditioned on the largest key among its siblings being its parent's key; the beam keeps the n largest keys
-    over children and finished sequences, and the n largest keys over all sequences are n samples without
-    replacement, in the order they would be drawn. Without noise (temperature 0) it is beam search: the n most
-    likely sequences. The noise comes from the request's own seeded generator, so the result does not depend
-    on the batch."""
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.n = n
-        self.generator = torch.Generator().manual_seed(seed)
-        self.phi = torch.zeros(1, dtype=torch.float64)  # of the live beams, in cache-row order
-        self.key = torch.zeros(1, dtype=torch.float64)
-        self.finished: list[tuple[float, list[int], str]] = []  # (key, tokens, finish reason)
-        self._chosen: list[tuple[float, float]] = []
-        self.done = False
-
-    def step(self, logp: torch.Tensor, noisy: bool) -> list[tuple[int, int]]:
-        """The (beam, token) children that take the live places among the n best; finished sequences that
-        fall out of the n best are dropped."""
-        phi = self.phi[:, None] + logp
-        keys = phi
-        if noisy:
-            u = torch.rand(phi.shape, generator=self.generator, dtype=torch.float64)
-            perturbed = phi - torch.log(-torch.log(u))
-            top = perturbed.max(-1, keepdim=True).values
-            v = self.key[:, None] - perturbed + _log1mexp(perturbed - top)
-            keys = self.key[:, None] - v.clamp(min=0) - torch.log1p(torch.exp(-v.abs()))
-        flat = keys.flatten()
-        best = flat.topk(min(self.n, flat.numel()))
-        width = logp.shape[-1]
-        children = [(k, divmod(int(j), width)) for k, j in zip(best.values.tolist(), best.indices.tolist())
-                    if k > float("-inf")]
-        ranked = sorted([(k, True, c) for k, c in children] + [(f[0], False, f) for f in self.finished],
-                        key=lambda x: -x[0])[: self.n]
-        self.finished = [f for _, is_child, f in ranked if not is_child]
-        chosen = [(k, c) for k, is_child, c in ranked if is_child]
-        self._chosen = [(float(phi[b, t]), k) for k, (b, t) in chosen]
-        return [c for _, c in chosen]
-
-    def advance(self, outcomes: list[tuple[list[int], str | None]]) -> None:
-        """The chosen children's tokens and finish reasons (None: it goes on), in the order `step` gave them."""
-        going = []
-        for (phi, key), (tokens, reason) in zip(self._chosen, outcomes):
-            if reason is None:
-                going.append((phi, key))
-            else:
-                self.finished.append((key, tokens, reason))
-        self.phi = torch.tensor([p for p, _ in going], dtype=torch.float64)
-        self.key = torch.tensor([k for _, k in going], dtype=torch.float64)
-        self.done = not going
-
-    def completions(self) -> list[tuple[list[int], str]]:
-        return [(tokens, reason) for _, tokens, reason in sorted(self.finished, key=lambda f: -f[0])]
+def _shared_prefixes(prompts: list[list[int]]) -> list[list[int]]:
+    """The longest prefixes that two or more prompts share (each shorter than its prompts), once each: computed
+    once, they serve every prompt that starts with them."""
+    order = sorted(range(len(prompts)), key=lambda i: prompts[i])
+    best = [0] * len(prompts)
+    for a, b in itertools.pairwise(order):
+        n = common_length(prompts[a], prompts[b])
+        best[a], best[b] = max(best[a], n), max(best[b], n)
+    found = {tuple(prompts[i][: min(best[i], len(prompts[i]) - 1)]) for i in range(len(prompts))}
+    return [list(p) for p in sorted(found) if len(p) > 1]
 
 
 class Direct(LanguageModel):
