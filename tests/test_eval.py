@@ -20,12 +20,14 @@ ARGS = ["--limit", "24", "--methods", "cot,self_consistency,best_of_n", "--budge
 
 
 def comparable(rows: list[dict]) -> list[dict]:
-    """Rows without the wall-clock fields, in a fixed order."""
+    """Rows without the wall-clock fields and the prompt tokens the prefix cache saved (they depend on what the
+    process computed before), in a fixed order."""
     out = []
     for r in rows:
         r = json.loads(json.dumps(r))
         r.pop("latency")
-        r["usage"].pop("seconds")
+        for key in ("seconds", "verifier_seconds", "computed_prompt_tokens"):
+            r["usage"].pop(key)
         out.append(r)
     return sorted(out, key=lambda r: (r["method"], r["budget"], r["problem_id"]))
 

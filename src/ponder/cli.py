@@ -166,21 +166,47 @@ def train_sft_cmd(
 
 @bench_app.command("engine")
 def bench_engine(
-    problems: int = typer.Option(64, help="game24 test problems"),
-    n: int = typer.Option(8, help="self-consistency samples per problem"),
-    sequential_problems: int = typer.Option(0, help="problems run through the slow sequential path (0: all)"),
-    model: str = typer.Option("game24-policy"),
+    workloads: str = typer.Option("beam,arith,sc,greedy", help="comma-separated: beam, arith, sc, greedy"),
+    engines: str = typer.Option("static,continuous", help="static (step 1's engine) and/or continuous"),
+    problems: int = typer.Option(64, help="game24 test puzzles per workload (arith: half as many problems)"),
+    cache_mb: float = typer.Option(256, help="the continuous engine's prefix cache budget, MiB"),
+    sequential: int = typer.Option(64, help="sc workload: requests run one per call for the sequential baseline"),
     seed: int = typer.Option(0),
+    out: Path = typer.Option(Path("runs/bench-engine.json"), help="where the numbers are written"),
 ) -> None:
-    """Engine vs sequential one-request calls vs one maximal batch, same workload, one run."""
+    """Step 1's engine vs continuous batching with prefix reuse and a verifier engine: tree, long-prompt and
+    sampling workloads, the same seeded searches, one run."""
     from ponder.evaluate.bench import engine_benchmark
 
-    rows = engine_benchmark(model, problems, n, sequential_problems or problems, seed)
-    print_table(f"engine benchmark: {problems} game24 problems x self-consistency@{n} ({os.cpu_count()} cores)",
-                rows, [("mode", "mode", ""), ("rows", "requests", ""), ("batches", "batches", ""),
-                       ("tokens", "gen tokens", ""), ("same_texts", "same texts", ""),
-                       ("seconds", "seconds", ".2f"), ("tokens_per_s", "tokens/s", ".0f"),
-                       ("vs_sequential", "vs sequential", ".2f"), ("vs_max_batch", "vs max batch", ".2f")])
+    try:
+        result = engine_benchmark(_csv(workloads), problems, seed, _csv(engines), cache_mb=cache_mb,
+                                  sequential=sequential)
+    except ValueError as err:
+        _fail(str(err))
+        return
+    cores = os.cpu_count()
+    print_table(f"engine benchmark, seed {seed} ({cores} cores); per workload, totals", result["rows"], [
+        ("workload", "workload", ""), ("engine", "engine", ""), ("seconds", "seconds", ".1f"),
+        ("gen_tokens", "gen tokens", ""), ("tokens_per_s", "gen tok/s", ".0f"),
+        ("prompt_tokens", "prompt tokens", ""), ("computed", "computed", ".1%"), ("model_calls", "model calls", ""),
+        ("verifier_calls", "PRM calls", ""), ("verifier_s", "PRM s", ".1f"), ("steps", "steps", ""),
+        ("accuracy", "accuracy", ".3f"), ("peak_rss_mb", "peak RSS MiB", ".0f"),
+        ("cache_mb", "cache MiB", ".1f")])
+    if result["comparisons"]:
+        print_table("continuous vs static: same searches", result["comparisons"], [
+            ("workload", "workload", ""), ("speedup", "speed-up", ".2f"),
+            ("requests_compared", "requests", ""), ("texts_differ", "texts differ", ".1%"),
+            ("same_trees", "same trees/answers", ".1%")])
+    if result["sc_baselines"]:
+        print_table("SC@8: the continuous engine against step 1's baselines", result["sc_baselines"], [
+            ("mode", "mode", ""), ("requests", "requests", ""), ("seconds", "seconds", ".2f"),
+            ("tokens_per_s", "gen tok/s", ".0f"), ("same_texts", "same texts", ""),
+            ("engine_vs_this", "engine vs this", ".2f")])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"config": {"workloads": workloads, "engines": engines, "problems": problems,
+                                          "cache_mb": cache_mb, "sequential": sequential, "seed": seed,
+                                          "cores": cores}, **result}, indent=2) + "\n")
+    console.print(f"saved to {out}")
 
 
 def _collect(labeller: str, task: str, limit: int, samples: int, n: int, omega: dict[str, float] | None,

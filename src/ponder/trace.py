@@ -7,26 +7,32 @@ finally chose; `usage` is what it cost. Evaluation, the server and the tree view
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
 @dataclass
 class Usage:
-    """Compute spent on one problem. Methods are compared at equal compute, not at equal `n`."""
+    """Compute spent on one problem, as the engines measured it. Methods are compared at equal compute, not at
+    equal `n`."""
 
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # prompt tokens requested
+    computed_prompt_tokens: int = 0  # of those, the ones the model computed (the rest came from a prefix cache)
     generated_tokens: int = 0
     model_calls: int = 0
-    verifier_calls: int = 0
-    seconds: float = 0.0
+    verifier_calls: int = 0  # solutions or prefixes judged
+    verifier_tokens: int = 0  # tokens a learned verifier read to judge them
+    seconds: float = 0.0  # the policy's share of compute time
+    verifier_seconds: float = 0.0  # the verifier's share
 
     def add(self, other: Usage) -> None:
-        self.prompt_tokens += other.prompt_tokens
-        self.generated_tokens += other.generated_tokens
-        self.model_calls += other.model_calls
-        self.verifier_calls += other.verifier_calls
-        self.seconds += other.seconds
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+# The usage of the problem whose verifier call is running: the verifier engine charges its tokens and time here.
+METER: ContextVar[Usage | None] = ContextVar("ponder_usage", default=None)
 
 
 @dataclass

@@ -1,110 +1,228 @@
-"""`ponder bench engine`: what the batching engine buys, measured side by side in one run.
+"""`ponder bench engine`: the engine for tree search against step 1's engine, the same workloads in one run.
 
-One workload (game24 test problems x self-consistency@n with the shipped policy) three ways:
-(a) through the engine, all searches concurrent; (b) every request as its own one-row `generate_batch`
-call, one after another; (c) all requests in one maximal `generate_batch` call, the ceiling for (a).
-For reference, (d) the same requests as one call of transformers' own `model.generate` (no per-row seeds).
-Every request carries its own seed, so (a)-(c) produce the same texts; the benchmark checks that.
+Engines:
+- `static` (step 1): a batch starts once every search waits, runs in the event loop until its longest row ends,
+  nothing joins it; every prompt is computed from scratch; the PRM scores each search's call at once, alone.
+- `continuous`: `Engine` (rows join and leave at every decoding step, in a worker thread), the prefix cache
+  (a radix tree of keys and values under a memory budget), and the verifier engine (the PRM calls of all
+  searches share forward passes, in their own worker thread).
+
+Workloads (every request seeded, so both engines run the same searches):
+- `beam`: step-level beam search over game24 test puzzles: ToT-BFS with b = 4 states kept, k = 4 independent
+  candidate steps each, every new state scored by the shipped PRM.
+- `arith`: self-consistency@16 on arith test problems (a longer prompt, 16 samples of it).
+- `sc`: self-consistency@8 on game24 (step 1's workload), also against sequential one-request calls and one
+  maximal batch.
+- `greedy`: greedy CoT on game24, whose texts must not change with the engine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
-import torch
-
 from ponder.lm.base import Completion, LanguageModel, Request
-from ponder.lm.engine import Engine
+from ponder.lm.engine import Engine, StaticEngine
 from ponder.lm.hf import HFBackend
-from ponder.search import SearchConfig
-from ponder.search.base import request_seed
-from ponder.search.self_consistency import self_consistency
-from ponder.tasks import Game24
+from ponder.lm.prefix_cache import PrefixCache
+from ponder.search import SearchConfig, get_method, search
+from ponder.tasks import get_task
+from ponder.trace import Trace, Usage
+from ponder.verifiers.learned import LearnedVerifier
+
+ENGINES = ("static", "continuous")
+WORKLOADS = ("beam", "arith", "sc", "greedy")
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    task: str
+    method: str
+    problems: int
+    cfg: SearchConfig
+    verifier: str | None = None
+
+    @property
+    def title(self) -> str:
+        return {"beam": f"beam search (b=4, k=4, PRM), {self.problems} game24",
+                "arith": f"SC@16, {self.problems} arith", "sc": f"SC@8, {self.problems} game24",
+                "greedy": f"greedy CoT, {self.problems} game24"}[self.name]
+
+
+def workloads(names: list[str], problems: int, seed: int) -> list[Workload]:
+    known = {
+        "beam": Workload("beam", "game24", "tot_bfs", problems, SearchConfig(
+            n=4, temperature=0.8, max_tokens=32, aggregate="min", seed=seed,
+            options={"k": 4, "b": 4, "distinct": False}), verifier="game24-prm"),
+        "arith": Workload("arith", "arith", "self_consistency", problems // 2,
+                          SearchConfig(n=16, temperature=0.8, max_tokens=256, seed=seed)),
+        "sc": Workload("sc", "game24", "self_consistency", problems,
+                       SearchConfig(n=8, temperature=0.8, max_tokens=160, seed=seed)),
+        "greedy": Workload("greedy", "game24", "cot", problems, SearchConfig(n=1, temperature=0.0, max_tokens=160,
+                                                                          seed=seed)),
+    }
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown workload(s) {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
+    return [known[n] for n in names]
 
 
 class _Recorder(LanguageModel):
-    """Records every request a search makes, so the other modes can replay exactly the same workload."""
+    """Keeps every request and its completions, to compare the engines' texts request by request."""
 
     def __init__(self, lm: LanguageModel) -> None:
         self.lm = lm
+        self.texts: dict[tuple[str, int | None, int], list[str]] = {}
         self.requests: list[Request] = []
         self.completions: list[Completion] = []
 
     async def generate_many(self, requests: list[Request]) -> list[list[Completion]]:
-        out = await self.lm.generate_many(requests)
-        self.requests += requests
-        self.completions += [c for [c] in out]  # the workload's requests are single samples
-        return out
+        outs = await self.lm.generate_many(requests)
+        for r, out in zip(requests, outs):
+            self.texts[(r.prompt, r.params.seed, r.n)] = [c.text for c in out]
+            if r.n == 1:
+                self.requests.append(r)
+                self.completions.append(out[0])
+        return outs
 
 
-def engine_benchmark(model: str, n_problems: int, n: int, sequential_problems: int, seed: int) -> list[dict[str, Any]]:
-    task = Game24()
-    problems = task.problems("test", limit=n_problems)
-    backend = HFBackend(model)
-    cfg = SearchConfig(n=n, temperature=0.8, max_tokens=160, seed=seed)
-    backend.generate_batch([Request(task.prompt(problems[0]))])  # warm-up: first call pays one-off costs
+class _PeakMemory:
+    """Peak resident memory of this process while the block runs (sampled every 20 ms from /proc)."""
 
-    engine = Engine(backend, max_rows=n_problems * n)
-    recorder = _Recorder(engine)
+    def __enter__(self) -> _PeakMemory:
+        self.peak = self.start = _rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
 
-    async def all_searches() -> None:
-        await asyncio.gather(*(self_consistency(task, p, recorder, None, cfg) for p in problems))
+    def _watch(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, _rss())
 
-    start = time.perf_counter()
-    asyncio.run(all_searches())
-    t_engine = time.perf_counter() - start
-    requests, reference = recorder.requests, recorder.completions
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss())
 
+
+def _rss() -> int:
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return 0
+    for line in status.read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def run_workload(w: Workload, engine: str, backend: HFBackend, verifier: LearnedVerifier | None,
+                 max_rows: int, cache_mb: float) -> dict[str, Any]:
+    """One workload through one engine: its usage, time, memory, traces and texts."""
+    task = get_task(w.task)
+    problems = task.problems("test", limit=w.problems)
+    backend.prefixes = PrefixCache(int(cache_mb * 2**20)) if engine == "continuous" else None
+    lm: LanguageModel = Engine(backend, max_rows=max_rows) if engine == "continuous" else StaticEngine(
+        backend, max_rows=max_rows)
+    if verifier is not None:
+        verifier = LearnedVerifier(w.verifier or "", batched=engine == "continuous") if (
+            (verifier.engine is not None) != (engine == "continuous")) else verifier
+    recorder = _Recorder(lm)
+    method = get_method(w.method)
+
+    async def everything() -> list[Trace]:
+        return list(await asyncio.gather(*(search(task, p, recorder, verifier, method, w.cfg) for p in problems)))
+
+    with _PeakMemory() as memory:
+        start = time.perf_counter()
+        traces = asyncio.run(everything())
+        seconds = time.perf_counter() - start
+    usage = Usage()
+    for t in traces:
+        usage.add(t.usage)
+    return {"workload": w.name, "title": w.title, "engine": engine, "seconds": seconds, "usage": usage,
+            "accuracy": sum(task.grade(p, t.answer) for p, t in zip(problems, traces)) / len(problems),
+            "peak_rss_mb": memory.peak / 2**20,
+            "cache_mb": (backend.prefixes.peak_bytes / 2**20) if backend.prefixes else 0.0,
+            "cache_budget_mb": cache_mb if backend.prefixes else 0.0,
+            "steps": lm.stats.batches,  # type: ignore[attr-defined]
+            "traces": traces, "recorder": recorder}
+
+
+def _tree(trace: Trace) -> list[tuple[int | None, str, bool]]:
+    return [(n.parent, n.text, n.terminal) for n in trace.nodes]
+
+
+def compare(static: dict[str, Any], fast: dict[str, Any]) -> dict[str, Any]:
+    """Speed-up, and how much of the two runs' output is identical (requests answered by both)."""
+    a, b = static["recorder"].texts, fast["recorder"].texts
+    shared = [k for k in a if k in b]
+    same_trees = sum(_tree(x) == _tree(y) for x, y in zip(static["traces"], fast["traces"]))
+    return {"speedup": static["seconds"] / fast["seconds"], "requests_compared": len(shared),
+            "texts_differ": sum(a[k] != b[k] for k in shared) / max(1, len(shared)),
+            "same_trees": same_trees / len(static["traces"])}
+
+
+def baselines(w: Workload, backend: HFBackend, recorded: _Recorder, sequential: int) -> list[dict[str, Any]]:
+    """Step 1's comparison on a workload of single samples: every request as its own call (the first
+    `sequential` requests), and all of them as one maximal batch."""
+    backend.prefixes = None
+    requests, reference = recorded.requests, recorded.completions
     start = time.perf_counter()
     ceiling = backend.generate_batch(requests)
     t_batch = time.perf_counter() - start
-
-    subset = [r for r in requests if any(r.params.seed == request_seed(cfg, p, "sample", i)
-                                         for p in problems[:sequential_problems] for i in range(n))]
     start = time.perf_counter()
-    sequential = [backend.generate_batch([r])[0] for r in subset]
+    alone = [backend.generate_batch([r])[0] for r in requests[:sequential]]
     t_seq = time.perf_counter() - start
-
-    start = time.perf_counter()
-    hf_tokens = _hf_generate(backend, requests, cfg)
-    t_hf = time.perf_counter() - start
-
-    same = [c.text for c in ceiling] == [c.text for c in reference]
-    by_prompt_seed = {(r.prompt, r.params.seed): c.text for r, c in zip(requests, reference)}
-    same_seq = all(by_prompt_seed[(r.prompt, r.params.seed)] == c.text for r, c in zip(subset, sequential))
-    rows = [
-        {"mode": "(a) engine", "rows": len(requests), "tokens": sum(c.generated_tokens for c in reference),
-         "seconds": t_engine, "batches": engine.stats.batches},
-        {"mode": "(b) sequential, 1 request per call", "rows": len(subset),
-         "tokens": sum(c.generated_tokens for c in sequential), "seconds": t_seq, "batches": len(subset)},
-        {"mode": "(c) one maximal batch", "rows": len(requests), "tokens": sum(c.generated_tokens for c in ceiling),
-         "seconds": t_batch, "batches": 1},
-        {"mode": "(d) transformers generate, one batch", "rows": len(requests), "tokens": hf_tokens,
-         "seconds": t_hf, "batches": 1},
+    return [
+        {"mode": "one request per call", "requests": len(alone), "seconds": t_seq,
+         "tokens": sum(c.generated_tokens for c in alone),
+         "same_texts": [c.text for c in alone] == [c.text for c in reference[:sequential]]},
+        {"mode": "one maximal batch", "requests": len(requests), "seconds": t_batch,
+         "tokens": sum(c.generated_tokens for c in ceiling),
+         "same_texts": [c.text for c in ceiling] == [c.text for c in reference]},
     ]
-    for row in rows:
-        row["tokens_per_s"] = row["tokens"] / row["seconds"]
-    for row in rows:
-        row["vs_sequential"] = row["tokens_per_s"] / rows[1]["tokens_per_s"]
-        row["vs_max_batch"] = row["tokens_per_s"] / rows[2]["tokens_per_s"]
-        row["same_texts"] = same if row is not rows[1] else same_seq
-    rows[3]["same_texts"] = "n/a"
-    return rows
 
 
-@torch.inference_mode()
-def _hf_generate(backend: HFBackend, requests: list[Request], cfg: SearchConfig) -> int:
-    """Generated tokens (up to and including end-of-sequence) of one `model.generate` call over all requests."""
-    tok = backend.tokenizer
-    tok.padding_side = "left"
-    enc = tok([r.prompt for r in requests], add_special_tokens=False, padding=True, return_tensors="pt")
-    out = backend.model.generate(**enc, do_sample=True, temperature=cfg.temperature, max_new_tokens=cfg.max_tokens,
-                                 pad_token_id=backend.pad, eos_token_id=sorted(backend.eos), top_k=0)
-    new = out[:, enc.input_ids.shape[1] :]
-    total = 0
-    for row in new.tolist():
-        ends = [i for i, t in enumerate(row) if t in backend.eos]
-        total += ends[0] + 1 if ends else len(row)
-    return total
+def engine_benchmark(names: list[str], problems: int, seed: int, engines: list[str], max_rows: int = 512,
+                     cache_mb: float = 256, sequential: int = 64) -> dict[str, Any]:
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown:
+        raise ValueError(f"unknown engine(s) {', '.join(unknown)}; known: {', '.join(ENGINES)}")
+    backends: dict[str, HFBackend] = {}
+    rows, comparisons, extra = [], [], []
+    for w in workloads(names, problems, seed):
+        if w.task not in backends:
+            backends[w.task] = HFBackend(f"{w.task}-policy")
+            backends[w.task].generate_batch([Request("Input: 1 2 3 4\n")])  # warm-up: one-off costs
+        backend = backends[w.task]
+        verifier = LearnedVerifier(w.verifier) if w.verifier else None
+        runs = {e: run_workload(w, e, backend, verifier, max_rows, cache_mb) for e in engines}
+        for run in runs.values():
+            u = run["usage"]
+            rows.append({
+                "workload": w.title, "engine": run["engine"], "seconds": run["seconds"],
+                "gen_tokens": u.generated_tokens, "tokens_per_s": u.generated_tokens / run["seconds"],
+                "prompt_tokens": u.prompt_tokens, "computed": u.computed_prompt_tokens / max(1, u.prompt_tokens),
+                "model_calls": u.model_calls, "verifier_calls": u.verifier_calls,
+                "verifier_tokens": u.verifier_tokens, "verifier_s": u.verifier_seconds, "steps": run["steps"],
+                "accuracy": run["accuracy"], "peak_rss_mb": run["peak_rss_mb"], "cache_mb": run["cache_mb"],
+                "cache_budget_mb": run["cache_budget_mb"],
+                **{f"usage_{f.name}": getattr(u, f.name) for f in fields(u)},
+            })
+        if set(ENGINES) <= set(runs):
+            comparisons.append({"workload": w.title, **compare(runs["static"], runs["continuous"])})
+        if w.name == "sc" and "continuous" in runs:
+            fast = runs["continuous"]
+            for row in baselines(w, backend, fast["recorder"], min(sequential, len(fast["recorder"].requests))):
+                row["tokens_per_s"] = row["tokens"] / row["seconds"]
+                extra.append(row)
+            engine_rate = fast["usage"].generated_tokens / fast["seconds"]
+            for row in extra:
+                row["engine_vs_this"] = engine_rate / row["tokens_per_s"]
+    return {"rows": rows, "comparisons": comparisons, "sc_baselines": extra}

@@ -10,7 +10,7 @@ import asyncio
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from ponder.lm.hf import fingerprint
 from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, search
 from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
+from ponder.trace import Usage
 from ponder.verifiers import Verifier, check_aggregation, get_verifier, verifier_fingerprint
 
 
@@ -101,11 +102,8 @@ def summarize(rows: list[dict[str, Any]], by_difficulty: bool = False) -> list[d
             "problems": n,
             "accuracy": sum(r["correct"] for r in rs) / n,
             "pass": sum(r.get("any_correct", r["correct"]) for r in rs) / n,
-            "generated_tokens": sum(r["usage"]["generated_tokens"] for r in rs) / n,
-            "prompt_tokens": sum(r["usage"]["prompt_tokens"] for r in rs) / n,
-            "model_calls": sum(r["usage"]["model_calls"] for r in rs) / n,
-            "verifier_calls": sum(r["usage"]["verifier_calls"] for r in rs) / n,
-            "seconds": sum(r["usage"]["seconds"] for r in rs) / n,
+            # per problem; records written before a field existed count 0 for it
+            **{f.name: sum(r["usage"].get(f.name, 0) for r in rs) / n for f in fields(Usage)},
         })
     return table
 

@@ -142,6 +142,7 @@ class Metered(LanguageModel):
         completions = [c for out in outs for c in out]
         self.usage.model_calls += len(requests)
         self.usage.prompt_tokens += sum(c.prompt_tokens for c in completions)
+        self.usage.computed_prompt_tokens += sum(c.prompt_tokens - c.cached_tokens for c in completions)
         self.usage.generated_tokens += sum(c.generated_tokens for c in completions)
         self.usage.seconds += sum(c.seconds for c in completions)
         return outs

@@ -17,10 +17,10 @@ floating-point order of a batch's sums: `ponder bench engine` counts the texts t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from dataclasses import dataclass
 
+from ponder.batcher import resolve, start_worker
 from ponder.lm.base import Backend, Completion, LanguageModel, Request
 
 
@@ -61,8 +61,7 @@ class Engine(LanguageModel):
         with self._cond:
             self._waiting.extend(entries)
             if self._worker is None or not self._worker.is_alive():
-                self._worker = threading.Thread(target=self._serve, name="ponder-engine", daemon=True)
-                self._worker.start()
+                self._worker = start_worker(self._serve, "ponder-engine")
             self._cond.notify()
         try:
             return list(await asyncio.gather(*(e.future for e in entries)))
@@ -136,18 +135,7 @@ class Engine(LanguageModel):
 
 
 def _deliver(entry: _Waiting, result: list[Completion] | None = None, error: BaseException | None = None) -> None:
-    """Settle a caller's future from the worker thread (on its own event loop; a loop already closed is skipped)."""
-
-    def settle() -> None:
-        if entry.future.done():
-            return
-        if error is not None:
-            entry.future.set_exception(error)
-        else:
-            entry.future.set_result(result)  # type: ignore[arg-type]
-
-    with contextlib.suppress(RuntimeError):  # the caller's event loop has closed: nobody is waiting
-        entry.loop.call_soon_threadsafe(settle)
+    resolve(entry.loop, entry.future, result, error)
 
 
 class StaticEngine(LanguageModel):

@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.utils import logging as hf_logging
 
 from ponder.lm.base import Backend, Completion, ContextLengthError, LanguageModel, Request
+from ponder.lm.kv import concat_rows, left_pad, new_cache
 from ponder.lm.prefix_cache import KV, PrefixCache, common_length
 from ponder.lm.sampling import Distinct, sample, truncate
 
@@ -227,17 +228,17 @@ class HFBackend(Backend):
             positions[j, width - rest :] = torch.arange(c, len(prompt))
             mask[j, past - c : past] = 1
             mask[j, past + width - rest :] = 1
-        cache = DynamicCache()
+        layers = []
         if past:
-            layers = next(kv for c, kv in hits if c)
-            for layer, (k0, _) in enumerate(layers):
+            for layer, (k0, _) in enumerate(next(kv for c, kv in hits if c)):
                 keys_t = k0.new_zeros((n, k0.shape[0], past, k0.shape[2]))
                 values_t = torch.zeros_like(keys_t)
                 for j, (c, kv) in enumerate(hits):
                     if c:
                         keys_t[j, :, past - c :] = kv[layer][0]
                         values_t[j, :, past - c :] = kv[layer][1]
-                cache.update(keys_t.to(self.device), values_t.to(self.device), layer)
+                layers.append((keys_t.to(self.device), values_t.to(self.device)))
+        cache = new_cache(layers)
         logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                             position_ids=positions.to(self.device), use_cache=True,
                             **{self._cache_arg: cache}, **self._extra).logits[:, -1].float().cpu()
@@ -272,12 +273,8 @@ class HFBackend(Backend):
             self._rows = new
             return
         width = max(old.mask.shape[1], new.mask.shape[1])
-        cache = DynamicCache()
-        for layer, (a, b) in enumerate(zip(old.cache.layers, new.cache.layers)):
-            keys = torch.cat([_left_pad(a.keys, width), _left_pad(b.keys, width)])
-            values = torch.cat([_left_pad(a.values, width), _left_pad(b.values, width)])
-            cache.update(keys, values, layer)
-        mask = torch.cat([_left_pad(old.mask, width), _left_pad(new.mask, width)])
+        cache = concat_rows(old.cache, new.cache, width)
+        mask = torch.cat([left_pad(old.mask, width), left_pad(new.mask, width)])
         self._rows = _Rows(cache, mask, torch.cat([old.pos, new.pos]), torch.cat([old.logits, new.logits]),
                            old.owner + new.owner, old.outs + new.outs, old.dead + new.dead)
 
@@ -301,8 +298,7 @@ class HFBackend(Backend):
             cols = used.nonzero().squeeze(-1)
             rows.mask = rows.mask[:, cols]
             for layer in rows.cache.layers:
-                layer.keys = layer.keys.index_select(2, cols.to(self.device))
-                layer.values = layer.values.index_select(2, cols.to(self.device))
+                layer.keep_columns(cols.to(self.device))
 
     @torch.inference_mode()
     def step(self) -> dict[int, list[Completion]]:
@@ -417,17 +413,6 @@ class HFBackend(Backend):
             text = text[: min(cuts)]
         return Completion(text=text, prompt_tokens=len(lv.prompt), generated_tokens=len(out), finish_reason=reason,
                           cached_tokens=cached)
-
-
-def _left_pad(t: torch.Tensor, width: int) -> torch.Tensor:
-    """Pad the column axis (dim 1 of a mask, dim 2 of keys/values) on the left with zeros up to `width`."""
-    axis = 1 if t.dim() == 2 else 2
-    missing = width - t.shape[axis]
-    if not missing:
-        return t
-    shape = list(t.shape)
-    shape[axis] = missing
-    return torch.cat([t.new_zeros(shape), t], dim=axis)
 
 
 def _shared_prefixes(prompts: list[list[int]]) -> list[list[int]]:

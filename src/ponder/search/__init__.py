@@ -5,7 +5,7 @@ from ponder.search import best_of_n, cot, self_consistency, tot  # noqa: F401  (
 from ponder.search.base import METHODS, NEEDS_VERIFIER, SearchConfig, SearchMethod
 from ponder.tasks.base import Problem, Task
 from ponder.trace import Trace, Usage
-from ponder.verifiers.base import Verifier
+from ponder.verifiers.base import MeteredVerifier, Verifier
 
 
 def get_method(name: str) -> SearchMethod:
@@ -16,9 +16,10 @@ def get_method(name: str) -> SearchMethod:
 
 async def search(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
                  method: SearchMethod, cfg: SearchConfig) -> Trace:
-    """Run one search with its model calls metered into the trace's usage."""
+    """Run one search with its model and verifier calls metered into the trace's usage."""
     usage = Usage()
-    trace = await method(task, problem, Metered(lm, usage), verifier, cfg)
+    judge = MeteredVerifier(verifier, usage) if verifier is not None else None
+    trace = await method(task, problem, Metered(lm, usage), judge, cfg)
     trace.usage.add(usage)
     return trace
 

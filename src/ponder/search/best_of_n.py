@@ -26,7 +26,6 @@ async def best_of_n(task: Task, problem: Problem, lm: LanguageModel, verifier: V
     trace = Trace(problem.id, "best_of_n", extra={"verifier": verifier.name})
     solutions = await sample_solutions(task, problem, lm, cfg, n=cfg.n, temperature=cfg.temperature, tag="sample")
     step_scores = await verifier.score(task, problem, solutions)
-    trace.usage.verifier_calls += len(solutions)
     scores = [aggregate(s, cfg.aggregate) for s in step_scores]
     answers = record_solutions(trace, task, problem, solutions, scores)
     if cfg.options.get("weighted"):

@@ -63,7 +63,6 @@ class _Tree:
         whole = iter(await self.verifier.score(task, problem, [c[1] for c, d in zip(children, done) if d]))
         partial = iter(await self.verifier.score_prefixes(task, problem,
                                                           [c[1] for c, d in zip(children, done) if not d]))
-        self.trace.usage.verifier_calls += len(children)
         going = []
         for (parent, steps, ended), is_done in zip(children, done):
             score = aggregate(next(whole if is_done else partial), self.cfg.aggregate)

@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 
 from ponder.tasks.base import Problem, Task
+from ponder.trace import METER, Usage
 
 
 class Verifier(ABC):
@@ -19,6 +20,29 @@ class Verifier(ABC):
         """Per-step scores of partial solutions, as a step-level search asks: is each step right so far? A PRM
         scores a prefix as it scores a solution; a verifier that judges only whole solutions says so."""
         return await self.score(task, problem, prefixes)
+
+
+class MeteredVerifier(Verifier):
+    """Counts a verifier's judgements (one per solution or prefix) into one problem's `Usage`; while a call runs,
+    `METER` points at that usage, so a learned verifier's engine charges the tokens it read and its time there.
+    Every search method is metered the same way, none by hand."""
+
+    def __init__(self, verifier: Verifier, usage: Usage) -> None:
+        self.verifier, self.usage, self.name = verifier, usage, verifier.name
+
+    async def score(self, task: Task, problem: Problem, solutions: list[list[str]]) -> list[list[float]]:
+        return await self._metered(self.verifier.score, task, problem, solutions)
+
+    async def score_prefixes(self, task: Task, problem: Problem, prefixes: list[list[str]]) -> list[list[float]]:
+        return await self._metered(self.verifier.score_prefixes, task, problem, prefixes)
+
+    async def _metered(self, fn, task: Task, problem: Problem, items: list[list[str]]) -> list[list[float]]:
+        self.usage.verifier_calls += len(items)
+        token = METER.set(self.usage)
+        try:
+            return await fn(task, problem, items)
+        finally:
+            METER.reset(token)
 
 
 class PrefixError(ValueError):

@@ -28,6 +28,7 @@ the tag judges the state reachable. A tag alone does not learn to check arithmet
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -43,8 +44,10 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from ponder.batcher import Batcher
 from ponder.lm.hf import resolve_model
 from ponder.tasks.base import Problem, Task
+from ponder.trace import METER
 from ponder.verifiers.base import PrefixError, Verifier
 
 KINDS = ("step_tag", "token_classification", "orm")
@@ -151,7 +154,8 @@ class StepLayout:
 class LearnedVerifier(Verifier):
     """A PRM or ORM checkpoint (a shipped name, a directory) as a verifier."""
 
-    def __init__(self, spec: str, head: HeadSpec | str | None = None, batch_size: int = 64) -> None:
+    def __init__(self, spec: str, head: HeadSpec | str | None = None, batch_size: int = 64,
+                 batched: bool = True) -> None:
         directory, gguf = resolve_model(spec)
         config_path = directory / "config.json"
         config = json.loads(config_path.read_text()) if config_path.is_file() else {}
@@ -174,29 +178,48 @@ class LearnedVerifier(Verifier):
         limit = getattr(self.model.config, "max_position_embeddings", 2048)
         self.layout = StepLayout(self.tokenizer, head, limit)
         self.batch_size = batch_size
+        # the verifier engine; unbatched, each call is scored at once in its caller's coroutine (step 1's way)
+        self.engine = Batcher(self._judge, max_items=8 * batch_size, name="verifier") if batched else None
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
-    @torch.inference_mode()
     def score_texts(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
         """Per-step scores for (prompt, steps) pairs, computed in batches."""
-        out: list[list[float]] = []
+        return [scores for scores, _, _ in self._judge(items)]
+
+    @torch.inference_mode()
+    def _judge(self, items: list[tuple[str, list[str]]]) -> list[tuple[list[float], int, float]]:
+        """Per item: its step scores, the tokens read and its share of the compute time (by tokens)."""
+        out: list[tuple[list[float], int, float]] = []
         for start in range(0, len(items), self.batch_size):
+            began = time.perf_counter()
             encoded = [self.layout.encode(p, s) for p, s in items[start : start + self.batch_size]]
             batch = pad_batch([e.ids for e in encoded], self.pad)
             logits = head_logits(self.model, self.layout, batch)
             margins = step_margins(self.layout, logits)
             checked = next_token_logprobs(logits, batch["input_ids"]) if self.head.check_after else None
+            chunk = []
             for i, e in enumerate(encoded):
                 scores = torch.sigmoid(margins[i, e.positions])
                 if checked is not None:  # times P(every checked token so far), from the same forward pass
                     per_step = torch.stack([checked[i, c].sum() if c else checked.new_zeros(()) for c in e.checks])
                     scores = scores * per_step.cumsum(0).exp()
-                out.append(scores.tolist())
+                chunk.append(scores.tolist())
+            seconds = time.perf_counter() - began
+            tokens = sum(len(e.ids) for e in encoded)
+            out += [(scores, len(e.ids), seconds * len(e.ids) / tokens) for scores, e in zip(chunk, encoded)]
         return out
 
     async def score(self, task: Task, problem: Problem, solutions: list[list[str]]) -> list[list[float]]:
+        """Through the verifier engine: the calls of all running searches share forward passes, in a worker
+        thread; the tokens read and the time are charged to the calling problem's usage (`METER`)."""
         prompt = task.prompt(problem)
-        return self.score_texts([(prompt, steps) for steps in solutions])
+        items = [(prompt, steps) for steps in solutions]
+        judged = await self.engine.run(items) if self.engine is not None else self._judge(items)
+        usage = METER.get()
+        if usage is not None:
+            usage.verifier_tokens += sum(tokens for _, tokens, _ in judged)
+            usage.verifier_seconds += sum(seconds for _, _, seconds in judged)
+        return [scores for scores, _, _ in judged]
 
     async def score_prefixes(self, task: Task, problem: Problem, prefixes: list[list[str]]) -> list[list[float]]:
         if self.head.kind == "orm":
