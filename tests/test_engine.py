@@ -236,3 +236,42 @@ def test_reused_prefix_gives_the_logits_of_a_fresh_prefill():
     [c] = reusing.generate_batch([other])
     assert c.cached_tokens == len(prompts[0])  # only the new text was computed
     assert c.text == fresh.generate_batch([other])[0].text
+
+
+def test_verifier_engine_scores_equal_unbatched_scores_and_charges_the_caller():
+    from ponder.trace import Usage
+    from ponder.verifiers.base import MeteredVerifier
+    from ponder.verifiers.learned import LearnedVerifier
+
+    prm = LearnedVerifier("game24-prm")
+    problems = task.problems("test", limit=12)
+    paths = [[["4 + 4 = 8 (left: 8 8 9)"], ["10 - 4 = 6 (left: 5 6 6)", "6 * 5 = 30 (left: 6 30)"]]
+             for _ in problems]
+    usages = [Usage() for _ in problems]
+
+    async def main() -> list[list[list[float]]]:
+        return await asyncio.gather(*(MeteredVerifier(prm, u).score_prefixes(task, p, s)
+                                      for p, s, u in zip(problems, paths, usages)))
+
+    batched = asyncio.run(main())
+    assert prm.engine is not None and prm.engine.batches < len(problems)  # calls shared forward passes
+    for p, s, scores in zip(problems, paths, batched):
+        alone = prm.score_texts([(task.prompt(p), steps) for steps in s])
+        assert all(abs(x - y) < 1e-5 for a, b in zip(scores, alone) for x, y in zip(a, b))
+    for p, s, u in zip(problems, paths, usages):  # each problem is charged its own tokens
+        assert u.verifier_calls == 2 and u.verifier_seconds > 0
+        assert u.verifier_tokens == sum(len(prm.layout.encode(task.prompt(p), steps).ids) for steps in s)
+
+
+def test_usage_counts_the_prompt_tokens_the_cache_saved(game24_backend):
+    from ponder.search import SearchConfig, get_method, search
+    from ponder.verifiers import get_verifier
+
+    problem = task.problems("test", limit=1)[0]
+    engine = Engine(game24_backend)
+    cfg = SearchConfig(n=4, max_tokens=40, seed=5, options={"k": 4, "b": 2, "distinct": False})
+    trace = asyncio.run(search(task, problem, engine, get_verifier("oracle"), get_method("tot_bfs"), cfg))
+    u = trace.usage
+    assert u.model_calls > 4 and u.verifier_calls >= len(trace.nodes) - 1
+    # four samples of each state share its prompt, and a child's prompt extends its parent's text
+    assert u.computed_prompt_tokens < 0.5 * u.prompt_tokens

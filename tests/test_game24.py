@@ -176,3 +176,31 @@ def test_step_candidates_are_every_move_and_four_wrong_versions_of_each_of_many_
     for move in moves:
         a, op, b, c = parse_equation(move.split())
         assert {a, b} <= {1, 3, 25} and apply_op(a, op, b) == c
+
+
+@settings(max_examples=80, deadline=None)
+@given(numbers, st.data())
+def test_oracle_prefix_scores_agree_with_brute_force_on_random_prefixes(nums, data):
+    """Random prefixes of one to three steps, each step exact or not: step i scores 1 iff every step so far is exact
+    and 24 is still reachable from what is left after it (the verifier's `score_prefixes`)."""
+    import asyncio
+
+    from ponder.verifiers.base import OracleVerifier
+
+    problem = task.problem(nums)
+    values, steps, expected, ok = [Fraction(n) for n in nums], [], [], True
+    for _ in range(data.draw(st.integers(1, 3))):
+        i, j = data.draw(st.lists(st.integers(0, len(values) - 1), min_size=2, max_size=2, unique=True))
+        op = data.draw(st.sampled_from("+-*/"))
+        a, b = values[i], values[j]
+        if op == "/" and b == 0:
+            op = "+"
+        true_c = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else None}[op]
+        c = true_c if data.draw(st.booleans()) else Fraction(data.draw(st.integers(-5, 30)))
+        values = sorted([x for k, x in enumerate(values) if k not in (i, j)] + [c])
+        steps.append(f"{format_number(a)} {op} {format_number(b)} = {format_number(c)} "
+                     f"(left: {' '.join(format_number(x) for x in values)})")
+        ok = ok and c == true_c
+        expected.append(float(ok and brute_force(values)))
+    [scores] = asyncio.run(OracleVerifier().score_prefixes(task, problem, [steps]))
+    assert scores == expected

@@ -2,10 +2,11 @@
 
 Engines:
 - `static` (step 1): a batch starts once every search waits, runs in the event loop until its longest row ends,
-  nothing joins it; every prompt is computed from scratch; the PRM scores each search's call at once, alone.
+  nothing joins it; every prompt is computed from scratch; the key-value cache is copied whole with every token;
+  the PRM scores each search's call at once, alone.
 - `continuous`: `Engine` (rows join and leave at every decoding step, in a worker thread), the prefix cache
-  (a radix tree of keys and values under a memory budget), and the verifier engine (the PRM calls of all
-  searches share forward passes, in their own worker thread).
+  (a radix tree of keys and values under a memory budget), keys and values written in place, and the verifier
+  engine (the PRM calls of all searches share forward passes, in their own worker thread).
 
 Workloads (every request seeded, so both engines run the same searches):
 - `beam`: step-level beam search over game24 test puzzles: ToT-BFS with b = 4 states kept, k = 4 independent
@@ -127,6 +128,7 @@ def run_workload(w: Workload, engine: str, backend: HFBackend, verifier: Learned
     task = get_task(w.task)
     problems = task.problems("test", limit=w.problems)
     backend.prefixes = PrefixCache(int(cache_mb * 2**20)) if engine == "continuous" else None
+    backend.grow_in_place = engine == "continuous"
     lm: LanguageModel = Engine(backend, max_rows=max_rows) if engine == "continuous" else StaticEngine(
         backend, max_rows=max_rows)
     if verifier is not None:
@@ -170,8 +172,8 @@ def compare(static: dict[str, Any], fast: dict[str, Any]) -> dict[str, Any]:
 
 def baselines(w: Workload, backend: HFBackend, recorded: _Recorder, sequential: int) -> list[dict[str, Any]]:
     """Step 1's comparison on a workload of single samples: every request as its own call (the first
-    `sequential` requests), and all of them as one maximal batch."""
-    backend.prefixes = None
+    `sequential` requests), and all of them as one maximal batch (today's decoding loop, no prefix cache)."""
+    backend.prefixes, backend.grow_in_place = None, True
     requests, reference = recorded.requests, recorded.completions
     start = time.perf_counter()
     ceiling = backend.generate_batch(requests)

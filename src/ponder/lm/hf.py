@@ -98,10 +98,11 @@ class _Rows:
 
 class HFBackend(Backend):
     """`prefix_cache_mb` > 0 keeps the keys and values of every sequence read in a radix tree of that many MiB,
-    and prompts that share a prefix in one admission compute it once; 0 computes every prompt from scratch."""
+    and prompts that share a prefix in one admission compute it once; 0 computes every prompt from scratch.
+    `grow_in_place=False` copies the whole cache with every token, as step 1's loop did (to measure against)."""
 
     def __init__(self, spec: str, threads: int | None = None, device: str = "cpu",
-                 prefix_cache_mb: float = 256) -> None:
+                 prefix_cache_mb: float = 256, grow_in_place: bool = True) -> None:
         super().__init__()
         directory, gguf = resolve_model(spec)
         hf_logging.disable_progress_bar()
@@ -118,6 +119,7 @@ class HFBackend(Backend):
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos)
         self.max_positions = getattr(self.model.config, "max_position_embeddings", 2048)
         self.prefixes = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
+        self.grow_in_place = grow_in_place
         self._rng = random.Random(0)
         self._next_key = itertools.count()
         self._live: dict[int, _Live] = {}
@@ -238,7 +240,7 @@ class HFBackend(Backend):
                         keys_t[j, :, past - c :] = kv[layer][0]
                         values_t[j, :, past - c :] = kv[layer][1]
                 layers.append((keys_t.to(self.device), values_t.to(self.device)))
-        cache = new_cache(layers)
+        cache = new_cache(layers, grow=self.grow_in_place)
         logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                             position_ids=positions.to(self.device), use_cache=True,
                             **{self._cache_arg: cache}, **self._extra).logits[:, -1].float().cpu()

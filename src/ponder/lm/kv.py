@@ -45,16 +45,31 @@ class Growing(DynamicLayer):
         self._views()
 
 
+class Concatenating(Growing):
+    """transformers' `DynamicLayer` way, the whole cache copied with every token: step 1's decoding loop, kept to
+    measure against (`HFBackend(grow_in_place=False)`)."""
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object,
+               **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            return super().update(key_states, value_states)
+        self._k = torch.cat([self._k[:, :, : self.length], key_states], dim=2)
+        self._v = torch.cat([self._v[:, :, : self.length], value_states], dim=2)
+        self.length = self._k.shape[2]
+        return self._views()
+
+
 def _widen(t: torch.Tensor, length: int, capacity: int) -> torch.Tensor:
     out = t.new_empty((*t.shape[:2], capacity, t.shape[3]))
     out[:, :, :length] = t[:, :, :length]
     return out
 
 
-def new_cache(layers: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> DynamicCache:
-    """A cache of `Growing` layers, filled with the given [rows, heads, columns, head_dim] keys and values."""
+def new_cache(layers: list[tuple[torch.Tensor, torch.Tensor]] | None = None, grow: bool = True) -> DynamicCache:
+    """A cache of `Growing` (or `Concatenating`) layers, filled with the given [rows, heads, columns, head_dim] keys
+    and values."""
     cache = DynamicCache()
-    cache.layer_class_to_replicate = Growing
+    cache.layer_class_to_replicate = Growing if grow else Concatenating
     for i, (k, v) in enumerate(layers or []):
         cache.update(k, v, i)
     return cache
