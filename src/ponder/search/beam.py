@@ -1,0 +1,47 @@
+"""Step-level beam search guided by a PRM (Snell et al., 2024, "Scaling LLM Test-Time Compute Optimally can be
+More Effective than Scaling Model Parameters", §5; the search-and-learn recipe): one loop of generate a step,
+score, prune.
+
+N beams are alive at every iteration: the N/M best states each propose about M next steps (the root proposes N),
+the verifier scores every new state (after a greedy `lookahead` of k steps, if asked), and the N/M best unfinished
+states survive. A beam that ends is completed and kept; the search stops after `num_iterations` (the task's
+`max_steps`) or once N beams have completed. The answer is chosen among completed beams only (`select`: best
+aggregated score by default, or a majority / verifier-weighted vote).
+
+Knobs (`cfg.n` = N; `cfg.options`, the recipe's names): `beam_width` M (4), `lookahead` k (0), `num_iterations`,
+`select`. Unlike search-and-learn's implementation, which runs one problem at a time (their issue #26: 10 hours
+for 30 questions at N = 256), every problem's beams go through the shared engine at once.
+"""
+
+from __future__ import annotations
+
+from ponder.lm.base import LanguageModel
+from ponder.search.base import SearchConfig, register
+from ponder.search.steps import StepSearch
+from ponder.tasks.base import Problem, Task
+from ponder.trace import Trace
+from ponder.verifiers.base import Verifier
+
+
+def spread(n: int, k: int) -> list[int]:
+    """n proposals over k states, as evenly as possible (the first ones get one more)."""
+    return [n // k + (i < n % k) for i in range(k)]
+
+
+@register("beam", needs_verifier=True)
+async def beam(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
+               cfg: SearchConfig) -> Trace:
+    search = StepSearch("beam", task, problem, lm, verifier, cfg, limit_knob="num_iterations")
+    n, m = cfg.n, int(cfg.options.get("beam_width", 4))
+    if m < 1 or n < m:
+        raise ValueError(f"beam needs N >= M >= 1 (N = n beams, M = beam_width); got N={n}, M={m}")
+    search.trace.extra.update({"N": n, "M": m, "lookahead": search.lookahead})
+    beams: list[tuple[int, list[str]]] = [(0, [])]
+    for i in range(search.limit):
+        going, _ = await search.expand(beams, spread(n, len(beams)), ("beam", i))  # generate a step and score it
+        if len(search.finished) >= n:
+            break
+        beams = [(node, steps) for _, node, steps in going[: n // m]]  # prune to the N/M best
+        if not beams:
+            break
+    return search.answer()

@@ -1,0 +1,91 @@
+"""What the step-level searches share (Tree of Thoughts, beam search, DVTS): the trace, and `expand`, which makes
+states propose next steps and has the verifier judge every new state.
+
+A state is a trace node and its steps. A proposal that gives an answer (or an empty proposal: the model ended the
+solution) makes a finished solution, judged whole; the other new states are judged as prefixes. With `lookahead`
+k > 0 (Snell et al., 2024, §5), a new state is first rolled out k more steps greedily and judged by that rollout's
+prefix instead (the rollout is not added to the tree). The same step proposed twice from one state is one child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from ponder.lm.base import LanguageModel
+from ponder.search.base import SearchConfig, sample_steps
+from ponder.search.select import Finished, answer, check_selection
+from ponder.tasks.base import Problem, Task
+from ponder.trace import Trace
+from ponder.verifiers.aggregate import aggregate
+from ponder.verifiers.base import Verifier
+
+Scored = tuple[float, int, list[str]]  # (score, trace node, steps) of a state that goes on
+
+
+class StepSearch:
+    def __init__(self, name: str, task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
+                 cfg: SearchConfig, limit_knob: str = "T") -> None:
+        if verifier is None:
+            raise ValueError(f"{name} needs a verifier to judge its states (e.g. --verifier game24-prm)")
+        self.task, self.problem, self.lm, self.verifier, self.cfg = task, problem, lm, verifier, cfg
+        self.limit = int(cfg.options.get(limit_knob, task.max_steps))
+        self.lookahead = int(cfg.options.get("lookahead", 0))
+        self.how = str(cfg.options.get("select", "best"))
+        check_selection(self.how)
+        if self.limit < 1 or self.lookahead < 0:
+            raise ValueError(f"{name} needs {limit_knob} >= 1 and lookahead >= 0; got {self.limit}, {self.lookahead}")
+        self.trace = Trace(problem.id, name, extra={"verifier": verifier.name, limit_knob: self.limit})
+        self.finished: list[Finished] = []
+
+    async def expand(self, states: list[tuple[int, list[str]]], n: int | list[int], tag: tuple[object, ...],
+                     distinct: bool = False) -> tuple[list[Scored], list[Finished]]:
+        """Each state proposes `n` steps (or n[i] for state i); every new state is judged and added to the trace.
+        Returns the states that go on, best first, and the new finished solutions (also kept in `finished`)."""
+        task, problem = self.task, self.problem
+        counts = n if isinstance(n, list) else [n] * len(states)
+        drawn = await asyncio.gather(*(sample_steps(task, problem, self.lm, self.cfg, steps, k, self.cfg.temperature,
+                                                    (*tag, node), distinct)
+                                       for (node, steps), k in zip(states, counts)))
+        children: list[tuple[int, list[str], bool]] = []  # (parent node, steps, whether the model ended there)
+        for (node, steps), proposals in zip(states, drawn):
+            for step in dict.fromkeys(proposals):
+                if step:
+                    children.append((node, [*steps, step], False))
+                elif steps:  # an empty proposal: the model ends the solution here
+                    children.append((node, steps, True))
+        done = [ended or task.is_final(steps) for _, steps, ended in children]
+        scores = await self._judge([c[1] for c in children], done, tag)
+        going, finished = [], []
+        for (parent, steps, ended), is_done, score in zip(children, done, scores):
+            node = self.trace.nodes[parent] if ended else self.trace.add(parent, steps[-1], score=score)
+            if is_done:
+                node.terminal = True
+                node.extra["answer"] = task.extract_answer(problem, steps)
+                finished.append(Finished(steps, node.id, score))
+            else:
+                going.append((score, node.id, steps))
+        self.finished += finished
+        return sorted(going, key=lambda x: -x[0]), finished
+
+    async def _judge(self, states: list[list[str]], done: list[bool], tag: tuple[object, ...]) -> list[float]:
+        task, problem, how = self.task, self.problem, self.cfg.aggregate
+        partial = [s for s, d in zip(states, done) if not d]
+        if self.lookahead:
+            partial = list(await asyncio.gather(*(self._roll(s, (*tag, i)) for i, s in enumerate(partial))))
+        whole = iter(await self.verifier.score(task, problem, [s for s, d in zip(states, done) if d]))
+        ahead = iter(await self.verifier.score_prefixes(task, problem, partial))
+        return [aggregate(next(whole if d else ahead), how) for d in done]
+
+    async def _roll(self, steps: list[str], tag: tuple[object, ...]) -> list[str]:
+        """`steps` extended by up to `lookahead` greedy steps (fewer if the solution ends)."""
+        for j in range(self.lookahead):
+            if self.task.is_final(steps):
+                break
+            [step] = await sample_steps(self.task, self.problem, self.lm, self.cfg, steps, 1, 0.0, ("ahead", *tag, j))
+            if not step:
+                break
+            steps = [*steps, step]
+        return steps
+
+    def answer(self) -> Trace:
+        return answer(self.trace, self.task, self.problem, self.finished, self.how)
