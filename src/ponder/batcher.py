@@ -1,6 +1,7 @@
-"""Calls from many concurrent searches batched into one synchronous function call, run in a worker thread.
+"""The thread that runs the models (`COMPUTE`), and `Batcher`: calls from many concurrent searches batched into
+one synchronous function call on that thread.
 
-The verifier engine: while the worker scores one batch, the calls that arrive wait together and go next as one
+`Batcher` is the verifier engine: while one batch is scored, the calls that arrive wait together and go next as one
 batch (up to `max_items` items), so the PRM calls of every running search share forward passes and the event loop
 never waits on the model. A call's items stay together and come back in order.
 """
@@ -31,19 +32,47 @@ def _omp_pause() -> Callable[[int], int] | None:
         return None
 
 
-def start_worker(target: Callable[[], None], name: str) -> threading.Thread:
-    """Start a thread that will run the model, first freeing the calling thread's OpenMP pool.
+class Compute:
+    """The one thread that runs the models: jobs take turns, each returning True to be run again later.
 
-    With two OpenMP thread pools alive, libgomp counts more threads than CPUs and stops spinning between parallel
-    regions, so each of torch's many small parallel ops waits on a futex: on 2 cores a loop of 2-thread matmuls
-    took 0.64 s on the main thread and 0.95 s on a worker thread while the main thread's pool lived, 0.69 s once
-    it was freed (`omp_pause_resource_all`, OpenMP 5.0). The caller's pool comes back if it computes again."""
-    pause = _omp_pause()
-    if pause is not None:
-        pause(2)  # omp_pause_hard
-    thread = threading.Thread(target=target, name=name, daemon=True)
-    thread.start()
-    return thread
+    The language-model engine runs one decoding step per turn and the verifier engine one batch, so a search's PRM
+    calls are scored between decoding steps, on the same thread. One thread, because a second OpenMP thread pool
+    makes libgomp stop spinning between parallel regions (it counts more threads than CPUs), and torch's many small
+    parallel ops then wait on futexes: on 2 cores a model thread ran a third slower while another pool lived
+    (a loop of 2-thread matmuls: 0.64 s on the main thread, 0.95 s on a worker thread while the main thread's pool
+    lived, 0.69 s once it was freed), and the PRM took twice as long beside the engine's thread. The thread starts
+    on demand, after freeing the calling thread's pool (`omp_pause_resource_all`, OpenMP 5.0), and ends when idle.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: list[Callable[[], bool]] = []
+        self._thread: threading.Thread | None = None
+
+    def submit(self, job: Callable[[], bool]) -> None:
+        with self._lock:
+            self._jobs.append(job)
+            if self._thread is None:
+                pause = _omp_pause()
+                if pause is not None:
+                    pause(2)  # omp_pause_hard: free this thread's OpenMP pool
+                self._thread = threading.Thread(target=self._run, name="ponder-compute", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._jobs:
+                    self._thread = None
+                    return
+                job = self._jobs.pop(0)
+            again = job()
+            if again:
+                with self._lock:
+                    self._jobs.append(job)
+
+
+COMPUTE = Compute()
 
 
 @dataclass(eq=False)
@@ -60,7 +89,7 @@ class Batcher(Generic[T, R]):
         self.items = 0
         self._cond = threading.Lock()
         self._queue: list[_Call[T, R]] = []
-        self._worker: threading.Thread | None = None
+        self._scheduled = False
 
     async def run(self, items: list[T]) -> list[R]:
         if not items:
@@ -69,37 +98,37 @@ class Batcher(Generic[T, R]):
         call: _Call[T, R] = _Call(items, loop.create_future(), loop)
         with self._cond:
             self._queue.append(call)
-            if self._worker is None:
-                self._worker = start_worker(self._serve, f"ponder-{self.name}")
+            if not self._scheduled:
+                self._scheduled = True
+                COMPUTE.submit(self._turn)
         return await call.future
 
-    def _serve(self) -> None:
-        while True:
-            with self._cond:
-                batch: list[_Call[T, R]] = []
-                size = 0
-                while self._queue and (not batch or size + len(self._queue[0].items) <= self.max_items):
-                    call = self._queue.pop(0)
-                    if not call.future.cancelled():
-                        batch.append(call)
-                        size += len(call.items)
-                if not batch and not self._queue:
-                    self._worker = None
-                    return
-            if not batch:
-                continue
+    def _turn(self) -> bool:
+        """One batch of the calls waiting; True while more wait."""
+        with self._cond:
+            batch: list[_Call[T, R]] = []
+            size = 0
+            while self._queue and (not batch or size + len(self._queue[0].items) <= self.max_items):
+                call = self._queue.pop(0)
+                if not call.future.cancelled():
+                    batch.append(call)
+                    size += len(call.items)
+        if batch:
             try:
                 results = self.fn([item for call in batch for item in call.items])
             except Exception as err:  # every caller of the batch sees the error
                 for call in batch:
                     resolve(call.loop, call.future, error=err)
-                continue
-            self.batches += 1
-            self.items += size
-            start = 0
-            for call in batch:
-                resolve(call.loop, call.future, results[start : start + len(call.items)])
-                start += len(call.items)
+            else:
+                self.batches += 1
+                self.items += size
+                start = 0
+                for call in batch:
+                    resolve(call.loop, call.future, results[start : start + len(call.items)])
+                    start += len(call.items)
+        with self._cond:
+            self._scheduled = bool(self._queue)
+            return self._scheduled
 
 
 def resolve(loop: asyncio.AbstractEventLoop, future: asyncio.Future[R], result: R | None = None,

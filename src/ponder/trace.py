@@ -41,6 +41,7 @@ class Node:
     parent: int | None
     text: str
     score: float | None = None
+    prior: float | None = None  # the policy's probability of this step among its siblings (MCTS)
     visits: int = 0
     value: float = 0.0
     terminal: bool = False

@@ -52,6 +52,8 @@ class Completion:
     seconds: float = 0.0  # this request's share of the backend's compute time
     cached_tokens: int = 0  # prompt tokens read from a cache instead of computed (of the n of a request, all but
     # the first count the whole prompt as cached: it was computed once for all of them)
+    logprob: float | None = None  # log-probability of the generated tokens under the model (temperature 1, before
+    # top-p or min-p), where the backend gives it
 
 
 class ContextLengthError(ValueError):

@@ -3,7 +3,8 @@
 Every search is an async function; when it awaits `generate`, its requests join a queue.
 
 - `Engine` (continuous batching, Yu et al., 2022, "Orca: A Distributed Serving System for Transformer-Based
-  Generative Models"): the backend runs in a worker thread, one decoding step at a time. Before every step the
+  Generative Models"): the backend runs on the compute thread (`ponder.batcher.COMPUTE`, shared with the verifier
+  engine), one decoding step per turn. Before every step the
   requests waiting join the running batch, up to `max_rows` rows and `max_tokens` cache positions; a request
   leaves the moment it finishes and its search goes on while the others decode. The event loop never waits on
   the model. A cancelled search's rows leave at the next step.
@@ -20,7 +21,7 @@ import asyncio
 import threading
 from dataclasses import dataclass
 
-from ponder.batcher import resolve, start_worker
+from ponder.batcher import COMPUTE, resolve
 from ponder.lm.base import Backend, Completion, LanguageModel, Request
 
 
@@ -50,19 +51,22 @@ class Engine(LanguageModel):
         self.name = backend.name
         self.max_rows, self.max_tokens = max_rows, max_tokens
         self.stats = EngineStats()
-        self._cond = threading.Condition()
+        self._cond = threading.Lock()
         self._waiting: list[_Waiting] = []
         self._cancelled: set[asyncio.Future[list[Completion]]] = set()
-        self._worker: threading.Thread | None = None
+        self._scheduled = False  # a turn is queued on the compute thread
+        self._running: dict[int, _Waiting] = {}  # by backend key
+        self._cost: dict[int, int] = {}  # cache positions each running request may take
+        self._rows = 0
 
     async def generate_many(self, requests: list[Request]) -> list[list[Completion]]:
         loop = asyncio.get_running_loop()
         entries = [_Waiting(r, loop.create_future(), loop) for r in requests]
         with self._cond:
             self._waiting.extend(entries)
-            if self._worker is None or not self._worker.is_alive():
-                self._worker = start_worker(self._serve, "ponder-engine")
-            self._cond.notify()
+            if not self._scheduled:
+                self._scheduled = True
+                COMPUTE.submit(self._turn)
         try:
             return list(await asyncio.gather(*(e.future for e in entries)))
         except asyncio.CancelledError:
@@ -70,68 +74,77 @@ class Engine(LanguageModel):
                 self._cancelled.update(e.future for e in entries)
             raise
 
-    def _serve(self) -> None:
-        """The worker: admit, step, deliver, until nothing runs and nothing waits (the next call starts a new
-        worker). It holds the backend's lock while it has rows."""
-        running: dict[int, _Waiting] = {}
-        rows = tokens = 0
-        cost: dict[int, int] = {}
-        with self.backend.lock:
-            while True:
-                with self._cond:
-                    cancelled = [k for k, e in running.items() if e.future in self._cancelled or e.loop.is_closed()]
-                    self._waiting = [e for e in self._waiting if e.future not in self._cancelled]
-                    self._cancelled.clear()
-                    admit: list[_Waiting] = []
-                    while self._waiting:
-                        entry = self._waiting[0]
-                        try:
-                            need = self.backend.cost(entry.request)
-                        except Exception as err:  # a prompt the tokenizer rejects: this request fails alone
-                            self._waiting.pop(0)
-                            _deliver(entry, error=err)
-                            continue
-                        fits = (rows + entry.request.n <= self.max_rows and tokens + need <= self.max_tokens)
-                        if not fits and (running or admit):
-                            break
-                        admit.append(self._waiting.pop(0))
-                        rows, tokens = rows + entry.request.n, tokens + need
-                        cost[id(entry)] = need
-                    if not running and not admit and not cancelled:
-                        self._worker = None
-                        return
-                if cancelled:
-                    self.backend.drop(cancelled)
-                    for k in cancelled:
-                        e = running.pop(k)
-                        rows, tokens = rows - e.request.n, tokens - cost.pop(id(e))
-                if admit:
-                    for entry, key in zip(admit, self.backend.admit([e.request for e in admit])):
-                        if isinstance(key, Exception):
-                            rows, tokens = rows - entry.request.n, tokens - cost.pop(id(entry))
-                            _deliver(entry, error=key)
-                        else:
-                            running[key] = entry
-                if not running:
-                    continue
-                try:
-                    live = len(running)
-                    done = self.backend.step()
-                except Exception as err:  # every caller of this batch sees the error; the engine goes on
-                    self.backend.drop(list(running))
-                    for e in running.values():
-                        _deliver(e, error=err)
-                    running.clear()
-                    rows = tokens = 0
-                    cost.clear()
-                    continue
+    def _turn(self) -> bool:
+        """One turn on the compute thread: drop cancelled requests, admit waiting ones, run one decoding step,
+        deliver what finished. True while there is more to do. The engine holds the backend's lock from its first
+        admitted request until nothing runs."""
+        running = self._running
+        with self._cond:
+            cancelled = [k for k, e in running.items() if e.future in self._cancelled or e.loop.is_closed()]
+            self._waiting = [e for e in self._waiting if e.future not in self._cancelled]
+            self._cancelled.clear()
+            admit = self._take()
+            if not running and not admit and not cancelled:
+                self._scheduled = bool(self._waiting)
+                return self._scheduled
+        if not running and admit:
+            self.backend.lock.acquire()
+        for key in cancelled:
+            self._finish(key)
+        self.backend.drop(cancelled)
+        if admit:
+            for entry, key in zip(admit, self.backend.admit([e.request for e in admit])):
+                if isinstance(key, Exception):
+                    self._release(entry)
+                    _deliver(entry, error=key)
+                else:
+                    running[key] = entry
+        if running:
+            try:
+                done = self.backend.step()
+            except Exception as err:  # every caller of this batch sees the error; the engine goes on
+                self.backend.drop(list(running))
+                for key in list(running):
+                    _deliver(self._finish(key), error=err)
+                done = {}
+            else:
                 self.stats.batches += 1
-                self.stats.rows += live
-                self.stats.peak_rows = max(self.stats.peak_rows, rows)
-                for key, out in done.items():
-                    e = running.pop(key)
-                    rows, tokens = rows - e.request.n, tokens - cost.pop(id(e))
-                    _deliver(e, result=out)
+                self.stats.rows += len(running)
+                self.stats.peak_rows = max(self.stats.peak_rows, self._rows)
+            for key, out in done.items():
+                _deliver(self._finish(key), result=out)
+        if not running:
+            self.backend.lock.release()
+        return True
+
+    def _take(self) -> list[_Waiting]:
+        """The waiting requests that fit under the caps, in order (at least one if nothing runs)."""
+        admit: list[_Waiting] = []
+        while self._waiting:
+            entry = self._waiting[0]
+            try:
+                need = self.backend.cost(entry.request)
+            except Exception as err:  # a prompt the tokenizer rejects: this request fails alone
+                self._waiting.pop(0)
+                _deliver(entry, error=err)
+                continue
+            tokens = sum(self._cost.values())
+            fits = self._rows + entry.request.n <= self.max_rows and tokens + need <= self.max_tokens
+            if not fits and (self._running or admit):
+                break
+            admit.append(self._waiting.pop(0))
+            self._rows += entry.request.n
+            self._cost[id(entry)] = need
+        return admit
+
+    def _release(self, entry: _Waiting) -> None:
+        self._rows -= entry.request.n
+        self._cost.pop(id(entry), None)
+
+    def _finish(self, key: int) -> _Waiting:
+        entry = self._running.pop(key)
+        self._release(entry)
+        return entry
 
 
 def _deliver(entry: _Waiting, result: list[Completion] | None = None, error: BaseException | None = None) -> None:

@@ -90,6 +90,7 @@ class _Rows:
     logits: torch.Tensor  # [rows, vocabulary]
     owner: list[int]  # the request key of each row
     outs: list[list[int]]  # the tokens each row has generated
+    logp: list[float]  # their log-probability under the model (temperature 1, nothing truncated)
     dead: list[bool]  # rows of finished samples, left in place until enough are dead to compact
 
     def __len__(self) -> int:
@@ -245,7 +246,7 @@ class HFBackend(Backend):
                             position_ids=positions.to(self.device), use_cache=True,
                             **{self._cache_arg: cache}, **self._extra).logits[:, -1].float().cpu()
         rows = _Rows(cache, mask, torch.tensor([len(p) for p in prompts]), logits, list(keys or []),
-                     [[] for _ in prompts], [False] * n)
+                     [[] for _ in prompts], [0.0] * n, [False] * n)
         if store is not None:
             seen: set[tuple[int, ...]] = set()
             for j, prompt in enumerate(prompts):
@@ -278,7 +279,7 @@ class HFBackend(Backend):
         cache = concat_rows(old.cache, new.cache, width)
         mask = torch.cat([left_pad(old.mask, width), left_pad(new.mask, width)])
         self._rows = _Rows(cache, mask, torch.cat([old.pos, new.pos]), torch.cat([old.logits, new.logits]),
-                           old.owner + new.owner, old.outs + new.outs, old.dead + new.dead)
+                           old.owner + new.owner, old.outs + new.outs, old.logp + new.logp, old.dead + new.dead)
 
     def _select(self, keep: list[int]) -> None:
         """Keep these rows (in this order), and drop the columns no row reads any more."""
@@ -294,6 +295,7 @@ class HFBackend(Backend):
         rows.mask, rows.pos, rows.logits = rows.mask[index], rows.pos[index], rows.logits[index]
         rows.owner = [rows.owner[b] for b in keep]
         rows.outs = [rows.outs[b] for b in keep]
+        rows.logp = [rows.logp[b] for b in keep]
         rows.dead = [rows.dead[b] for b in keep]
         used = rows.mask.any(0)
         if int(used.sum()) < 0.75 * used.numel():  # late joiners and finished rows leave unread columns
@@ -310,6 +312,7 @@ class HFBackend(Backend):
         start = time.perf_counter()
         finished: dict[int, list[Completion]] = {}
         live = self._live
+        raw = rows.logits.log_softmax(-1)  # for each completion's log-probability (a policy's prior in MCTS)
         sampled = [b for b, k in enumerate(rows.owner) if not rows.dead[b] and live[k].group is None]
         nxt: dict[int, int] = {}  # the next token of each sample row that goes on
         if sampled:
@@ -321,14 +324,15 @@ class HFBackend(Backend):
             for b, token in zip(sampled, tokens.tolist()):
                 key = rows.owner[b]
                 out = [*rows.outs[b], token]
+                rows.logp[b] += float(raw[b, token])
                 reason = self._finished(out, live[key])
                 if reason is None:
                     nxt[b] = token
                 else:
                     rows.dead[b] = True
                     self._remember(rows, b, out)
-                    finished[key] = [self._complete(out, live[key], reason, cached=live[key].cached)]
-        beams: list[tuple[int, int]] = []  # (parent row, token) of the groups' next beams
+                    finished[key] = [self._complete(out, rows.logp[b], live[key], reason, cached=live[key].cached)]
+        beams: list[tuple[int, int, float]] = []  # (parent row, token, log-probability) of the groups' next beams
         for key in dict.fromkeys(k for b, k in enumerate(rows.owner) if not rows.dead[b] and live[k].group is not None):
             lv = live[key]
             group = lv.group
@@ -338,27 +342,31 @@ class HFBackend(Backend):
             scaled = truncate(rows.logits[members].double() / (p.temperature or 1.0), p.top_p, p.min_p)
             outcomes = []
             for parent, token in group.step(scaled.log_softmax(-1), noisy=p.temperature > 0):
-                out = [*rows.outs[members[parent]], token]
+                b = members[parent]
+                out, logp = [*rows.outs[b], token], rows.logp[b] + float(raw[b, token])
                 reason = self._finished(out, lv)
-                outcomes.append((out, reason))
+                outcomes.append(((out, logp), reason))
                 if reason is None:
-                    beams.append((members[parent], token))
+                    beams.append((b, token, logp))
                 else:
-                    self._remember(rows, members[parent], out)
+                    self._remember(rows, b, out)
             group.advance(outcomes)
             if group.done:  # the first drawn computed the prompt; the others shared it
                 for b in members:
                     rows.dead[b] = True
-                finished[key] = [self._complete(out, lv, reason, cached=lv.cached if i == 0 else len(lv.prompt))
-                                 for i, (out, reason) in enumerate(group.completions())]
+                finished[key] = [self._complete(out, logp, lv, reason, cached=lv.cached if i == 0 else len(lv.prompt))
+                                 for i, ((out, logp), reason) in enumerate(group.completions())]
         # Dead sample rows stay in the cache until a quarter of it is dead (copying the cache at every finish would
         # cost more than the rows it saves); beams always need their parents' rows.
         n_dead = sum(rows.dead)
         if beams or n_dead >= max(1, len(rows) // 4):
-            going = [b for b in nxt] + [b for b, _ in beams]
-            tokens = [*nxt.values(), *(t for _, t in beams)]
+            going = [b for b in nxt] + [b for b, _, _ in beams]
+            tokens = [*nxt.values(), *(t for _, t, _ in beams)]
+            logp = [*(rows.logp[b] for b in nxt), *(lp for _, _, lp in beams)]
             self._select(going)
             rows = self._rows
+            if rows is not None:
+                rows.logp = logp
         else:
             tokens = [nxt.get(b, 0) for b in range(len(rows))]
         if rows is None:
@@ -408,13 +416,13 @@ class HFBackend(Backend):
             return "length"
         return None
 
-    def _complete(self, out: list[int], lv: _Live, reason: str, cached: int) -> Completion:
+    def _complete(self, out: list[int], logprob: float, lv: _Live, reason: str, cached: int) -> Completion:
         text = self.tokenizer.decode(out, skip_special_tokens=True)
         cuts = [text.find(s) for s in lv.request.params.stop if s in text]
         if cuts:  # like the OpenAI API: the text ends before the first stop string
             text = text[: min(cuts)]
         return Completion(text=text, prompt_tokens=len(lv.prompt), generated_tokens=len(out), finish_reason=reason,
-                          cached_tokens=cached)
+                          cached_tokens=cached, logprob=logprob)
 
 
 def _shared_prefixes(prompts: list[list[int]]) -> list[list[int]]:

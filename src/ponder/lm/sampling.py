@@ -3,6 +3,8 @@ uniforms, and `Distinct` groups (n completions without replacement)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 
@@ -58,7 +60,7 @@ class Distinct:
         self.generator = torch.Generator().manual_seed(seed)
         self.phi = torch.zeros(1, dtype=torch.float64)  # of the live beams, in cache-row order
         self.key = torch.zeros(1, dtype=torch.float64)
-        self.finished: list[tuple[float, list[int], str]] = []  # (key, tokens, finish reason)
+        self.finished: list[tuple[float, Any, str]] = []  # (key, the caller's record of it, finish reason)
         self._chosen: list[tuple[float, float]] = []
         self.done = False
 
@@ -85,8 +87,9 @@ class Distinct:
         self._chosen = [(float(phi[b, t]), k) for k, (b, t) in chosen]
         return [c for _, c in chosen]
 
-    def advance(self, outcomes: list[tuple[list[int], str | None]]) -> None:
-        """The chosen children's tokens and finish reasons (None: it goes on), in the order `step` gave them."""
+    def advance(self, outcomes: list[tuple[Any, str | None]]) -> None:
+        """The chosen children's records (their tokens, say) and finish reasons (None: it goes on), in the order
+        `step` gave them."""
         going = []
         for (phi, key), (tokens, reason) in zip(self._chosen, outcomes):
             if reason is None:
@@ -97,5 +100,5 @@ class Distinct:
         self.key = torch.tensor([k for _, k in going], dtype=torch.float64)
         self.done = not going
 
-    def completions(self) -> list[tuple[list[int], str]]:
+    def completions(self) -> list[tuple[Any, str]]:
         return [(tokens, reason) for _, tokens, reason in sorted(self.finished, key=lambda f: -f[0])]

@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ponder.lm.base import LanguageModel, Request, SamplingParams
+from ponder.lm.base import Completion, LanguageModel, Request, SamplingParams
+from ponder.search.select import Finished
 from ponder.tasks.base import Problem, Task
 from ponder.trace import Trace
 from ponder.verifiers.base import Verifier
@@ -70,10 +71,11 @@ async def sample_solutions(task: Task, problem: Problem, lm: LanguageModel, cfg:
     return [task.split_steps(c.text) for c in await lm.generate(requests)]
 
 
-async def sample_steps(task: Task, problem: Problem, lm: LanguageModel, cfg: SearchConfig, prefix: list[str], n: int,
-                       temperature: float, tag: str | tuple[object, ...], distinct: bool = False) -> list[str]:
-    """n proposals for the next step after `prefix`: one step per request, generation stopped at the end of the
-    line (`cfg.max_tokens` caps a step). An empty string is a proposal to stop (the model ended the solution).
+async def propose_steps(task: Task, problem: Problem, lm: LanguageModel, cfg: SearchConfig, prefix: list[str],
+                        n: int, temperature: float, tag: str | tuple[object, ...],
+                        distinct: bool = False) -> list[Completion]:
+    """n proposals for the next step after `prefix`, as completions (their text, tokens and log-probability): one
+    step per request, generation stopped at the end of the line (`cfg.max_tokens` caps a step).
 
     `distinct`: n different steps drawn without replacement (one request with n completions, in the order they
     were drawn; fewer when the model has fewer to give), instead of n independent samples, which repeat the
@@ -84,18 +86,24 @@ async def sample_steps(task: Task, problem: Problem, lm: LanguageModel, cfg: Sea
               for i in range(1 if distinct else n)]
     if distinct:
         [drawn] = await lm.generate_many([Request(prompt, params[0], n=n)])
-    else:
-        drawn = await lm.generate([Request(prompt, p) for p in params])
-    return [c.text.strip() for c in drawn]
+        return drawn
+    return await lm.generate([Request(prompt, p) for p in params])
+
+
+async def sample_steps(task: Task, problem: Problem, lm: LanguageModel, cfg: SearchConfig, prefix: list[str], n: int,
+                       temperature: float, tag: str | tuple[object, ...], distinct: bool = False) -> list[str]:
+    """The texts of `propose_steps`; an empty string is a proposal to stop (the model ended the solution)."""
+    return [c.text.strip() for c in await propose_steps(task, problem, lm, cfg, prefix, n, temperature, tag, distinct)]
 
 
 def record_solutions(trace: Trace, task: Task, problem: Problem, solutions: list[list[str]],
-                     scores: list[float] | None = None) -> list[str | None]:
-    """Add each solution to the trace as a path; returns their extracted answers."""
-    answers = []
+                     scores: list[float] | None = None) -> list[Finished]:
+    """Add each solution to the trace as a path; returns them as finished solutions, for `select`."""
+    out = []
     for i, steps in enumerate(solutions):
         answer = task.extract_answer(problem, steps)
-        answers.append(answer)
-        trace.add_path(steps, terminal=True, score=None if scores is None else scores[i],
-                       extra={"answer": answer, "key": task.answer_key(problem, answer)})
-    return answers
+        score = None if scores is None else scores[i]
+        leaf = trace.add_path(steps, terminal=True, score=score,
+                              extra={"answer": answer, "key": task.answer_key(problem, answer)})
+        out.append(Finished(steps, leaf.id, score))
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ponder.lm.base import LanguageModel
 from ponder.search.base import SearchConfig, record_solutions, register, sample_solutions
+from ponder.search.select import answer
 from ponder.tasks.base import Problem, Task
 from ponder.trace import Trace
 from ponder.verifiers.base import Verifier
@@ -15,6 +16,4 @@ async def cot(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifie
               cfg: SearchConfig) -> Trace:
     trace = Trace(problem.id, "cot")
     solutions = await sample_solutions(task, problem, lm, cfg, n=1, temperature=0.0, tag="cot")
-    [trace.answer] = record_solutions(trace, task, problem, solutions)
-    trace.solution = task.join_steps(solutions[0])
-    return trace
+    return answer(trace, task, problem, record_solutions(trace, task, problem, solutions), "best")
