@@ -143,7 +143,7 @@ def test_eval_config_fingerprints_a_learned_verifier_without_loading_it():
 
 
 def test_arithmetic_benchmark_grades_every_first_move_by_its_own_result(tmp_path, monkeypatch):
-    from ponder.evaluate.bench_arithmetic import arithmetic_benchmark
+    from ponder.bench.arithmetic import arithmetic_benchmark
     from ponder.tasks import get_task
     from ponder.train.sft import ModelShape, new_model
     from ponder.train.tokenizer import char_tokenizer

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from ponder.collect.star import StarConfig, rationales, run_star, split_problems
+from ponder.bench.star import StarConfig, rationales, run_star, split_problems
 from ponder.lm.base import Completion, LanguageModel, Request
 from ponder.lm.engine import Engine
 from ponder.tasks import TaskError, get_task

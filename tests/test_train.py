@@ -147,7 +147,7 @@ def test_a_policy_trained_by_a_tiny_recipe_writes_well_formed_steps(tmp_path):
 
 @pytest.mark.slow
 def test_sft_bench_times_every_setting_on_the_same_batches():
-    from ponder.evaluate.bench_sft import sft_throughput
+    from ponder.bench.sft import sft_throughput
 
     recipe = SFTRecipe(name="tiny", task="game24", model=ModelShape(hidden=32, layers=1, heads=2, intermediate=64),
                        train=TrainConfig(steps=4, batch_size=4, warmup=1, bf16=False))

@@ -193,7 +193,7 @@ def test_shipped_game24_prm_ranks_test_split_steps_like_the_oracle(game24_backen
 
 
 def test_verifier_benchmark_on_state_walks_needs_no_policy_and_counts_kinds_of_bad_step():
-    from ponder.evaluate.bench_verifiers import verifiers_benchmark
+    from ponder.bench.verifiers import verifiers_benchmark
 
     result = verifiers_benchmark(["oracle", "vote"], "game24", problems=4, samples=3, source="walks")
     kinds = result["kinds"]

@@ -176,7 +176,7 @@ def bench_engine(
 ) -> None:
     """Step 1's engine vs continuous batching with prefix reuse and a verifier engine: tree, long-prompt and
     sampling workloads, the same seeded searches, one run."""
-    from ponder.evaluate.bench import engine_benchmark
+    from ponder.bench.engine import engine_benchmark
 
     try:
         result = engine_benchmark(_csv(workloads), problems, seed, _csv(engines), cache_mb=cache_mb,
@@ -305,7 +305,7 @@ STAR_OPTS = {
 
 
 def _star_config(star_filter: str, problems: int, **opts: object):
-    from ponder.collect.star import StarConfig
+    from ponder.bench.star import StarConfig
 
     return StarConfig(filter=star_filter, problems=problems or None, **opts)  # type: ignore[arg-type]
 
@@ -320,7 +320,7 @@ def collect_star(task: str = TASK_OPT, seed_problems: int = STAR_OPTS["seed_prob
                  seed_share: float | None = STAR_OPTS["seed_share"], seed: int = typer.Option(0),
                  out: Path = OUT_OPT) -> None:
     """STaR: keep correct rationales, rationalize failures with the answer as a hint, fine-tune, iterate."""
-    from ponder.collect.star import run_star
+    from ponder.bench.star import run_star
 
     try:
         cfg = _star_config(star_filter, problems, task=task, seed_problems=seed_problems, iterations=iterations,
@@ -433,7 +433,7 @@ def bench_labels(
     k: int = typer.Option(4, help="OmegaPRM rollouts per MC estimate"), seed: int = typer.Option(0),
 ) -> None:
     """Label accuracy against the exact oracle versus rollouts: Math-Shepherd MC vs OmegaPRM."""
-    from ponder.evaluate.bench_labels import labels_benchmark
+    from ponder.bench.labels import labels_benchmark
 
     result = labels_benchmark(task, problems, samples, tuple(int(x) for x in _csv(ns)),
                               tuple(int(x) for x in _csv(budgets)), k, seed=seed)
@@ -455,7 +455,7 @@ def bench_verifiers(
     model: str = typer.Option("", help="the policy whose solutions are judged (default: the task's shipped one)"),
 ) -> None:
     """Step AUROC, first-wrong-step accuracy and best-of-N of verifiers against the exact oracle (test split)."""
-    from ponder.evaluate.bench_verifiers import verifiers_benchmark
+    from ponder.bench.verifiers import verifiers_benchmark
 
     try:
         result = verifiers_benchmark(_csv(verifiers), task, problems, samples, model=model, seed=seed, source=source)
@@ -480,7 +480,7 @@ def bench_arithmetic(
     task: str = typer.Option("game24"), problems: int = typer.Option(100, help="test-split problems"),
 ) -> None:
     """Share of correct first moves whose result a model writes right, greedily, cut after the `=`."""
-    from ponder.evaluate.bench_arithmetic import arithmetic_benchmark
+    from ponder.bench.arithmetic import arithmetic_benchmark
 
     try:
         result = arithmetic_benchmark(_csv(models), task, problems)
@@ -509,7 +509,7 @@ def bench_proposals(
 ) -> None:
     """Proposal recall@K by depth: does a policy propose a right next step? Also arithmetic, distinct proposals,
     tokens per proposal; on the solver's states and on the states the policy reaches."""
-    from ponder.evaluate.bench_proposals import ProposalConfig, proposals_benchmark
+    from ponder.bench.proposals import ProposalConfig, proposals_benchmark
     from ponder.tasks import get_task
 
     try:
@@ -544,7 +544,7 @@ def bench_sft(
     """Where an SFT step's time goes, and tokens/s under each training setting, side by side in one run."""
     from dataclasses import replace
 
-    from ponder.evaluate.bench_sft import sft_throughput
+    from ponder.bench.sft import sft_throughput
     from ponder.train.sft import SFTRecipe
 
     try:
@@ -575,7 +575,7 @@ def bench_grpo(
     out: Path = typer.Option(None, help="trained models and eval runs (default: a new temporary folder)"),
 ) -> None:
     """Greedy pass@1 before GRPO and after GRPO with outcome vs outcome+process rewards."""
-    from ponder.evaluate.bench_grpo import grpo_benchmark
+    from ponder.bench.grpo import grpo_benchmark
 
     try:
         result = grpo_benchmark(task, steps or None, problems, seed, prm=prm, out=out)
@@ -598,7 +598,7 @@ def bench_star(task: str = TASK_OPT, seed_problems: int = STAR_OPTS["seed_proble
                seed_share: float | None = STAR_OPTS["seed_share"], seed: int = typer.Option(0), out: Path = OUT_OPT,
                base: Path = typer.Option(None, help="original model of an earlier run with the same seed set")) -> None:
     """STaR with and without rationalization from one original model: greedy test accuracy per iteration."""
-    from ponder.evaluate.bench_star import star_benchmark
+    from ponder.bench.star import star_benchmark
 
     try:
         cfg = _star_config(star_filter, problems, task=task, seed_problems=seed_problems, iterations=iterations,

@@ -1,4 +1,5 @@
-"""`ponder collect star`: STaR, the Self-Taught Reasoner (Zelikman et al., 2022, arXiv:2203.14465).
+"""`ponder collect star` and `ponder bench star`: STaR, the Self-Taught Reasoner (Zelikman et al., 2022,
+arXiv:2203.14465).
 
 The loop of the paper, on a task whose answers are known but whose rationales (step-by-step solutions) are not:
 
@@ -20,6 +21,11 @@ training problems give STaR only their answers.
 
 Every iteration's policy is scored by greedy accuracy on the test split. A killed run resumes at the first
 iteration without a `summary.json`; rationales are regenerated with the same seeds.
+
+`ponder bench star` runs it with and without rationalization, side by side: both runs start from the same original
+model (trained once on the seed set) and see the same problems with the same seeds; the only difference is whether
+failures are retried with the answer as a hint. The loop trains and evaluates, so it lives with the experiment
+drivers above `collect`, `train` and `evaluate`.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -253,3 +259,19 @@ def iteration_row(cfg: StarConfig, n: int, model: Path, out: Path, trained: dict
         "examples": trained["examples"], "train_steps": trained["steps"], "seconds": trained["seconds"],
         "test_accuracy": accuracy,
     }
+
+
+def star_benchmark(cfg: StarConfig, out: Path, base: Path | None = None) -> dict[str, Any]:
+    """Rows {iteration, train_steps, kept and test accuracy with / without rationalization}. `base`: an original
+    model trained earlier with the same seed-set settings (by default one is trained under `out`)."""
+    with_hint = run_star(replace(cfg, rationalize=True), out / "rationalize", base=base)
+    without = run_star(replace(cfg, rationalize=False), out / "no-rationalize",
+                       base=base or out / "rationalize" / "base")
+    rows = []
+    for a, b in zip(with_hint["rows"], without["rows"], strict=True):
+        rows.append({"iteration": a["iteration"], "train_steps": a["train_steps"],
+                     "kept": f"{a['generated']}+{a['rationalized']}", "coverage": a["coverage"],
+                     "wrong_step_kept": a["wrong_step_kept"], "accuracy": a["test_accuracy"],
+                     "kept_plain": b["generated"], "coverage_plain": b["coverage"],
+                     "accuracy_plain": b["test_accuracy"], "seconds": a["seconds"] + b["seconds"]})
+    return {"config": with_hint["config"], "out": str(out), "rows": rows}
