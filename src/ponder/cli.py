@@ -100,6 +100,27 @@ def solve(
                   f"{u.generated_tokens} generated tokens[/dim]")
 
 
+def method_options(settings: list[str]) -> dict[str, dict[str, object]]:
+    """`beam.beam_width=4` -> {"beam": {"beam_width": 4}}; values read as int, float, true/false or text."""
+    out: dict[str, dict[str, object]] = {}
+    for setting in settings:
+        name, eq, value = setting.partition("=")
+        method, dot, knob = name.partition(".")
+        if not (eq and dot and method and knob):
+            raise typer.BadParameter(f"{setting!r} is not METHOD.KNOB=VALUE")
+        parsed: object = value
+        for kind in (int, float):
+            try:
+                parsed = kind(value)
+                break
+            except ValueError:
+                continue
+        if value.lower() in ("true", "false"):
+            parsed = value.lower() == "true"
+        out.setdefault(method, {})[knob] = parsed
+    return out
+
+
 @app.command("eval")
 def eval_cmd(
     task: str = typer.Option("game24", help="game24 or arith"),
@@ -115,6 +136,8 @@ def eval_cmd(
     min_p: float = typer.Option(0.0, help="drop tokens less likely than this times the likeliest (min-p sampling)"),
     seed: int = typer.Option(0),
     concurrency: int = typer.Option(64, help="problems in flight at once (they share the engine's batches)"),
+    option: list[str] = typer.Option([], "--set", help="a method's knob, METHOD.KNOB=VALUE (repeatable), e.g. "
+                                                       "beam.beam_width=4, mcts.width=8, tot_bfs.b=5"),
     out: Path = typer.Option(None, help="results folder; rerun with the same folder to resume"),
 ) -> None:
     """Evaluate methods x budgets on a task; resumable; prints accuracy against compute."""
@@ -123,6 +146,7 @@ def eval_cmd(
 
     try:
         cfg = EvalConfig(task=task, split=split, limit=limit or None, model=model, methods=_csv(methods),
+                         options=method_options(option),
                          budgets=[int(b) for b in _csv(budgets)], verifier=verifier, aggregate=aggregate,
                          temperature=temperature, min_p=min_p, seed=seed, concurrency=concurrency)
         out = out or Path("runs") / f"eval-{task}-{split}-seed{seed}"

@@ -43,6 +43,7 @@ class EvalConfig:
     seed: int = 0
     concurrency: int = 64
     max_batch: int = 512
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method, its knobs (`beam`: beam_width)
     model_fingerprint: str = ""  # filled in: resuming against a retrained checkpoint must not mix rows
     verifier_fingerprint: str = ""  # likewise for a learned verifier
 
@@ -52,6 +53,9 @@ class EvalConfig:
             get_method(m)  # unknown names fail before any work starts
         if any(b < 1 for b in self.budgets):
             raise TaskError(f"budgets must be positive, got {self.budgets}")
+        stray = sorted(set(self.options) - set(self.methods))
+        if stray:
+            raise TaskError(f"options given for {', '.join(stray)}, which this run does not use")
         check_aggregation(self.aggregate)
         model = self.model or f"{self.task}-policy"
         max_tokens = self.max_tokens or get_task(self.task).max_tokens
@@ -73,7 +77,7 @@ async def run_job(task: Task, problem: Problem, method: str, budget: int, lm: La
                   verifier: Verifier | None, cfg: EvalConfig) -> dict[str, Any]:
     search_cfg = SearchConfig(n=budget, temperature=cfg.temperature, top_p=cfg.top_p, min_p=cfg.min_p,
                               max_tokens=cfg.max_tokens,
-                              aggregate=cfg.aggregate, seed=cfg.seed)
+                              aggregate=cfg.aggregate, seed=cfg.seed, options=cfg.options.get(method, {}))
     start = time.perf_counter()
     trace = await search(task, problem, lm, verifier, get_method(method), search_cfg)
     answers = [node.extra["answer"] for node in trace.nodes if node.terminal and "answer" in node.extra]

@@ -276,7 +276,7 @@ class HFBackend(Backend):
             self._rows = new
             return
         width = max(old.mask.shape[1], new.mask.shape[1])
-        cache = concat_rows(old.cache, new.cache, width)
+        cache = concat_rows(old.cache, new.cache)
         mask = torch.cat([left_pad(old.mask, width), left_pad(new.mask, width)])
         self._rows = _Rows(cache, mask, torch.cat([old.pos, new.pos]), torch.cat([old.logits, new.logits]),
                            old.owner + new.owner, old.outs + new.outs, old.logp + new.logp, old.dead + new.dead)

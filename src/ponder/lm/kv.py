@@ -1,8 +1,13 @@
 """The running batch's key-value cache: rows of keys and values that grow in place.
 
 transformers' `DynamicLayer` concatenates the whole cache with each new token, so every decoding step copies
-every row's keys and values (a fifth of a step's time on the tiny policies). `Growing` writes the new token into
-spare capacity instead and grows by half when it is full; `batch_select_indices` and `keep_columns` compact it.
+every row's keys and values (a fifth of a step's time on the tiny policies). `Growing` keeps one buffer per layer
+with spare columns and spare rows: a step writes its token into a spare column, rows that join the batch are
+written into spare rows (`append_rows`), and the buffer is reallocated, half again as large, only when it is full.
+`batch_select_indices` and `keep_columns` compact it.
+
+Only the columns a row's mask reads need defined values, but every column an attention reads must be finite
+(a masked weight is exactly 0, and 0 times NaN is NaN), so the padding of joining rows is zeroed.
 """
 
 from __future__ import annotations
@@ -12,35 +17,74 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 
+def _room(n: int) -> int:
+    return n + n // 2 + 16
+
+
 class Growing(DynamicLayer):
+    rows = 0
+    length = 0
+
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object,
                **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
-            self.device, self.is_initialized, self.length = key_states.device, True, 0
-            self._k = key_states.new_empty((*key_states.shape[:2], 0, key_states.shape[3]))
-            self._v = value_states.new_empty((*value_states.shape[:2], 0, value_states.shape[3]))
+            self.device, self.is_initialized = key_states.device, True
+            self.rows, self.length = key_states.shape[0], 0
+            self._k = self._v = key_states.new_empty((self.rows, key_states.shape[1], 0, key_states.shape[3]))
         need = self.length + key_states.shape[2]
         if need > self._k.shape[2]:
-            capacity = max(need + 16, self._k.shape[2] * 3 // 2)
-            self._k, self._v = (_widen(t, self.length, capacity) for t in (self._k, self._v))
-        self._k[:, :, self.length : need] = key_states
-        self._v[:, :, self.length : need] = value_states
+            self._realloc(max(self.rows, self._k.shape[0]), _room(need))
+        self._k[: self.rows, :, self.length : need] = key_states
+        self._v[: self.rows, :, self.length : need] = value_states
         self.length = need
         return self._views()
 
     def _views(self) -> tuple[torch.Tensor, torch.Tensor]:
-        self.keys, self.values = self._k[:, :, : self.length], self._v[:, :, : self.length]
+        self.keys = self._k[: self.rows, :, : self.length]
+        self.values = self._v[: self.rows, :, : self.length]
         return self.keys, self.values
+
+    def _realloc(self, rows: int, columns: int, shift: int = 0) -> None:
+        """New buffers of `rows` x `columns`; the live rows are copied `shift` columns to the right (zeros left)."""
+        for name in ("_k", "_v"):
+            old = getattr(self, name)
+            new = old.new_empty((rows, old.shape[1], columns, old.shape[3]))
+            new[: self.rows, :, :shift] = 0
+            new[: self.rows, :, shift : shift + self.length] = old[: self.rows, :, : self.length]
+            setattr(self, name, new)
+        self.length += shift
+
+    def append_rows(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Rows that join the batch, right-aligned with the others (whichever is shorter is padded on the left)."""
+        n, width = keys.shape[0], keys.shape[2]
+        shift = max(0, width - self.length)
+        if shift or self.rows + n > self._k.shape[0]:
+            self._realloc(_room(self.rows + n), max(self._k.shape[2], _room(self.length + shift)), shift)
+        pad = self.length - width
+        for buffer, new in ((self._k, keys), (self._v, values)):
+            buffer[self.rows : self.rows + n, :, :pad] = 0
+            buffer[self.rows : self.rows + n, :, pad : self.length] = new
+        self.rows += n
+        self._views()
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         if self.is_initialized:
-            self._k, self._v = self._k[indices], self._v[indices]
+            live = (self._k[: self.rows, :, : self.length], self._v[: self.rows, :, : self.length])
+            n = len(indices)
+            for name, old in zip(("_k", "_v"), live):
+                new = old.new_empty((_room(n), old.shape[1], self._k.shape[2], old.shape[3]))
+                torch.index_select(old, 0, indices, out=new[:n, :, : self.length])
+                setattr(self, name, new)
+            self.rows = n
             self._views()
 
     def keep_columns(self, columns: torch.Tensor) -> None:
         """Keep only these positions (the columns no row reads any more are dropped)."""
-        self._k = self._k[:, :, : self.length].index_select(2, columns)
-        self._v = self._v[:, :, : self.length].index_select(2, columns)
+        for name in ("_k", "_v"):
+            old = getattr(self, name)[: self.rows, :, : self.length]
+            new = old.new_empty((self._k.shape[0], old.shape[1], _room(len(columns)), old.shape[3]))
+            torch.index_select(old, 2, columns, out=new[: self.rows, :, : len(columns)])
+            setattr(self, name, new)
         self.length = len(columns)
         self._views()
 
@@ -53,16 +97,10 @@ class Concatenating(Growing):
                **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             return super().update(key_states, value_states)
-        self._k = torch.cat([self._k[:, :, : self.length], key_states], dim=2)
-        self._v = torch.cat([self._v[:, :, : self.length], value_states], dim=2)
+        self._k = torch.cat([self._k[: self.rows, :, : self.length], key_states], dim=2)
+        self._v = torch.cat([self._v[: self.rows, :, : self.length], value_states], dim=2)
         self.length = self._k.shape[2]
         return self._views()
-
-
-def _widen(t: torch.Tensor, length: int, capacity: int) -> torch.Tensor:
-    out = t.new_empty((*t.shape[:2], capacity, t.shape[3]))
-    out[:, :, :length] = t[:, :, :length]
-    return out
 
 
 def new_cache(layers: list[tuple[torch.Tensor, torch.Tensor]] | None = None, grow: bool = True) -> DynamicCache:
@@ -76,29 +114,13 @@ def new_cache(layers: list[tuple[torch.Tensor, torch.Tensor]] | None = None, gro
 
 
 def left_pad(t: torch.Tensor, width: int) -> torch.Tensor:
-    """Pad the column axis (dim 1 of a mask, dim 2 of keys/values) on the left with zeros up to `width`."""
-    axis = 1 if t.dim() == 2 else 2
-    missing = width - t.shape[axis]
-    if not missing:
-        return t
-    shape = list(t.shape)
-    shape[axis] = missing
-    return torch.cat([t.new_zeros(shape), t], dim=axis)
+    """Pad the column axis (dim 1 of a mask) on the left with zeros up to `width`."""
+    missing = width - t.shape[1]
+    return torch.cat([t.new_zeros((t.shape[0], missing)), t], dim=1) if missing else t
 
 
-def concat_rows(a: DynamicCache, b: DynamicCache, width: int, spare: int = 16) -> DynamicCache:
-    """The rows of `a` then those of `b`, each left-padded to `width` columns, copied once into new buffers with
-    `spare` columns to grow into."""
-    cache = new_cache()
+def concat_rows(a: DynamicCache, b: DynamicCache) -> DynamicCache:
+    """`a` with the rows of `b` added (in `a`'s buffers where they have room), right-aligned."""
     for x, y in zip(a.layers, b.layers):
-        layer = Growing()
-        layer.device, layer.is_initialized, layer.length = x.keys.device, True, width
-        for name in ("_k", "_v"):
-            xs, ys = getattr(x, name)[:, :, : x.length], getattr(y, name)[:, :, : y.length]
-            buffer = xs.new_zeros((xs.shape[0] + ys.shape[0], xs.shape[1], width + spare, xs.shape[3]))
-            buffer[: xs.shape[0], :, width - xs.shape[2] : width] = xs
-            buffer[xs.shape[0] :, :, width - ys.shape[2] : width] = ys
-            setattr(layer, name, buffer)
-        layer._views()
-        cache.layers.append(layer)
-    return cache
+        x.append_rows(y.keys, y.values)
+    return a
