@@ -16,7 +16,7 @@ from ponder.lm.engine import Engine
 from ponder.tasks import TASKS, TaskError
 
 ARGS = ["--limit", "24", "--methods", "cot,self_consistency,best_of_n", "--budgets", "8",
-        "--concurrency", "2", "--seed", "3"]
+        "--concurrency", "2", "--seed", "3", "--no-ceiling"]
 
 
 def comparable(rows: list[dict]) -> list[dict]:

@@ -113,16 +113,17 @@ def test_mcts_visits_and_values_match_a_hand_computed_example():
     m = MCTS(task, PROBLEM, Script(tree), Table(scores), cfg)
     by = lambda name: next(n for n in m.trace.nodes if n.text.split(" (")[0] == name)  # noqa: E731
 
-    asyncio.run(m.iterate(0))  # root expanded; no visits yet, so PUCT = Q = 0 for both: A (the first) is simulated
+    asyncio.run(m.iterate(0))  # root expanded; no visits yet, so PUCT = Q = the children's scores: B (0.8) is simulated
     assert by("A").prior == pytest.approx(0.75) and by("B").prior == pytest.approx(0.25)
-    assert (m.trace.root.visits, m.trace.root.value, by("A").visits, by("A").value) == (1, 0.6, 1, 0.6)
-    asyncio.run(m.iterate(1))  # A: 0.6 + 0.75 * 1 / 2 = 0.975 > B: 0 + 0.25 * 1 / 1; A expanded, A1 simulated (0.3)
-    assert (m.trace.root.visits, by("A").visits, by("A1").visits) == (2, 2, 1)
-    assert m.trace.root.value == pytest.approx(0.45) and by("A").value == pytest.approx(0.45)
-    asyncio.run(m.iterate(2))  # A: 0.45 + 0.75 * 1.414 / 3 = 0.80 > B: 0.35; A2: 0 + 0.5 * 1.414 / 1 = 0.71 >
-    # A1: 0.3 + 0.5 * 1.414 / 2 = 0.65; A2 expanded and A2x (the first of equals) simulated (0.2)
-    assert (m.trace.root.visits, by("A").visits, by("A2").visits, by("A2x").visits, by("B").visits) == (3, 3, 1, 1, 0)
-    assert m.trace.root.value == pytest.approx((0.6 + 0.3 + 0.2) / 3) and by("A2").value == pytest.approx(0.2)
+    assert (m.trace.root.visits, m.trace.root.value, by("B").visits, by("B").value) == (1, 0.8, 1, 0.8)
+    asyncio.run(m.iterate(1))  # A: 0.6 + 0.75 * 1 / 1 = 1.35 > B: 0.8 + 0.25 * 1 / 2; A expanded; A2 (0.9 > 0.3)
+    assert (m.trace.root.visits, by("A").visits, by("A2").visits, by("A1").visits) == (2, 1, 1, 0)
+    assert m.trace.root.value == pytest.approx(0.85) and by("A").value == pytest.approx(0.9)
+    asyncio.run(m.iterate(2))  # A: 0.9 + 0.75 * 1.414 / 2 = 1.43 > B: 0.8 + 0.25 * 1.414 / 2 = 0.98; A2: 0.9 +
+    # 0.5 / 2 = 1.15 > A1: 0.3 + 0.5 / 1 = 0.8; A2 expanded, A2y (0.4 + 0.5 > 0.2 + 0.5) simulated
+    assert (m.trace.root.visits, by("A").visits, by("A2").visits, by("A2y").visits, by("B").visits) == (3, 2, 2, 1, 1)
+    assert m.trace.root.value == pytest.approx((0.8 + 0.9 + 0.4) / 3) and by("A").value == pytest.approx(0.65)
+    assert by("A2x").visits == 0 and by("A1").visits == 0
 
 
 def test_mcts_stops_once_a_solution_is_verified_and_keeps_its_simulation_budget():
@@ -130,7 +131,7 @@ def test_mcts_stops_once_a_solution_is_verified_and_keeps_its_simulation_budget(
             ("B",): [(step("B1"), 0.0)], ("B", "B1"): [(step("B2"), 0.0)]}
     scores = {"A": 0.5, "B": 0.4, "A!": 0.97, "B1": 0.4, "B2": 0.4}
     trace = run("mcts", Script(tree), Table(scores), n=50, width=2)
-    assert trace.extra["simulations"] == 2 and trace.solution.splitlines()[-1] == step("A!", final=True)
+    assert trace.extra["simulations"] == 3 and trace.solution.splitlines()[-1] == step("A!", final=True)
     scores["A!"] = 0.5  # never verified: the budget stops it
     trace = run("mcts", Script(tree), Table(scores), n=7, width=2)
     assert trace.extra["simulations"] == 7 and sum(n.visits for n in trace.nodes if n.parent == 0) == 7

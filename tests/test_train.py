@@ -50,7 +50,8 @@ def test_an_untrained_model_gives_garbage_that_is_graded_wrong_not_raised(tmp_pa
                                                                      max_positions=640),
                        train=TrainConfig(steps=1, batch_size=2, warmup=1, bf16=False))
     train_sft(recipe, tmp_path / "model")
-    table = run_eval(EvalConfig(task="arith", limit=4, model=str(tmp_path / "model"), budgets=[3], max_tokens=50),
+    table = run_eval(EvalConfig(task="arith", limit=4, model=str(tmp_path / "model"), budgets=[3], max_tokens=50,
+                                methods=["cot", "self_consistency", "best_of_n"]),
                      tmp_path / "eval", show_progress=False)
     assert [row["accuracy"] for row in table] == [0.0, 0.0, 0.0]
     assert all(row["generated_tokens"] > 0 for row in table)

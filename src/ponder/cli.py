@@ -58,6 +58,8 @@ def solve(
     aggregate: str = typer.Option("min", help="how a PRM's step scores make one score: min, last, prod, mean"),
     model: str = typer.Option("", help="model: shipped name, HF directory or .gguf file (default: the task's policy)"),
     seed: int = typer.Option(0),
+    tree: int = typer.Option(3, help="print the searched tree, this many best children per node (0: no tree)"),
+    option: list[str] = typer.Option([], "--set", help="a knob of the method, KNOB=VALUE (repeatable), e.g. b=5"),
 ) -> None:
     """Solve one problem and print the reasoning with the task's default method. On game24 a Tree-of-Thoughts
     search: at each step the policy proposes 32 different next steps for each of the 5 best states so far, and
@@ -85,9 +87,16 @@ def solve(
     if t.is_solvable(problem) is False:
         console.print(f"[yellow]{problem.question} has no solution (checked exhaustively); "
                       "any answer will be graded wrong.[/yellow]")
-    cfg = SearchConfig(n=n, seed=seed, max_tokens=t.max_tokens, aggregate=aggregate, min_p=min_p)
+    knobs = method_options([f"{method}.{o}" for o in option]).get(method, {})
+    cfg = SearchConfig(n=n, seed=seed, max_tokens=t.max_tokens, aggregate=aggregate, min_p=min_p, options=knobs)
     trace = asyncio.run(search(t, problem, lm, ver, search_method, cfg))
     console.print(f"[bold]{t.prompt(problem).strip()}[/bold]")
+    if tree and len(trace.nodes) > 2:
+        console.print(f"[dim]searched tree ({len(trace.nodes) - 1} states; the {tree} best children of each, by "
+                      "score):[/dim]")
+        for line in render_tree(trace, tree):
+            console.print(line, markup=False, highlight=False)
+        console.print("[dim]chosen:[/dim]")
     for i, step in enumerate(t.split_steps(trace.solution or ""), start=1):
         ok = t.check_step(problem, t.split_steps(trace.solution or "")[:i])
         mark = "" if ok is None else (" [green]✓[/green]" if ok else " [red]✗[/red]")
@@ -98,6 +107,30 @@ def solve(
     judge = f", picked by {ver.name} ({aggregate})" if ver is not None else ""
     console.print(f"[dim]{method}{judge}: {len(trace.nodes) - 1} nodes, {u.model_calls} model calls, "
                   f"{u.generated_tokens} generated tokens[/dim]")
+
+
+def render_tree(trace, best: int) -> list[str]:
+    """The trace's tree as indented lines: each node's step, score (and visits where MCTS counted them), its `best`
+    best-scored children and how many more there were; the chosen path marked `*`."""
+    children: dict[int, list] = {}
+    for node in trace.nodes[1:]:
+        children.setdefault(node.parent, []).append(node)
+    chosen = set(trace.solution.splitlines()) if trace.solution else set()
+    lines: list[str] = []
+
+    def walk(node_id: int, depth: int) -> None:
+        kids = sorted(children.get(node_id, []), key=lambda n: -(n.score if n.score is not None else -1))
+        for node in kids[:best]:
+            score = "" if node.score is None else f"{node.score:.2f}"
+            visits = f" n={node.visits}" if node.visits else ""
+            mark = "*" if node.text in chosen else " "
+            lines.append(f"{'  ' * depth}{mark} {node.text}  [{score}{visits}]")
+            walk(node.id, depth + 1)
+        if len(kids) > best:
+            lines.append(f"{'  ' * depth}  … {len(kids) - best} more")
+
+    walk(0, 1)
+    return lines
 
 
 def method_options(settings: list[str]) -> dict[str, dict[str, object]]:
@@ -126,11 +159,13 @@ def eval_cmd(
     task: str = typer.Option("game24", help="game24 or arith"),
     split: str = typer.Option("test"),
     limit: int = typer.Option(0, help="first N problems only (0: all)"),
-    methods: str = typer.Option("cot,self_consistency,best_of_n", help="comma-separated search methods"),
+    methods: str = typer.Option("cot,self_consistency,best_of_n,tot_bfs", help="comma-separated search methods"),
     budgets: str = typer.Option("16", help="comma-separated budgets (samples) for sampling methods"),
     model: str = typer.Option("", help="shipped name, HF directory or .gguf file (default: the task's policy)"),
-    verifier: str = typer.Option("oracle", help="verifier for best_of_n: oracle, vote, depth, or a PRM/ORM"),
-    aggregate: str = typer.Option("last", help="how best_of_n makes one score of a PRM's step scores: min, last, "
+    verifier: str = typer.Option("", help="verifier for the methods that need one: a PRM/ORM, oracle, vote or "
+                                          "depth (default: the task's shipped PRM)"),
+    ceiling: bool = typer.Option(True, help="add an oracle_ceiling row: best-of-n judged by the exact oracle"),
+    aggregate: str = typer.Option("min", help="how a PRM's step scores make one score of a solution: min, last, "
                                                "prod or mean"),
     temperature: float = typer.Option(0.8),
     min_p: float = typer.Option(0.0, help="drop tokens less likely than this times the likeliest (min-p sampling)"),
@@ -146,7 +181,7 @@ def eval_cmd(
 
     try:
         cfg = EvalConfig(task=task, split=split, limit=limit or None, model=model, methods=_csv(methods),
-                         options=method_options(option),
+                         options=method_options(option), ceiling=ceiling,
                          budgets=[int(b) for b in _csv(budgets)], verifier=verifier, aggregate=aggregate,
                          temperature=temperature, min_p=min_p, seed=seed, concurrency=concurrency)
         out = out or Path("runs") / f"eval-{task}-{split}-seed{seed}"

@@ -24,6 +24,7 @@ from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
 from ponder.trace import Usage
 from ponder.verifiers import Verifier, check_aggregation, get_verifier, verifier_fingerprint
+from ponder.verifiers.base import OracleVerifier
 
 
 @dataclass
@@ -32,10 +33,11 @@ class EvalConfig:
     split: str = "test"
     limit: int | None = None
     model: str = ""  # empty: the shipped policy for the task
-    methods: list[str] = field(default_factory=lambda: ["cot", "self_consistency", "best_of_n"])
+    methods: list[str] = field(default_factory=lambda: ["cot", "self_consistency", "best_of_n", "tot_bfs"])
     budgets: list[int] = field(default_factory=lambda: [16])
-    verifier: str = "oracle"
-    aggregate: str = "last"
+    verifier: str = ""  # for the methods that need one; empty: the task's shipped PRM
+    ceiling: bool = False  # add an `oracle_ceiling` row per budget: best-of-n judged by the exact oracle
+    aggregate: str = "min"
     temperature: float = 0.8
     top_p: float = 1.0
     min_p: float = 0.0
@@ -59,15 +61,20 @@ class EvalConfig:
         check_aggregation(self.aggregate)
         model = self.model or f"{self.task}-policy"
         max_tokens = self.max_tokens or get_task(self.task).max_tokens
-        return EvalConfig(**{**asdict(self), "model": model, "max_tokens": max_tokens,
+        needs = any(m in NEEDS_VERIFIER for m in self.methods)
+        verifier = self.verifier or (f"{self.task}-prm" if needs else "")
+        return EvalConfig(**{**asdict(self), "model": model, "max_tokens": max_tokens, "verifier": verifier,
                              "model_fingerprint": fingerprint(model),
-                             "verifier_fingerprint": verifier_fingerprint(self.verifier)})
+                             "verifier_fingerprint": verifier_fingerprint(verifier)})
+
+
+CEILING = "oracle_ceiling"
 
 
 def jobs(cfg: EvalConfig, problems: list[Problem]) -> list[tuple[str, int, Problem]]:
     """(method, budget, problem); greedy CoT has no budget knob, so it runs once with budget 1."""
     out = []
-    for method in cfg.methods:
+    for method in [*cfg.methods, *([CEILING] if cfg.ceiling else [])]:
         for budget in [1] if method == "cot" else cfg.budgets:
             out.extend((method, budget, p) for p in problems)
     return out
@@ -79,7 +86,10 @@ async def run_job(task: Task, problem: Problem, method: str, budget: int, lm: La
                               max_tokens=cfg.max_tokens,
                               aggregate=cfg.aggregate, seed=cfg.seed, options=cfg.options.get(method, {}))
     start = time.perf_counter()
-    trace = await search(task, problem, lm, verifier, get_method(method), search_cfg)
+    if method == CEILING:  # the samples best-of-n draws, judged by the exact oracle
+        trace = await search(task, problem, lm, OracleVerifier(), get_method("best_of_n"), search_cfg)
+    else:
+        trace = await search(task, problem, lm, verifier, get_method(method), search_cfg)
     answers = [node.extra["answer"] for node in trace.nodes if node.terminal and "answer" in node.extra]
     correct = task.grade(problem, trace.answer)
     return {
@@ -117,7 +127,7 @@ async def _run(cfg: EvalConfig, out: Path, lm: LanguageModel, show_progress: boo
     problems = task.problems(cfg.split, limit=cfg.limit)
     results = ResumableJsonl(out / "results.jsonl")
     todo = [j for j in jobs(cfg, problems) if (j[0], j[1], j[2].id) not in results.done]
-    verifier = get_verifier(cfg.verifier) if cfg.verifier and any(m in NEEDS_VERIFIER for m in cfg.methods) else None
+    verifier = get_verifier(cfg.verifier) if cfg.verifier else None
     gate = asyncio.Semaphore(cfg.concurrency)
     total = len(results.done) + len(todo)
     with Progress(TextColumn("[bold]eval {task.description}"), BarColumn(), MofNCompleteColumn(),

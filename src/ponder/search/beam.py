@@ -9,8 +9,9 @@ states survive. A beam that ends is completed and kept; the search stops after `
 aggregated score by default, or a majority / verifier-weighted vote).
 
 Knobs (`cfg.n` = N; `cfg.options`, the recipe's names): `beam_width` M (4), `lookahead` k (0), `num_iterations`,
-`select`. Unlike search-and-learn's implementation, which runs one problem at a time (their issue #26: 10 hours
-for 30 questions at N = 256), every problem's beams go through the shared engine at once.
+`select`, `distinct` (off: proposals sampled independently, as in the recipe). Unlike search-and-learn's
+implementation, which runs one problem at a time (their issue #26: 10 hours for 30 questions at N = 256), every
+problem's beams go through the shared engine at once.
 """
 
 from __future__ import annotations

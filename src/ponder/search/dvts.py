@@ -7,7 +7,8 @@ them, and the subtree goes on from the best one. A subtree ends when its best ne
 collapse onto one prefix. Only completed solutions are final candidates (search-and-learn's DVTS returned
 unfinished beams too, their issue #57); the answer is chosen among them (`select`, best score by default).
 
-Knobs (`cfg.n` = N; `cfg.options`): `beam_width` M (4), `lookahead` (0), `num_iterations`, `select`.
+Knobs (`cfg.n` = N; `cfg.options`): `beam_width` M (4), `lookahead` (0), `num_iterations`, `select`, `distinct`
+(off: proposals sampled independently, as in the recipe).
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@ human knowledge"; for language models as in Feng et al., 2023, "AlphaZero-like T
 Model Decoding and Training"). It reads like the textbook: `iterate` = select -> expand -> simulate -> back-propagate.
 
 - select: from the root, follow the child with the largest Q + c_puct * P * sqrt(N(parent)) / (1 + N(child))
-  until a node that has not been expanded, a finished solution, or the step limit.
+  until a node that has not been expanded, a finished solution, or the step limit. A child not visited yet takes
+  its verifier score as Q (rather than 0, which sends the search down the policy's favourite steps whatever the
+  verifier thinks of them).
 - expand: that node proposes `width` different next steps (drawn without replacement); each child's prior P is
   the policy's probability of its step, normalised over the siblings, and the verifier scores every child.
 - simulate: the value of the best child (by the same rule) is (1 - `mix`) * its verifier score + `mix` * z, where
@@ -130,8 +132,10 @@ class MCTS:
     # -- choosing -----------------------------------------------------------------------------------------------
 
     def puct(self, parent: Node, child: Node) -> float:
+        """Q + U; an unvisited child's Q is its verifier score (every child is scored when it is made)."""
         prior = child.prior if child.prior is not None else 1.0
-        return child.value + self.c_puct * prior * math.sqrt(parent.visits) / (1 + child.visits)
+        q = child.value if child.visits else (child.score or 0.0)
+        return q + self.c_puct * prior * math.sqrt(parent.visits) / (1 + child.visits)
 
     def best_child(self, node: Node) -> Node:
         """The child with the largest PUCT score (the first of equals)."""

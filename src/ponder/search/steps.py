@@ -5,6 +5,9 @@ A state is a trace node and its steps. A proposal that gives an answer (or an em
 solution) makes a finished solution, judged whole; the other new states are judged as prefixes. With `lookahead`
 k > 0 (Snell et al., 2024, §5), a new state is first rolled out k more steps greedily and judged by that rollout's
 prefix instead (the rollout is not added to the tree). The same step proposed twice from one state is one child.
+`distinct` draws a state's proposals without replacement (stochastic beam search in the backend), so they do not
+repeat the steps the policy is sure of; ToT does by default, beam search and DVTS sample independently as their
+papers do unless asked.
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ Scored = tuple[float, int, list[str]]  # (score, trace node, steps) of a state t
 
 class StepSearch:
     def __init__(self, name: str, task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
-                 cfg: SearchConfig, limit_knob: str = "T") -> None:
+                 cfg: SearchConfig, limit_knob: str = "T", distinct: bool = False) -> None:
         if verifier is None:
             raise ValueError(f"{name} needs a verifier to judge its states (e.g. --verifier game24-prm)")
         self.task, self.problem, self.lm, self.verifier, self.cfg = task, problem, lm, verifier, cfg
         self.limit = int(cfg.options.get(limit_knob, task.max_steps))
         self.lookahead = int(cfg.options.get("lookahead", 0))
         self.how = str(cfg.options.get("select", "best"))
+        self.distinct = bool(cfg.options.get("distinct", distinct))
         check_selection(self.how)
         if self.limit < 1 or self.lookahead < 0:
             raise ValueError(f"{name} needs {limit_knob} >= 1 and lookahead >= 0; got {self.limit}, {self.lookahead}")
@@ -38,13 +42,13 @@ class StepSearch:
         self.finished: list[Finished] = []
 
     async def expand(self, states: list[tuple[int, list[str]]], n: int | list[int], tag: tuple[object, ...],
-                     distinct: bool = False) -> tuple[list[Scored], list[Finished]]:
+                     ) -> tuple[list[Scored], list[Finished]]:
         """Each state proposes `n` steps (or n[i] for state i); every new state is judged and added to the trace.
         Returns the states that go on, best first, and the new finished solutions (also kept in `finished`)."""
         task, problem = self.task, self.problem
         counts = n if isinstance(n, list) else [n] * len(states)
         drawn = await asyncio.gather(*(sample_steps(task, problem, self.lm, self.cfg, steps, k, self.cfg.temperature,
-                                                    (*tag, node), distinct)
+                                                    (*tag, node), self.distinct)
                                        for (node, steps), k in zip(states, counts)))
         children: list[tuple[int, list[str], bool]] = []  # (parent node, steps, whether the model ended there)
         for (node, steps), proposals in zip(states, drawn):

@@ -31,15 +31,14 @@ class _Tree(StepSearch):
 
     def __init__(self, name: str, task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
                  cfg: SearchConfig) -> None:
-        super().__init__(name, task, problem, lm, verifier, cfg, limit_knob="T")
+        super().__init__(name, task, problem, lm, verifier, cfg, limit_knob="T", distinct=True)
         self.k, self.b = int(cfg.options.get("k", cfg.n)), int(cfg.options.get("b", 5))
         if self.k < 1 or self.b < 1:
             raise ValueError(f"{name} needs k, b, T >= 1; got k={self.k}, b={self.b}, T={self.limit}")
-        self.distinct = bool(cfg.options.get("distinct", True))
         self.trace.extra["k"] = self.k
 
     async def propose(self, states: list[tuple[int, list[str]]], t: int) -> list[tuple[float, int, list[str]]]:
-        going, _ = await self.expand(states, self.k, ("tot", t), self.distinct)
+        going, _ = await self.expand(states, self.k, ("tot", t))
         return going
 
 
