@@ -18,6 +18,10 @@ Budget: `simulations` (default `cfg.n`) and, if given, `token_budget` generated 
 a finished solution scores `stop_at` (0.95) or more. The answer (`final`): `verifier` (default; the best-scored
 finished solution, or `select`'s vote), `visits` or `value` (the most visited / highest-valued path, down to a
 finished solution). Each trace node keeps its score, prior, visits and value (Q).
+
+Knobs (`cfg.options`): `simulations` (`cfg.n`), `width` (16: a node is expanded once, so its children are all the
+search will ever try there; on game24 4 gave 72% top-1 and 16 gave 96%), `c_puct` (1.0), `mix` (0), `token_budget`,
+`stop_at` (0.95), `final`, `select`, `T` (depth limit, the task's `max_steps`).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ class MCTS:
             raise ValueError("mcts needs a verifier for its values (e.g. --verifier game24-prm)")
         o = cfg.options
         self.task, self.problem, self.lm, self.verifier, self.cfg = task, problem, lm, verifier, cfg
-        self.simulations, self.width = int(o.get("simulations", cfg.n)), int(o.get("width", 4))
+        self.simulations, self.width = int(o.get("simulations", cfg.n)), int(o.get("width", 16))
         self.c_puct, self.mix = float(o.get("c_puct", 1.0)), float(o.get("mix", 0.0))
         self.token_budget = int(o["token_budget"]) if "token_budget" in o else None
         self.stop_at, self.final = float(o.get("stop_at", 0.95)), str(o.get("final", "verifier"))
