@@ -74,6 +74,14 @@ def req(prompt: str, max_tokens: int = 100, n: int = 1) -> Request:
     return Request(prompt, SamplingParams(max_tokens=max_tokens), n=n)
 
 
+async def decoding(engine: Engine, backend: Scripted, request: Request, steps: int) -> asyncio.Task:
+    """The request, running in the engine once the backend has taken `steps` steps."""
+    task = asyncio.create_task(engine.generate([request]))
+    while len(backend.steps) < steps:
+        await asyncio.sleep(0.001)
+    return task
+
+
 def test_a_request_joins_the_running_batch_and_leaves_when_done():
     backend = Scripted()
     engine = Engine(backend)
@@ -126,9 +134,7 @@ def test_cancelling_a_search_frees_its_row():
     engine = Engine(backend)
 
     async def main() -> str:
-        doomed = asyncio.create_task(engine.generate([req("y" * 60)]))
-        while len(backend.steps) < 3:
-            await asyncio.sleep(0.001)
+        doomed = await decoding(engine, backend, req("y" * 60), 3)
         doomed.cancel()
         with pytest.raises(asyncio.CancelledError):
             await doomed
@@ -158,9 +164,7 @@ def test_a_backend_error_reaches_every_caller_of_that_batch_and_the_engine_goes_
     engine = Engine(backend)
 
     async def main() -> list:
-        running = asyncio.create_task(engine.generate([req("a" * 40)]))
-        while len(backend.steps) < 2:
-            await asyncio.sleep(0.001)
+        running = await decoding(engine, backend, req("a" * 40), 2)
         return await asyncio.gather(running, engine.generate([req("boom")]), return_exceptions=True)
 
     errors = asyncio.run(main())

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from ponder.lm.base import LanguageModel
 from ponder.search.base import SearchConfig, register
-from ponder.search.steps import StepSearch
+from ponder.search.steps import StepSearch, n_and_m
 from ponder.tasks.base import Problem, Task
 from ponder.trace import Trace
 from ponder.verifiers.base import Verifier
@@ -33,9 +33,7 @@ def spread(n: int, k: int) -> list[int]:
 async def beam(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
                cfg: SearchConfig) -> Trace:
     search = StepSearch("beam", task, problem, lm, verifier, cfg, limit_knob="num_iterations")
-    n, m = cfg.n, int(cfg.options.get("beam_width", 4))
-    if m < 1 or n < m:
-        raise ValueError(f"beam needs N >= M >= 1 (N = n beams, M = beam_width); got N={n}, M={m}")
+    n, m = n_and_m("beam", cfg)
     search.trace.extra.update({"N": n, "M": m, "lookahead": search.lookahead})
     beams: list[tuple[int, list[str]]] = [(0, [])]
     for i in range(search.limit):

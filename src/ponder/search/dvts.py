@@ -17,7 +17,7 @@ import asyncio
 
 from ponder.lm.base import LanguageModel
 from ponder.search.base import SearchConfig, register
-from ponder.search.steps import StepSearch
+from ponder.search.steps import StepSearch, n_and_m
 from ponder.tasks.base import Problem, Task
 from ponder.trace import Trace
 from ponder.verifiers.base import Verifier
@@ -27,9 +27,7 @@ from ponder.verifiers.base import Verifier
 async def dvts(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
                cfg: SearchConfig) -> Trace:
     search = StepSearch("dvts", task, problem, lm, verifier, cfg, limit_knob="num_iterations")
-    n, m = cfg.n, int(cfg.options.get("beam_width", 4))
-    if m < 1 or n < m:
-        raise ValueError(f"dvts needs N >= M >= 1 (N / M subtrees of M proposals); got N={n}, M={m}")
+    n, m = n_and_m("dvts", cfg)
     search.trace.extra.update({"N": n, "M": m, "subtrees": n // m})
 
     async def subtree(s: int) -> None:

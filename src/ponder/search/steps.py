@@ -25,6 +25,14 @@ from ponder.verifiers.base import Verifier
 Scored = tuple[float, int, list[str]]  # (score, trace node, steps) of a state that goes on
 
 
+def n_and_m(name: str, cfg: SearchConfig) -> tuple[int, int]:
+    """N (`cfg.n`) and M (`beam_width`, 4) of beam search and DVTS: N proposals an iteration, M per beam."""
+    n, m = cfg.n, int(cfg.options.get("beam_width", 4))
+    if m < 1 or n < m:
+        raise ValueError(f"{name} needs N >= M >= 1 (N = n, M = beam_width); got N={n}, M={m}")
+    return n, m
+
+
 class StepSearch:
     def __init__(self, name: str, task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
                  cfg: SearchConfig, limit_knob: str = "T", distinct: bool = False) -> None:
