@@ -36,11 +36,11 @@ class EvalConfig:
     methods: list[str] = field(default_factory=lambda: ["cot", "self_consistency", "best_of_n", "tot_bfs"])
     budgets: list[int] = field(default_factory=lambda: [16])
     verifier: str = ""  # for the methods that need one; empty: the task's shipped PRM
-    ceiling: bool = False  # add an `oracle_ceiling` row per budget: best-of-n judged by the exact oracle
+    ceiling: bool = False  # add a `best_of_n_oracle` row per budget: best-of-n judged by the exact oracle
     aggregate: str = "min"
     temperature: float = 0.8
     top_p: float = 1.0
-    min_p: float = 0.0
+    min_p: float = 0.01  # min-p sampling (Nguyen et al., 2024): distinct proposals without it draw noise
     max_tokens: int = 0  # 0: the task's default
     seed: int = 0
     concurrency: int = 64
@@ -68,7 +68,7 @@ class EvalConfig:
                              "verifier_fingerprint": verifier_fingerprint(verifier)})
 
 
-CEILING = "oracle_ceiling"
+CEILING = "best_of_n_oracle"
 
 
 def jobs(cfg: EvalConfig, problems: list[Problem]) -> list[tuple[str, int, Problem]]:

@@ -37,22 +37,28 @@ def check_selection(how: str) -> None:
 
 def select(task: Task, problem: Problem, finished: list[Finished], how: str) -> Finished | None:
     """The solution that carries the chosen answer, or None when there is nothing to choose."""
+    keys = [task.answer_key(problem, task.extract_answer(problem, f.steps)) for f in finished] if how != "best" else []
+    i = choose(keys or [None] * len(finished), [f.score for f in finished], how)
+    return None if i is None else finished[i]
+
+
+def choose(keys: list[object], scores: list[float | None], how: str) -> int | None:
+    """The index of the chosen solution, given each one's answer key (None: no answer) and score (None: unscored)."""
     check_selection(how)
-    if not finished:
+    if not scores:
         return None
+    rank = [s if s is not None else float("-inf") for s in scores]
     if how == "best":
-        return max(finished, key=lambda f: f.score if f.score is not None else float("-inf"))
-    keys = [task.answer_key(problem, task.extract_answer(problem, f.steps)) for f in finished]
+        return max(range(len(rank)), key=lambda i: rank[i])
     totals: dict[object, float] = defaultdict(float)
-    for f, key in zip(finished, keys):
+    for key, score in zip(keys, scores):
         if key is not None:
-            totals[key] += 1.0 if how == "majority" else (f.score or 0.0)
+            totals[key] += 1.0 if how == "majority" else (score or 0.0)
     if not totals:
         return None
     top = max(totals.values())
     winner = next(k for k in keys if k is not None and totals[k] == top)  # the first answer to reach the top
-    same = [f for f, k in zip(finished, keys) if k == winner]
-    return max(same, key=lambda f: f.score if f.score is not None else float("-inf"))
+    return max((i for i, k in enumerate(keys) if k == winner), key=lambda i: rank[i])
 
 
 def answer(trace: Trace, task: Task, problem: Problem, finished: list[Finished], how: str) -> Trace:
