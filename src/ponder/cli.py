@@ -146,6 +146,25 @@ def render_tree(trace, best: int) -> list[str]:
     return lines
 
 
+@app.command()
+def plot(
+    folders: list[Path] = typer.Argument(..., help="`ponder eval` output folders"),
+    out: Path = typer.Option(Path("runs/accuracy-vs-tokens.png"), help="the PNG to write"),
+    title: str = typer.Option("accuracy against compute"),
+) -> None:
+    """Accuracy against generated tokens for every method and budget of the given eval folders (one panel per
+    difficulty where the task grades it)."""
+    from ponder.evaluate.plot import load, plot_compute
+
+    try:
+        rows = load(folders)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        _fail(str(err))
+        return
+    plot_compute(rows, out, title)
+    console.print(f"saved to {out} ({len(rows)} points)")
+
+
 def method_options(settings: list[str]) -> dict[str, dict[str, object]]:
     """`beam.beam_width=4` -> {"beam": {"beam_width": 4}}; values read as int, float, true/false or text."""
     out: dict[str, dict[str, object]] = {}

@@ -1,0 +1,59 @@
+"""Accuracy against compute: one PNG from one or more `ponder eval` folders.
+
+Each (method, budget) row of a folder's `summary.json` is a point at its mean generated tokens per problem and its
+top-1 accuracy; a method's budgets are joined by a line. Where the folders graded difficulty
+(`summary-by-difficulty.json`, arith), each difficulty gets its own panel beside the overall one. Rows of the same
+method from different folders are told apart by the folder's name.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def load(folders: list[Path]) -> list[dict[str, Any]]:
+    """Every summary row of the folders, each with `series` (method, and folder when several) and `group`."""
+    rows = []
+    for folder in folders:
+        summary = folder / "summary.json"
+        if not summary.is_file():
+            raise FileNotFoundError(f"{folder} has no summary.json (is it a `ponder eval` folder?)")
+        tag = f" ({folder.name})" if len(folders) > 1 else ""
+        rows += [{**r, "series": r["method"] + tag, "group": "all"} for r in json.loads(summary.read_text())]
+        graded = folder / "summary-by-difficulty.json"
+        if graded.is_file():
+            rows += [{**r, "series": r["method"] + tag, "group": f"difficulty {r['difficulty']}"}
+                     for r in json.loads(graded.read_text())]
+    return rows
+
+
+def plot_compute(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(dict.fromkeys(r["group"] for r in rows))
+    names = list(dict.fromkeys(r["series"] for r in rows))
+    colours = plt.get_cmap("tab20")
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups) + 3.5, 4.0), squeeze=False, sharey=True)
+    for ax, group in zip(axes[0], groups):
+        for series in dict.fromkeys(r["series"] for r in rows if r["group"] == group):
+            pts = sorted((r["generated_tokens"], r["accuracy"], r["budget"]) for r in rows
+                         if r["group"] == group and r["series"] == series)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=series,
+                    color=colours(names.index(series) % 20))
+            for x, y, n in pts:
+                ax.annotate(f"{n}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6)
+        ax.set_xscale("log")
+        ax.set_xlabel("generated tokens per problem (log)")
+        ax.set_title(f"{title}: {group}")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("top-1 accuracy")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
