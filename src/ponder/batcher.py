@@ -87,7 +87,7 @@ class Batcher(Generic[T, R]):
         self.fn, self.max_items, self.name = fn, max_items, name
         self.batches = 0
         self.items = 0
-        self._cond = threading.Lock()
+        self._lock = threading.Lock()
         self._queue: list[_Call[T, R]] = []
         self._scheduled = False
 
@@ -96,7 +96,7 @@ class Batcher(Generic[T, R]):
             return []
         loop = asyncio.get_running_loop()
         call: _Call[T, R] = _Call(items, loop.create_future(), loop)
-        with self._cond:
+        with self._lock:
             self._queue.append(call)
             if not self._scheduled:
                 self._scheduled = True
@@ -105,7 +105,7 @@ class Batcher(Generic[T, R]):
 
     def _turn(self) -> bool:
         """One batch of the calls waiting; True while more wait."""
-        with self._cond:
+        with self._lock:
             batch: list[_Call[T, R]] = []
             size = 0
             while self._queue and (not batch or size + len(self._queue[0].items) <= self.max_items):
@@ -126,7 +126,7 @@ class Batcher(Generic[T, R]):
                 for call in batch:
                     resolve(call.loop, call.future, results[start : start + len(call.items)])
                     start += len(call.items)
-        with self._cond:
+        with self._lock:
             self._scheduled = bool(self._queue)
             return self._scheduled
 

@@ -122,8 +122,7 @@ def _rss() -> int:
     return 0
 
 
-def run_workload(w: Workload, engine: str, backend: HFBackend, verifier: LearnedVerifier | None,
-                 max_rows: int, cache_mb: float) -> dict[str, Any]:
+def run_workload(w: Workload, engine: str, backend: HFBackend, max_rows: int, cache_mb: float) -> dict[str, Any]:
     """One workload through one engine: its usage, time, memory, traces and texts."""
     task = get_task(w.task)
     problems = task.problems("test", limit=w.problems)
@@ -131,9 +130,8 @@ def run_workload(w: Workload, engine: str, backend: HFBackend, verifier: Learned
     backend.grow_in_place = engine == "continuous"
     lm: LanguageModel = Engine(backend, max_rows=max_rows) if engine == "continuous" else StaticEngine(
         backend, max_rows=max_rows)
-    if verifier is not None:
-        verifier = LearnedVerifier(w.verifier or "", batched=engine == "continuous") if (
-            (verifier.engine is not None) != (engine == "continuous")) else verifier
+    # step 1 scored each search's PRM call at once, alone; the continuous engine batches them
+    verifier = LearnedVerifier(w.verifier, batched=engine == "continuous") if w.verifier else None
     recorder = _Recorder(lm)
     method = get_method(w.method)
 
@@ -203,8 +201,7 @@ def engine_benchmark(names: list[str], problems: int, seed: int, engines: list[s
             backends[w.task] = HFBackend(f"{w.task}-policy")
             backends[w.task].generate_batch([Request("Input: 1 2 3 4\n")])  # warm-up: one-off costs
         backend = backends[w.task]
-        verifier = LearnedVerifier(w.verifier) if w.verifier else None
-        runs = {e: run_workload(w, e, backend, verifier, max_rows, cache_mb) for e in engines}
+        runs = {e: run_workload(w, e, backend, max_rows, cache_mb) for e in engines}
         for run in runs.values():
             u = run["usage"]
             rows.append({

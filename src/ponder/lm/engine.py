@@ -51,7 +51,7 @@ class Engine(LanguageModel):
         self.name = backend.name
         self.max_rows, self.max_tokens = max_rows, max_tokens
         self.stats = EngineStats()
-        self._cond = threading.Lock()
+        self._lock = threading.Lock()
         self._waiting: list[_Waiting] = []
         self._cancelled: set[asyncio.Future[list[Completion]]] = set()
         self._scheduled = False  # a turn is queued on the compute thread
@@ -62,7 +62,7 @@ class Engine(LanguageModel):
     async def generate_many(self, requests: list[Request]) -> list[list[Completion]]:
         loop = asyncio.get_running_loop()
         entries = [_Waiting(r, loop.create_future(), loop) for r in requests]
-        with self._cond:
+        with self._lock:
             self._waiting.extend(entries)
             if not self._scheduled:
                 self._scheduled = True
@@ -70,7 +70,7 @@ class Engine(LanguageModel):
         try:
             return list(await asyncio.gather(*(e.future for e in entries)))
         except asyncio.CancelledError:
-            with self._cond:
+            with self._lock:
                 self._cancelled.update(e.future for e in entries)
             raise
 
@@ -79,7 +79,7 @@ class Engine(LanguageModel):
         deliver what finished. True while there is more to do. The engine holds the backend's lock from its first
         admitted request until nothing runs."""
         running = self._running
-        with self._cond:
+        with self._lock:
             cancelled = [k for k, e in running.items() if e.future in self._cancelled or e.loop.is_closed()]
             self._waiting = [e for e in self._waiting if e.future not in self._cancelled]
             self._cancelled.clear()
@@ -120,6 +120,7 @@ class Engine(LanguageModel):
     def _take(self) -> list[_Waiting]:
         """The waiting requests that fit under the caps, in order (at least one if nothing runs)."""
         admit: list[_Waiting] = []
+        tokens = sum(self._cost.values())
         while self._waiting:
             entry = self._waiting[0]
             try:
@@ -128,12 +129,12 @@ class Engine(LanguageModel):
                 self._waiting.pop(0)
                 _deliver(entry, error=err)
                 continue
-            tokens = sum(self._cost.values())
             fits = self._rows + entry.request.n <= self.max_rows and tokens + need <= self.max_tokens
             if not fits and (self._running or admit):
                 break
             admit.append(self._waiting.pop(0))
             self._rows += entry.request.n
+            tokens += need
             self._cost[id(entry)] = need
         return admit
 

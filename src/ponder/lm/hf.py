@@ -8,6 +8,7 @@ from a prefix cache as far as another request has computed them (`ponder.lm.pref
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import itertools
@@ -122,6 +123,9 @@ class HFBackend(Backend):
         self.prefixes = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
         self.grow_in_place = grow_in_place
         self._rng = random.Random(0)
+        # the engine sizes a request (`cost`) just before admitting it: both read one tokenization
+        self._token_ids = functools.lru_cache(maxsize=4096)(
+            lambda text: tuple(self.tokenizer(text, add_special_tokens=False).input_ids))
         self._next_key = itertools.count()
         self._live: dict[int, _Live] = {}
         self._rows: _Rows | None = None
@@ -132,7 +136,7 @@ class HFBackend(Backend):
         self._extra = {"logits_to_keep": 1} if "logits_to_keep" in forward_args else {}
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False).input_ids
+        return list(self._token_ids(text))
 
     @property
     def keys(self) -> list[int]:
