@@ -56,6 +56,18 @@ class Completion:
     # top-p or min-p), where the backend gives it
 
 
+@dataclass(frozen=True)
+class NextToken:
+    """What a model gives for the token after a prompt: for each word asked about, the probability that the next
+    token is that word's first token (a judge reads P("Yes")); and the prompt tokens read."""
+
+    probs: list[float]
+    prompt_tokens: int
+
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
+
+
 class ContextLengthError(ValueError):
     """A prompt that leaves the model no room to generate: this request fails, the others go on."""
 
@@ -79,15 +91,25 @@ class LanguageModel(ABC):
         """One completion per request (every request has n = 1)."""
         return _single(requests, await self.generate_many(requests))
 
+    def chat_prompt(self, messages: list[Message]) -> str | None:
+        """These messages through the model's chat template, ending where the assistant's reply starts: the text
+        a search continues. None when the model has no chat template (prompts are then plain text)."""
+        return None
+
+    async def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
+        """For each prompt, the probability of each word's first token coming next."""
+        raise NotImplementedError(f"{self.name} does not give next-token probabilities")
+
 
 class Backend(ABC):
     """Rows that a model decodes one token at a time, one forward pass for all of them; requests join between
-    steps and leave when they finish. The engine drives it from one thread at a time (`lock`)."""
+    steps and leave when they finish. The engine drives it from one thread at a time (`lock`: re-entrant, so that
+    the engine's compute thread, which holds it while rows run, can ask `next_token` between steps)."""
 
     name: str = "backend"
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
 
     @abstractmethod
     def admit(self, requests: list[Request]) -> list[int | Exception]:
@@ -109,6 +131,15 @@ class Backend(ABC):
     @abstractmethod
     def keys(self) -> list[int]:
         """The requests running now."""
+
+    def chat_prompt(self, messages: list[Message]) -> str | None:
+        """As `LanguageModel.chat_prompt`."""
+        return None
+
+    def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
+        """As `LanguageModel.next_token`, one batch, on the calling thread (the engine calls it on its compute
+        thread between decoding steps; it must leave the running rows as they are)."""
+        raise NotImplementedError(f"{self.name} does not give next-token probabilities")
 
     def generate_many(self, requests: list[Request]) -> list[list[Completion]]:
         """The requests as one batch run to its end, nothing joining it (step 1's engine and direct use)."""
@@ -148,3 +179,9 @@ class Metered(LanguageModel):
         self.usage.generated_tokens += sum(c.generated_tokens for c in completions)
         self.usage.seconds += sum(c.seconds for c in completions)
         return outs
+
+    def chat_prompt(self, messages: list[Message]) -> str | None:
+        return self.lm.chat_prompt(messages)
+
+    async def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
+        return await self.lm.next_token(prompts, words)

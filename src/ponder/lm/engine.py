@@ -21,8 +21,8 @@ import asyncio
 import threading
 from dataclasses import dataclass
 
-from ponder.batcher import COMPUTE, resolve
-from ponder.lm.base import Backend, Completion, LanguageModel, Request
+from ponder.batcher import COMPUTE, Batcher, resolve
+from ponder.lm.base import Backend, Completion, LanguageModel, Message, NextToken, Request
 
 
 @dataclass
@@ -58,6 +58,21 @@ class Engine(LanguageModel):
         self._running: dict[int, _Waiting] = {}  # by backend key
         self._cost: dict[int, int] = {}  # cache positions each running request may take
         self._rows = 0
+        # next-token questions (a judge's P("Yes")) of all searches, batched on the compute thread between steps
+        self._questions = Batcher(self._answer, max_items=64, name="next-token")
+
+    def chat_prompt(self, messages: list[Message]) -> str | None:
+        return self.backend.chat_prompt(messages)
+
+    async def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
+        return await self._questions.run([(p, tuple(words)) for p in prompts])
+
+    def _answer(self, items: list[tuple[str, tuple[str, ...]]]) -> list[NextToken]:
+        out: dict[int, NextToken] = {}
+        for words in dict.fromkeys(w for _, w in items):
+            at = [i for i, (_, w) in enumerate(items) if w == words]
+            out.update(zip(at, self.backend.next_token([items[i][0] for i in at], list(words))))
+        return [out[i] for i in range(len(items))]
 
     async def generate_many(self, requests: list[Request]) -> list[list[Completion]]:
         loop = asyncio.get_running_loop()
@@ -162,6 +177,12 @@ class StaticEngine(LanguageModel):
         self.stats = EngineStats()
         self._pending: list[tuple[Request, asyncio.Future[list[Completion]]]] = []
         self._worker: asyncio.Task[None] | None = None
+
+    def chat_prompt(self, messages: list[Message]) -> str | None:
+        return self.backend.chat_prompt(messages)
+
+    async def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
+        return self.backend.next_token(prompts, words)
 
     async def generate_many(self, requests: list[Request]) -> list[list[Completion]]:
         loop = asyncio.get_running_loop()

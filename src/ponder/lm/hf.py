@@ -22,7 +22,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.utils import logging as hf_logging
 
-from ponder.lm.base import Backend, Completion, ContextLengthError, LanguageModel, Request
+from ponder.lm.base import Backend, Completion, ContextLengthError, LanguageModel, Message, NextToken, Request
 from ponder.lm.kv import concat_rows, left_pad, new_cache
 from ponder.lm.prefix_cache import KV, PrefixCache, common_length
 from ponder.lm.sampling import Distinct, sample, truncate
@@ -177,14 +177,27 @@ class HFBackend(Backend):
         return out
 
     @torch.inference_mode()
-    def next_token_logits(self, prompts: list[str]) -> torch.Tensor:
-        """[prompts, vocabulary]: the model's logits for the token after each prompt, cached prefixes reused."""
+    def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
+        """One forward pass over the prompts (cached prefixes reused, the prompts cached in turn)."""
         ids = [self.encode(p) for p in prompts]
+        firsts = [self._first_token(w) for w in words]
         with self.lock:
             rows = self._forward(ids, [self._cached(p[:-1], None) for p in ids], keys=None, store=self.prefixes)
             if self.prefixes is not None:
                 self.prefixes.evict()
-        return rows.logits
+        probs = torch.softmax(rows.logits.double(), dim=-1)[:, firsts].tolist()
+        return [NextToken(p, len(i)) for p, i in zip(probs, ids)]
+
+    def _first_token(self, word: str) -> int:
+        ids = self.encode(word)
+        if not ids:
+            raise ValueError(f"the tokenizer encodes {word!r} to nothing")
+        return ids[0]
+
+    def chat_prompt(self, messages: list[Message]) -> str | None:
+        if not getattr(self.tokenizer, "chat_template", None):
+            return None
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def drop(self, keys: Iterable[int]) -> None:
         gone = {k for k in keys if self._live.pop(k, None) is not None}
@@ -450,3 +463,9 @@ class Direct(LanguageModel):
 
     async def generate_many(self, requests: list[Request]) -> list[list[Completion]]:
         return self.backend.generate_many(requests)
+
+    def chat_prompt(self, messages: list[Message]) -> str | None:
+        return self.backend.chat_prompt(messages)
+
+    async def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
+        return self.backend.next_token(prompts, words)
