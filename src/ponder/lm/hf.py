@@ -177,16 +177,20 @@ class HFBackend(Backend):
         return out
 
     @torch.inference_mode()
-    def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
-        """One forward pass over the prompts (cached prefixes reused, the prompts cached in turn)."""
+    def next_token_logits(self, prompts: list[str]) -> torch.Tensor:
+        """[prompts, vocabulary]: the model's logits for the token after each prompt, cached prefixes reused (and
+        the prompts cached in turn)."""
         ids = [self.encode(p) for p in prompts]
-        firsts = [self._first_token(w) for w in words]
         with self.lock:
             rows = self._forward(ids, [self._cached(p[:-1], None) for p in ids], keys=None, store=self.prefixes)
             if self.prefixes is not None:
                 self.prefixes.evict()
-        probs = torch.softmax(rows.logits.double(), dim=-1)[:, firsts].tolist()
-        return [NextToken(p, len(i)) for p, i in zip(probs, ids)]
+        return rows.logits
+
+    def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
+        firsts = [self._first_token(w) for w in words]
+        probs = torch.softmax(self.next_token_logits(prompts).double(), dim=-1)[:, firsts].tolist()
+        return [NextToken(p, len(self.encode(t))) for p, t in zip(probs, prompts)]
 
     def _first_token(self, word: str) -> int:
         ids = self.encode(word)
