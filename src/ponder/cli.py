@@ -63,13 +63,16 @@ def print_table(title: str, rows: list[dict], columns: list[tuple[str, str, str]
 def solve(
     puzzle: list[str] = typer.Argument(..., help="game24: four numbers, as '4 5 6 10' or 4 5 6 10; arith: a "
                                                   "test-problem index"),
-    task: str = typer.Option("game24", help="game24 or arith"),
+    task: str = typer.Option("game24", help="game24, arith, gsm8k or math500"),
     method: str = typer.Option("", help="search method (default: the task's, tot_bfs for game24, cot for arith)"),
     n: int = typer.Option(32, help="budget: samples (best_of_n, self_consistency) or proposals per state (tot_bfs)"),
     min_p: float = typer.Option(0.001, help="drop tokens less likely than this times the likeliest (min-p sampling)"),
-    verifier: str = typer.Option("", help="verifier for methods that need one (default: the task's shipped PRM)"),
+    verifier: str = typer.Option("", help="verifier for methods that need one (default: the task's shipped PRM; "
+                                          "gsm8k/math500: judge)"),
     aggregate: str = typer.Option("min", help="how a PRM's step scores make one score: min, last, prod, mean"),
-    model: str = typer.Option("", help="model: shipped name, HF directory or .gguf file (default: the task's policy)"),
+    model: str = typer.Option("", help="model: shipped name, HF directory, .gguf file or server URL (default: the "
+                                       "task's policy; gsm8k/math500: smollm2)"),
+    style: str = typer.Option("", help="prompting style of gsm8k/math500: zero_shot (default) or few_shot"),
     seed: int = typer.Option(0),
     tree: int = typer.Option(3, help="print the searched tree, this many best children per node (0: no tree)"),
     option: list[str] = typer.Option([], "--set", help="a knob of the method, KNOB=VALUE (repeatable), e.g. b=5"),
@@ -79,21 +82,22 @@ def solve(
     the shipped PRM judges them (min of the step scores); on arith the policy's greedy chain of thought."""
     import asyncio
 
-    from ponder.lm.engine import Engine
-    from ponder.lm.hf import HFBackend, ModelLoadError
+    from ponder.lm.hf import ModelLoadError
+    from ponder.lm.load import load_model
     from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, search
     from ponder.tasks import get_task
     from ponder.verifiers import check_aggregation, get_verifier
 
     text = " ".join(puzzle)
     try:
-        t = get_task(task)
+        t = get_task(task, **({"style": style} if style else {}))
         problem = t.from_text(text)
         method = method or t.default_method
         search_method = get_method(method)
         check_aggregation(aggregate)
-        ver = get_verifier(verifier or f"{task}-prm") if method in NEEDS_VERIFIER else None
-        lm = Engine(HFBackend(model or f"{task}-policy"))
+        lm = load_model(model or t.default_model)
+        t.template = lm.chat_prompt
+        ver = get_verifier(verifier or t.default_verifier, lm) if method in NEEDS_VERIFIER else None
     except (TaskError, ModelLoadError, ValueError) as err:
         _fail(str(err))
         return
@@ -188,14 +192,18 @@ def method_options(settings: list[str]) -> dict[str, dict[str, object]]:
 
 @app.command("eval")
 def eval_cmd(
-    task: str = typer.Option("game24", help="game24 or arith"),
+    task: str = typer.Option("game24", help="game24, arith, gsm8k or math500"),
     split: str = typer.Option("test"),
     limit: int = typer.Option(0, help="first N problems only (0: all)"),
     methods: str = typer.Option("cot,self_consistency,best_of_n,tot_bfs", help="comma-separated search methods"),
     budgets: str = typer.Option("16", help="comma-separated budgets (samples) for sampling methods"),
-    model: str = typer.Option("", help="shipped name, HF directory or .gguf file (default: the task's policy)"),
-    verifier: str = typer.Option("", help="verifier for the methods that need one: a PRM/ORM, oracle, vote or "
-                                          "depth (default: the task's shipped PRM)"),
+    model: str = typer.Option("", help="shipped name, HF directory, .gguf file or OpenAI-compatible server URL "
+                                       "(http://host:port/v1, #MODEL to pick one) (default: the task's policy)"),
+    backend: str = typer.Option("auto", help="for a .gguf file: auto (llama.cpp), llama.cpp or hf"),
+    style: str = typer.Option("", help="prompting style of gsm8k/math500: zero_shot (default) or few_shot"),
+    verifier: str = typer.Option("", help="verifier for the methods that need one: a PRM/ORM, oracle, vote, depth, "
+                                          "judge (the policy asked Yes/No about each step), judge-outcome, "
+                                          "judge:MODEL (default: the task's shipped PRM; gsm8k/math500: judge)"),
     ceiling: bool = typer.Option(True, help="add a best_of_n_oracle row: the same samples judged by the exact oracle, "
                                              "the ceiling of picking among whole solutions"),
     aggregate: str = typer.Option("min", help="how a PRM's step scores make one score of a solution: min, last, "
@@ -213,7 +221,8 @@ def eval_cmd(
     from ponder.lm.hf import ModelLoadError
 
     try:
-        cfg = EvalConfig(task=task, split=split, limit=limit or None, model=model, methods=_csv(methods),
+        cfg = EvalConfig(task=task, split=split, limit=limit or None, model=model, backend=backend, style=style,
+                         methods=_csv(methods),
                          options=method_options(option), ceiling=ceiling,
                          budgets=[int(b) for b in _csv(budgets)], verifier=verifier, aggregate=aggregate,
                          temperature=temperature, min_p=min_p, seed=seed, concurrency=concurrency)
@@ -225,7 +234,7 @@ def eval_cmd(
     print_table(f"{task} {split}: accuracy against compute (per problem)", table, [
         ("method", "method", ""), ("budget", "n", ""), ("problems", "problems", ""), ("accuracy", "accuracy", ".3f"),
         ("pass", "any right", ".3f"), ("generated_tokens", "gen tokens", ".0f"), ("model_calls", "model calls", ".1f"),
-        ("verifier_calls", "verifier calls", ".1f"), ("seconds", "model s", ".2f")])
+        ("verifier_calls", "verifier calls", ".1f"), ("seconds", "model s", ".2f"), ("wall_seconds", "wall s", ".2f")])
     graded = out / "summary-by-difficulty.json"
     if graded.exists():
         print_table(f"{task} {split}: by difficulty", json.loads(graded.read_text()), [

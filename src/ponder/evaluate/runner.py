@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ponder.jsonl import ResumableJsonl, check_config
 from ponder.lm.base import LanguageModel
-from ponder.lm.hf import fingerprint
+from ponder.lm.load import load_model, model_fingerprint
 from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, search
 from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
@@ -32,10 +32,12 @@ class EvalConfig:
     task: str = "game24"
     split: str = "test"
     limit: int | None = None
-    model: str = ""  # empty: the shipped policy for the task
+    model: str = ""  # empty: the shipped policy for the task; a directory, a .gguf file or a server URL
+    backend: str = "auto"  # for a .gguf file: llama.cpp (auto) or hf
+    style: str = ""  # the task's prompting style where it has several (gsm8k, math500: zero_shot, few_shot)
     methods: list[str] = field(default_factory=lambda: ["cot", "self_consistency", "best_of_n", "tot_bfs"])
     budgets: list[int] = field(default_factory=lambda: [16])
-    verifier: str = ""  # for the methods that need one; empty: the task's shipped PRM
+    verifier: str = ""  # for the methods that need one; empty: the task's default (its shipped PRM, or `judge`)
     ceiling: bool = False  # add a `best_of_n_oracle` row per budget: best-of-n judged by the exact oracle
     aggregate: str = "min"
     temperature: float = 0.8
@@ -49,8 +51,12 @@ class EvalConfig:
     model_fingerprint: str = ""  # filled in: resuming against a retrained checkpoint must not mix rows
     verifier_fingerprint: str = ""  # likewise for a learned verifier
 
+    def make_task(self) -> Task:
+        return get_task(self.task, **({"style": self.style} if self.style else {}))
+
     def resolved(self) -> EvalConfig:
-        get_task(self.task).problems(self.split, limit=0)  # a bad task or split fails first
+        task = self.make_task()
+        task.problems(self.split, limit=0)  # a bad task or split fails first
         for m in self.methods:
             get_method(m)  # unknown names fail before any work starts
         if any(b < 1 for b in self.budgets):
@@ -59,12 +65,12 @@ class EvalConfig:
         if stray:
             raise TaskError(f"options given for {', '.join(stray)}, which this run does not use")
         check_aggregation(self.aggregate)
-        model = self.model or f"{self.task}-policy"
-        max_tokens = self.max_tokens or get_task(self.task).max_tokens
+        model = self.model or task.default_model
+        max_tokens = self.max_tokens or task.max_tokens
         needs = any(m in NEEDS_VERIFIER for m in self.methods)
-        verifier = self.verifier or (f"{self.task}-prm" if needs else "")
+        verifier = self.verifier or (task.default_verifier if needs else "")
         return EvalConfig(**{**asdict(self), "model": model, "max_tokens": max_tokens, "verifier": verifier,
-                             "model_fingerprint": fingerprint(model),
+                             "model_fingerprint": model_fingerprint(model),
                              "verifier_fingerprint": verifier_fingerprint(verifier)})
 
 
@@ -116,6 +122,7 @@ def summarize(rows: list[dict[str, Any]], by_difficulty: bool = False) -> list[d
             "problems": n,
             "accuracy": sum(r["correct"] for r in rs) / n,
             "pass": sum(r.get("any_correct", r["correct"]) for r in rs) / n,
+            "wall_seconds": sum(r.get("latency", 0.0) for r in rs) / n,  # while sharing the engine with the others
             # per problem; records written before a field existed count 0 for it
             **{f.name: sum(r["usage"].get(f.name, 0) for r in rs) / n for f in fields(Usage)},
         })
@@ -123,11 +130,12 @@ def summarize(rows: list[dict[str, Any]], by_difficulty: bool = False) -> list[d
 
 
 async def _run(cfg: EvalConfig, out: Path, lm: LanguageModel, show_progress: bool) -> list[dict[str, Any]]:
-    task = get_task(cfg.task)
+    task = cfg.make_task()
+    task.template = lm.chat_prompt
     problems = task.problems(cfg.split, limit=cfg.limit)
     results = ResumableJsonl(out / "results.jsonl")
     todo = [j for j in jobs(cfg, problems) if (j[0], j[1], j[2].id) not in results.done]
-    verifier = get_verifier(cfg.verifier) if cfg.verifier else None
+    verifier = get_verifier(cfg.verifier, lm) if cfg.verifier else None
     gate = asyncio.Semaphore(cfg.concurrency)
     total = len(results.done) + len(todo)
     with Progress(TextColumn("[bold]eval {task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -153,10 +161,7 @@ def run_eval(cfg: EvalConfig, out: Path, lm: LanguageModel | None = None, show_p
     cfg = cfg.resolved()
     check_config(out, asdict(cfg))
     if lm is None:
-        from ponder.lm.engine import Engine
-        from ponder.lm.hf import HFBackend
-
-        lm = Engine(HFBackend(cfg.model), max_rows=cfg.max_batch)
+        lm = load_model(cfg.model, max_rows=cfg.max_batch, backend=cfg.backend)
     rows = asyncio.run(_run(cfg, out, lm, show_progress))
     order = {(m, b): i for i, (m, b, _) in enumerate(jobs(cfg, [Problem("", "")]))}
     table = sorted(summarize(rows), key=lambda r: order.get((r["method"], r["budget"]), 1 << 30))

@@ -20,7 +20,7 @@ class SamplingParams:
     top_p: float = 1.0
     min_p: float = 0.0  # drop tokens less likely than min_p times the likeliest (Nguyen et al., 2024)
     max_tokens: int = 256
-    stop: tuple[str, ...] = ()
+    stop: tuple[str, ...] = ()  # the text ends before the first; one inside the leading whitespace does not stop
     seed: int | None = None  # per request, so a request samples the same text whatever batch it lands in
 
     def __post_init__(self) -> None:
@@ -59,7 +59,8 @@ class Completion:
 @dataclass(frozen=True)
 class NextToken:
     """What a model gives for the token after a prompt: for each word asked about, the probability that the next
-    token is that word's first token (a judge reads P("Yes")); and the prompt tokens read."""
+    token is that word's first token (a judge reads P("Yes")), 0 for a word whose first token an earlier word already
+    counted (so that spellings summed together count each token once); and the prompt tokens read."""
 
     probs: list[float]
     prompt_tokens: int

@@ -25,7 +25,7 @@ from transformers.utils import logging as hf_logging
 from ponder.lm.base import Backend, Completion, ContextLengthError, LanguageModel, Message, NextToken, Request
 from ponder.lm.kv import concat_rows, left_pad, new_cache
 from ponder.lm.prefix_cache import KV, PrefixCache, common_length
-from ponder.lm.sampling import Distinct, sample, truncate
+from ponder.lm.sampling import Distinct, find_stop, sample, truncate
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -189,7 +189,8 @@ class HFBackend(Backend):
 
     def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
         firsts = [self._first_token(w) for w in words]
-        probs = torch.softmax(self.next_token_logits(prompts).double(), dim=-1)[:, firsts].tolist()
+        once = torch.tensor([t not in firsts[:i] for i, t in enumerate(firsts)], dtype=torch.float64)
+        probs = (torch.softmax(self.next_token_logits(prompts).double(), dim=-1)[:, firsts] * once).tolist()
         return [NextToken(p, len(self.encode(t))) for p, t in zip(probs, prompts)]
 
     def _first_token(self, word: str) -> int:
@@ -431,7 +432,8 @@ class HFBackend(Backend):
         if p.stop:
             longest = max(len(s) for s in p.stop)
             tail = self.tokenizer.decode(out[-longest - 1 :], skip_special_tokens=True)
-            if any(s in tail for s in p.stop):
+            if any(s in tail for s in p.stop) and find_stop(self.tokenizer.decode(out, skip_special_tokens=True),
+                                                           p.stop) is not None:
                 return "stop"
         if len(out) >= p.max_tokens or len(lv.prompt) + len(out) >= self.max_positions:
             return "length"
@@ -439,9 +441,9 @@ class HFBackend(Backend):
 
     def _complete(self, out: list[int], logprob: float, lv: _Live, reason: str, cached: int) -> Completion:
         text = self.tokenizer.decode(out, skip_special_tokens=True)
-        cuts = [text.find(s) for s in lv.request.params.stop if s in text]
-        if cuts:  # like the OpenAI API: the text ends before the first stop string
-            text = text[: min(cuts)]
+        cut = find_stop(text, lv.request.params.stop)
+        if cut is not None:  # like the OpenAI API: the text ends before the first stop string
+            text = text[:cut]
         return Completion(text=text, prompt_tokens=len(lv.prompt), generated_tokens=len(out), finish_reason=reason,
                           cached_tokens=cached, logprob=logprob)
 

@@ -102,3 +102,11 @@ class Distinct:
 
     def completions(self) -> list[tuple[Any, str]]:
         return [(tokens, reason) for _, tokens, reason in sorted(self.finished, key=lambda f: -f[0])]
+
+
+def find_stop(text: str, stops: tuple[str, ...]) -> int | None:
+    """Where `text` ends at its first stop string, or None. A stop string inside the text's leading whitespace does
+    not count: a model that opens its step with a blank line has not ended the step."""
+    start = len(text) - len(text.lstrip())
+    cuts = [i for stop in stops if (i := text.find(stop, start)) >= 0]
+    return min(cuts) if cuts else None

@@ -75,14 +75,14 @@ async def propose_steps(task: Task, problem: Problem, lm: LanguageModel, cfg: Se
                         n: int, temperature: float, tag: str | tuple[object, ...],
                         distinct: bool = False) -> list[Completion]:
     """n proposals for the next step after `prefix`, as completions (their text, tokens and log-probability): one
-    step per request, generation stopped at the end of the line (`cfg.max_tokens` caps a step).
+    step per request, generation stopped at the end of the step (`task.step_end`) (`cfg.max_tokens` caps a step).
 
     `distinct`: n different steps drawn without replacement (one request with n completions, in the order they
     were drawn; fewer when the model has fewer to give), instead of n independent samples, which repeat the
     steps the model is sure of and leave out the rest."""
     prompt = task.prompt(problem) + task.join_steps(prefix)
     parts = tag if isinstance(tag, tuple) else (tag,)
-    params = [_params(cfg, temperature, request_seed(cfg, problem, *parts, prompt, i), stop=("\n",))
+    params = [_params(cfg, temperature, request_seed(cfg, problem, *parts, prompt, i), stop=(task.step_end,))
               for i in range(1 if distinct else n)]
     if distinct:
         [drawn] = await lm.generate_many([Request(prompt, params[0], n=n)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -32,7 +33,7 @@ class Problem:
 
 
 class Task(ABC):
-    """A family of problems whose solutions are lists of steps, one per line.
+    """A family of problems whose solutions are lists of steps, one per line (or per `step_end`).
 
     `check_step` is the exact oracle: given a prefix of steps it says whether every step is right AND a
     correct final answer can still be reached. Tasks without one (real data sets) return None.
@@ -42,6 +43,21 @@ class Task(ABC):
     max_tokens: int = 256  # what a whole solution may take to generate, by default
     max_steps: int = 16  # the most steps a solution takes: where a step-level search stops
     default_method: str = "best_of_n"  # what `ponder solve` runs unless told: the best measured on the task
+    step_end: str = "\n"  # what ends a step: a step-level search stops generating there
+    # The model's chat template (`LanguageModel.chat_prompt`), set by whoever pairs the task with a model: tasks whose
+    # prompts are chat messages (real data sets) render them through it; the built-in tasks, whose policies were
+    # trained on plain prompts, ignore it.
+    template: Callable[[list[dict[str, str]]], str | None] | None = None
+
+    @property
+    def default_model(self) -> str:
+        """The policy a run uses unless told: the task's shipped policy."""
+        return f"{self.name}-policy"
+
+    @property
+    def default_verifier(self) -> str:
+        """The verifier a method that needs one uses unless told: the task's shipped PRM."""
+        return f"{self.name}-prm"
 
     @abstractmethod
     def problems(self, split: str = "test", limit: int | None = None) -> list[Problem]: ...
@@ -79,10 +95,10 @@ class Task(ABC):
         return None
 
     def split_steps(self, text: str) -> list[str]:
-        return [line.strip() for line in text.split("\n") if line.strip()]
+        return [step.strip() for step in text.split(self.step_end) if step.strip()]
 
     def join_steps(self, steps: list[str]) -> str:
-        return "".join(step + "\n" for step in steps)
+        return "".join(step + self.step_end for step in steps)
 
     @abstractmethod
     def extract_answer(self, problem: Problem, steps: list[str]) -> str | None:

