@@ -59,10 +59,11 @@ class Completion:
 @dataclass(frozen=True)
 class NextToken:
     """What a model gives for the token after a prompt: for each word asked about, the probability that the next
-    token is that word's first token (a judge reads P("Yes")), 0 for a word whose first token an earlier word already
-    counted (so that spellings summed together count each token once); and the prompt tokens read."""
+    token is that word's first token (a judge reads P("Yes")) and which token that is (its id or text: words that
+    start with the same token share it); and the prompt tokens read."""
 
     probs: list[float]
+    tokens: list[str]
     prompt_tokens: int
 
 

@@ -189,9 +189,8 @@ class HFBackend(Backend):
 
     def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
         firsts = [self._first_token(w) for w in words]
-        once = torch.tensor([t not in firsts[:i] for i, t in enumerate(firsts)], dtype=torch.float64)
-        probs = (torch.softmax(self.next_token_logits(prompts).double(), dim=-1)[:, firsts] * once).tolist()
-        return [NextToken(p, len(self.encode(t))) for p, t in zip(probs, prompts)]
+        probs = torch.softmax(self.next_token_logits(prompts).double(), dim=-1)[:, firsts].tolist()
+        return [NextToken(p, [str(t) for t in firsts], len(self.encode(text))) for p, text in zip(probs, prompts)]
 
     def _first_token(self, word: str) -> int:
         ids = self.encode(word)

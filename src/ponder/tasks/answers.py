@@ -4,7 +4,8 @@ Extraction, in this order (the first rule that finds something wins; within a ru
 
 1. `\\boxed{…}` (or `\\fbox{…}`), braces matched to any depth: MATH's convention, `\\boxed{\\frac{1}{2}}`.
 2. `#### n`: GSM8K's reference solutions end with it.
-3. `The answer is …` / a line starting `Answer: …` (case-insensitive), up to the end of the line, a trailing full stop dropped.
+3. `The answer is …` / a line starting `Answer: …` (case-insensitive), up to the end of the line, a trailing
+   full stop dropped.
 4. Fallback: the last number in the text (`1,234`, `-3.5`, `2/3`), commas dropped: a model that states no answer
    in any format is graded on the last number it wrote, as lm-evaluation-harness's flexible GSM8K filter does.
 

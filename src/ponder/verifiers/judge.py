@@ -4,7 +4,8 @@ the generative PRMs of Zhang et al., 2024, "Generative Verifiers").
 The model is shown the problem and a solution and asked whether a step (or the whole solution) is correct; the
 score is P(Yes) / (P(Yes) + P(No)) at the first token of its reply, read with `LanguageModel.next_token` through
 the engine (the questions of every running search share forward passes). Spellings that differ only in case or a
-leading space count together.
+leading space count together, each first token once; a token that starts both a Yes and a No spelling (a lone
+space, for a character-level tokenizer) tells nothing and is left out.
 
 - `judge` (`kind="process"`): one question per step, "is the last step correct?", with the steps before it as
   context: per-step scores, so it serves as a PRM and scores prefixes.
@@ -14,7 +15,7 @@ leading space count together.
 
 from __future__ import annotations
 
-from ponder.lm.base import LanguageModel
+from ponder.lm.base import LanguageModel, NextToken
 from ponder.tasks.base import Problem, Task
 from ponder.trace import METER
 from ponder.verifiers.base import PrefixError, Verifier
@@ -69,8 +70,15 @@ class JudgeVerifier(Verifier):
         usage = METER.get()
         if usage is not None:
             usage.verifier_tokens += sum(a.prompt_tokens for a in answers)
-        out = []
-        for a in answers:
-            yes, no = sum(a.probs[: len(YES)]), sum(a.probs[len(YES) :])
-            out.append(yes / (yes + no) if yes + no > 0 else 0.5)
-        return out
+        return [_yes_share(a) for a in answers]
+
+
+def _yes_share(answer: NextToken) -> float:
+    yes = dict(zip(answer.tokens[: len(YES)], answer.probs[: len(YES)]))
+    no = dict(zip(answer.tokens[len(YES) :], answer.probs[len(YES) :]))
+    both = yes.keys() & no.keys()
+    if both == yes.keys() or both == no.keys():
+        raise ValueError("the model's tokenizer starts every Yes spelling as it starts a No one: it cannot judge")
+    p_yes = sum(p for t, p in yes.items() if t not in both)
+    p_no = sum(p for t, p in no.items() if t not in both)
+    return p_yes / (p_yes + p_no) if p_yes + p_no > 0 else 0.5
