@@ -300,6 +300,44 @@ def bench_selection(
     console.print(f"saved to {out}/selection.json and selection.png")
 
 
+@bench_app.command("routing")
+def bench_routing(
+    task: str = typer.Option("game24", help="task (its train split fits the tables, its test split measures them)"),
+    methods: str = typer.Option("best_of_n,beam,tot_bfs,mcts", help="comma-separated methods of the grid"),
+    budgets: str = typer.Option("4,8,16", help="comma-separated budgets of the grid"),
+    tokens: str = typer.Option("200,400,800,1600", help="comma-separated generation budgets (tokens per problem)"),
+    train: int = typer.Option(200, help="training problems the tables are fitted on"),
+    test: int = typer.Option(100, help="test problems"),
+    probe_n: int = typer.Option(4, help="samples the difficulty probe scores"),
+    bins: int = typer.Option(4, help="difficulty bins (quantiles of the probe score)"),
+    option: list[str] = typer.Option([], "--set", help="a method's knob, METHOD.KNOB=VALUE (repeatable)"),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(None, help="results folder (default runs/bench-routing-TASK); rerun to resume"),
+) -> None:
+    """Compute-optimal routing (Snell et al., 2024): tables fitted on the training split, measured on the test
+    split against the best fixed strategy at equal generated tokens."""
+    from ponder.bench.routing import routing_benchmark
+
+    out = out or Path("runs") / f"bench-routing-{task}"
+    try:
+        result = routing_benchmark(task, _csv(methods), [int(b) for b in _csv(budgets)],
+                                   [float(t) for t in _csv(tokens)], method_options(option), train, test, probe_n,
+                                   bins, seed, out)
+    except (TaskError, ValueError) as err:
+        _fail(str(err))
+        return
+    (out / "routing.json").write_text(json.dumps(result, indent=2) + "\n")
+    empty = dict.fromkeys(["accuracy", "tokens", "best_fixed", "best_fixed_accuracy", "best_fixed_tokens",
+                           "fixed_to_match", "fixed_to_match_tokens"])
+    rows = [{**empty, **r, "table": " / ".join(r.get("table", [])) or r.get("error", "")} for r in result["rows"]]
+    print_table(f"{task}: compute-optimal routing (fitted on train) vs fixed strategies, test", rows, [
+        ("budget", "token budget", ".0f"), ("table", "strategy by bin (hardest first)", ""),
+        ("accuracy", "routed acc", ".3f"), ("tokens", "routed tokens", ".0f"), ("best_fixed", "best fixed within", ""),
+        ("best_fixed_accuracy", "its acc", ".3f"), ("best_fixed_tokens", "its tokens", ".0f"),
+        ("fixed_to_match", "cheapest fixed reaching routed acc", ""), ("fixed_to_match_tokens", "its tokens", ".0f")])
+    console.print(f"tables and results in {out}")
+
+
 @bench_app.command("engine")
 def bench_engine(
     workloads: str = typer.Option("beam,arith,sc,greedy", help="comma-separated: beam, arith, sc, greedy"),

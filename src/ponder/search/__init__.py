@@ -1,7 +1,16 @@
 """Search methods: one file each, one signature, one registry. Importing a method's module registers it."""
 
 from ponder.lm.base import LanguageModel, Metered
-from ponder.search import beam, best_of_n, cot, dvts, mcts, self_consistency, tot  # noqa: F401  (registration)
+from ponder.search import (  # noqa: F401  (registration)
+    beam,
+    best_of_n,
+    compute_optimal,
+    cot,
+    dvts,
+    mcts,
+    self_consistency,
+    tot,
+)
 from ponder.search.base import METHODS, NEEDS_VERIFIER, SearchConfig, SearchMethod
 from ponder.tasks.base import Problem, Task
 from ponder.trace import Trace, Usage

@@ -1,0 +1,112 @@
+"""`ponder bench routing`: fit compute-optimal routing tables on the training split and measure them on the test
+split against the best single fixed strategy at equal generated tokens (Snell et al., 2024, report about 4x fewer
+tokens than best-of-N for the same accuracy).
+
+1. Every strategy of the grid (methods x budgets) runs on `train` training problems, and best-of-n at the probe's
+   n, whose recorded scores are the probe (`compute_optimal.probe` draws the same samples).
+2. Bins: quantiles of the training problems' probe scores. For each token budget, the table is the choice of one
+   strategy per bin with the best training accuracy whose mean tokens per problem, probe included, stay within it
+   (every combination is tried: a grid of 12 strategies and 4 bins is 20,736).
+3. On the test split: the grid again (the fixed strategies), and `compute_optimal` with each table. Printed per
+   budget: the routed accuracy and tokens; the best fixed strategy within the routed tokens; and the tokens the
+   cheapest fixed strategy needs to reach the routed accuracy.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ponder.evaluate.runner import EvalConfig, run_eval
+from ponder.search.compute_optimal import RoutingTable, Strategy
+
+
+def _grid_rows(cfg: EvalConfig, out: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per strategy name, per problem id: the results row."""
+    run_eval(cfg, out, show_progress=True)
+    rows: dict[str, dict[str, dict[str, Any]]] = {}
+    for line in (out / "results.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        name = Strategy(r["method"], r["budget"], cfg.options.get(r["method"], {})).name
+        rows.setdefault(name, {})[r["problem_id"]] = r
+    return rows
+
+
+def _probe_scores(rows: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Each problem's mean leaf score in its best-of-n row: the probe's score."""
+    out = {}
+    for pid, r in rows.items():
+        scores = [n["score"] for n in r["trace"]["nodes"] if n.get("terminal") and n.get("score") is not None]
+        out[pid] = sum(scores) / len(scores) if scores else 0.0
+    return out
+
+
+def fit(strategies: list[Strategy], rows: dict[str, dict[str, dict[str, Any]]], probe: str, bins: int,
+        budget: float) -> tuple[list[float], list[Strategy], float, float]:
+    """(thresholds, one strategy per bin, training accuracy, mean tokens per problem incl. the probe)."""
+    scores = _probe_scores(rows[probe])
+    ordered = sorted(scores.values())
+    thresholds = [ordered[len(ordered) * k // bins] for k in range(1, bins)]
+    table = RoutingTable("", 1, "min", thresholds, [strategies[0]] * bins)
+    members: list[list[str]] = [[] for _ in range(bins)]
+    for pid, s in scores.items():
+        members[table.bin(s)].append(pid)
+    probe_tokens = sum(rows[probe][p]["usage"]["generated_tokens"] for p in scores)
+    # per bin and strategy: (right answers, generated tokens) summed over the bin's problems
+    sums = [[(sum(rows[s.name][p]["correct"] for p in m), sum(rows[s.name][p]["usage"]["generated_tokens"] for p in m))
+             for s in strategies] for m in members]
+    best: tuple[int, int, tuple[int, ...]] | None = None
+    for combo in itertools.product(range(len(strategies)), repeat=bins):
+        right = sum(sums[b][i][0] for b, i in enumerate(combo))
+        tokens = probe_tokens + sum(sums[b][i][1] for b, i in enumerate(combo))
+        if tokens <= budget * len(scores) and (best is None or (right, -tokens) > (best[0], -best[1])):
+            best = (right, tokens, combo)
+    if best is None:
+        raise ValueError(f"no routing fits {budget:.0f} tokens per problem (the probe alone takes "
+                         f"{probe_tokens / len(scores):.0f})")
+    right, tokens, combo = best
+    return thresholds, [strategies[i] for i in combo], right / len(scores), tokens / len(scores)
+
+
+def routing_benchmark(task: str, methods: list[str], budgets: list[int], token_budgets: list[float],
+                      options: dict[str, dict[str, Any]], train: int, test: int, probe_n: int, bins: int,
+                      seed: int, out: Path, model: str = "", verifier: str = "") -> dict[str, Any]:
+    base = EvalConfig(task=task, model=model, verifier=verifier, methods=[*methods, "best_of_n"],
+                      budgets=sorted({*budgets, probe_n}), options=options, seed=seed, ceiling=False)
+    strategies = [Strategy(m, b, options.get(m, {})) for m in methods for b in budgets]
+    probe = Strategy("best_of_n", probe_n, options.get("best_of_n", {})).name
+    fitted = _grid_rows(replace(base, split="train", limit=train), out / "train-grid")
+    tested = _grid_rows(replace(base, split="test", limit=test), out / "test-grid")
+    result: dict[str, Any] = {"rows": [], "strategies": [s.name for s in strategies]}
+    for budget in token_budgets:
+        try:
+            thresholds, chosen, train_acc, train_tokens = fit(strategies, fitted, probe, bins, budget)
+        except ValueError as err:
+            result["rows"].append({"budget": budget, "error": str(err)})
+            continue
+        table = RoutingTable(task, probe_n, base.aggregate, thresholds, chosen,
+                             {"split": "train", "problems": train, "token_budget": budget, "seed": seed,
+                              "accuracy": train_acc, "generated_tokens": train_tokens})
+        path = out / f"table-{int(budget)}.json"
+        table.save(path)
+        cfg = replace(base, split="test", limit=test, methods=["compute_optimal"], budgets=[1],
+                      options={"compute_optimal": {"table": str(path)}})
+        [routed] = run_eval(cfg, out / f"test-routed-{int(budget)}", show_progress=True)
+        fixed = [(name, sum(r["correct"] for r in rows.values()) / len(rows),
+                  sum(r["usage"]["generated_tokens"] for r in rows.values()) / len(rows))
+                 for name, rows in tested.items() if name in {s.name for s in strategies}]
+        within = [f for f in fixed if f[2] <= routed["generated_tokens"]]
+        reaching = [f for f in fixed if f[1] >= routed["accuracy"]]
+        best_within = max(within, key=lambda f: (f[1], -f[2]), default=None)
+        cheapest = min(reaching, key=lambda f: f[2], default=None)
+        result["rows"].append({
+            "budget": budget, "table": [s.name for s in chosen], "thresholds": [round(t, 3) for t in thresholds],
+            "train_accuracy": train_acc, "accuracy": routed["accuracy"], "tokens": routed["generated_tokens"],
+            "best_fixed": best_within and best_within[0], "best_fixed_accuracy": best_within and best_within[1],
+            "best_fixed_tokens": best_within and best_within[2],
+            "fixed_to_match": cheapest and cheapest[0], "fixed_to_match_tokens": cheapest and cheapest[2],
+        })
+    return result

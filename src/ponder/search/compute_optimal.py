@@ -1,0 +1,101 @@
+"""Compute-optimal routing (Snell et al., 2024, "Scaling LLM Test-Time Compute Optimally can be More Effective than
+Scaling Model Parameters"): estimate how hard a question is from a cheap probe, then spend the budget the way that
+worked best on training questions of that difficulty.
+
+- Difficulty is the paper's *model-predicted difficulty*: the verifier's mean score over `probe_n` sampled
+  solutions, placed in a bin by the table's thresholds (quantiles of the training questions' probe scores).
+- The table maps each bin to a strategy (a method, its budget `n` and its knobs); `ponder bench routing` fits it
+  on the training split only, for a generation budget, and writes it as JSON. The probe's tokens count in the usage.
+
+Knob: `table`, the path of a fitted table (`RoutingTable`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ponder.lm.base import LanguageModel
+from ponder.search.base import METHODS, SearchConfig, register, sample_solutions
+from ponder.tasks.base import Problem, Task
+from ponder.trace import Trace
+from ponder.verifiers.aggregate import aggregate
+from ponder.verifiers.base import Verifier
+
+
+@dataclass(frozen=True)
+class Strategy:
+    method: str
+    n: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        knobs = "".join(f",{k}={v}" for k, v in sorted(self.options.items()))
+        return f"{self.method}@{self.n}{knobs}"
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    task: str
+    probe_n: int
+    aggregate: str
+    thresholds: list[float]  # ascending probe scores between bins; bin 0 is the hardest (lowest scores)
+    strategies: list[Strategy]  # one per bin
+    fitted: dict[str, Any] = field(default_factory=dict)  # how: split, problems, budget, seed, training accuracy
+
+    def __post_init__(self) -> None:
+        if len(self.strategies) != len(self.thresholds) + 1:
+            raise ValueError(f"a routing table needs one strategy per bin: {len(self.thresholds) + 1} bins, "
+                             f"{len(self.strategies)} strategies")
+        if self.thresholds != sorted(self.thresholds):
+            raise ValueError(f"routing thresholds must ascend, got {self.thresholds}")
+        unknown = sorted({s.method for s in self.strategies} - set(METHODS) - {"compute_optimal"})
+        if unknown or any(s.method == "compute_optimal" for s in self.strategies):
+            raise ValueError(f"a routing table names methods that cannot be routed to: {unknown or 'itself'}")
+
+    def bin(self, score: float) -> int:
+        return bisect.bisect_right(self.thresholds, score)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> RoutingTable:
+        try:
+            raw = json.loads(Path(path).read_text())
+            return cls(**{**raw, "strategies": [Strategy(**s) for s in raw["strategies"]]})
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"cannot read the routing table {path}: {err}") from err
+
+
+async def probe(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier, cfg: SearchConfig,
+                n: int) -> float:
+    """The mean aggregated verifier score of n sampled solutions: high for questions the policy finds easy. They are
+    best-of-n's first n samples (the same tag), so a table is fitted from best-of-n's recorded scores."""
+    solutions = await sample_solutions(task, problem, lm, cfg, n=n, temperature=cfg.temperature, tag="sample")
+    scores = await verifier.score(task, problem, solutions)
+    return sum(aggregate(s, cfg.aggregate) for s in scores) / n
+
+
+@register("compute_optimal", needs_verifier=True)
+async def compute_optimal(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
+                          cfg: SearchConfig) -> Trace:
+    if verifier is None:
+        raise ValueError("compute_optimal needs a verifier: it estimates difficulty from verifier scores")
+    if "table" not in cfg.options:
+        raise ValueError("compute_optimal needs a routing table: --set compute_optimal.table=PATH "
+                         "(fitted on the training split by `ponder bench routing`)")
+    table = RoutingTable.load(cfg.options["table"])
+    if table.task != task.name:
+        raise ValueError(f"the routing table was fitted on {table.task}, not {task.name}")
+    score = await probe(task, problem, lm, verifier, replace(cfg, aggregate=table.aggregate), table.probe_n)
+    strategy = table.strategies[table.bin(score)]
+    routed = replace(cfg, n=strategy.n, aggregate=table.aggregate, options=strategy.options)
+    trace = await METHODS[strategy.method](task, problem, lm, verifier, routed)
+    trace.method = "compute_optimal"
+    trace.extra.update({"probe_score": score, "bin": table.bin(score), "routed_to": strategy.name})
+    return trace
