@@ -83,6 +83,7 @@ def test_steps_end_at_the_first_stated_answer_and_paragraphs_split():
     steps = task.split_steps("\n16 - 3 - 4 = 9\n\n9 * 2 = 18\nThe answer is 18.\nThe answer is 54.\n")
     assert steps == ["16 - 3 - 4 = 9", "9 * 2 = 18", "The answer is 18."]
     assert task.is_final(steps) and not task.is_final(steps[:2]) and task.solves(problem, steps)
+    assert task.extract_answer(problem, ["The answer is 9 + 9 = 18 dollars."]) == "18"
     paragraphs = get_task("gsm8k", steps="paragraphs")
     assert paragraphs.split_steps("a\nb\n\nc\n\nThe answer is 3.") == ["a\nb", "c", "The answer is 3."]
     assert paragraphs.step_end == "\n\n"

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
-from ponder.tasks.answers import equivalent, extract, normalize, states_answer
+from ponder.tasks.answers import NUMBER, equivalent, extract, normalize, states_answer
 from ponder.tasks.base import Problem, Task, TaskError
 
 Messages = list[dict[str, str]]
@@ -158,6 +158,13 @@ class GSM8K(TextMath):
 
     def splits(self) -> tuple[str, ...]:
         return ("train", "test")
+
+    def extract_answer(self, problem: Problem, steps: list[str]) -> str | None:
+        """The stated answer's last number (`The answer is 80 + 80 = 160 sheep.` -> `160`): GSM8K answers are
+        numbers."""
+        stated = super().extract_answer(problem, steps)
+        numbers = NUMBER.findall(stated or "")
+        return numbers[-1].replace(",", "") if numbers else stated
 
     def to_problem(self, split: str, index: int, record: dict[str, Any]) -> Problem:
         try:
