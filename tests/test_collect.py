@@ -97,8 +97,8 @@ def test_omegaprm_binary_search_finds_first_errors_within_budget(game24_backend)
         for prefix, state in tree.states.items():
             if prefix:  # MC > 0 should mean the oracle finds the prefix alive, MC = 0 dead
                 states += 1
-                agree += (state.mc > 0) == (exact_labels(task, problem, list(prefix))[-1] == 1.0)
-                dead += state.mc == 0
+                agree += (state.value > 0) == (exact_labels(task, problem, list(prefix))[-1] == 1.0)
+                dead += state.value == 0
     assert dead, "no binary search located a wrong step"
     assert states >= 20 and agree >= 0.85 * states
 

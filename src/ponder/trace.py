@@ -83,6 +83,16 @@ class Trace:
             node = self.add(0, "", **leaf_fields)
         return node
 
+    def node_at(self, steps: tuple[str, ...] | list[str]) -> Node:
+        """The node the steps lead to from the root, added (with the nodes above it) where the tree lacks it."""
+        node = self.root
+        for step in steps:
+            node = next((n for n in self.children(node.id) if n.text == step), None) or self.add(node.id, step)
+        return node
+
+    def children(self, node_id: int) -> list[Node]:
+        return [n for n in self.nodes if n.parent == node_id]
+
     def path(self, node_id: int) -> list[str]:
         """The steps from the root down to `node_id`."""
         steps: list[str] = []

@@ -30,6 +30,7 @@ from ponder.collect.records import StepRecord
 from ponder.lm.base import LanguageModel
 from ponder.search.base import SearchConfig
 from ponder.tasks.base import Problem, Task
+from ponder.trace import Node, Trace
 
 Prefix = tuple[str, ...]
 
@@ -45,23 +46,21 @@ class OmegaConfig:
 
 
 @dataclass
-class State:
-    prefix: Prefix
-    mc: float
-    visits: int = 0
-
-
-@dataclass
 class OmegaTree:
-    """Everything OmegaPRM knows about one problem: the states it estimated and the pool of wrong rollouts."""
+    """Everything OmegaPRM knows about one problem: the states it estimated, as nodes of the shared `Trace` tree (a
+    node's `value` is MC(s), its `visits` N(s)), and the pool of wrong rollouts."""
 
-    states: dict[Prefix, State] = field(default_factory=dict)
+    trace: Trace = field(default_factory=lambda: Trace("", "omegaprm"))
+    states: dict[Prefix, Node] = field(default_factory=dict)  # the estimated states' nodes
     pool: list[tuple[Prefix, Prefix]] = field(default_factory=list)  # (state, wrong rollout from it)
     spent: int = 0
 
-    def add_state(self, prefix: Prefix, continuations: list[list[str]], correct: list[bool], spent: int) -> State:
+    def add_state(self, prefix: Prefix, continuations: list[list[str]], correct: list[bool], spent: int) -> Node:
         mc = sum(correct) / len(correct)
-        state = self.states.setdefault(prefix, State(prefix, mc))
+        if prefix not in self.states:
+            self.states[prefix] = self.trace.node_at(prefix)
+            self.states[prefix].value = mc
+        state = self.states[prefix]
         self.spent += spent
         if 0 < mc < 1:
             self.pool.extend((prefix, tuple(c)) for c, ok in zip(continuations, correct) if not ok and c)
@@ -72,7 +71,7 @@ class OmegaTree:
 
         def q_plus_u(item: tuple[Prefix, Prefix]) -> float:
             state = self.states[item[0]]
-            q = cfg.alpha ** (1 - state.mc) * cfg.beta ** (len(item[1]) / cfg.L)
+            q = cfg.alpha ** (1 - state.value) * cfg.beta ** (len(item[1]) / cfg.L)
             return q + cfg.c_puct * total / (1 + state.visits)
 
         best = max(self.pool, key=q_plus_u)
@@ -84,11 +83,11 @@ class OmegaTree:
         state with MC > 0 is good (a correct completion passes through it); an extension of a state with
         MC = 0 is bad. None when the tree knows nothing."""
         if prefix in self.states:
-            return self.states[prefix].mc
+            return self.states[prefix].value
         for other, state in self.states.items():
-            if state.mc > 0 and other[: len(prefix)] == prefix:
+            if state.value > 0 and other[: len(prefix)] == prefix:
                 return 1.0
-            if state.mc == 0 and prefix[: len(other)] == other:
+            if state.value == 0 and prefix[: len(other)] == other:
                 return 0.0
         return None
 
@@ -97,7 +96,7 @@ async def omegaprm(task: Task, problem: Problem, lm: LanguageModel, cfg: SearchC
                    root: list[list[str]] | None = None) -> OmegaTree:
     """Build the OmegaPRM tree for one problem. `root` are rollouts from the question already drawn (the
     benchmark passes the solutions it labels); otherwise k are drawn here and counted against the budget."""
-    tree = OmegaTree()
+    tree = OmegaTree(Trace(problem.id, "omegaprm"))
     if root is None:
         first = await rollout(task, problem, lm, [], omega.k, cfg, "omega-root")
         root, spent = first.continuations, first.spent
@@ -124,7 +123,7 @@ async def binary_search(task: Task, problem: Problem, lm: LanguageModel, cfg: Se
         if state not in tree.states:
             found = await rollout(task, problem, lm, list(state), omega.k, cfg, "omega", *state)
             tree.add_state(state, found.continuations, found.correct, found.spent)
-        if tree.states[state].mc > 0:
+        if tree.states[state].value > 0:
             lo = mid
         else:
             hi = mid
@@ -144,13 +143,13 @@ def solution_labels(tree: OmegaTree, solution: list[str], outcome: bool) -> list
 def tree_records(task: Task, problem: Problem, tree: OmegaTree) -> tuple[APSRecord, list[StepRecord]]:
     """The tree as one MATH-APS record (every state with its MC value) and as step records, one per state,
     whose steps are labelled where the tree knows them."""
-    states = sorted(tree.states.values(), key=lambda s: (len(s.prefix), s.prefix))
+    states = sorted(tree.states.items(), key=lambda item: (len(item[0]), item[0]))
     aps = APSRecord(question=problem.question, final_answer=problem.answer or "", question_id=problem.id,
-                    states=[(APSRecord.prefix(problem.question, list(s.prefix)), s.mc) for s in states])
+                    states=[(APSRecord.prefix(problem.question, list(prefix)), s.value) for prefix, s in states])
     records = []
-    for s in states:
-        if not s.prefix:
+    for prefix, s in states:
+        if not prefix:
             continue
-        labels = [tree.label(s.prefix[:i]) for i in range(1, len(s.prefix) + 1)]
-        records.append(new_record(task, problem, list(s.prefix), labels, "omegaprm", 0, mc=s.mc))
+        labels = [tree.label(prefix[:i]) for i in range(1, len(prefix) + 1)]
+        records.append(new_record(task, problem, list(prefix), labels, "omegaprm", 0, mc=s.value))
     return aps, records
