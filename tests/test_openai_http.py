@@ -273,7 +273,7 @@ def test_llama_cpp_greedy_text_and_tokens_equal_llama_cpp_in_process(llama_url, 
 
 @pytest.mark.slow
 def test_llama_cpp_seeds_stop_strings_n_and_logprobs(llama_url, chat):
-    lm = OpenAIServer(llama_url, logprobs=True)
+    lm = OpenAIServer(llama_url, logprobs=True, timeout=600)
     prompt = chat("Tell me a story.")
     a, b, c, [greedy], cut, drawn = generate(
         lm, Request(prompt, sampled(5)), Request(prompt, sampled(5)), Request(prompt, sampled(6)),
@@ -315,7 +315,7 @@ def test_llama_cpp_chat_endpoint_answers_as_the_template_does(llama_url):
 
 @pytest.mark.slow
 def test_llama_cpp_32_requests_in_flight_all_complete(llama_url):
-    lm = OpenAIServer(llama_url, max_in_flight=32)
+    lm = OpenAIServer(llama_url, max_in_flight=32, timeout=600)  # the server runs them one at a time
     outs = generate(lm, *(Request(f"Count to {i}:", sampled(i, max_tokens=4)) for i in range(32)))
     assert len(outs) == 32 and all(len(o) == 1 and o[0].generated_tokens > 0 for o in outs)
 

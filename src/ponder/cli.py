@@ -84,6 +84,7 @@ def solve(
 
     from ponder.lm.hf import ModelLoadError
     from ponder.lm.load import load_model
+    from ponder.lm.openai_http import ServerError
     from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, search
     from ponder.tasks import get_task
     from ponder.verifiers import check_aggregation, get_verifier
@@ -98,7 +99,7 @@ def solve(
         lm = load_model(model or t.default_model)
         t.template = lm.chat_prompt
         ver = get_verifier(verifier or t.default_verifier, lm) if method in NEEDS_VERIFIER else None
-    except (TaskError, ModelLoadError, ValueError) as err:
+    except (TaskError, ModelLoadError, ServerError, ValueError) as err:
         _fail(str(err))
         return
     if t.is_solvable(problem) is False:
@@ -219,6 +220,7 @@ def eval_cmd(
     """Evaluate methods x budgets on a task; resumable; prints accuracy against compute."""
     from ponder.evaluate import EvalConfig, run_eval
     from ponder.lm.hf import ModelLoadError
+    from ponder.lm.openai_http import ServerError
 
     try:
         cfg = EvalConfig(task=task, split=split, limit=limit or None, model=model, backend=backend, style=style,
@@ -228,7 +230,7 @@ def eval_cmd(
                          temperature=temperature, min_p=min_p, seed=seed, concurrency=concurrency)
         out = out or Path("runs") / f"eval-{task}-{split}-seed{seed}"
         table = run_eval(cfg, out)
-    except (TaskError, ModelLoadError, ValueError) as err:
+    except (TaskError, ModelLoadError, ServerError, ValueError) as err:
         _fail(str(err))
         return
     print_table(f"{task} {split}: accuracy against compute (per problem)", table, [
@@ -429,11 +431,12 @@ def _collect(labeller: str, task: str, limit: int, samples: int, n: int, omega: 
 def _run(cfg: CollectConfig, out: Path | None) -> None:
     from ponder.collect.run import run_collect
     from ponder.lm.hf import ModelLoadError
+    from ponder.lm.openai_http import ServerError
 
     try:
         out = out or Path("runs") / f"collect-{cfg.labeller}-{cfg.task}-seed{cfg.seed}"
         summary = run_collect(cfg, out)
-    except (TaskError, ModelLoadError, ValueError) as err:
+    except (TaskError, ModelLoadError, ServerError, ValueError) as err:
         _fail(str(err))
         return
     console.print_json(json.dumps(summary))

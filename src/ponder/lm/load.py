@@ -46,7 +46,8 @@ def load_model(spec: str, max_rows: int = 512, backend: str = "auto") -> Languag
         from ponder.lm.openai_http import OpenAIServer
 
         url, _, model = spec.partition("#")
-        return OpenAIServer(url, model=model or None, max_in_flight=min(max_rows, 64))
+        # a long timeout: a server that runs one request at a time (llama-cpp-python's) queues the others
+        return OpenAIServer(url, model=model or None, max_in_flight=min(max_rows, 64), timeout=3600)
     from ponder.lm.engine import Engine
 
     if Path(spec).suffix == ".gguf" and backend == "llama.cpp":

@@ -32,7 +32,7 @@ back: a server decodes greedily and has no beam search to give the n likeliest.
 A completion's `seconds` is the wall time of its HTTP call (shared among a response's choices), the wait in the
 server's queue included: concurrent calls overlap, so their sum exceeds the time the search took. `logprob`
 (MCTS's priors) needs `logprobs=True`, off by default: llama-cpp-python's server then computes log-probabilities
-over its whole context for every request (2-3 s a request on 2 cores).
+over its whole context and sorts the vocabulary for every token, in Python (a second or more a request here).
 
 `next_token` asks /completions for one greedy token and its top 20 log-probabilities; a word's probability is
 that of its first token, found without the server's tokenizer (see `_first_token`).
