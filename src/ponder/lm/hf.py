@@ -15,7 +15,7 @@ import itertools
 import random
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,7 +25,7 @@ from transformers.utils import logging as hf_logging
 from ponder.lm.base import Backend, Completion, ContextLengthError, LanguageModel, Message, NextToken, Request
 from ponder.lm.kv import concat_rows, left_pad, new_cache
 from ponder.lm.prefix_cache import KV, PrefixCache, common_length
-from ponder.lm.sampling import Distinct, draws, find_stop, finish_reason, sample, truncate
+from ponder.lm.sampling import Distinct, completion, draws, finish_reason, sample, share_time, truncate
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -401,13 +401,7 @@ class HFBackend(Backend):
 
     def _charge(self, finished: dict[int, list[Completion]], start: float, going: list[int]) -> None:
         """Split the step's time among the rows that decoded; forget finished requests."""
-        seconds = time.perf_counter() - start
-        for key in going:
-            self._live[key].seconds += seconds / len(going)
-        for key, completions in finished.items():
-            lv = self._live.pop(key)
-            total = sum(c.generated_tokens for c in completions) or 1
-            finished[key] = [replace(c, seconds=lv.seconds * c.generated_tokens / total) for c in completions]
+        share_time(self._live, finished, time.perf_counter() - start, going)
         if self._rows is not None and not any(k in self._live for k in self._rows.owner):
             self._rows = None
 
@@ -424,12 +418,8 @@ class HFBackend(Backend):
                              self.max_positions - len(lv.prompt))
 
     def _complete(self, out: list[int], logprob: float, lv: _Live, reason: str, cached: int) -> Completion:
-        text = self.tokenizer.decode(out, skip_special_tokens=True)
-        cut = find_stop(text, lv.request.params.stop)
-        if cut is not None:  # like the OpenAI API: the text ends before the first stop string
-            text = text[:cut]
-        return Completion(text=text, prompt_tokens=len(lv.prompt), generated_tokens=len(out), finish_reason=reason,
-                          cached_tokens=cached, logprob=logprob)
+        return completion(self.tokenizer.decode(out, skip_special_tokens=True), len(out), len(lv.prompt),
+                          lv.request.params.stop, reason, cached, logprob)
 
 
 def _shared_prefixes(prompts: list[list[int]]) -> list[list[int]]:

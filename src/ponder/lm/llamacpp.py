@@ -36,7 +36,7 @@ import logging
 import random
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import llama_cpp
@@ -46,7 +46,7 @@ from llama_cpp._internals import LlamaContext, LlamaModel
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from ponder.lm.base import Backend, Completion, ContextLengthError, Message, NextToken, Request
-from ponder.lm.sampling import Distinct, draws, find_stop, finish_reason, sample, truncate
+from ponder.lm.sampling import Distinct, completion, draws, finish_reason, sample, share_time, truncate
 
 BATCH = 2048  # tokens per llama_decode call (a prefill of more is split)
 UBATCH = 512  # tokens per forward pass inside llama.cpp
@@ -450,25 +450,14 @@ class LlamaCppBackend(Backend):
 
     def _charge(self, finished: dict[int, list[Completion]], start: float, going: list[int]) -> None:
         """Split the step's time among the rows that decoded; forget finished requests."""
-        seconds = time.perf_counter() - start
-        for key in going:
-            self._live[key].seconds += seconds / len(going)
-        for key, completions in finished.items():
-            lv = self._live.pop(key)
+        for lv in share_time(self._live, finished, time.perf_counter() - start, going):
             self._reserved -= lv.request.n
-            total = sum(c.generated_tokens for c in completions) or 1
-            finished[key] = [replace(c, seconds=lv.seconds * c.generated_tokens / total) for c in completions]
 
     def _finished(self, out: list[int], lv: _Live) -> str | None:
         return finish_reason(out, lv.request.params, self.eos, self.text, self.n_ctx - len(lv.prompt))
 
     def _complete(self, out: list[int], logprob: float, lv: _Live, reason: str, cached: int) -> Completion:
-        text = self.text(out)
-        cut = find_stop(text, lv.request.params.stop)
-        if cut is not None:  # like the OpenAI API: the text ends before the first stop string
-            text = text[:cut]
-        return Completion(text=text, prompt_tokens=len(lv.prompt), generated_tokens=len(out), finish_reason=reason,
-                          cached_tokens=cached, logprob=logprob)
+        return completion(self.text(out), len(out), len(lv.prompt), lv.request.params.stop, reason, cached, logprob)
 
     # -- next-token probabilities ------------------------------------------------------------------------------------
 

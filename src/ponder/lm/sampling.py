@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Container
+from dataclasses import replace
 from typing import Any
 
 import torch
 
-from ponder.lm.base import Request, SamplingParams
+from ponder.lm.base import Completion, Request, SamplingParams
 
 
 def sample(logits: torch.Tensor, temps: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor,
@@ -143,3 +144,26 @@ def finish_reason(out: list[int], params: SamplingParams, eos: Container[int], d
     if len(out) >= params.max_tokens or len(out) >= room:
         return "length"
     return None
+
+
+def completion(text: str, generated: int, prompt_tokens: int, stop: tuple[str, ...], reason: str, cached: int,
+               logprob: float) -> Completion:
+    """A finished row's completion; like the OpenAI API, the text ends before its first stop string."""
+    cut = find_stop(text, stop)
+    return Completion(text=text if cut is None else text[:cut], prompt_tokens=prompt_tokens, generated_tokens=generated,
+                      finish_reason=reason, cached_tokens=cached, logprob=logprob)
+
+
+def share_time(live: dict[int, Any], finished: dict[int, list[Completion]], seconds: float,
+               going: list[int]) -> list[Any]:
+    """Split a decoding step's seconds among the rows that decoded (`live[key].seconds`), then give each finished
+    request's completions its time by generated tokens. The finished requests leave `live`; returns them."""
+    for key in going:
+        live[key].seconds += seconds / len(going)
+    gone = []
+    for key, completions in finished.items():
+        lv = live.pop(key)
+        gone.append(lv)
+        total = sum(c.generated_tokens for c in completions) or 1
+        finished[key] = [replace(c, seconds=lv.seconds * c.generated_tokens / total) for c in completions]
+    return gone
