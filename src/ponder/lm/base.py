@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ponder.trace import Usage
@@ -72,6 +72,22 @@ Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content":
 
 class ContextLengthError(ValueError):
     """A prompt that leaves the model no room to generate: this request fails, the others go on."""
+
+
+def prompt_ids(encode: Callable[[str], Sequence[int]], prompt: str, positions: int,
+               name: str) -> Sequence[int] | Exception:
+    """A prompt's token ids, or the error that keeps it out of a backend: it does not tokenize, it is empty, or it
+    leaves no room to generate in a context of `positions`."""
+    try:
+        ids = encode(prompt)
+    except (TypeError, ValueError, RuntimeError, UnicodeError) as err:
+        return ValueError(f"cannot tokenize the prompt: {err}")
+    if not ids:
+        return ValueError("an empty prompt gives the model nothing to continue")
+    if len(ids) >= positions:
+        return ContextLengthError(f"a prompt of {len(ids)} tokens leaves no room to generate in {name}'s context of "
+                                  f"{positions} positions")
+    return ids
 
 
 def _single(requests: list[Request], outs: list[list[Completion]]) -> list[Completion]:

@@ -22,7 +22,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.utils import logging as hf_logging
 
-from ponder.lm.base import Backend, Completion, ContextLengthError, LanguageModel, Message, NextToken, Request
+from ponder.lm.base import Backend, Completion, LanguageModel, Message, NextToken, Request, prompt_ids
 from ponder.lm.kv import concat_rows, left_pad, new_cache
 from ponder.lm.prefix_cache import KV, PrefixCache, common_length
 from ponder.lm.sampling import Distinct, completion, draws, finish_reason, sample, share_time, truncate
@@ -149,20 +149,12 @@ class HFBackend(Backend):
         out: list[int | Exception] = []
         new: list[int] = []
         for request in requests:
-            try:
-                ids = self.encode(request.prompt)
-            except (TypeError, ValueError) as err:
-                out.append(ValueError(f"cannot tokenize the prompt: {err}"))
-                continue
-            if not ids:
-                out.append(ValueError("an empty prompt gives the model nothing to continue"))
-                continue
-            if len(ids) >= self.max_positions:
-                out.append(ContextLengthError(f"a prompt of {len(ids)} tokens leaves no room to generate in "
-                                              f"{self.name}'s context of {self.max_positions} positions"))
+            ids = prompt_ids(self.encode, request.prompt, self.max_positions, self.name)
+            if isinstance(ids, Exception):
+                out.append(ids)
                 continue
             key = next(self._next_key)
-            self._live[key] = _Live(request, ids, *draws(request, self._rng))
+            self._live[key] = _Live(request, list(ids), *draws(request, self._rng))
             out.append(key)
             new.append(key)
         if new:

@@ -45,7 +45,7 @@ import torch
 from llama_cpp._internals import LlamaContext, LlamaModel
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from ponder.lm.base import Backend, Completion, ContextLengthError, Message, NextToken, Request
+from ponder.lm.base import Backend, Completion, ContextLengthError, Message, NextToken, Request, prompt_ids
 from ponder.lm.sampling import Distinct, completion, draws, finish_reason, sample, share_time, truncate
 
 BATCH = 2048  # tokens per llama_decode call (a prefill of more is split)
@@ -181,16 +181,9 @@ class LlamaCppBackend(Backend):
         out: list[int | Exception] = []
         new: list[int] = []
         for request in requests:
-            try:
-                ids = self.encode(request.prompt)
-            except (TypeError, ValueError, RuntimeError, UnicodeError) as err:
-                out.append(ValueError(f"cannot tokenize the prompt: {err}"))
-                continue
-            if not ids:
-                out.append(ValueError("an empty prompt gives the model nothing to continue"))
-            elif len(ids) >= self.n_ctx:
-                out.append(ContextLengthError(f"a prompt of {len(ids)} tokens leaves no room to generate in "
-                                              f"{self.name}'s context of {self.n_ctx} positions per row"))
+            ids = prompt_ids(self.encode, request.prompt, self.n_ctx, self.name)
+            if isinstance(ids, Exception):
+                out.append(ids)
             elif self._reserved + request.n > self.max_rows:
                 out.append(ValueError(f"{self.name} has {self.max_rows} rows and {self._reserved} are taken: run the "
                                       f"engine with max_rows <= {self.max_rows}"))
