@@ -14,6 +14,7 @@ tokens than best-of-N for the same accuracy).
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 from dataclasses import replace
@@ -50,10 +51,9 @@ def fit(strategies: list[Strategy], rows: dict[str, dict[str, dict[str, Any]]], 
     scores = _probe_scores(rows[probe])
     ordered = sorted(scores.values())
     thresholds = [ordered[len(ordered) * k // bins] for k in range(1, bins)]
-    table = RoutingTable("", 1, "min", thresholds, [strategies[0]] * bins)
     members: list[list[str]] = [[] for _ in range(bins)]
     for pid, s in scores.items():
-        members[table.bin(s)].append(pid)
+        members[bisect.bisect_right(thresholds, s)].append(pid)  # as RoutingTable.bin places a question
     probe_tokens = sum(rows[probe][p]["usage"]["generated_tokens"] for p in scores)
     # per bin and strategy: (right answers, generated tokens) summed over the bin's problems
     sums = [[(sum(rows[s.name][p]["correct"] for p in m), sum(rows[s.name][p]["usage"]["generated_tokens"] for p in m))
