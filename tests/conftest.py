@@ -33,6 +33,20 @@ def arith_backend():
     return HFBackend("arith-policy")
 
 
+@pytest.fixture(scope="session")
+def arith_rstar_backend():
+    from ponder.lm.hf import HFBackend
+
+    return HFBackend("arith-rstar-policy")
+
+
+@pytest.fixture(scope="session")
+def game24_revision_backend():
+    from ponder.lm.hf import HFBackend
+
+    return HFBackend("game24-revision-policy")
+
+
 def _sigkill_after_lines(cmd: list[str], path: Path, lines: int) -> None:
     """Start `cmd` and SIGKILL it once `path` holds `lines` lines: a kill in the middle of a resumable run."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -23,7 +23,8 @@ import pytest
 
 from ponder.bench.http import free_port, llama_cpp_server, serving
 from ponder.lm.base import ContextLengthError, Request, SamplingParams
-from ponder.lm.hf import ASSETS
+from ponder.lm.hf import ASSETS, ModelLoadError
+from ponder.lm.load import load_model
 from ponder.lm.openai_http import OpenAIServer, ServerError, load_chat_template
 from ponder.search import METHODS, SearchConfig, get_method, search
 from ponder.search.compute_optimal import RoutingTable, Strategy
@@ -253,7 +254,7 @@ def local_llama():
 
 @pytest.fixture(scope="module")
 def chat(llama_url: str) -> Callable[[str], str]:
-    template = OpenAIServer(llama_url, template_from=GGUF).chat_prompt
+    template = load_model(llama_url, template_from="smollm2").chat_prompt  # what `ponder eval --template-from` does
     return lambda question: template([{"role": "user", "content": question}])
 
 
@@ -365,3 +366,8 @@ def test_every_search_method_runs_through_transformers_serve(transformers_url, m
     assert trace.answer is not None and len(trace.nodes) > 1
     u = trace.usage
     assert u.model_calls > 0 and u.prompt_tokens > 0 and u.generated_tokens > 0 and u.seconds > 0
+
+
+def test_a_chat_template_from_elsewhere_is_for_server_urls_only():
+    with pytest.raises(ModelLoadError, match="template_from is for server URLs"):
+        load_model("arith-policy", template_from="smollm2")

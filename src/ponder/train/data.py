@@ -6,7 +6,13 @@ Two ways to draw a solution of a problem (`walk` in a recipe):
 - `moves`: a problem uniformly, then each next step uniformly among the solver's next steps from the state
   reached so far (a walk down the trie of its solutions). A policy trained so spreads its samples evenly over the
   moves that keep the answer reachable, which is what makes 16 proposals contain a right one (proposal recall,
-  `ponder bench proposals`).
+  `ponder bench proposals`);
+- `actions`: the task's solutions written with rStar's actions at random (`Task.action_solution`: a rephrased
+  question, sub-questions and their answers among plain steps), which teaches a policy the formats rStar asks for;
+- `revisions`: revision pairs for a policy that revises (Snell et al., 2024, §6): one to three wrong attempts
+  (`wrong_attempt`: random walks through the task's own candidate steps, legal moves and slips) shown in the
+  prompt (`Task.revision_prompt`), then a right solution that keeps the last attempt's right steps, so the policy
+  learns to mend from the first wrong one; a `plain` share of examples has no attempt (the first of a chain).
 
 Several splits can be mixed with weights (game24's `synthetic` puzzles beside its `train` split). Every stream
 is deterministic for its seed, so a training run killed and resumed sees the same examples.
@@ -18,11 +24,15 @@ import os
 import random
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from typing import TypeVar
 
 from ponder.tasks.base import Problem, Task, TaskError
 
 Trie = dict[str, "Trie"]
-WALKS = ("paths", "moves")
+T = TypeVar("T")
+WALKS = ("paths", "moves", "actions", "revisions")
+PLAIN = 0.3  # the share of revision examples without an attempt
+MAX_ATTEMPTS = 3
 
 
 def check_walk(walk: str) -> None:
@@ -59,11 +69,14 @@ def solver_pairs(task: Task, problems: list[Problem], hinted: bool = False) -> l
 
 def endless(pairs: list[tuple[str, str]], seed: int) -> Iterator[tuple[str, str]]:
     """The pairs over and over, reshuffled each epoch."""
-    rng = random.Random(seed)
-    pairs = list(pairs)
+    return endless_items(pairs, random.Random(seed))
+
+
+def endless_items(items: list[T], rng: random.Random) -> Iterator[T]:
+    items = list(items)
     while True:
-        rng.shuffle(pairs)
-        yield from pairs
+        rng.shuffle(items)
+        yield from items
 
 
 def trie(solutions: list[list[str]]) -> Trie:
@@ -92,6 +105,52 @@ def move_walks(task: Task, problems: list[Problem], seed: int) -> Iterator[tuple
         yield task.prompt(problem), task.join_steps(steps)
 
 
+def action_walks(task: Task, problems: list[Problem], seed: int) -> Iterator[tuple[str, str]]:
+    """The problems over and over, reshuffled each epoch, each solved with actions drawn afresh (see the module
+    doc)."""
+    rng = random.Random(seed)
+    for problem in endless_items(problems, rng):
+        yield task.prompt(problem), task.join_steps(task.action_solution(problem, rng))
+
+
+def wrong_attempt(task: Task, problem: Problem, rng: random.Random) -> list[str] | None:
+    """A walk to a final step, each step a legal move or (half the time) any candidate, slips included; None when
+    it went right or ran into a dead end without finishing."""
+    steps: list[str] = []
+    while not task.is_final(steps) and len(steps) < task.max_steps:
+        moves = task.moves(problem, steps) if rng.random() < 0.5 else None
+        candidates = moves or task.step_candidates(problem, steps)
+        if not candidates:
+            return None
+        steps.append(rng.choice(candidates))
+    return None if not task.is_final(steps) or task.solves(problem, steps) else steps
+
+
+def revision_target(task: Task, problem: Problem, solutions: list[list[str]], attempt: list[str],
+                    rng: random.Random) -> list[str]:
+    """A solver solution that starts with the attempt's longest right prefix (a shorter one where none does)."""
+    right = next(i for i in range(len(attempt), -1, -1) if task.check_step(problem, attempt[:i]))
+    for keep in range(right, -1, -1):
+        matching = [s for s in solutions if s[:keep] == attempt[:keep]]
+        if matching:
+            return rng.choice(matching)
+    raise AssertionError("keep = 0 matches every solution")
+
+
+def revision_walks(task: Task, problems: list[Problem], seed: int) -> Iterator[tuple[str, str]]:
+    """Revision pairs (see the module doc), over the solvable problems reshuffled each epoch."""
+    solved = [(p, found) for p, found in zip(problems, all_solutions(task, problems)) if found]
+    if not solved:
+        raise TaskError(f"{task.name}: the solver solves none of these {len(problems)} problems")
+    rng = random.Random(seed)
+    for problem, found in endless_items(solved, rng):
+        attempts = [] if rng.random() < PLAIN else [wrong_attempt(task, problem, rng)
+                                                    for _ in range(rng.randint(1, MAX_ATTEMPTS))]
+        attempts = [a for a in attempts if a]
+        target = revision_target(task, problem, found, attempts[-1], rng) if attempts else rng.choice(found)
+        yield task.revision_prompt(problem, attempts), task.join_steps(target)
+
+
 def mixture(streams: list[Iterator[tuple[str, str]]], weights: list[float],
             seed: int) -> Iterator[tuple[str, str]]:
     """Each example from one stream, drawn with probability proportional to its weight."""
@@ -118,6 +177,10 @@ def solver_examples(task: Task, splits: dict[str, float], walk: str, seed: int,
         problems = task.problems(split, limit=limit)
         if walk == "paths":
             streams.append(endless(solver_pairs(task, problems), seed + k))
+        elif walk == "actions":
+            streams.append(action_walks(task, problems, seed + k))
+        elif walk == "revisions":
+            streams.append(revision_walks(task, problems, seed + k))
         else:
             streams.append(move_walks(task, problems, seed + k))
     return mixture(streams, list(splits.values()), seed)

@@ -120,11 +120,14 @@ def new_model(shape: ModelShape, tok: PreTrainedTokenizerBase) -> LlamaForCausal
 
 
 def start_model(init: str, shape: ModelShape) -> tuple[LlamaForCausalLM, PreTrainedTokenizerBase]:
-    """The checkpoint `init` (shipped name or directory) in fp32, or a fresh model of `shape` when empty."""
+    """The checkpoint `init` (shipped name or directory) in fp32 (its context widened to `shape`'s), or a fresh model
+    of `shape` when empty."""
     if init:
         directory, _ = resolve_model(init)
-        return (AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32),
-                AutoTokenizer.from_pretrained(directory))
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+        # rotary positions have no table: a continued run may train on a longer context than its start had
+        model.config.max_position_embeddings = max(model.config.max_position_embeddings, shape.max_positions)
+        return model, AutoTokenizer.from_pretrained(directory)
     tok = char_tokenizer()
     return new_model(shape, tok), tok
 

@@ -5,23 +5,26 @@ from ponder.verifiers.aggregate import AGGREGATIONS, aggregate, check_aggregatio
 from ponder.verifiers.base import VERIFIERS, Verifier
 
 JUDGES = {"judge": "process", "judge-outcome": "outcome"}
+ASKING = (*JUDGES, "consistency")  # the verifiers that ask a model: the policy, or another one after a colon
 
 
 def get_verifier(name: str, lm: LanguageModel | None = None) -> Verifier:
-    """A built-in verifier (`oracle`, `vote`, `depth`), a judge (`judge` asks the policy `lm` itself about each
-    step, `judge-outcome` about each solution; `judge:MODEL` asks another model: a GGUF file, a directory or a
-    server URL), or a learned one: a shipped PRM/ORM name or a checkpoint directory whose config.json declares
-    its head (`ponder_verifier`)."""
+    """A built-in verifier (`oracle`, `vote`, `depth`), one that asks a model (`judge` asks the policy `lm` itself
+    about each step, `judge-outcome` about each solution, `consistency` has it finish each solution from a cut, rStar's
+    discriminator; `KIND:MODEL` asks another model: a GGUF file, a directory or a server URL), or a learned one: a
+    shipped PRM/ORM name or a checkpoint directory whose config.json declares its head (`ponder_verifier`)."""
     if name in VERIFIERS:
         return VERIFIERS[name]()
     kind, _, spec = name.partition(":")
-    if kind in JUDGES:
+    if kind in ASKING:
         from ponder.lm.load import load_model
+        from ponder.verifiers.consistency import MutualConsistency
         from ponder.verifiers.judge import JudgeVerifier
 
         if not spec and lm is None:
             raise ValueError(f"the {kind} verifier asks a model: name one ({kind}:MODEL) or pass the policy")
-        return JudgeVerifier(load_model(spec) if spec else lm, JUDGES[kind])
+        model = load_model(spec) if spec else lm
+        return MutualConsistency(model) if kind == "consistency" else JudgeVerifier(model, JUDGES[kind])
     from ponder.lm.hf import ModelLoadError
     from ponder.verifiers.learned import LearnedVerifier
 
@@ -34,13 +37,13 @@ def get_verifier(name: str, lm: LanguageModel | None = None) -> Verifier:
 def verifier_fingerprint(name: str) -> str:
     """The weights' hash of a learned verifier ("" for the built-in ones), so that a resumed run notices a
     retrained one; an unknown name fails here, without loading a model."""
-    if not name or name in VERIFIERS or name in JUDGES:
+    if not name or name in VERIFIERS or name in ASKING:
         return ""
     from ponder.lm.hf import ModelLoadError, fingerprint
     from ponder.lm.load import model_fingerprint
 
     kind, _, spec = name.partition(":")
-    if kind in JUDGES:
+    if kind in ASKING:
         return model_fingerprint(spec)
     try:
         return fingerprint(name)
