@@ -3,11 +3,13 @@ Problem-Solvers"). A generator MCTS over five human-like actions, then a discrim
 second model agrees with, and a vote among them.
 
 The actions (the task writes their formats, `Task.actions`; the policy is asked for one by the opening of its line):
-- A1 `one_step`: one next step (`num_a1_steps` different ones).
+- A1 `one_step`: one next step (`num_a1_steps` samples, the same step drawn twice kept once).
 - A2 `remaining_steps`: all the remaining steps at once (`num_votes` completions; the child is one that reaches
   the majority answer).
-- A3 `subquestion`: the next sub-question and its answer (`num_subquestions` different sub-questions, each answered
-  `num_votes` times; the child keeps an answer with the majority result).
+- A3 `subquestion`: the next sub-question and its answer (`num_subquestions` sampled sub-questions, repeats kept
+  once, each answered `num_votes` times; the child keeps an answer with the majority result). Samples are drawn
+  independently, as in the paper: drawn without replacement, a policy sure of the one right sub-question is made to
+  write misspelt copies of it.
 - A4 `reanswer`: the last sub-question answered again (`num_votes` new answers; a child only when their majority
   differs from the answer it replaces). The paper re-answers with a chain-of-thought prompt; where a task's
   sub-answer is one step (arith) the new answers are drawn in the same format.
@@ -137,7 +139,7 @@ class RStar:
 
     async def one_step(self, node: Node) -> list[Node]:
         steps = self.steps[node.id]
-        drawn = await self._propose(node, steps, self.num_a1_steps, "", distinct=True)
+        drawn = await self._propose(node, steps, self.num_a1_steps, "")
         cues = (self.actions.rephrase, self.actions.subquestion, self.actions.subanswer)
         texts = [t for t in dict.fromkeys(c.text.strip() for c in drawn) if t and not t.startswith(cues)]
         children = []
@@ -160,7 +162,7 @@ class RStar:
 
     async def subquestion(self, node: Node) -> list[Node]:
         steps, cue = self.steps[node.id], self.actions.subquestion
-        drawn = await self._propose(node, steps, self.num_subquestions, cue, distinct=True)
+        drawn = await self._propose(node, steps, self.num_subquestions, cue)
         questions = list(dict.fromkeys(f"{cue} {c.text.strip()}" for c in drawn if c.text.strip()))
         answers = await asyncio.gather(*(self._subanswer(node, [*steps, q]) for q in questions))
         return [self.add(node, A3, [q, a], [*steps, q, a], share, False)
@@ -181,10 +183,9 @@ class RStar:
 
     # -- helpers ------------------------------------------------------------------------------------------------
 
-    async def _propose(self, node: Node, steps: list[str], n: int, cue: str, distinct: bool = False,
-                       tag: str = "") -> list[Completion]:
+    async def _propose(self, node: Node, steps: list[str], n: int, cue: str, tag: str = "") -> list[Completion]:
         return await propose_steps(self.task, self.problem, self.lm, self.cfg, steps, n, self.cfg.temperature,
-                                   ("rstar", node.id, cue, tag), distinct=distinct, cue=cue)
+                                   ("rstar", node.id, cue, tag), cue=cue)
 
     async def _subanswer(self, node: Node, steps: list[str], again: bool = False) -> tuple[str, float]:
         """An answer to the open sub-question after `steps` whose result the majority of `num_votes` answers

@@ -167,7 +167,13 @@ def write_model_card(out_dir: Path, summary: dict[str, Any]) -> None:
     train = summary["config"]["train"]
     start = f"continued from `{train['init']}`" if train.get("init") else "from scratch"
     data = summary["config"].get("data")
+    walk = summary["config"].get("walk", "paths")
     source = (f"every correct move from the states in `{data}` (`ponder.train.sft.move_pairs`)" if data else
+              "solutions written by the task's exact solver with rStar's actions at random (walk `actions`: a "
+              "rephrased question, sub-questions and their answers among plain steps; training split only)"
+              if walk == "actions" else
+              "revision pairs (walk `revisions`): one to three wrong attempts in the prompt, then a solver solution "
+              "that keeps the last attempt's right steps (training split only)" if walk == "revisions" else
               "solutions written by the task's exact solver (training split only)")
     card = f"""# {summary["recipe"]}
 
