@@ -78,3 +78,18 @@ def test_chains_show_their_last_attempts_and_the_verifier_picks_across_them():
     assert lm.shown == [0] * 4 and not task.grade(PROBLEM, trace.answer)
     with pytest.raises(ValueError, match="sequential <= n"):
         run(Reviser(), n=2, sequential=4)
+
+
+@pytest.mark.slow
+def test_the_shipped_policy_revises_a_wrong_attempt(game24_revision_backend):
+    from ponder.lm.engine import Engine
+
+    engine = Engine(game24_revision_backend)
+    prompt = task.revision_prompt(PROBLEM, [WRONG])
+    from ponder.lm.base import SamplingParams
+
+    [first] = asyncio.run(engine.generate([Request(prompt, SamplingParams(temperature=0.0, max_tokens=120))]))
+    steps = task.split_steps(first.text)
+    assert steps and task.check_step(PROBLEM, steps[:1])  # a right first step after a wrong attempt
+    trace = run(engine, n=8, sequential=4)
+    assert task.grade(PROBLEM, trace.answer)
