@@ -116,6 +116,18 @@ def test_the_discriminator_keeps_what_a_second_model_finishes_the_same_way():
     assert trace.answer == "7" and trace.extra["kept"] == 0 and trace.extra["discriminator"] == "consistency"
 
 
+def test_the_discriminator_by_name_asks_the_policy_or_a_second_model():
+    from ponder.verifiers import get_verifier, verifier_fingerprint
+
+    policy = Oracle(PROBLEM)
+    assert get_verifier("consistency", policy).lm is policy
+    second = get_verifier("consistency:arith-policy")
+    assert isinstance(second, MutualConsistency) and second.lm is not policy
+    assert verifier_fingerprint("consistency:arith-policy") and not verifier_fingerprint("consistency")
+    with pytest.raises(ValueError, match="asks a model"):
+        get_verifier("consistency")
+
+
 def test_rstar_refuses_a_task_without_action_formats():
     from ponder.tasks import Game24
 
