@@ -4,9 +4,10 @@ writes a new one.
 
 The budget of `n` attempts is spent as n / `sequential` parallel chains of `sequential` attempts each (the paper's
 sequential-to-parallel ratio: `sequential` = n is purely sequential, 1 is best-of-n); each attempt of a chain sees
-the chain's last `context` (4) attempts before it. The verifier scores every attempt, and the answer is chosen as the
-paper's hierarchical selection does: the best-scored attempt of each chain, then among the chains' picks by
-`select` (`weighted`: the verifier-weighted vote; `final: all` chooses among every attempt instead).
+the chain's last `context` (4) attempts before it. The verifier scores every attempt, and the answer is chosen as
+the paper's hierarchical selection does: the best-scored attempt of each chain (among those that give an answer),
+then among the chains' picks by `select` (`weighted`: the verifier-weighted vote; `final: all` chooses among every
+attempt instead).
 
 Knobs (`cfg.options`): `sequential` (4), `context` (4), `select` (weighted), `final` (hierarchical or all).
 """
@@ -17,7 +18,7 @@ import asyncio
 
 from ponder.lm.base import LanguageModel
 from ponder.search.base import SearchConfig, record_solutions, register, sample_solutions
-from ponder.search.select import answer, check_selection, select
+from ponder.search.select import Finished, answer, check_selection, select
 from ponder.tasks.base import Problem, Task
 from ponder.trace import Trace
 from ponder.verifiers.aggregate import aggregate
@@ -35,6 +36,11 @@ async def chain(task: Task, problem: Problem, lm: LanguageModel, cfg: SearchConf
                                            attempts=attempts[-context:] if context else [])
         attempts.append(attempt)
     return attempts
+
+
+def answered(task: Task, problem: Problem, attempts: list[Finished]) -> list[Finished]:
+    """The attempts that give an answer (a chain's pick must), or all of them when none does."""
+    return [f for f in attempts if task.extract_answer(problem, f.steps) is not None] or attempts
 
 
 @register("revisions", needs_verifier=True)
@@ -60,6 +66,7 @@ async def revisions(task: Task, problem: Problem, lm: LanguageModel, verifier: V
         trace.nodes[f.node].extra.update({"chain": i // length, "attempt": i % length})
     if final == "all":
         return answer(trace, task, problem, finished, how)
-    picks = [select(task, problem, finished[c * length:(c + 1) * length], "best") for c in range(len(chains))]
+    picks = [select(task, problem, answered(task, problem, finished[c * length:(c + 1) * length]), "best")
+             for c in range(len(chains))]
     return answer(trace, task, problem, [p for p in picks if p is not None], how)
 
