@@ -128,8 +128,9 @@ def solve(
 
 
 def render_tree(trace, best: int) -> list[str]:
-    """The trace's tree as indented lines: each node's step, score (and visits where MCTS counted them), its `best`
-    best-scored children and how many more there were; the chosen path marked `*`."""
+    """The trace's tree as indented lines: each node's step, score (and visits where MCTS counted them, the action
+    where rStar took one), its `best` best-scored children and how many more there were; the chosen path marked
+    `*`."""
     children: dict[int, list] = {}
     for node in trace.nodes[1:]:
         children.setdefault(node.parent, []).append(node)
@@ -141,8 +142,10 @@ def render_tree(trace, best: int) -> list[str]:
         for node in kids[:best]:
             score = "" if node.score is None else f"{node.score:.2f}"
             visits = f" n={node.visits}" if node.visits else ""
-            mark = "*" if node.text in chosen else " "
-            lines.append(f"{'  ' * depth}{mark} {node.text}  [{score}{visits}]")
+            visits += f" {node.extra['action']}" if "action" in node.extra else ""  # rStar's action
+            mark = "*" if node.text and set(node.text.splitlines()) <= chosen else " "
+            text = node.text.replace("\n", f"\n{'  ' * depth}  ")  # a node of several lines (rStar's actions)
+            lines.append(f"{'  ' * depth}{mark} {text}  [{score}{visits}]")
             walk(node.id, depth + 1)
         if len(kids) > best:
             lines.append(f"{'  ' * depth}  … {len(kids) - best} more")
