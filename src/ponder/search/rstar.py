@@ -152,13 +152,11 @@ class RStar:
 
     async def remaining_steps(self, node: Node) -> list[Node]:
         rests = await self.direct(node)
-        keys = [self.key([*self.steps[node.id], *rest]) for rest in rests]
-        counts = Counter(k for k in keys if k is not None)
-        if not counts:
+        won = majority([self.key([*self.steps[node.id], *rest]) for rest in rests])
+        if won is None:
             return []
-        top, count = counts.most_common(1)[0]
-        rest = rests[keys.index(top)]
-        return [self.add(node, A2, rest, [*self.steps[node.id], *rest], count / len(rests), True)]
+        rest = rests[won[0]]
+        return [self.add(node, A2, rest, [*self.steps[node.id], *rest], won[1], True)]
 
     async def subquestion(self, node: Node) -> list[Node]:
         steps, cue = self.steps[node.id], self.actions.subquestion
@@ -193,12 +191,8 @@ class RStar:
         cue = self.actions.subanswer
         drawn = await self._propose(node, steps, self.num_votes, cue, tag="again" if again else "")
         texts = [f"{cue} {c.text.strip()}" for c in drawn]
-        results = [self.task.step_result(t) for t in texts]
-        counts = Counter(r for r in results if r is not None)
-        if not counts:
-            return "", 0.0
-        top, count = counts.most_common(1)[0]
-        return texts[results.index(top)], count / len(texts)
+        won = majority([self.task.step_result(t) for t in texts])
+        return ("", 0.0) if won is None else (texts[won[0]], won[1])
 
     async def direct(self, node: Node) -> list[list[str]]:
         """`num_votes` completions of the node's state to the end (A2), drawn once per state."""
@@ -234,15 +228,24 @@ class RStar:
         for _ in range(self.num_rollouts):
             await self.iterate()
         texts = [self.task.join_steps(f.steps) for f in self.finished]
-        unique = list(dict(zip(texts, self.finished)).values())  # the same solution reached twice is one candidate
+        by_text = dict(zip(texts, self.finished))  # the same solution reached twice is one candidate
+        unique = list(by_text.values())
         scores = await self.discriminator.score(self.task, self.problem, [f.steps for f in unique])
-        agreed = {self.task.join_steps(f.steps): bool(s) and aggregate(s, "last") >= self.keep
-                  for f, s in zip(unique, scores)}
+        agreed = {f.node: bool(s) and aggregate(s, "last") >= self.keep for f, s in zip(unique, scores)}
         for f, text in zip(self.finished, texts):
-            self.trace.nodes[f.node].extra["kept"] = agreed[text]
-        kept = [f for f in unique if agreed[self.task.join_steps(f.steps)]]
+            self.trace.nodes[f.node].extra["kept"] = agreed[by_text[text].node]
+        kept = [f for f in unique if agreed[f.node]]
         self.trace.extra.update({"rollouts": self.num_rollouts, "solutions": len(unique), "kept": len(kept)})
         return answer(self.trace, self.task, self.problem, kept or unique, self.how)
+
+
+def majority(keys: list[str | None]) -> tuple[int, float] | None:
+    """The first item whose key most items share, and that share of all items (None when no item has a key)."""
+    counts = Counter(k for k in keys if k is not None)
+    if not counts:
+        return None
+    top, count = counts.most_common(1)[0]
+    return keys.index(top), count / len(keys)
 
 
 @register("rstar")
