@@ -6,12 +6,13 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from ponder.evaluate import EvalConfig, run_eval
-from ponder.jsonl import ResumableJsonl
+from ponder.jsonl import ResumableJsonl, check_config
 from ponder.lm.engine import Engine
 from ponder.tasks import TASKS, TaskError
 
@@ -73,6 +74,14 @@ def test_resuming_with_another_config_is_refused(tmp_path, game24_backend):
     run_eval(EvalConfig(**small), tmp_path, lm=Engine(game24_backend), show_progress=False)
     with pytest.raises(TaskError, match="another config"):
         run_eval(EvalConfig(**small, seed=9), tmp_path, lm=Engine(game24_backend), show_progress=False)
+
+
+def test_an_option_added_since_a_run_began_resumes_it_at_its_default(tmp_path):
+    saved = {k: v for k, v in asdict(EvalConfig(task="gsm8k")).items() if k != "template_from"}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    check_config(tmp_path, EvalConfig(task="gsm8k"))  # the new option at its default: the same run
+    with pytest.raises(TaskError, match="template_from"):
+        check_config(tmp_path, EvalConfig(task="gsm8k", template_from="smollm2"))
 
 
 def test_torn_last_line_is_dropped_and_rows_never_duplicate(tmp_path):

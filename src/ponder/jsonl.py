@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Hashable
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +65,19 @@ class ResumableJsonl:
         self.done.add(key)
 
 
-def check_config(out: Path, config: dict[str, Any]) -> None:
-    """A run folder belongs to one config: resuming with another would mix incomparable rows."""
+def check_config(out: Path, cfg: Any) -> None:
+    """A run folder belongs to one config (a dataclass): resuming with another would mix incomparable rows.
+
+    A field added to the config class after the run began is absent from the saved file; it matches while it keeps
+    its default, so a new option does not orphan old runs.
+    """
+    config = asdict(cfg)
     path = out / "config.json"
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved != config:
-            diff = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k) != v}
+        defaults = {f.name: f.default for f in fields(cfg) if f.default is not MISSING}
+        diff = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k, defaults.get(k, MISSING)) != v}
+        if diff:
             raise TaskError(f"{out} holds a run with another config {diff} (saved, now); use another --out")
     else:
         out.mkdir(parents=True, exist_ok=True)

@@ -183,7 +183,7 @@ def run_star(cfg: StarConfig, out: Path, base: Path | None = None) -> dict[str, 
     summary.json) and summary.json with a row per iteration. `base` reuses an original model trained with the
     same settings (the benchmark shares one between its runs with and without rationalization)."""
     cfg = cfg.resolved()
-    check_config(out, asdict(cfg))
+    check_config(out, cfg)
     task = get_task(cfg.task)
     seed_set, problems = split_problems(task, cfg)
     seed_pairs = solver_pairs(task, seed_set, hinted=True)

@@ -138,7 +138,7 @@ def run_collect(cfg: CollectConfig, out_dir: Path, lm: LanguageModel | None = No
                 show_progress: bool = True) -> dict[str, Any]:
     """Run (or resume) a collection into `out_dir`; returns a summary (also saved as summary.json)."""
     cfg = cfg.resolved()
-    check_config(out_dir, asdict(cfg))
+    check_config(out_dir, cfg)
     if lm is None:
         from ponder.lm.engine import Engine
         from ponder.lm.hf import HFBackend

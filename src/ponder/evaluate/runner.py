@@ -160,7 +160,7 @@ def run_eval(cfg: EvalConfig, out: Path, lm: LanguageModel | None = None, show_p
     """Run (or resume) an evaluation into `out`; returns the summary table, also saved as summary.json (and, for
     a task whose problems have a difficulty, the same by difficulty as summary-by-difficulty.json)."""
     cfg = cfg.resolved()
-    check_config(out, asdict(cfg))
+    check_config(out, cfg)
     if lm is None:
         lm = load_model(cfg.model, max_rows=cfg.max_batch, backend=cfg.backend, template_from=cfg.template_from)
     rows = asyncio.run(_run(cfg, out, lm, show_progress))
