@@ -279,3 +279,15 @@ def test_usage_counts_the_prompt_tokens_the_cache_saved(game24_backend):
     assert u.model_calls > 4 and u.verifier_calls >= len(trace.nodes) - 1
     # four samples of each state share its prompt, and a child's prompt extends its parent's text
     assert u.computed_prompt_tokens < 0.5 * u.prompt_tokens
+
+
+def test_the_cache_cap_is_what_memory_holds_and_a_request_costs_every_row(game24_backend):
+    cfg = game24_backend.model.config
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    per_position = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * 4
+    positions = game24_backend.cache_positions()
+    assert Engine(game24_backend).max_tokens == positions
+    assert 1 << 12 < positions * per_position < 2**30 * 1024  # a share of this machine's memory, in bytes
+    one = Request("4 5 6 10\n", SamplingParams(max_tokens=50))
+    eight = Request("4 5 6 10\n", SamplingParams(max_tokens=50), n=8)
+    assert game24_backend.cost(eight) == 8 * game24_backend.cost(one)  # each row holds its own prompt

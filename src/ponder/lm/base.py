@@ -145,6 +145,10 @@ class Backend(ABC):
     def cost(self, request: Request) -> int:
         """The most cache positions the request can hold: its prompt plus n times its token limit."""
 
+    def cache_positions(self) -> int:
+        """The cache positions the engine may fill at once (its default `max_tokens`): what memory allows."""
+        return 1 << 18
+
     @property
     @abstractmethod
     def keys(self) -> list[int]:

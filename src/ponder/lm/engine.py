@@ -44,7 +44,9 @@ class _Waiting:
 
 
 class Engine(LanguageModel):
-    def __init__(self, backend: Backend, max_rows: int = 512, max_tokens: int = 1 << 18) -> None:
+    def __init__(self, backend: Backend, max_rows: int = 512, max_tokens: int | None = None) -> None:
+        if max_tokens is None:
+            max_tokens = backend.cache_positions()
         if max_rows < 1 or max_tokens < 1:
             raise ValueError(f"an engine needs max_rows and max_tokens >= 1, got {max_rows}, {max_tokens}")
         self.backend = backend

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import inspect
 import itertools
+import os
 import random
 import time
 from collections.abc import Iterable
@@ -143,7 +144,21 @@ class HFBackend(Backend):
         return list(self._live)
 
     def cost(self, request: Request) -> int:
-        return len(self.encode(request.prompt)) + request.n * request.params.max_tokens
+        """Each of the request's rows holds its own copy of the prompt's keys and values."""
+        return request.n * (len(self.encode(request.prompt)) + request.params.max_tokens)
+
+    def cache_positions(self) -> int:
+        """A third of the memory free at load time, in positions of this model's keys and values (the running
+        batch is a padded rectangle and prefill needs room beside it: the rest is theirs)."""
+        cfg = self.model.config
+        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        per_position = 2 * cfg.num_hidden_layers * heads * head_dim * 4  # keys and values, float32
+        if self.device.startswith("cuda"):
+            free = torch.cuda.mem_get_info(torch.device(self.device))[0]
+        else:
+            free = _available_memory()
+        return max(1, free // 3 // per_position)
 
     def admit(self, requests: list[Request]) -> list[int | Exception]:
         out: list[int | Exception] = []
@@ -412,6 +427,18 @@ class HFBackend(Backend):
     def _complete(self, out: list[int], logprob: float, lv: _Live, reason: str, cached: int) -> Completion:
         return completion(self.tokenizer.decode(out, skip_special_tokens=True), len(out), len(lv.prompt),
                           lv.request.params.stop, reason, cached, logprob)
+
+
+def _available_memory() -> int:
+    """Bytes the system can give without swapping: MemAvailable on Linux, the free pages elsewhere."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def _shared_prefixes(prompts: list[list[int]]) -> list[list[int]]:
