@@ -1,4 +1,5 @@
-"""Built-in tasks and their registry."""
+"""Built-in tasks and their registry: exact tasks whose every step can be checked (game24, arith) and real data
+graded by math-verify (gsm8k, math500)."""
 
 from __future__ import annotations
 
