@@ -223,3 +223,24 @@ def test_verifier_training_killed_with_sigkill_resumes_to_the_same_weights(tmp_p
                       "train: {steps: 40, batch_size: 8, lr: 1.0e-3, warmup: 2, seed: 1, bf16: false, save_every: 0}\n")
     whole, killed = kill_then_resume(["train", "verifier", str(recipe), "--data", str(oracle_records)], tmp_path, 40)
     assert (killed / "model.safetensors").read_bytes() == (whole / "model.safetensors").read_bytes()
+
+
+def test_a_prm_reading_on_from_cached_prefixes_scores_as_it_does_from_scratch():
+    task = get_task("game24")
+    items = []
+    for problem in task.problems("test", limit=6):
+        path = task.reference_solution(problem) or []
+        for k in range(1, len(path) + 1):  # every prefix, and a sibling of its last step
+            items += [(task.prompt(problem), path[:k]), (task.prompt(problem), [*path[: k - 1], "1 + 1 = 2 (left: 2)"])]
+    fresh = LearnedVerifier("game24-prm", batched=False, prefix_cache_mb=0)
+    reuse = LearnedVerifier("game24-prm", batched=False)
+    assert fresh.prefixes is None and reuse.prefixes is not None
+    cold = reuse.score_texts(items[::2]) + reuse.score_texts(items[1::2])  # the siblings find their parents cached
+    warm = reuse.score_texts(items)
+    expected = fresh.score_texts(items)
+    interleaved = [s for pair in zip(cold[: len(items) // 2], cold[len(items) // 2 :]) for s in pair]
+    for got in (interleaved, warm):
+        assert all(math.isclose(a, b, abs_tol=1e-5) for x, y in zip(got, expected) for a, b in zip(x, y))
+    ids = reuse.layout.encode(*items[-1]).ids
+    assert reuse.prefixes.match(ids)[0] == len(ids)  # what it read stays cached, within its budget
+    assert 0 < reuse.prefixes.nbytes <= reuse.prefixes.budget_bytes

@@ -130,8 +130,10 @@ def run_workload(w: Workload, engine: str, backend: HFBackend, max_rows: int, ca
     backend.grow_in_place = engine == "continuous"
     lm: LanguageModel = Engine(backend, max_rows=max_rows) if engine == "continuous" else StaticEngine(
         backend, max_rows=max_rows)
-    # step 1 scored each search's PRM call at once, alone; the continuous engine batches them
-    verifier = LearnedVerifier(w.verifier, batched=engine == "continuous") if w.verifier else None
+    # step 1 scored each search's PRM call at once, alone, every text from scratch; the continuous engine batches
+    # them and the PRM reads on from its own prefix cache
+    verifier = LearnedVerifier(w.verifier, batched=engine == "continuous",
+                               prefix_cache_mb=128 if engine == "continuous" else 0) if w.verifier else None
     recorder = _Recorder(lm)
     method = get_method(w.method)
 

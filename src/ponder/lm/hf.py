@@ -24,7 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.utils import logging as hf_logging
 
 from ponder.lm.base import Backend, Completion, LanguageModel, Message, NextToken, Request, prompt_ids
-from ponder.lm.kv import concat_rows, left_pad, new_cache
+from ponder.lm.kv import cache_argument, concat_rows, left_pad, new_cache, prefill_inputs, row_kv
 from ponder.lm.prefix_cache import KV, PrefixCache, common_length
 from ponder.lm.sampling import Distinct, completion, draws, finish_reason, sample, share_time, truncate
 
@@ -130,9 +130,8 @@ class HFBackend(Backend):
         self._next_key = itertools.count()
         self._live: dict[int, _Live] = {}
         self._rows: _Rows | None = None
-        # transformers 5.x renamed the forward argument `past_key_values` to `cache`
+        self._cache_arg = cache_argument(self.model)
         forward_args = inspect.signature(self.model.forward).parameters
-        self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
         # only the last position's logits are needed: skip the (rows x prompt x vocabulary) prefill logits
         self._extra = {"logits_to_keep": 1} if "logits_to_keep" in forward_args else {}
 
@@ -241,28 +240,9 @@ class HFBackend(Backend):
         """Prefill `prompts` whose first `hits[i][0]` tokens come with cached keys and values; each prompt's keys
         and values go into `store`. `keys`: the requests the rows belong to, charged the time and cached tokens."""
         start = time.perf_counter()
-        past = max(c for c, _ in hits)
-        width = max(len(p) - c for p, (c, _) in zip(prompts, hits))
+        ids, mask, positions, past = prefill_inputs(prompts, hits, self.pad)
+        layers = [(k.to(self.device), v.to(self.device)) for k, v in past]
         n = len(prompts)
-        ids = torch.full((n, width), self.pad, dtype=torch.long)
-        mask = torch.zeros((n, past + width), dtype=torch.long)
-        positions = torch.zeros((n, width), dtype=torch.long)
-        for j, (prompt, (c, _)) in enumerate(zip(prompts, hits)):
-            rest = len(prompt) - c
-            ids[j, width - rest :] = torch.tensor(prompt[c:])
-            positions[j, width - rest :] = torch.arange(c, len(prompt))
-            mask[j, past - c : past] = 1
-            mask[j, past + width - rest :] = 1
-        layers = []
-        if past:
-            for layer, (k0, _) in enumerate(next(kv for c, kv in hits if c)):
-                keys_t = k0.new_zeros((n, k0.shape[0], past, k0.shape[2]))
-                values_t = torch.zeros_like(keys_t)
-                for j, (c, kv) in enumerate(hits):
-                    if c:
-                        keys_t[j, :, past - c :] = kv[layer][0]
-                        values_t[j, :, past - c :] = kv[layer][1]
-                layers.append((keys_t.to(self.device), values_t.to(self.device)))
         cache = new_cache(layers, grow=self.grow_in_place)
         logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                             position_ids=positions.to(self.device), use_cache=True,
@@ -284,10 +264,7 @@ class HFBackend(Backend):
         return rows
 
     def _row_kv(self, rows: _Rows, j: int) -> KV:
-        """The keys and values row j reads, in order: [heads, tokens, head_dim] per layer."""
-        cols = rows.mask[j].nonzero().squeeze(-1).to(self.device)
-        return [(layer.keys[j].index_select(1, cols).cpu(), layer.values[j].index_select(1, cols).cpu())
-                for layer in rows.cache.layers]
+        return row_kv(rows.cache, rows.mask, j)
 
     # -- the running batch -----------------------------------------------------------------------------------------
 

@@ -12,9 +12,13 @@ Only the columns a row's mask reads need defined values, but every column an att
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
+
+from ponder.lm.prefix_cache import KV
 
 
 def _room(n: int) -> int:
@@ -124,3 +128,47 @@ def concat_rows(a: DynamicCache, b: DynamicCache) -> DynamicCache:
     for x, y in zip(a.layers, b.layers):
         x.append_rows(y.keys, y.values)
     return a
+
+
+def prefill_inputs(prompts: list[list[int]], hits: list[tuple[int, KV]],
+                   pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, KV]:
+    """The inputs of one forward pass over `prompts` whose first `hits[i][0]` tokens come with cached keys and
+    values (per layer [heads, tokens, head_dim], as `PrefixCache.match` gives them): (ids [n, width] of the
+    uncached rest, left-padded; mask [n, past + width], with a hole where a row's cached prefix is shorter than the
+    longest; positions [n, width]; the past keys and values per layer [n, heads, past, head_dim])."""
+    past = max(c for c, _ in hits)
+    width = max(len(p) - c for p, (c, _) in zip(prompts, hits))
+    n = len(prompts)
+    ids = torch.full((n, width), pad, dtype=torch.long)
+    mask = torch.zeros((n, past + width), dtype=torch.long)
+    positions = torch.zeros((n, width), dtype=torch.long)
+    for j, (prompt, (c, _)) in enumerate(zip(prompts, hits)):
+        rest = len(prompt) - c
+        ids[j, width - rest :] = torch.tensor(prompt[c:])
+        positions[j, width - rest :] = torch.arange(c, len(prompt))
+        mask[j, past - c : past] = 1
+        mask[j, past + width - rest :] = 1
+    layers = []
+    if past:
+        for layer, (k0, _) in enumerate(next(kv for c, kv in hits if c)):
+            keys = k0.new_zeros((n, k0.shape[0], past, k0.shape[2]))
+            values = torch.zeros_like(keys)
+            for j, (c, kv) in enumerate(hits):
+                if c:
+                    keys[j, :, past - c :] = kv[layer][0]
+                    values[j, :, past - c :] = kv[layer][1]
+            layers.append((keys, values))
+    return ids, mask, positions, layers
+
+
+def row_kv(cache: DynamicCache, mask: torch.Tensor, j: int) -> KV:
+    """The keys and values row j of a batch reads, in order, on the CPU: [heads, tokens, head_dim] per layer."""
+    cols = mask[j].nonzero().squeeze(-1).to(cache.layers[0].keys.device)
+    return [(layer.keys[j].index_select(1, cols).cpu(), layer.values[j].index_select(1, cols).cpu())
+            for layer in cache.layers]
+
+
+def cache_argument(model: torch.nn.Module) -> str:
+    """The name of the forward argument that takes a cache: transformers 5.x renamed `past_key_values` to
+    `cache`."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

@@ -23,6 +23,10 @@ as to tag it, and a step's score is the tag's probability times the model's prob
 this step and of every earlier one: a step is good only if all steps so far compute what the model computes and
 the tag judges the state reachable. A tag alone does not learn to check arithmetic (a tiny one passed
 `13 * 4 = 64`); the same weights predicting `52` do.
+
+A step-tag PRM reuses what it has read: the keys and values of every text it scored stay in a prefix cache
+(`ponder.lm.prefix_cache`) with the head's margin and the checked log-probability at each position, so the k
+children of a node, which share the node's whole path, compute only their own last step.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ from transformers.utils import logging as hf_logging
 
 from ponder.batcher import Batcher
 from ponder.lm.hf import resolve_model
+from ponder.lm.kv import cache_argument, new_cache, prefill_inputs, row_kv
+from ponder.lm.prefix_cache import PrefixCache
 from ponder.tasks.base import Problem, Task
 from ponder.trace import METER
 from ponder.verifiers.base import PrefixError, Verifier
@@ -155,7 +161,7 @@ class LearnedVerifier(Verifier):
     """A PRM or ORM checkpoint (a shipped name, a directory) as a verifier."""
 
     def __init__(self, spec: str, head: HeadSpec | str | None = None, batch_size: int = 64,
-                 batched: bool = True) -> None:
+                 batched: bool = True, prefix_cache_mb: float = 128) -> None:
         directory, gguf = resolve_model(spec)
         config_path = directory / "config.json"
         config = json.loads(config_path.read_text()) if config_path.is_file() else {}
@@ -181,6 +187,10 @@ class LearnedVerifier(Verifier):
         # the verifier engine; unbatched, each call is scored at once in its caller's coroutine (step 1's way)
         self.engine = Batcher(self._judge, max_items=8 * batch_size, name="verifier") if batched else None
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        # a causal LM (step tags) can read on from cached keys and values; the other heads read each text whole
+        reuse = head.kind == "step_tag" and prefix_cache_mb > 0
+        self.prefixes = PrefixCache(int(prefix_cache_mb * 2**20)) if reuse else None
+        self._cache_arg = cache_argument(self.model)
 
     def score_texts(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
         """Per-step scores for (prompt, steps) pairs, computed in batches."""
@@ -193,20 +203,55 @@ class LearnedVerifier(Verifier):
         for start in range(0, len(items), self.batch_size):
             began = time.perf_counter()
             encoded = [self.layout.encode(p, s) for p, s in items[start : start + self.batch_size]]
-            batch = pad_batch([e.ids for e in encoded], self.pad)
-            logits = head_logits(self.model, self.layout, batch)
-            margins = step_margins(self.layout, logits)
-            checked = next_token_logprobs(logits, batch["input_ids"]) if self.head.check_after else None
+            read = self._read_cached(encoded) if self.prefixes is not None else self._read(encoded)
             chunk = []
-            for i, e in enumerate(encoded):
-                scores = torch.sigmoid(margins[i, e.positions])
-                if checked is not None:  # times P(every checked token so far), from the same forward pass
-                    per_step = torch.stack([checked[i, c].sum() if c else checked.new_zeros(()) for c in e.checks])
+            for e, (margins, checked) in zip(encoded, read):
+                scores = torch.sigmoid(margins[e.positions])
+                if self.head.check_after:  # times P(every checked token so far), from the same forward pass
+                    per_step = torch.stack([checked[c].sum() if c else checked.new_zeros(()) for c in e.checks])
                     scores = scores * per_step.cumsum(0).exp()
                 chunk.append(scores.tolist())
             seconds = time.perf_counter() - began
             tokens = sum(len(e.ids) for e in encoded)
             out += [(scores, len(e.ids), seconds * len(e.ids) / tokens) for scores, e in zip(chunk, encoded)]
+        return out
+
+    def _read(self, encoded: list[Encoded]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per item, at each of its positions: the head's margin and log P(token | the tokens before it)."""
+        batch = pad_batch([e.ids for e in encoded], self.pad)
+        logits = head_logits(self.model, self.layout, batch)
+        margins = step_margins(self.layout, logits)
+        ids = batch["input_ids"]
+        checked = next_token_logprobs(logits, ids) if self.head.check_after else torch.zeros_like(margins)
+        return [(margins[i, : len(e.ids)], checked[i, : len(e.ids)]) for i, e in enumerate(encoded)]
+
+    def _read_cached(self, encoded: list[Encoded]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """As `_read`, reading on from the longest cached prefix of each text. The cache holds, after the model's
+        layers, one more pair per position: the margin and the checked log-probability. A text computes from one
+        token before its cached prefix ends: the logits there give its first new token's log-probability."""
+        assert self.prefixes is not None
+        ids = [e.ids for e in encoded]
+        hits, known = [], []
+        for row in ids:
+            h, kv = self.prefixes.match(row[:-1])
+            c = max(0, h - 1)
+            hits.append((c, [(k[:, :c], v[:, :c]) for k, v in kv[:-1]] if c else []))
+            known.append((kv[-1][0][0, :c, 0], kv[-1][1][0, : c + 1, 0]) if c else None)
+        inputs, mask, positions, past = prefill_inputs(ids, hits, self.pad)
+        cache = new_cache(past, grow=False)
+        logits = self.model(input_ids=inputs, attention_mask=mask, position_ids=positions, use_cache=True,
+                            **{self._cache_arg: cache}).logits
+        margins = step_margins(self.layout, logits)
+        checked = next_token_logprobs(logits, inputs)
+        width = inputs.shape[1]
+        out = []
+        for j, (row, (c, _)) in enumerate(zip(ids, hits)):
+            new = width - (len(row) - c)  # the row's first computed column
+            before = known[j] or (margins.new_zeros(0), checked.new_zeros(1))
+            full = (torch.cat([before[0], margins[j, new:]]), torch.cat([before[1], checked[j, new + 1 :]]))
+            self.prefixes.insert(row, [*row_kv(cache, mask, j), (full[0][None, :, None], full[1][None, :, None])])
+            out.append(full)
+        self.prefixes.evict()
         return out
 
     async def score(self, task: Task, problem: Problem, solutions: list[list[str]]) -> list[list[float]]:
