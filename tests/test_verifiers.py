@@ -244,3 +244,14 @@ def test_a_prm_reading_on_from_cached_prefixes_scores_as_it_does_from_scratch():
     ids = reuse.layout.encode(*items[-1]).ids
     assert reuse.prefixes.match(ids)[0] == len(ids)  # what it read stays cached, within its budget
     assert 0 < reuse.prefixes.nbytes <= reuse.prefixes.budget_bytes
+
+
+@pytest.mark.parametrize("name", ["game24", "arith"])
+def test_the_known_example_of_an_outcome_model_has_a_right_and_a_wrong_whole_solution(name):
+    from ponder.train.verifier import known_example
+
+    task = get_task(name)
+    problem = task.problems("test", limit=1)[0]
+    example = known_example(task)
+    assert task.solves(problem, example["outcomes"]["right"]) and not task.solves(problem, example["outcomes"]["wrong"])
+    assert example["labels"][-1] is False and all(example["labels"][:-1])

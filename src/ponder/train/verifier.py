@@ -136,17 +136,20 @@ def prepare(recipe: VerifierRecipe) -> tuple[PreTrainedModel, Any, StepLayout]:
 def known_example(task: Task) -> dict[str, Any]:
     """The self-test example saved in the checkpoint: a test-split reference solution whose last step has its
     result changed by one, so the oracle marks it wrong; and, for an outcome model, the whole reference solution
-    beside the same with its answer's last number changed by one (graded right and wrong)."""
+    beside a wrong one: its answer's last number changed by one, or its last step a move that misses the goal."""
     problem = task.problems("test", limit=1)[0]
     steps = [s for s in task.reference_solution(problem) or [] if not s.lower().startswith("answer:")]
     steps[-1] = re.sub(r"= (\d+)", lambda m: f"= {int(m.group(1)) + 1}", steps[-1], count=1)
     example = {"question": problem.question, "prompt": task.prompt(problem), "steps": steps,
                "labels": [bool(x) for x in exact_labels(task, problem, steps)]}
     right = task.reference_solution(problem)
-    if right:
-        last = re.sub(r"(\d+)(\D*)$", lambda m: f"{int(m.group(1)) + 1}{m.group(2)}", right[-1])
-        wrong = [*right[:-1], last]
-        if task.solves(problem, right) and not task.solves(problem, wrong):
+    if right and task.solves(problem, right):
+        # the answer's last number changed by one; where the task grades what the steps compute (game24), the last
+        # step replaced by a legal move that does not reach the goal
+        bumped = [*right[:-1], re.sub(r"(\d+)(\D*)$", lambda m: f"{int(m.group(1)) + 1}{m.group(2)}", right[-1])]
+        moved = [[*steps[:-1], move] for move in task.moves(problem, steps[:-1]) or []]
+        wrong = next((w for w in [bumped, *moved] if not task.solves(problem, w)), None)
+        if wrong is not None:
             example["outcomes"] = {"right": right, "wrong": wrong}
     return example
 
