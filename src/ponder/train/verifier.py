@@ -135,14 +135,16 @@ def prepare(recipe: VerifierRecipe) -> tuple[PreTrainedModel, Any, StepLayout]:
 
 def known_example(task: Task) -> dict[str, Any]:
     """The self-test example saved in the checkpoint: a test-split reference solution whose last step has its
-    result changed by one, so the oracle marks it wrong; and, for an outcome model, the whole reference solution
-    beside a wrong one: its answer's last number changed by one, or its last step a move that misses the goal."""
+    result changed by one, so the oracle marks it wrong; and, for an outcome model, a whole solution as the task's
+    policies write it beside a wrong one: its answer's last number changed by one, or its last step a move that
+    misses the goal."""
     problem = task.problems("test", limit=1)[0]
     steps = [s for s in task.reference_solution(problem) or [] if not s.lower().startswith("answer:")]
     steps[-1] = re.sub(r"= (\d+)", lambda m: f"= {int(m.group(1)) + 1}", steps[-1], count=1)
     example = {"question": problem.question, "prompt": task.prompt(problem), "steps": steps,
                "labels": [bool(x) for x in exact_labels(task, problem, steps)]}
-    right = task.reference_solution(problem)
+    written = task.solutions(problem)  # as the task's policies write a solution (game24's write no answer line)
+    right = written[0] if written else None
     if right and task.solves(problem, right):
         # the answer's last number changed by one; where the task grades what the steps compute (game24), the last
         # step replaced by a legal move that does not reach the goal
