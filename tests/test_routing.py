@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from ponder.bench.routing import fit
+from ponder.bench.routing import apply, cross_fit, fit
 from ponder.lm.engine import Engine
 from ponder.lm.hf import HFBackend
 from ponder.search import SearchConfig, get_method, search
@@ -37,6 +37,26 @@ def test_fit_gives_each_bin_the_best_strategy_within_the_budget():
     assert chosen == [CHEAP, CHEAP] and accuracy == 0.5
     with pytest.raises(ValueError, match="probe alone"):
         fit([CHEAP, DEAR], rows, "probe", bins=2, budget=100)
+
+
+def test_cross_fitting_measures_each_half_with_the_table_of_the_other():
+    easy, hard = [f"e{i}" for i in range(8)], [f"h{i}" for i in range(8)]
+    rows = {
+        CHEAP.name: {**{p: _row(True, 100) for p in easy}, **{p: _row(False, 100) for p in hard}},
+        DEAR.name: {p: _row(True, 500) for p in easy + hard},
+        "probe": {**{p: _row(False, 50, [0.9]) for p in easy}, **{p: _row(False, 50, [0.1]) for p in hard}},
+    }
+    thresholds, chosen, _, _ = fit([CHEAP, DEAR], rows, "probe", bins=2, budget=400)
+    assert apply(thresholds, chosen, rows, "probe", easy + hard) == (1.0, 50 + (8 * 500 + 8 * 100) / 16)
+    # seed 0 halves the problems 4 easy + 4 hard each: each half's table sends hard to the dear strategy
+    assert cross_fit([CHEAP, DEAR], rows, "probe", bins=2, budget=400, seed=0) == (1.0, 350.0)
+    # seed 1 splits them unevenly: a half's median bin mixes easy and hard, and the budget keeps that bin cheap
+    accuracy, tokens = cross_fit([CHEAP, DEAR], rows, "probe", bins=2, budget=400, seed=1)
+    assert 0.5 < accuracy < 1.0 and tokens < 350
+    # a probe that says nothing: the hard problems score like the easy ones, and no table finds them
+    rows["probe"] = {p: _row(False, 50, [0.5]) for p in easy + hard}
+    accuracy, _ = cross_fit([CHEAP, DEAR], rows, "probe", bins=2, budget=200, seed=0)
+    assert accuracy == 0.5
 
 
 def test_routing_table_checks_itself_and_round_trips(tmp_path):

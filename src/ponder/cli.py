@@ -372,13 +372,18 @@ def bench_routing(
         return
     (out / "routing.json").write_text(json.dumps(result, indent=2) + "\n")
     empty = dict.fromkeys(["accuracy", "tokens", "best_fixed", "best_fixed_accuracy", "best_fixed_tokens",
-                           "fixed_to_match", "fixed_to_match_tokens"])
+                           "fixed_to_match", "fixed_to_match_tokens", "cv_accuracy", "cv_tokens", "cv_best_fixed",
+                           "cv_best_fixed_accuracy"])
     rows = [{**empty, **r, "table": " / ".join(r.get("table", [])) or r.get("error", "")} for r in result["rows"]]
     print_table(f"{task}: compute-optimal routing (fitted on train) vs fixed strategies, test", rows, [
         ("budget", "token budget", ".0f"), ("table", "strategy by bin (hardest first)", ""),
         ("accuracy", "routed acc", ".3f"), ("tokens", "routed tokens", ".0f"), ("best_fixed", "best fixed within", ""),
         ("best_fixed_accuracy", "its acc", ".3f"), ("best_fixed_tokens", "its tokens", ".0f"),
-        ("fixed_to_match", "cheapest fixed reaching routed acc", ""), ("fixed_to_match_tokens", "its tokens", ".0f")])
+        ("fixed_to_match", "cheapest fixed reaching routed acc", ""), ("fixed_to_match_tokens", "its tokens", ".0f"),
+        ("cv_accuracy", "cross-fitted on test halves: acc", ".3f"), ("cv_tokens", "tokens", ".0f"),
+        ("cv_best_fixed", "best fixed within", ""), ("cv_best_fixed_accuracy", "its acc", ".3f")])
+    solved = ", ".join(f"{name} {acc:.2f}" for name, acc in result["train_accuracy"].items())
+    console.print(f"training split, accuracy of each strategy (what the tables are fitted on): {solved}")
     console.print(f"tables and results in {out}")
 
 

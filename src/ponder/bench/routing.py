@@ -10,6 +10,9 @@ tokens than best-of-N for the same accuracy).
 3. On the test split: the grid again (the fixed strategies), and `compute_optimal` with each table. Printed per
    budget: the routed accuracy and tokens; the best fixed strategy within the routed tokens; and the tokens the
    cheapest fixed strategy needs to reach the routed accuracy.
+4. Cross-fitted on the test split (`cross_fit`, from the same grid rows, no new model calls): a policy trained on
+   its training split solves it with every strategy, so a table fitted there carries no difficulty; tables fitted
+   on one half of the test split and measured on the other half show what routing can do with unseen problems.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import json
+import random
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -71,6 +75,35 @@ def fit(strategies: list[Strategy], rows: dict[str, dict[str, dict[str, Any]]], 
     return thresholds, [strategies[i] for i in combo], right / len(scores), tokens / len(scores)
 
 
+def apply(thresholds: list[float], chosen: list[Strategy], rows: dict[str, dict[str, dict[str, Any]]], probe: str,
+          pids: list[str]) -> tuple[float, float]:
+    """(accuracy, mean generated tokens incl. the probe) of routing `pids` by a table, read from the grid's rows:
+    `compute_optimal` draws the probe's samples and each strategy's with the same seeds, so its results are the
+    grid rows of the strategy it routes to (checked against the real runs: identical)."""
+    scores = _probe_scores({p: rows[probe][p] for p in pids})
+    picked = [(rows[chosen[bisect.bisect_right(thresholds, scores[p])].name][p], rows[probe][p]) for p in pids]
+    right = sum(r["correct"] for r, _ in picked)
+    tokens = sum(r["usage"]["generated_tokens"] + q["usage"]["generated_tokens"] for r, q in picked)
+    return right / len(pids), tokens / len(pids)
+
+
+def cross_fit(strategies: list[Strategy], rows: dict[str, dict[str, dict[str, Any]]], probe: str, bins: int,
+              budget: float, seed: int) -> tuple[float, float]:
+    """Two-fold cross-fitting on one split: tables fitted on a random half measured on the other half, and the
+    other way round; (accuracy, tokens) over the whole split. For a policy that has learnt its training split by
+    heart, where every strategy solves everything and a fitted table says nothing about difficulty."""
+    pids = sorted(rows[probe])
+    random.Random(seed).shuffle(pids)
+    halves = [pids[: len(pids) // 2], pids[len(pids) // 2 :]]
+    right = tokens = 0.0
+    for fit_on, measure in (halves, halves[::-1]):
+        subset = {name: {p: by_pid[p] for p in fit_on} for name, by_pid in rows.items()}
+        thresholds, chosen, _, _ = fit(strategies, subset, probe, bins, budget)
+        acc, tok = apply(thresholds, chosen, rows, probe, measure)
+        right, tokens = right + acc * len(measure), tokens + tok * len(measure)
+    return right / len(pids), tokens / len(pids)
+
+
 def routing_benchmark(task: str, methods: list[str], budgets: list[int], token_budgets: list[float],
                       options: dict[str, dict[str, Any]], train: int, test: int, probe_n: int, bins: int,
                       seed: int, out: Path, model: str = "", verifier: str = "") -> dict[str, Any]:
@@ -80,7 +113,8 @@ def routing_benchmark(task: str, methods: list[str], budgets: list[int], token_b
     probe = Strategy("best_of_n", probe_n, options.get("best_of_n", {})).name
     fitted = _grid_rows(replace(base, split="train", limit=train), out / "train-grid")
     tested = _grid_rows(replace(base, split="test", limit=test), out / "test-grid")
-    result: dict[str, Any] = {"rows": [], "strategies": [s.name for s in strategies]}
+    result: dict[str, Any] = {"rows": [], "strategies": [s.name for s in strategies], "train_accuracy": {
+        name: sum(r["correct"] for r in by_pid.values()) / len(by_pid) for name, by_pid in fitted.items()}}
     for budget in token_budgets:
         try:
             thresholds, chosen, train_acc, train_tokens = fit(strategies, fitted, probe, bins, budget)
@@ -102,8 +136,16 @@ def routing_benchmark(task: str, methods: list[str], budgets: list[int], token_b
         reaching = [f for f in fixed if f[1] >= routed["accuracy"]]
         best_within = max(within, key=lambda f: (f[1], -f[2]), default=None)
         cheapest = min(reaching, key=lambda f: f[2], default=None)
+        try:
+            cv_acc, cv_tokens = cross_fit(strategies, tested, probe, bins, budget, seed)
+        except ValueError:  # a half's probe alone is over the budget
+            cv_acc, cv_tokens = None, float("inf")
+        cv_best = max((f for f in fixed if f[2] <= cv_tokens), key=lambda f: (f[1], -f[2]), default=None)
         result["rows"].append({
             "budget": budget, "table": [s.name for s in chosen], "thresholds": [round(t, 3) for t in thresholds],
+            "cv_accuracy": cv_acc, "cv_tokens": cv_tokens if cv_acc is not None else None,
+            "cv_best_fixed": cv_best and cv_best[0],
+            "cv_best_fixed_accuracy": cv_best and cv_best[1], "cv_best_fixed_tokens": cv_best and cv_best[2],
             "train_accuracy": train_acc, "accuracy": routed["accuracy"], "tokens": routed["generated_tokens"],
             "best_fixed": best_within and best_within[0], "best_fixed_accuracy": best_within and best_within[1],
             "best_fixed_tokens": best_within and best_within[2],
