@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
@@ -84,6 +85,10 @@ def test_compute_optimal_probes_then_runs_the_bins_strategy(tmp_path):
         trace = asyncio.run(search(task, problem, lm, prm, get_method("compute_optimal"), cfg))
         assert trace.extra["routed_to"] == expected.name and 0.0 <= trace.extra["probe_score"] <= 1.0
         assert trace.method == "compute_optimal" and trace.usage.model_calls > 2  # the probe's two samples and more
+    # routed to best-of-4, the probe's two samples are its first two: generated once, counted once
+    alone = asyncio.run(search(task, problem, lm, prm, get_method("best_of_n"), replace(cfg, n=4, options={})))
+    assert trace.usage.model_calls == 4 and trace.usage.generated_tokens == alone.usage.generated_tokens
+    assert trace.answer == alone.answer and CHEAP.reuses_probe(2) and not DEAR.reuses_probe(2)
     RoutingTable("arith", 2, "min", [0.5], [DEAR, CHEAP]).save(path)
     with pytest.raises(ValueError, match="fitted on arith"):
         asyncio.run(search(task, problem, lm, prm, get_method("compute_optimal"), cfg))

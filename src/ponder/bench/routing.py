@@ -49,9 +49,18 @@ def _probe_scores(rows: dict[str, dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+def _tokens(strategy: Strategy, rows: dict[str, dict[str, dict[str, Any]]], probe: str, probe_n: int,
+            pid: str) -> int:
+    """Generated tokens of routing problem `pid` to `strategy`: the probe's and the strategy's, the probe's once
+    where the strategy takes the probe's samples over (`Strategy.reuses_probe`)."""
+    own = rows[strategy.name][pid]["usage"]["generated_tokens"]
+    return own if strategy.reuses_probe(probe_n) else own + rows[probe][pid]["usage"]["generated_tokens"]
+
+
 def fit(strategies: list[Strategy], rows: dict[str, dict[str, dict[str, Any]]], probe: str, bins: int,
-        budget: float) -> tuple[list[float], list[Strategy], float, float]:
-    """(thresholds, one strategy per bin, training accuracy, mean tokens per problem incl. the probe)."""
+        budget: float, probe_n: int = 0) -> tuple[list[float], list[Strategy], float, float]:
+    """(thresholds, one strategy per bin, training accuracy, mean tokens per problem incl. the probe). `probe_n`:
+    the probe's samples, which best-of-n and self-consistency of at least as many take over (0: none do)."""
     scores = _probe_scores(rows[probe])
     ordered = sorted(scores.values())
     thresholds = [ordered[len(ordered) * k // bins] for k in range(1, bins)]
@@ -59,13 +68,13 @@ def fit(strategies: list[Strategy], rows: dict[str, dict[str, dict[str, Any]]], 
     for pid, s in scores.items():
         members[bisect.bisect_right(thresholds, s)].append(pid)  # as RoutingTable.bin places a question
     probe_tokens = sum(rows[probe][p]["usage"]["generated_tokens"] for p in scores)
-    # per bin and strategy: (right answers, generated tokens) summed over the bin's problems
-    sums = [[(sum(rows[s.name][p]["correct"] for p in m), sum(rows[s.name][p]["usage"]["generated_tokens"] for p in m))
+    # per bin and strategy: (right answers, generated tokens with the probe's) summed over the bin's problems
+    sums = [[(sum(rows[s.name][p]["correct"] for p in m), sum(_tokens(s, rows, probe, probe_n, p) for p in m))
              for s in strategies] for m in members]
     best: tuple[int, int, tuple[int, ...]] | None = None
     for combo in itertools.product(range(len(strategies)), repeat=bins):
         right = sum(sums[b][i][0] for b, i in enumerate(combo))
-        tokens = probe_tokens + sum(sums[b][i][1] for b, i in enumerate(combo))
+        tokens = sum(sums[b][i][1] for b, i in enumerate(combo))
         if tokens <= budget * len(scores) and (best is None or (right, -tokens) > (best[0], -best[1])):
             best = (right, tokens, combo)
     if best is None:
@@ -76,19 +85,19 @@ def fit(strategies: list[Strategy], rows: dict[str, dict[str, dict[str, Any]]], 
 
 
 def apply(thresholds: list[float], chosen: list[Strategy], rows: dict[str, dict[str, dict[str, Any]]], probe: str,
-          pids: list[str]) -> tuple[float, float]:
+          pids: list[str], probe_n: int = 0) -> tuple[float, float]:
     """(accuracy, mean generated tokens incl. the probe) of routing `pids` by a table, read from the grid's rows:
     `compute_optimal` draws the probe's samples and each strategy's with the same seeds, so its results are the
     grid rows of the strategy it routes to (checked against the real runs: identical)."""
     scores = _probe_scores({p: rows[probe][p] for p in pids})
-    picked = [(rows[chosen[bisect.bisect_right(thresholds, scores[p])].name][p], rows[probe][p]) for p in pids]
-    right = sum(r["correct"] for r, _ in picked)
-    tokens = sum(r["usage"]["generated_tokens"] + q["usage"]["generated_tokens"] for r, q in picked)
+    picked = [(chosen[bisect.bisect_right(thresholds, scores[p])], p) for p in pids]
+    right = sum(rows[s.name][p]["correct"] for s, p in picked)
+    tokens = sum(_tokens(s, rows, probe, probe_n, p) for s, p in picked)
     return right / len(pids), tokens / len(pids)
 
 
 def cross_fit(strategies: list[Strategy], rows: dict[str, dict[str, dict[str, Any]]], probe: str, bins: int,
-              budget: float, seed: int) -> tuple[float, float]:
+              budget: float, seed: int, probe_n: int = 0) -> tuple[float, float]:
     """Two-fold cross-fitting on one split: tables fitted on a random half measured on the other half, and the
     other way round; (accuracy, tokens) over the whole split. For a policy that has learnt its training split by
     heart, where every strategy solves everything and a fitted table says nothing about difficulty."""
@@ -98,8 +107,8 @@ def cross_fit(strategies: list[Strategy], rows: dict[str, dict[str, dict[str, An
     right = tokens = 0.0
     for fit_on, measure in (halves, halves[::-1]):
         subset = {name: {p: by_pid[p] for p in fit_on} for name, by_pid in rows.items()}
-        thresholds, chosen, _, _ = fit(strategies, subset, probe, bins, budget)
-        acc, tok = apply(thresholds, chosen, rows, probe, measure)
+        thresholds, chosen, _, _ = fit(strategies, subset, probe, bins, budget, probe_n)
+        acc, tok = apply(thresholds, chosen, rows, probe, measure, probe_n)
         right, tokens = right + acc * len(measure), tokens + tok * len(measure)
     return right / len(pids), tokens / len(pids)
 
@@ -117,7 +126,7 @@ def routing_benchmark(task: str, methods: list[str], budgets: list[int], token_b
         name: sum(r["correct"] for r in by_pid.values()) / len(by_pid) for name, by_pid in fitted.items()}}
     for budget in token_budgets:
         try:
-            thresholds, chosen, train_acc, train_tokens = fit(strategies, fitted, probe, bins, budget)
+            thresholds, chosen, train_acc, train_tokens = fit(strategies, fitted, probe, bins, budget, probe_n)
         except ValueError as err:
             result["rows"].append({"budget": budget, "error": str(err)})
             continue
@@ -137,7 +146,7 @@ def routing_benchmark(task: str, methods: list[str], budgets: list[int], token_b
         best_within = max(within, key=lambda f: (f[1], -f[2]), default=None)
         cheapest = min(reaching, key=lambda f: f[2], default=None)
         try:
-            cv_acc, cv_tokens = cross_fit(strategies, tested, probe, bins, budget, seed)
+            cv_acc, cv_tokens = cross_fit(strategies, tested, probe, bins, budget, seed, probe_n)
         except ValueError:  # a half's probe alone is over the budget
             cv_acc, cv_tokens = None, float("inf")
         cv_best = max((f for f in fixed if f[2] <= cv_tokens), key=lambda f: (f[1], -f[2]), default=None)

@@ -5,7 +5,8 @@ worked best on training questions of that difficulty.
 - Difficulty is the paper's *model-predicted difficulty*: the verifier's mean score over `probe_n` sampled
   solutions, placed in a bin by the table's thresholds (quantiles of the training questions' probe scores).
 - The table maps each bin to a strategy (a method, its budget `n` and its knobs); `ponder bench routing` fits it
-  on the training split only, for a generation budget, and writes it as JSON. The probe's tokens count in the usage.
+  on the training split only, for a generation budget, and writes it as JSON. The probe's tokens count in the usage,
+  once: a best-of-n or self-consistency routed to takes the probe's samples as its first ones (`Remembered`).
 
 Knob: `table`, the path of a fitted table (`RoutingTable`).
 """
@@ -18,12 +19,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ponder.lm.base import LanguageModel
+from ponder.lm.base import Completion, LanguageModel, Message, NextToken, Request
 from ponder.search.base import METHODS, SearchConfig, register, sample_solutions
 from ponder.tasks.base import Problem, Task
 from ponder.trace import Trace
 from ponder.verifiers.aggregate import aggregate
 from ponder.verifiers.base import Verifier
+
+SHARE_THE_PROBE = ("best_of_n", "self_consistency")  # methods that sample whole solutions with the probe's tag
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,11 @@ class Strategy:
     def name(self) -> str:
         knobs = "".join(f",{k}={v}" for k, v in sorted(self.options.items()))
         return f"{self.method}@{self.n}{knobs}"
+
+    def reuses_probe(self, probe_n: int) -> bool:
+        """Whether this strategy's first samples are the probe's (the same tag and seeds), so the probe costs it
+        nothing more: best-of-n and self-consistency of at least `probe_n` samples."""
+        return probe_n > 0 and self.method in SHARE_THE_PROBE and self.n >= probe_n
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,29 @@ class RoutingTable:
             raise ValueError(f"cannot read the routing table {path}: {err}") from err
 
 
+class Remembered(LanguageModel):
+    """The probe's completions handed again to the strategy it routes to: a request is its prompt, sampling
+    parameters (with the seed) and n, and the same request would give the same text, so best-of-n's first samples
+    are not generated twice (nor counted twice in the usage)."""
+
+    def __init__(self, lm: LanguageModel) -> None:
+        self.lm = lm
+        self.name = lm.name
+        self._done: dict[Request, list[Completion]] = {}
+
+    async def generate_many(self, requests: list[Request]) -> list[list[Completion]]:
+        new = list(dict.fromkeys(r for r in requests if r not in self._done))
+        if new:
+            self._done.update(zip(new, await self.lm.generate_many(new)))
+        return [self._done[r] for r in requests]
+
+    def chat_prompt(self, messages: list[Message]) -> str | None:
+        return self.lm.chat_prompt(messages)
+
+    async def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
+        return await self.lm.next_token(prompts, words)
+
+
 async def probe(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier, cfg: SearchConfig,
                 n: int) -> float:
     """The mean aggregated verifier score of n sampled solutions: high for questions the policy finds easy. They are
@@ -92,10 +123,11 @@ async def compute_optimal(task: Task, problem: Problem, lm: LanguageModel, verif
     table = RoutingTable.load(cfg.options["table"])
     if table.task != task.name:
         raise ValueError(f"the routing table was fitted on {table.task}, not {task.name}")
-    score = await probe(task, problem, lm, verifier, replace(cfg, aggregate=table.aggregate), table.probe_n)
+    remembered = Remembered(lm)
+    score = await probe(task, problem, remembered, verifier, replace(cfg, aggregate=table.aggregate), table.probe_n)
     strategy = table.strategies[table.bin(score)]
     routed = replace(cfg, n=strategy.n, aggregate=table.aggregate, options=strategy.options)
-    trace = await METHODS[strategy.method](task, problem, lm, verifier, routed)
+    trace = await METHODS[strategy.method](task, problem, remembered, verifier, routed)
     trace.method = "compute_optimal"
     trace.extra.update({"probe_score": score, "bin": table.bin(score), "routed_to": strategy.name})
     return trace
