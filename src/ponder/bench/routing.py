@@ -18,6 +18,7 @@ tokens than best-of-N for the same accuracy).
 from __future__ import annotations
 
 import bisect
+import hashlib
 import itertools
 import json
 import random
@@ -135,9 +136,11 @@ def routing_benchmark(task: str, methods: list[str], budgets: list[int], token_b
                               "accuracy": train_acc, "generated_tokens": train_tokens})
         path = out / f"table-{int(budget)}.json"
         table.save(path)
+        # the run folder is named by the table's content: a table refitted since must not resume the old rows
+        version = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
         cfg = replace(base, split="test", limit=test, methods=["compute_optimal"], budgets=[1],
                       options={"compute_optimal": {"table": str(path)}})
-        [routed] = run_eval(cfg, out / f"test-routed-{int(budget)}", show_progress=True)
+        [routed] = run_eval(cfg, out / f"test-routed-{int(budget)}-{version}", show_progress=True)
         fixed = [(name, sum(r["correct"] for r in rows.values()) / len(rows),
                   sum(r["usage"]["generated_tokens"] for r in rows.values()) / len(rows))
                  for name, rows in tested.items() if name in {s.name for s in strategies}]
