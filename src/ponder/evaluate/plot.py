@@ -38,8 +38,10 @@ def plot_compute(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     groups = list(dict.fromkeys(r["group"] for r in rows))
     names = list(dict.fromkeys(r["series"] for r in rows))
     colours = plt.get_cmap("tab20")
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups) + 3.5, 4.0), squeeze=False, sharey=True)
-    for ax, group in zip(axes[0], groups):
+    cols = min(len(groups), 4)  # panels in rows of four: the overall one first, then one per difficulty
+    grid = -(-len(groups) // cols)
+    fig, axes = plt.subplots(grid, cols, figsize=(4.5 * cols + 3.0, 3.8 * grid + 0.6), squeeze=False, sharey=True)
+    for ax, group in zip(axes.flat, groups):
         for series in dict.fromkeys(r["series"] for r in rows if r["group"] == group):
             pts = sorted((r["generated_tokens"], r["accuracy"], r["budget"]) for r in rows
                          if r["group"] == group and r["series"] == series)
@@ -49,10 +51,14 @@ def plot_compute(rows: list[dict[str, Any]], path: Path, title: str) -> None:
                 ax.annotate(f"{n}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6)
         ax.set_xscale("log")
         ax.set_xlabel("generated tokens per problem (log)")
-        ax.set_title(f"{title}: {group}")
+        ax.set_title(group)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("top-1 accuracy")
+    for ax in list(axes.flat)[len(groups):]:
+        ax.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel("top-1 accuracy")
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
