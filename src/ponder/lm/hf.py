@@ -117,6 +117,7 @@ class HFBackend(Backend):
         self.model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **kwargs)
         self.model.to(device).eval()
         self.device = device
+        self._cache_positions = self._memory_cap()
         self.eos = {t for t in [self.tokenizer.eos_token_id, self.model.config.eos_token_id]
                     if isinstance(t, int)}
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos)
@@ -147,9 +148,13 @@ class HFBackend(Backend):
         return request.n * (len(self.encode(request.prompt)) + request.params.max_tokens)
 
     def cache_positions(self) -> int:
+        return self._cache_positions
+
+    def _memory_cap(self) -> int:
         """A sixth of the memory free at load time, in positions of this model's keys and values: the running
         batch is a padded rectangle whose buffer keeps half again as many columns to grow into, and a reallocation
-        holds the old buffer beside the new one (a SmolLM2 eval capped at a third of 20 GB reached 13 GB)."""
+        holds the old buffer beside the new one (a SmolLM2 eval capped at a third of 20 GB reached 13 GB). Taken
+        once, at load: later the process's own batches would count against it."""
         cfg = self.model.config
         heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
