@@ -150,13 +150,12 @@ def routing_benchmark(task: str, methods: list[str], budgets: list[int], token_b
         cheapest = min(reaching, key=lambda f: f[2], default=None)
         try:
             cv_acc, cv_tokens = cross_fit(strategies, tested, probe, bins, budget, seed, probe_n)
+            cv_best = max((f for f in fixed if f[2] <= cv_tokens), key=lambda f: (f[1], -f[2]), default=None)
         except ValueError:  # a half's probe alone is over the budget
-            cv_acc, cv_tokens = None, float("inf")
-        cv_best = max((f for f in fixed if f[2] <= cv_tokens), key=lambda f: (f[1], -f[2]), default=None)
+            cv_acc = cv_tokens = cv_best = None
         result["rows"].append({
             "budget": budget, "table": [s.name for s in chosen], "thresholds": [round(t, 3) for t in thresholds],
-            "cv_accuracy": cv_acc, "cv_tokens": cv_tokens if cv_acc is not None else None,
-            "cv_best_fixed": cv_best and cv_best[0],
+            "cv_accuracy": cv_acc, "cv_tokens": cv_tokens, "cv_best_fixed": cv_best and cv_best[0],
             "cv_best_fixed_accuracy": cv_best and cv_best[1], "cv_best_fixed_tokens": cv_best and cv_best[2],
             "train_accuracy": train_acc, "accuracy": routed["accuracy"], "tokens": routed["generated_tokens"],
             "best_fixed": best_within and best_within[0], "best_fixed_accuracy": best_within and best_within[1],

@@ -149,7 +149,7 @@ def known_example(task: Task) -> dict[str, Any]:
         # the answer's last number changed by one; where the task grades what the steps compute (game24), the last
         # step replaced by a legal move that does not reach the goal
         bumped = [*right[:-1], re.sub(r"(\d+)(\D*)$", lambda m: f"{int(m.group(1)) + 1}{m.group(2)}", right[-1])]
-        moved = [[*steps[:-1], move] for move in task.moves(problem, steps[:-1]) or []]
+        moved = [[*right[:-1], move] for move in task.moves(problem, right[:-1]) or []]
         wrong = next((w for w in [bumped, *moved] if not task.solves(problem, w)), None)
         if wrong is not None:
             example["outcomes"] = {"right": right, "wrong": wrong}

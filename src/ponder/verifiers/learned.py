@@ -242,7 +242,7 @@ class LearnedVerifier(Verifier):
         logits = self.model(input_ids=inputs, attention_mask=mask, position_ids=positions, use_cache=True,
                             **{self._cache_arg: cache}).logits
         margins = step_margins(self.layout, logits)
-        checked = next_token_logprobs(logits, inputs)
+        checked = next_token_logprobs(logits, inputs) if self.head.check_after else torch.zeros_like(margins)
         width = inputs.shape[1]
         out = []
         for j, (row, (c, _)) in enumerate(zip(ids, hits)):
