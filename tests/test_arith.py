@@ -9,7 +9,7 @@ from ponder.tasks.arith import generate
 
 task = Arith()
 seeds = st.integers(0, 10**9)
-ops = st.integers(2, 8)
+ops = st.integers(2, 12)  # 2-8 in train and test, 9-12 in the long split
 
 
 @settings(max_examples=200, deadline=None)
@@ -81,8 +81,8 @@ def test_difficulty_knob_and_splits():
 
 
 def test_bad_inputs():
-    with pytest.raises(TaskError, match="n_ops must be between 2 and 8"):
-        Arith(n_ops=9).problems()
+    with pytest.raises(TaskError, match="n_ops must be between 2 and 12"):
+        Arith(n_ops=13).problems()
     with pytest.raises(TaskError, match="splits"):
         task.problems("dev")
     p = task.make(1, 3)
@@ -134,3 +134,21 @@ def test_a_stored_record_rebuilds_its_problem_and_drills_its_moves():
     assert task.rebuild("arith-train-3", "another question").meta == {}  # a mismatch is not guessed at
     record = StepRecord(problem.question, ref, [1.0] * len(ref), task="arith", problem_id=problem.id)
     assert [move for _, move in move_pairs(task, [record])] == ref
+
+
+def test_the_long_split_holds_longer_chains_and_leaves_the_other_splits_as_they_were():
+    long = task.problems("long", limit=8)
+    assert [task.difficulty(p) for p in long] == [9, 10, 11, 12] * 2
+    assert not {p.question for p in long} & {p.question for p in task.problems("test", limit=200)}
+    for problem in long:
+        names = {q.name for q in problem.meta["quantities"]}
+        assert len(names) == len(problem.meta["quantities"]) <= 20  # one name each, within the 20 names
+        assert task.check_step(problem, task.reference_solution(problem))
+        assert task.rebuild(problem.id, problem.question).meta == problem.meta
+    # the test split is pinned: problems of up to 9 operations draw exactly as before the long split existed
+    assert task.problems("test", limit=1)[0].question == (
+        "Cal has 15 marbles. Eve has 8 fewer than Cal. Sue has 24. Ben has as many as Eve and Sue together. "
+        "How many marbles does Ben have?")
+    assert generate(7, 8)[0].startswith("Kim has 3 apples. Eve has 2 times as many as Kim. Ben has 21.")
+    with pytest.raises(TaskError, match="'long'"):
+        task.problems("longer")

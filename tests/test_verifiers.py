@@ -10,16 +10,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from ponder.collect.records import StepRecord
 from ponder.collect.run import CollectConfig, run_collect
 from ponder.lm.engine import Engine
 from ponder.search import SearchConfig, get_method, search
 from ponder.tasks import get_task
 from ponder.train.loop import TrainConfig
-from ponder.train.verifier import VerifierRecipe, train_verifier
+from ponder.train.verifier import VerifierRecipe, targets, train_verifier
 from ponder.verifiers import aggregate, get_verifier
+from ponder.verifiers.base import PrefixError
 from ponder.verifiers.learned import HeadSpec, LearnedVerifier, StepLayout, VerifierError
 
-HEADS = {"step_tag": " ки", "token_classification": "<extra_0>", "orm": ""}
+HEADS = {"step_tag": " ки", "token_classification": "<extra_0>", "orm": "", "value": ""}
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +65,21 @@ def test_each_head_saves_its_declaration_and_scores_every_step(trained, kind):
     assert all(0.0 <= x <= 1.0 for s in scores for x in s)
     report = verifier.self_test(require_separation=False)  # 12 steps of training need not separate it yet
     assert report["steps"] == 3 and report["kind"] == kind
+
+
+def test_a_value_model_learns_the_outcome_at_every_step_and_judges_prefixes(trained):
+    record = StepRecord("4 5 6 10", ["5 + 4 = 9 (left: 6 9 10)", "9 + 6 = 15 (left: 10 15)"], [1.0, 0.0],
+                        outcome=False)
+    assert targets(record, "value", "hard") == [0.0, 0.0]  # OVM: how the solution ended, at every prefix
+    assert targets(record, "orm", "hard") == [None, 0.0]  # ORM: at the end only
+    assert targets(record, "step_tag", "hard") == [1.0, 0.0]  # PRM: the process labels
+    task = get_task("game24")
+    problem = task.problems("test", limit=1)[0]
+    prefixes = [["5 * 4 = 20 (left: 6 10 20)"], ["5 * 4 = 20 (left: 6 10 20)", "10 - 6 = 4 (left: 4 20)"]]
+    value = asyncio.run(get_verifier(str(trained["value"])).score_prefixes(task, problem, prefixes))
+    assert [len(s) for s in value] == [1, 2] and value[1][0] == pytest.approx(value[0][0], abs=1e-5)
+    with pytest.raises(PrefixError, match="whole solutions"):
+        asyncio.run(get_verifier(str(trained["orm"])).score_prefixes(task, problem, prefixes))
 
 
 def test_step_tag_score_is_p_plus_over_p_plus_plus_p_minus_at_the_tag(trained):

@@ -412,14 +412,14 @@ def bench_engine(
         ("workload", "workload", ""), ("engine", "engine", ""), ("seconds", "seconds", ".1f"),
         ("gen_tokens", "gen tokens", ""), ("tokens_per_s", "gen tok/s", ".0f"),
         ("prompt_tokens", "prompt tokens", ""), ("computed", "computed", ".1%"), ("model_calls", "model calls", ""),
-        ("verifier_calls", "PRM calls", ""), ("verifier_s", "PRM s", ".1f"), ("steps", "steps", ""),
-        ("accuracy", "accuracy", ".3f"), ("peak_rss_mb", "peak RSS MiB", ".0f"),
-        ("cache_mb", "cache MiB", ".1f")])
+        ("verifier_calls", "PRM calls", ""), ("verifier_s", "PRM s", ".1f"),
+        ("forward_s", "policy forward s", ".1f"), ("steps", "steps", ""), ("accuracy", "accuracy", ".3f"),
+        ("peak_rss_mb", "peak RSS MiB", ".0f"), ("cache_mb", "cache MiB", ".1f")])
     if result["comparisons"]:
         print_table("continuous vs static: same searches", result["comparisons"], [
             ("workload", "workload", ""), ("speedup", "speed-up", ".2f"),
-            ("requests_compared", "requests", ""), ("texts_differ", "texts differ", ".1%"),
-            ("same_trees", "same trees/answers", ".1%")])
+            ("bound", "bound: static s / (forward + PRM s)", ".2f"), ("requests_compared", "requests", ""),
+            ("texts_differ", "texts differ", ".1%"), ("same_trees", "same trees/answers", ".1%")])
     if result["sc_baselines"]:
         print_table("SC@8: the continuous engine against step 1's baselines", result["sc_baselines"], [
             ("mode", "mode", ""), ("requests", "requests", ""), ("seconds", "seconds", ".2f"),

@@ -140,6 +140,7 @@ def run_workload(w: Workload, engine: str, backend: HFBackend, max_rows: int, ca
     async def everything() -> list[Trace]:
         return list(await asyncio.gather(*(search(task, p, recorder, verifier, method, w.cfg) for p in problems)))
 
+    forward = backend.forward_seconds
     with _PeakMemory() as memory:
         start = time.perf_counter()
         traces = asyncio.run(everything())
@@ -148,6 +149,7 @@ def run_workload(w: Workload, engine: str, backend: HFBackend, max_rows: int, ca
     for t in traces:
         usage.add(t.usage)
     return {"workload": w.name, "title": w.title, "engine": engine, "seconds": seconds, "usage": usage,
+            "forward_s": backend.forward_seconds - forward,
             "accuracy": sum(task.grade(p, t.answer) for p, t in zip(problems, traces)) / len(problems),
             "peak_rss_mb": memory.peak / 2**20,
             "cache_mb": (backend.prefixes.peak_bytes / 2**20) if backend.prefixes else 0.0,
@@ -161,11 +163,16 @@ def _tree(trace: Trace) -> list[tuple[int | None, str, bool]]:
 
 
 def compare(static: dict[str, Any], fast: dict[str, Any]) -> dict[str, Any]:
-    """Speed-up, and how much of the two runs' output is identical (requests answered by both)."""
+    """Speed-up, and how much of the two runs' output is identical (requests answered by both). `bound`: the
+    speed-up if the continuous run spent no time outside the policy's forward passes and the PRM, the most
+    any scheduling of those passes can give (beyond a few hundred rows a token costs about the same in any
+    batch: see the SC@8 baselines' one maximal batch)."""
     a, b = static["recorder"].texts, fast["recorder"].texts
     shared = [k for k in a if k in b]
     same_trees = sum(_tree(x) == _tree(y) for x, y in zip(static["traces"], fast["traces"]))
-    return {"speedup": static["seconds"] / fast["seconds"], "requests_compared": len(shared),
+    busy = fast["forward_s"] + fast["usage"].verifier_seconds
+    return {"speedup": static["seconds"] / fast["seconds"], "bound": static["seconds"] / busy,
+            "requests_compared": len(shared),
             "texts_differ": sum(a[k] != b[k] for k in shared) / max(1, len(shared)),
             "same_trees": same_trees / len(static["traces"])}
 
@@ -212,6 +219,7 @@ def engine_benchmark(names: list[str], problems: int, seed: int, engines: list[s
                 "prompt_tokens": u.prompt_tokens, "computed": u.computed_prompt_tokens / max(1, u.prompt_tokens),
                 "model_calls": u.model_calls, "verifier_calls": u.verifier_calls,
                 "verifier_tokens": u.verifier_tokens, "verifier_s": u.verifier_seconds, "steps": run["steps"],
+                "forward_s": run["forward_s"],
                 "accuracy": run["accuracy"], "peak_rss_mb": run["peak_rss_mb"], "cache_mb": run["cache_mb"],
                 "cache_budget_mb": run["cache_budget_mb"],
                 **{f"usage_{f.name}": getattr(u, f.name) for f in fields(u)},

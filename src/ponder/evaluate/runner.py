@@ -168,10 +168,16 @@ def run_eval(cfg: EvalConfig, out: Path, lm: LanguageModel | None = None, show_p
     table = sorted(summarize(rows), key=lambda r: order.get((r["method"], r["budget"]), 1 << 30))
     (out / "summary.json").write_text(json.dumps(table, indent=2) + "\n")
     if any(r.get("difficulty") is not None for r in rows):
-        graded = sorted(summarize(rows, by_difficulty=True),
-                        key=lambda r: (order.get((r["method"], r["budget"]), 1 << 30), str(r["difficulty"])))
+        graded = sorted(summarize(rows, by_difficulty=True), key=lambda r: (
+            order.get((r["method"], r["budget"]), 1 << 30), _difficulty_key(r["difficulty"])))
         (out / "summary-by-difficulty.json").write_text(json.dumps(graded, indent=2) + "\n")
     return table
+
+
+def _difficulty_key(difficulty: Any) -> tuple[bool, float, str]:
+    """Numbers in numeric order (9 before 10), then names (MATH's levels) in text order."""
+    number = isinstance(difficulty, int | float)
+    return not number, float(difficulty) if number else 0.0, str(difficulty)
 
 
 def greedy_accuracy(task: str, model: str, problems: int, seed: int, out: Path) -> float:

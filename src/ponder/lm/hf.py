@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
@@ -131,6 +132,7 @@ class HFBackend(Backend):
         self._next_key = itertools.count()
         self._live: dict[int, _Live] = {}
         self._rows: _Rows | None = None
+        self.forward_seconds = 0.0  # time in the model's forward passes alone (prefill and decoding)
         self._cache_arg = cache_argument(self.model)
         forward_args = inspect.signature(self.model.forward).parameters
         # only the last position's logits are needed: skip the (rows x prompt x vocabulary) prefill logits
@@ -250,9 +252,9 @@ class HFBackend(Backend):
         layers = [(k.to(self.device), v.to(self.device)) for k, v in past]
         n = len(prompts)
         cache = new_cache(layers, grow=self.grow_in_place)
-        logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                            position_ids=positions.to(self.device), use_cache=True,
-                            **{self._cache_arg: cache}, **self._extra).logits[:, -1].float().cpu()
+        logits = self._timed_forward(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                     position_ids=positions.to(self.device), use_cache=True,
+                                     **{self._cache_arg: cache}, **self._extra)
         rows = _Rows(cache, mask, torch.tensor([len(p) for p in prompts]), logits, list(keys or []),
                      [[] for _ in prompts], [0.0] * n, [False] * n)
         if store is not None:
@@ -268,6 +270,13 @@ class HFBackend(Backend):
                 self._live[key].cached = c
                 self._live[key].seconds += seconds * work / sum(computed)
         return rows
+
+    def _timed_forward(self, **inputs: Any) -> torch.Tensor:
+        """The last position's logits, on the CPU; the pass's time goes to `forward_seconds`."""
+        start = time.perf_counter()
+        logits = self.model(**inputs).logits[:, -1].float().cpu()
+        self.forward_seconds += time.perf_counter() - start
+        return logits
 
     def _row_kv(self, rows: _Rows, j: int) -> KV:
         return row_kv(rows.cache, rows.mask, j)
@@ -381,10 +390,10 @@ class HFBackend(Backend):
             if not rows.dead[b]:
                 rows.outs[b] = [*rows.outs[b], token]
         rows.mask = torch.cat([rows.mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
-        rows.logits = self.model(input_ids=torch.tensor(tokens)[:, None].to(self.device),
-                                 attention_mask=rows.mask.to(self.device),
-                                 position_ids=rows.pos[:, None].to(self.device), use_cache=True,
-                                 **{self._cache_arg: rows.cache}).logits[:, -1].float().cpu()
+        rows.logits = self._timed_forward(input_ids=torch.tensor(tokens)[:, None].to(self.device),
+                                          attention_mask=rows.mask.to(self.device),
+                                          position_ids=rows.pos[:, None].to(self.device), use_cache=True,
+                                          **{self._cache_arg: rows.cache})
         rows.pos = rows.pos + 1
         self._charge(finished, start, [rows.owner[b] for b in range(len(rows)) if not rows.dead[b]])
         return finished

@@ -1,8 +1,9 @@
 """Multi-step arithmetic word problems, generated from a seed, with an exact oracle for every step.
 
-Each problem is a small computation graph: named quantities defined from earlier ones by one operation
-each (2-8 operations; the number of operations is the difficulty knob). A step computes one quantity in three
-moves a small model can learn one at a time: the relation as the question states it, the values it refers to,
+Each problem is a small computation graph: named quantities defined from earlier ones by one operation each (2-8
+operations; the number of operations is the difficulty knob; the `long` split holds 9-12, more than any training
+problem has, to measure how a policy carries a chain beyond the lengths it learnt). A step computes one quantity in
+three moves a small model can learn one at a time: the relation as the question states it, the values it refers to,
 the result: `Ben = Ann * 3 = 12 * 3 = 36`; the last line is `Answer: 36`. Every value stays within 1-99, so the
 arithmetic is two-digit and what grows with difficulty is the chain of references. The oracle knows every
 intermediate value, so it can say exactly whether any prefix of steps is right.
@@ -27,7 +28,11 @@ NAMES = ("Ann", "Ben", "Cal", "Dee", "Eve", "Fay", "Gus", "Hal", "Ivy", "Jon", "
 ITEMS = ("pens", "coins", "cards", "books", "shells", "stamps", "apples", "marbles")
 MAX_VALUE = 99
 TEST_SEED_OFFSET = 1_000_000  # test problems come from a seed range that training never uses
-MIN_OPS, MAX_OPS = 2, 8
+LONG_SEED_OFFSET = 2_000_000  # and the `long` split's from a third
+MIN_OPS, MAX_OPS = 2, 8  # the train and test splits
+LONG_OPS = (9, 12)  # the `long` split
+SPLITS = {"train": (0, MIN_OPS, MAX_OPS), "test": (TEST_SEED_OFFSET, MIN_OPS, MAX_OPS),
+          "long": (LONG_SEED_OFFSET, *LONG_OPS)}  # seed offset, fewest and most operations
 
 
 @dataclass(frozen=True)
@@ -46,20 +51,25 @@ class Quantity:
 
 def generate(seed: int, n_ops: int) -> tuple[str, list[Quantity]]:
     """Question text and the quantities in definition order; the last one is asked for."""
-    if not MIN_OPS <= n_ops <= MAX_OPS:
-        raise TaskError(f"arith: n_ops must be between {MIN_OPS} and {MAX_OPS}, got {n_ops}")
+    if not MIN_OPS <= n_ops <= LONG_OPS[1]:
+        raise TaskError(f"arith: n_ops must be between {MIN_OPS} and {LONG_OPS[1]}, got {n_ops}")
     rng = random.Random(seed)
     names = iter(rng.sample(NAMES, len(NAMES)))
+    unused = len(NAMES) - 1
     item = rng.choice(ITEMS)
     first = Quantity(next(names), rng.randint(2, 20))
     quantities = [first]
     sentences = [f"{first.name} has {first.value} {item}."]
     cur = first
-    for _ in range(n_ops):
+    for i in range(n_ops):
         name = next(names)
-        kinds = ["more", "together"] if cur.value < MAX_VALUE - 1 else []
+        # a second given quantity takes a name beyond the one each operation left needs; never short below 10
+        # operations, so the problems of up to 9 are what they were before the long split existed
+        two = unused > n_ops - i
+        unused -= 1
+        kinds = ["more"] + ["together"] * two if cur.value < MAX_VALUE - 1 else []
         if cur.value > 2:
-            kinds += ["fewer", "less_than"]
+            kinds += ["fewer"] + ["less_than"] * two
         if cur.value * 2 <= MAX_VALUE:
             kinds.append("times")
         if any(cur.value % k == 0 for k in range(2, 6)):
@@ -82,6 +92,7 @@ def generate(seed: int, n_ops: int) -> tuple[str, list[Quantity]]:
             q = Quantity(name, cur.value // k, "/", cur.name, str(k), cur.value, k)
             sentences.append(f"{name} has 1/{k} as many as {cur.name}.")
         else:  # two quantities: introduce a new given one first
+            unused -= 1
             other = Quantity(next(names), rng.randint(1, cur.value - 1) if kind == "less_than"
                              else rng.randint(1, min(30, MAX_VALUE - cur.value)))
             quantities.append(other)
@@ -119,13 +130,14 @@ P_REPHRASE, P_SUBQUESTION = 0.25, 0.3  # how often `action_solution` uses each a
 
 class Arith(Task):
     name = "arith"
-    max_tokens = 320  # 8 steps of `Name = x op y = a op b = c` and the answer
-    max_steps = 9
+    max_tokens = 480  # 12 steps of `Name = x op y = a op b = c` (about 35 tokens each) and the answer
+    max_steps = 13
     actions = ACTIONS
     default_method = "cot"  # greedy solves every measured test problem; the PRM misleads searches
 
     def __init__(self, n_ops: int | None = None, size: int = 200) -> None:
-        """`n_ops` fixes the difficulty; None mixes 2-8 operations evenly. `size` is the test-set size."""
+        """`n_ops` fixes the difficulty; None mixes the split's range evenly (2-8; 9-12 in `long`). `size` is the
+        test-set size."""
         self.n_ops = n_ops
         self.size = size
 
@@ -135,14 +147,14 @@ class Arith(Task):
                        meta={"quantities": quantities, "n_ops": n_ops, "seed": seed})
 
     def problems(self, split: str = "test", limit: int | None = None) -> list[Problem]:
-        if split not in ("test", "train"):
-            raise TaskError(f"arith has splits 'test' and 'train'; got {split!r}")
+        if split not in SPLITS:
+            raise TaskError(f"arith has splits {', '.join(map(repr, SPLITS))}; got {split!r}")
         count = self.size if limit is None else limit
         return [self._nth(split, i) for i in range(count)]
 
     def _nth(self, split: str, i: int) -> Problem:
-        offset = TEST_SEED_OFFSET if split == "test" else 0
-        return self.make(offset + i, self.n_ops or MIN_OPS + i % (MAX_OPS - MIN_OPS + 1), id=f"arith-{split}-{i}")
+        offset, low, high = SPLITS[split]
+        return self.make(offset + i, self.n_ops or low + i % (high - low + 1), id=f"arith-{split}-{i}")
 
     def from_text(self, text: str) -> Problem:
         """A test problem by its index."""
@@ -153,7 +165,7 @@ class Arith(Task):
     def rebuild(self, problem_id: str, question: str) -> Problem:
         """A split's problem from its id (`arith-train-3`), quantities included; else the base rebuild."""
         _, split, index = [*problem_id.split("-"), "", ""][:3]
-        if split in ("train", "test") and index.isdigit():
+        if split in SPLITS and index.isdigit():
             problem = self._nth(split, int(index))
             if problem.question == question:
                 return problem

@@ -3,7 +3,8 @@
 One trainer for the three heads of `ponder.verifiers.learned` (step-tag PRM, token-classification PRM, ORM):
 the model reads the same layout it will be scored with, and the loss is binary cross-entropy between the
 head's "good" logit at each labelled step and the label: soft (the Monte-Carlo share, as Math-Shepherd's
-soft estimator) or hard (0/1). An ORM sees only the outcome, at the last step. Models start from the task's
+soft estimator) or hard (0/1). An ORM sees only the outcome, at the last step; a value model (OVM) sees the
+outcome too, at every step. Models start from the task's
 policy, which already reads the task's text; the marker token is added to its vocabulary when missing.
 
 A step-tag head that declares `check_after` is trained on two losses at once: the tag's, and (weighted by
@@ -32,6 +33,7 @@ from ponder.tasks.base import Problem
 from ponder.train.loop import STATE_FILE, TrainConfig, hardware, save_checkpoint, train_loop
 from ponder.train.recipe import load_recipe_yaml, remake_section
 from ponder.verifiers.learned import (
+    ONE_LOGIT,
     HeadSpec,
     StepLayout,
     head_logits,
@@ -77,6 +79,8 @@ def targets(record: StepRecord, kind: str, labels: str) -> list[float | None]:
     """What each step is trained towards; None: not trained on."""
     if kind == "orm":
         return [None] * (len(record.steps) - 1) + [None if record.outcome is None else float(record.outcome)]
+    if kind == "value":  # OVM: every prefix is labelled with how its solution ended
+        return [None if record.outcome is None else float(record.outcome)] * len(record.steps)
     if labels == "hard":
         return [None if h is None else float(h) for h in record.hard()]
     return list(record.labels)
@@ -124,7 +128,7 @@ def prepare(recipe: VerifierRecipe) -> tuple[PreTrainedModel, Any, StepLayout]:
     marker = recipe.head.marker.strip()
     if marker and len(tok(marker, add_special_tokens=False).input_ids) != 1:
         tok.add_tokens([marker], special_tokens=recipe.head.kind == "token_classification")
-    extra = {} if recipe.head.kind == "step_tag" else {"num_labels": 1 if recipe.head.kind == "orm" else 2}
+    extra = {} if recipe.head.kind == "step_tag" else {"num_labels": 1 if recipe.head.kind in ONE_LOGIT else 2}
     model = load_head_model(directory, recipe.head.kind, **extra)
     if model.get_input_embeddings().num_embeddings < len(tok):
         model.resize_token_embeddings(len(tok), mean_resizing=False)
@@ -206,7 +210,9 @@ def write_card(out_dir: Path, summary: dict[str, Any]) -> None:
                         f"score = P(`{head['good_token']}`) / (P(`{head['good_token']}`) + P(`{head['bad_token']}`)))",
             "token_classification": f"a token-classification PRM (two labels read at `{head['marker']}` after each "
                                     "step, score = P(label 1))",
-            "orm": "an outcome reward model (sequence-classification head, one logit, sigmoid)"}[summary["kind"]]
+            "orm": "an outcome reward model (sequence-classification head, one logit, sigmoid)",
+            "value": "an outcome-supervised value model (OVM: the ORM's head, trained on outcome labels at the end "
+                     "of every step, so it judges prefixes)"}[summary["kind"]]
     check = ""
     if head.get("check_after"):
         check = (f"\nIt also checks what each step computes: it is trained to write the text after "

@@ -10,6 +10,10 @@ its end, and reads one logit per step at the marker's last token:
 - `orm` (Cobbe et al., 2021): a sequence-classification reward model; one score for a whole solution, read at
   its last token. Because attention is causal, the same head read at the end of step i scores the prefix
   that ends there, so an ORM also gives per-step scores (each prefix judged as if it were finished).
+- `value`, an outcome-supervised value model (OVM, Yu, Gao and Wang, 2024): the ORM's head, trained on outcome
+  labels alone but at the end of every step (each prefix labelled with how its whole solution ended), so it
+  estimates the chance that a prefix ends right under the policy that wrote it: a judge of prefixes made
+  without process labels.
 
 The head is declared in the checkpoint's `config.json` under `ponder_verifier` (kind, marker, `+`/`-`
 tokens, a known example for the self-test); checkpoints made elsewhere take a preset (`math-shepherd`).
@@ -56,7 +60,8 @@ from ponder.tasks.base import Problem, Task
 from ponder.trace import METER
 from ponder.verifiers.base import PrefixError, Verifier
 
-KINDS = ("step_tag", "token_classification", "orm")
+KINDS = ("step_tag", "token_classification", "orm", "value")
+ONE_LOGIT = ("orm", "value")  # sequence-classification heads: one logit, no marker
 
 
 class VerifierError(ValueError):
@@ -78,7 +83,7 @@ class HeadSpec:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise VerifierError(f"unknown verifier kind {self.kind!r}; known: {', '.join(KINDS)}")
-        if self.kind != "orm" and not self.marker.strip():
+        if self.kind not in ONE_LOGIT and not self.marker.strip():
             raise VerifierError(f"a {self.kind} PRM needs a marker token at the end of each step")
         if self.check_after and self.kind != "step_tag":
             raise VerifierError("check_after needs a step_tag PRM: only a causal LM head can write the checked text")
@@ -92,7 +97,7 @@ PRESETS = {
 
 def _model_class(kind: str) -> type:
     return {"step_tag": AutoModelForCausalLM, "token_classification": AutoModelForTokenClassification,
-            "orm": AutoModelForSequenceClassification}[kind]
+            "orm": AutoModelForSequenceClassification, "value": AutoModelForSequenceClassification}[kind]
 
 
 class Encoded(NamedTuple):
@@ -333,7 +338,7 @@ def pad_batch(rows: list[list[int]], pad: int) -> dict[str, torch.Tensor]:
 
 def head_logits(model: PreTrainedModel, layout: StepLayout, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """[batch, length, outputs]: the head's logits at every position (an ORM's too, not only at the end)."""
-    if layout.head.kind == "orm":
+    if layout.head.kind in ONE_LOGIT:
         return model.score(model.base_model(**batch).last_hidden_state)
     return model(**batch).logits
 
