@@ -93,6 +93,16 @@ def test_unknown_model_is_a_clear_error(tmp_path):
         HFBackend(str(tmp_path / "missing.gguf"))
 
 
+def test_a_device_is_chosen_for_the_transformers_backend_only(tmp_path):
+    from ponder.lm.load import load_model
+
+    with pytest.raises(ModelLoadError, match="transformers backend"):
+        load_model("http://127.0.0.1:9/v1", device="cuda")
+    with pytest.raises(ModelLoadError, match="transformers backend"):
+        load_model(str(tmp_path / "model.gguf"), backend="llama.cpp", device="cuda")
+    assert load_model("game24-policy", device="cpu").backend.device == "cpu"  # type: ignore[attr-defined]
+
+
 def distinct(prompt: str, n: int, seed: int, temperature: float = 1.0, max_tokens: int = 60) -> Request:
     return Request(prompt, SamplingParams(temperature=temperature, max_tokens=max_tokens, stop=("\n",), seed=seed), n=n)
 

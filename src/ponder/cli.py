@@ -206,6 +206,7 @@ def eval_cmd(
     backend: str = typer.Option("auto", help="for a .gguf file: auto (= hf, faster at a batch here) or llama.cpp"),
     template_from: str = typer.Option("", help="for a server URL: render chat prompts with this local model's chat "
                                                "template (.gguf file, directory or smollm2)"),
+    device: str = typer.Option("cpu", help="where the transformers backend runs: cpu or cuda"),
     style: str = typer.Option("", help="prompting style of gsm8k/math500: zero_shot (default) or few_shot"),
     verifier: str = typer.Option("", help="verifier for the methods that need one: a PRM/ORM, oracle, vote, depth, "
                                           "judge (the policy asked Yes/No about each step), judge-outcome, "
@@ -230,7 +231,7 @@ def eval_cmd(
 
     try:
         cfg = EvalConfig(task=task, split=split, limit=limit or None, model=model, backend=backend,
-                         template_from=template_from, style=style,
+                         template_from=template_from, device=device, style=style,
                          methods=_csv(methods),
                          options=method_options(option), ceiling=ceiling,
                          budgets=[int(b) for b in _csv(budgets)], verifier=verifier, aggregate=aggregate,

