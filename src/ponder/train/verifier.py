@@ -1,11 +1,11 @@
 """Training process and outcome reward models on step records (TRL no longer ships a PRM trainer).
 
-One trainer for the three heads of `ponder.verifiers.learned` (step-tag PRM, token-classification PRM, ORM):
-the model reads the same layout it will be scored with, and the loss is binary cross-entropy between the
-head's "good" logit at each labelled step and the label: soft (the Monte-Carlo share, as Math-Shepherd's
-soft estimator) or hard (0/1). An ORM sees only the outcome, at the last step; a value model (OVM) sees the
-outcome too, at every step. Models start from the task's
-policy, which already reads the task's text; the marker token is added to its vocabulary when missing.
+One trainer for the four heads of `ponder.verifiers.learned` (step-tag PRM, token-classification PRM, ORM, value):
+the model reads the same layout it will be scored with, and the loss is binary cross-entropy between the head's
+"good" logit at each labelled step and the label: soft (the Monte-Carlo share, as Math-Shepherd's soft estimator) or
+hard (0/1). An ORM sees only the outcome, at the last step; a value model (OVM) sees the outcome too, at every step.
+Models start from the task's policy, which already reads the task's text; the marker token is added to its
+vocabulary when missing.
 
 A step-tag head that declares `check_after` is trained on two losses at once: the tag's, and (weighted by
 `check_weight`) next-token cross-entropy on the checked part of every step whose label is above 0. Such a step
