@@ -291,3 +291,15 @@ def test_the_cache_cap_is_what_memory_holds_and_a_request_costs_every_row(game24
     one = Request("4 5 6 10\n", SamplingParams(max_tokens=50))
     eight = Request("4 5 6 10\n", SamplingParams(max_tokens=50), n=8)
     assert game24_backend.cost(eight) == 8 * game24_backend.cost(one)  # each row holds its own prompt
+
+
+def test_bench_memory_starts_from_what_the_process_holds():
+    """The engine bench's peak memory starts from live memory, not from heap an earlier run freed."""
+    from ponder.bench.engine import _PeakMemory, _rss
+
+    pieces = [torch.ones(1 << 16) for _ in range(4000)]  # 1 GB in 256 KB pieces: heap, not mmap, once freed
+    held = _rss()
+    del pieces
+    with _PeakMemory() as memory:
+        pass
+    assert memory.start < held - (512 << 20)

@@ -20,6 +20,9 @@ Workloads (every request seeded, so both engines run the same searches):
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import gc
 import threading
 import time
 from dataclasses import dataclass, fields
@@ -93,9 +96,13 @@ class _Recorder(LanguageModel):
 
 
 class _PeakMemory:
-    """Peak resident memory of this process while the block runs (sampled every 20 ms from /proc)."""
+    """Peak resident memory of this process while the block runs (sampled every 20 ms from /proc). It starts by
+    handing the memory an earlier run freed back to the system (glibc keeps freed heap pages otherwise, and the
+    second engine's peak would include the first's)."""
 
     def __enter__(self) -> _PeakMemory:
+        gc.collect()
+        _trim_heap()
         self.peak = self.start = _rss()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
@@ -110,6 +117,12 @@ class _PeakMemory:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, _rss())
+
+
+def _trim_heap() -> None:
+    """glibc's `malloc_trim(0)`: free heap pages go back to the system (a no-op without glibc)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _rss() -> int:
