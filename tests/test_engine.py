@@ -293,6 +293,16 @@ def test_the_cache_cap_is_what_memory_holds_and_a_request_costs_every_row(game24
     assert game24_backend.cost(eight) == 8 * game24_backend.cost(one)  # each row holds its own prompt
 
 
+def test_the_prefix_cache_gets_a_sixth_of_free_memory_by_default(monkeypatch):
+    import ponder.lm.hf as hf
+
+    monkeypatch.setattr(hf, "_available_memory", lambda: 6 << 30)
+    backend = hf.HFBackend("game24-policy")
+    assert backend.prefixes is not None and backend.prefixes.budget_bytes == 1 << 30
+    assert backend.cache_positions() * backend._bytes_per_position() <= 1 << 30
+    assert hf.HFBackend("game24-policy", prefix_cache_mb=0).prefixes is None
+
+
 def test_bench_memory_starts_from_what_the_process_holds():
     """The engine bench's peak memory starts from live memory, not from heap an earlier run freed."""
     from ponder.bench.engine import _PeakMemory, _rss

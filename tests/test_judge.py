@@ -59,6 +59,7 @@ def test_engine_batches_the_questions_of_concurrent_searches_and_charges_each(ba
     for problem, usage in zip(problems, usages):
         asked = [JudgeVerifier(engine).prompt(problem, s[: j + 1]) for s in SOLUTIONS for j in range(len(s))]
         assert usage.verifier_calls == 2 and usage.verifier_tokens == sum(len(backend.encode(q)) for q in asked)
+        assert usage.verifier_seconds > 0  # its share of the forward passes that answered it
 
 
 def test_outcome_judge_scores_solutions_not_prefixes(backend):

@@ -204,7 +204,8 @@ def test_next_token_reads_each_words_first_token_from_the_top_list():
     words = ["Yes", " Yes", "No", "Nope", "Nah", "Maybe"]
     with scripted([(200, {}, answer)]) as (url, calls):
         [a, b] = asyncio.run(OpenAIServer(url).next_token(["p", "q"], words))
-    assert a == b and a.prompt_tokens == 6 and len(calls) == 2
+    assert (a.probs, a.tokens) == (b.probs, b.tokens) and a.prompt_tokens == 6 and len(calls) == 2
+    assert a.seconds > 0  # the call's wall time
     assert calls[0]["body"] | {"prompt": "p"} == {"model": "m", "prompt": "p", "max_tokens": 1, "temperature": 0,
                                                   "logprobs": 20}
     # "Yes": the likelier of "Yes" and " Yes"; "No": " No" beats "N" (longer); " No" begins " Nope"; "N" begins

@@ -10,8 +10,12 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ponder.trace import Usage
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -60,11 +64,21 @@ class Completion:
 class NextToken:
     """What a model gives for the token after a prompt: for each word asked about, the probability that the next
     token is that word's first token (a judge reads P("Yes")) and which token that is (its id or text: words that
-    start with the same token share it); and the prompt tokens read."""
+    start with the same token share it); the prompt tokens read, and the compute seconds charged to this prompt (its
+    share of the forward pass that answered it, by prompt length; a server's: the call's wall time)."""
 
     probs: list[float]
     tokens: list[str]
     prompt_tokens: int
+    seconds: float = 0.0
+
+
+def next_tokens(probs: torch.Tensor, firsts: list[int], lengths: list[int], seconds: float) -> list[NextToken]:
+    """A local backend's answers: `probs` [prompts, vocabulary], the words' first tokens, each prompt's length; the
+    pass's seconds shared by length."""
+    total = sum(lengths) or 1
+    return [NextToken(p, [str(t) for t in firsts], n, seconds * n / total)
+            for p, n in zip(probs[:, firsts].tolist(), lengths)]
 
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}

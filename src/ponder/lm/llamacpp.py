@@ -45,7 +45,16 @@ import torch
 from llama_cpp._internals import LlamaContext, LlamaModel
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from ponder.lm.base import Backend, Completion, ContextLengthError, Message, NextToken, Request, prompt_ids
+from ponder.lm.base import (
+    Backend,
+    Completion,
+    ContextLengthError,
+    Message,
+    NextToken,
+    Request,
+    next_tokens,
+    prompt_ids,
+)
 from ponder.lm.sampling import Distinct, completion, draws, finish_reason, sample, share_time, truncate
 
 BATCH = 2048  # tokens per llama_decode call (a prefill of more is split)
@@ -479,8 +488,9 @@ class LlamaCppBackend(Backend):
 
     def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
         firsts = [self._first_token(w) for w in words]
-        probs = torch.softmax(self.next_token_logits(prompts).double(), dim=-1)[:, firsts].tolist()
-        return [NextToken(p, [str(t) for t in firsts], len(self.encode(text))) for p, text in zip(probs, prompts)]
+        start = time.perf_counter()
+        probs = torch.softmax(self.next_token_logits(prompts).double(), dim=-1)
+        return next_tokens(probs, firsts, [len(self.encode(p)) for p in prompts], time.perf_counter() - start)
 
     def _first_token(self, word: str) -> int:
         ids = self.model.tokenize(word.encode(), add_bos=False, special=True)

@@ -172,13 +172,13 @@ class OpenAIServer(LanguageModel):
     async def _next_token(self, prompt: str, words: list[str]) -> NextToken:
         body = {"model": await self._model(), "prompt": prompt, "max_tokens": 1, "temperature": 0,
                 "logprobs": TOP_LOGPROBS}
-        answer, _ = await self._call("completions", body)
+        answer, seconds = await self._call("completions", body)
         top = ((answer["choices"][0].get("logprobs") or {}).get("top_logprobs") or [None])[0]
         if not top:
             raise ServerError(f"{self.base_url} gave no top log-probabilities: it does not support `logprobs` on "
                               "/completions, so it cannot give next-token probabilities")
         tokens, probs = zip(*(_first_token(top, w) for w in words)) if words else ((), ())
-        return NextToken(list(probs), list(tokens), (answer.get("usage") or {}).get("prompt_tokens", 0))
+        return NextToken(list(probs), list(tokens), (answer.get("usage") or {}).get("prompt_tokens", 0), seconds)
 
     def _check_whole(self, prompt: str) -> None:
         """A chat endpoint starts a new assistant message: a prompt that extends an earlier one (a partial solution

@@ -70,6 +70,7 @@ class JudgeVerifier(Verifier):
         usage = METER.get()
         if usage is not None:
             usage.verifier_tokens += sum(a.prompt_tokens for a in answers)
+            usage.verifier_seconds += sum(a.seconds for a in answers)
         return [_yes_share(a) for a in answers]
 
 
