@@ -79,6 +79,10 @@ def test_resuming_with_another_config_is_refused(tmp_path, game24_backend):
     run_eval(EvalConfig(**small), tmp_path, lm=Engine(game24_backend), show_progress=False)
     with pytest.raises(TaskError, match="another config"):
         run_eval(EvalConfig(**small, seed=9), tmp_path, lm=Engine(game24_backend), show_progress=False)
+    # how it is scheduled is not what it computes: another concurrency or batch cap resumes it
+    again = run_eval(EvalConfig(**small | {"concurrency": 1}, max_batch=8), tmp_path, lm=Engine(game24_backend),
+                     show_progress=False)
+    assert again[0]["problems"] == 2 and json.loads((tmp_path / "config.json").read_text())["concurrency"] == 2
 
 
 def test_an_option_added_since_a_run_began_resumes_it_at_its_default(tmp_path):

@@ -65,18 +65,20 @@ class ResumableJsonl:
         self.done.add(key)
 
 
-def check_config(out: Path, cfg: Any) -> None:
+def check_config(out: Path, cfg: Any, free: tuple[str, ...] = ()) -> None:
     """A run folder belongs to one config (a dataclass): resuming with another would mix incomparable rows.
 
     A field added to the config class after the run began is absent from the saved file; it matches while it keeps
-    its default, so a new option does not orphan old runs.
+    its default, so a new option does not orphan old runs. Fields in `free` (how the run is scheduled, not what
+    it computes) may change on resuming; the file keeps the first run's values.
     """
     config = asdict(cfg)
     path = out / "config.json"
     if path.exists():
         saved = json.loads(path.read_text())
         defaults = {f.name: f.default for f in fields(cfg) if f.default is not MISSING}
-        diff = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k, defaults.get(k, MISSING)) != v}
+        diff = {k: (saved.get(k), v) for k, v in config.items()
+                if k not in free and saved.get(k, defaults.get(k, MISSING)) != v}
         if diff:
             raise TaskError(f"{out} holds a run with another config {diff} (saved, now); use another --out")
     else:

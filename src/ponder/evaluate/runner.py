@@ -26,6 +26,10 @@ from ponder.trace import Usage
 from ponder.verifiers import Verifier, check_aggregation, get_verifier, verifier_fingerprint
 from ponder.verifiers.base import OracleVerifier
 
+# how many problems run at once and how many rows a batch holds: a request's text depends only on its seed, so a
+# run may resume with other values (on llama.cpp, fewer problems in flight keep more prompts' cells for reuse)
+SCHEDULING = ("concurrency", "max_batch")
+
 
 @dataclass
 class EvalConfig:
@@ -161,7 +165,7 @@ def run_eval(cfg: EvalConfig, out: Path, lm: LanguageModel | None = None, show_p
     """Run (or resume) an evaluation into `out`; returns the summary table, also saved as summary.json (and, for
     a task whose problems have a difficulty, the same by difficulty as summary-by-difficulty.json)."""
     cfg = cfg.resolved()
-    check_config(out, cfg)
+    check_config(out, cfg, free=SCHEDULING)
     if lm is None:
         lm = load_model(cfg.model, max_rows=cfg.max_batch, backend=cfg.backend, template_from=cfg.template_from,
                         device=cfg.device)

@@ -104,7 +104,7 @@ class HFBackend(Backend):
     """`prefix_cache_mb` > 0 keeps the keys and values of every sequence read in a radix tree of that many MiB,
     and prompts that share a prefix in one admission compute it once; 0 computes every prompt from scratch; None
     (the default) gives it a sixth of the memory free at load, as the running batch gets (a fixed 256 MiB held
-    only 5,600 of SmolLM2's positions: 64 GSM8K searches with a few-shot header evicted each other's judge
+    only 5,800 of SmolLM2's positions: 64 GSM8K searches with a few-shot header evicted each other's judge
     questions between steps, and the judge recomputed them).
     `grow_in_place=False` copies the whole cache with every token, as step 1's loop did (to measure against)."""
 
