@@ -7,15 +7,14 @@ calls of every running search into one batch. Search code never batches by hand.
 from __future__ import annotations
 
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+
+import torch
 
 from ponder.trace import Usage
-
-if TYPE_CHECKING:
-    import torch
 
 
 @dataclass(frozen=True)
@@ -71,14 +70,6 @@ class NextToken:
     tokens: list[str]
     prompt_tokens: int
     seconds: float = 0.0
-
-
-def next_tokens(probs: torch.Tensor, firsts: list[int], lengths: list[int], seconds: float) -> list[NextToken]:
-    """A local backend's answers: `probs` [prompts, vocabulary], the words' first tokens, each prompt's length; the
-    pass's seconds shared by length."""
-    total = sum(lengths) or 1
-    return [NextToken(p, [str(t) for t in firsts], n, seconds * n / total)
-            for p, n in zip(probs[:, firsts].tolist(), lengths)]
 
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
@@ -174,8 +165,32 @@ class Backend(ABC):
 
     def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
         """As `LanguageModel.next_token`, one batch, on the calling thread (the engine calls it on its compute
-        thread between decoding steps; it must leave the running rows as they are)."""
+        thread between decoding steps; it must leave the running rows as they are). Each prompt is charged the
+        pass's seconds in proportion to its length."""
+        start = time.perf_counter()
+        logits = self.next_token_logits(prompts)
+        seconds = time.perf_counter() - start
+        firsts = [self.first_token(w) for w in words]
+        probs = torch.softmax(logits.double(), dim=-1)[:, firsts].tolist()
+        lengths = [len(self.encode(p)) for p in prompts]
+        total = sum(lengths) or 1
+        return [NextToken(p, [str(t) for t in firsts], n, seconds * n / total) for p, n in zip(probs, lengths)]
+
+    def next_token_logits(self, prompts: list[str]) -> torch.Tensor:
+        """[prompts, vocabulary]: the logits for the token after each prompt (leaving the running rows as they
+        are)."""
         raise NotImplementedError(f"{self.name} does not give next-token probabilities")
+
+    def encode(self, text: str) -> Sequence[int]:
+        """The token ids of `text` (no special tokens added)."""
+        raise NotImplementedError(f"{self.name} has no tokenizer")
+
+    def first_token(self, word: str) -> int:
+        """The token a word starts with."""
+        ids = self.encode(word)
+        if not ids:
+            raise ValueError(f"the tokenizer encodes {word!r} to nothing")
+        return ids[0]
 
     def generate_many(self, requests: list[Request]) -> list[list[Completion]]:
         """The requests as one batch run to its end, nothing joining it (step 1's engine and direct use)."""

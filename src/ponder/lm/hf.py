@@ -24,7 +24,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.utils import logging as hf_logging
 
-from ponder.lm.base import Backend, Completion, LanguageModel, Message, NextToken, Request, next_tokens, prompt_ids
+from ponder.lm.base import Backend, Completion, LanguageModel, Message, NextToken, Request, prompt_ids
 from ponder.lm.kv import cache_argument, concat_rows, left_pad, new_cache, prefill_inputs, row_kv
 from ponder.lm.prefix_cache import KV, PrefixCache, common_length
 from ponder.lm.sampling import Distinct, completion, draws, finish_reason, sample, share_time, truncate
@@ -199,18 +199,6 @@ class HFBackend(Backend):
             if self.prefixes is not None:
                 self.prefixes.evict()
         return rows.logits
-
-    def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
-        firsts = [self._first_token(w) for w in words]
-        start = time.perf_counter()
-        probs = torch.softmax(self.next_token_logits(prompts).double(), dim=-1)
-        return next_tokens(probs, firsts, [len(self.encode(p)) for p in prompts], time.perf_counter() - start)
-
-    def _first_token(self, word: str) -> int:
-        ids = self.encode(word)
-        if not ids:
-            raise ValueError(f"the tokenizer encodes {word!r} to nothing")
-        return ids[0]
 
     def chat_prompt(self, messages: list[Message]) -> str | None:
         if not getattr(self.tokenizer, "chat_template", None):

@@ -45,16 +45,7 @@ import torch
 from llama_cpp._internals import LlamaContext, LlamaModel
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from ponder.lm.base import (
-    Backend,
-    Completion,
-    ContextLengthError,
-    Message,
-    NextToken,
-    Request,
-    next_tokens,
-    prompt_ids,
-)
+from ponder.lm.base import Backend, Completion, ContextLengthError, Message, Request, prompt_ids
 from ponder.lm.sampling import Distinct, completion, draws, finish_reason, sample, share_time, truncate
 
 BATCH = 2048  # tokens per llama_decode call (a prefill of more is split)
@@ -486,13 +477,7 @@ class LlamaCppBackend(Backend):
                 self._release(seq, prompt)
         return torch.from_numpy(out)
 
-    def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
-        firsts = [self._first_token(w) for w in words]
-        start = time.perf_counter()
-        probs = torch.softmax(self.next_token_logits(prompts).double(), dim=-1)
-        return next_tokens(probs, firsts, [len(self.encode(p)) for p in prompts], time.perf_counter() - start)
-
-    def _first_token(self, word: str) -> int:
+    def first_token(self, word: str) -> int:
         ids = self.model.tokenize(word.encode(), add_bos=False, special=True)
         if not ids:
             raise ValueError(f"the tokenizer encodes {word!r} to nothing")
