@@ -227,6 +227,21 @@ def test_real_policy_same_text_alone_in_a_batch_and_arriving_mid_decode(game24_b
     assert [c.text for c in together] == [game24_backend.generate_batch([r])[0].text for r in crowd]
 
 
+def test_next_token_passes_stay_within_their_positions_and_keep_the_order():
+    from ponder.lm.hf import HFBackend, _passes
+
+    lengths = [[0] * n for n in (30, 5, 12, 40, 7)]
+    groups = _passes(lengths, 36)
+    assert sorted(i for g in groups for i in g) == list(range(5))
+    assert all(len(g) * max(len(lengths[i]) for i in g) <= 36 for g in groups if len(g) > 1)
+    assert groups[-1] == [3]  # longer than a pass: alone
+    backend = HFBackend("game24-policy", prefix_cache_mb=0)
+    prompts = [task.prompt(p) + "4 + 4 = 8 (left: " * (i % 3) for i, p in enumerate(task.problems("test", limit=6))]
+    whole = backend.next_token_logits(prompts)
+    backend.pass_positions = 40  # two or three prompts a pass
+    assert torch.allclose(backend.next_token_logits(prompts), whole, atol=1e-4)
+
+
 def test_reused_prefix_gives_the_logits_of_a_fresh_prefill():
     from ponder.lm.hf import HFBackend
 
@@ -273,7 +288,7 @@ def test_usage_counts_the_prompt_tokens_the_cache_saved(game24_backend):
 
     problem = task.problems("test", limit=1)[0]
     engine = Engine(game24_backend)
-    cfg = SearchConfig(n=4, max_tokens=40, seed=5, options={"k": 4, "b": 2, "distinct": False})
+    cfg = SearchConfig(n=4, max_tokens=160, max_step_tokens=40, seed=5, options={"k": 4, "b": 2, "distinct": False})
     trace = asyncio.run(search(task, problem, engine, get_verifier("oracle"), get_method("tot_bfs"), cfg))
     u = trace.usage
     assert u.model_calls > 4 and u.verifier_calls >= len(trace.nodes) - 1

@@ -160,6 +160,13 @@ def test_eval_config_fingerprints_a_learned_verifier_without_loading_it():
         EvalConfig(verifier="nope").resolved()
 
 
+def test_eval_token_limits_default_to_the_task_and_refuse_negatives():
+    assert EvalConfig(task="gsm8k").resolved().max_tokens == 512
+    assert EvalConfig(task="gsm8k", max_tokens=64, max_step_tokens=16).resolved().max_step_tokens == 16
+    with pytest.raises(TaskError, match="max_step_tokens are positive"):
+        EvalConfig(max_step_tokens=-1).resolved()
+
+
 def test_arithmetic_benchmark_grades_every_first_move_by_its_own_result(tmp_path, monkeypatch):
     from ponder.bench.arithmetic import arithmetic_benchmark
     from ponder.tasks import get_task

@@ -81,3 +81,19 @@ def test_step_level_search_runs_with_the_judge_as_its_prm(backend):
     scored = [n for n in trace.nodes if n.score is not None]
     assert scored and all(0.0 <= n.score <= 1.0 for n in scored)
     assert trace.usage.verifier_calls > 0 and trace.usage.verifier_tokens > 0
+
+
+def test_a_question_asked_again_is_answered_from_memory_for_free(backend):
+    """A step-level search re-scores a state's earlier steps: the judge puts each question to the model once."""
+    problem = task.problems(limit=1)[0]
+    engine = Engine(backend)
+    judge = JudgeVerifier(engine)
+    first, again = Usage(), Usage()
+    parent = asyncio.run(MeteredVerifier(judge, first).score_prefixes(task, problem, [SOLUTIONS[0][:1]]))
+    passes = engine._questions.batches
+    child = asyncio.run(MeteredVerifier(judge, again).score_prefixes(task, problem, [SOLUTIONS[0]]))
+    assert child[0][0] == parent[0][0]
+    assert again.verifier_tokens == len(backend.encode(judge.prompt(problem, SOLUTIONS[0])))  # step 2's question only
+    assert engine._questions.batches == passes + 1
+    asyncio.run(MeteredVerifier(judge, again).score(task, problem, [SOLUTIONS[0]]))
+    assert engine._questions.batches == passes + 1  # every question known: no forward pass

@@ -115,3 +115,39 @@ def test_arith_policy_writes_well_formed_steps_and_solves_three_operations(arith
         well_formed += bool(steps) and all(step.match(s) for s in steps[:-1]) and steps[-1].startswith("Answer: ")
         solved += task.grade(p, t.answer)
     assert well_formed >= 9 and solved >= 7
+
+
+def test_a_step_may_take_only_what_is_left_of_the_solution_budget(game24_backend):
+    """`max_tokens` bounds a whole solution: the steps written so far count against it, and a prefix that has spent
+    it gets the one proposal to end there, with no model call."""
+    from ponder.lm.base import Metered
+    from ponder.search.base import propose_steps, room
+    from ponder.trace import Usage
+
+    lm = Engine(game24_backend)
+    p = game24.problem("4 5 6 10")
+    prefix = ["5 * 4 = 20 (left: 6 10 20)", "10 - 6 = 4 (left: 4 20)"]
+    used = lm.count_tokens(game24.join_steps(prefix))
+    assert used == len(game24.join_steps(prefix))  # the game24 policy's tokenizer reads characters
+    cfg = SearchConfig(max_tokens=used + 5, temperature=1.0)
+    assert room(game24, lm, cfg, prefix) == 5 and room(game24, lm, cfg, []) == used + 5
+    drawn = asyncio.run(propose_steps(game24, p, lm, cfg, prefix, 8, 1.0, "budget"))
+    assert all(c.generated_tokens <= 5 for c in drawn) and any(c.finish_reason == "length" for c in drawn)
+    wide = SearchConfig(max_tokens=used + 5, max_step_tokens=3, temperature=1.0)
+    assert all(c.generated_tokens <= 3 for c in asyncio.run(propose_steps(game24, p, lm, wide, prefix, 8, 1.0, "b")))
+    usage = Usage()
+    spent = SearchConfig(max_tokens=used, temperature=1.0)
+    ended = asyncio.run(propose_steps(game24, p, Metered(lm, usage), spent, prefix, 8, 1.0, "budget"))
+    assert [(c.text, c.finish_reason) for c in ended] == [("", "length")] and usage.model_calls == 0
+
+
+def test_a_step_search_keeps_its_solutions_within_max_tokens(game24_backend):
+    """Beam search whose budget allows about two steps: its paths reach the budget and none passes it (without the
+    budget, each of its four steps could take `max_tokens`)."""
+    lm = Engine(game24_backend)
+    budget = 40
+    for p in game24.problems("test", limit=3):
+        trace = run(game24, p, lm, "beam", get_verifier("oracle"), n=4, seed=0, max_tokens=budget,
+                    options={"beam_width": 2})
+        lengths = [lm.count_tokens(game24.join_steps(trace.path(n.id))) for n in trace.nodes]
+        assert budget - 5 <= max(lengths) <= budget + 1  # (+1: a step's stop character is in its tokens, not its text)

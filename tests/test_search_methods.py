@@ -155,7 +155,7 @@ def test_real_policy_same_seed_same_tree(game24_backend, method, options):
     from ponder.lm.engine import Engine
     from ponder.verifiers import get_verifier
 
-    cfg = SearchConfig(n=4, max_tokens=40, seed=3, options=options)
+    cfg = SearchConfig(n=4, max_tokens=160, max_step_tokens=40, seed=3, options=options)
     trees = []
     for _ in range(2):
         trace = asyncio.run(search(task, PROBLEM, Engine(game24_backend), get_verifier("oracle"),
@@ -169,7 +169,7 @@ def test_a_search_cancelled_midway_frees_its_engine_rows(game24_backend):
     from ponder.verifiers import get_verifier
 
     engine = Engine(game24_backend)
-    cfg = SearchConfig(n=64, max_tokens=40, seed=1, temperature=1.0, options={"width": 8})
+    cfg = SearchConfig(n=64, max_tokens=160, max_step_tokens=40, seed=1, temperature=1.0, options={"width": 8})
 
     async def main() -> None:
         running = asyncio.create_task(search(task, PROBLEM, engine, get_verifier("oracle"), get_method("mcts"), cfg))

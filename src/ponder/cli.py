@@ -218,6 +218,10 @@ def eval_cmd(
                                                "prod or mean"),
     temperature: float = typer.Option(0.8),
     min_p: float = typer.Option(0.01, help="drop tokens less likely than this times the likeliest (min-p sampling)"),
+    max_tokens: int = typer.Option(0, help="what a whole solution may take, a step-level search's steps together "
+                                           "(0: the task's default)"),
+    max_step_tokens: int = typer.Option(0, help="what one step of a step-level search may take (0: what is left of "
+                                                "--max-tokens)"),
     seed: int = typer.Option(0),
     concurrency: int = typer.Option(64, help="problems in flight at once (they share the engine's batches)"),
     option: list[str] = typer.Option([], "--set", help="a method's knob, METHOD.KNOB=VALUE (repeatable), e.g. "
@@ -235,7 +239,8 @@ def eval_cmd(
                          methods=_csv(methods),
                          options=method_options(option), ceiling=ceiling,
                          budgets=[int(b) for b in _csv(budgets)], verifier=verifier, aggregate=aggregate,
-                         temperature=temperature, min_p=min_p, seed=seed, concurrency=concurrency)
+                         temperature=temperature, min_p=min_p, max_tokens=max_tokens,
+                         max_step_tokens=max_step_tokens, seed=seed, concurrency=concurrency)
         out = out or Path("runs") / f"eval-{task}-{split}-seed{seed}"
         table = run_eval(cfg, out)
     except (TaskError, ModelLoadError, ServerError, ValueError) as err:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ponder.lm.base import Completion, LanguageModel, Request
+from ponder.lm.base import Completion, LanguageModel, Request, Wrapper
 from ponder.lm.engine import Engine, StaticEngine
 from ponder.lm.hf import HFBackend
 from ponder.lm.prefix_cache import PrefixCache
@@ -61,7 +61,7 @@ class Workload:
 def workloads(names: list[str], problems: int, seed: int) -> list[Workload]:
     known = {
         "beam": Workload("beam", "game24", "tot_bfs", problems, SearchConfig(
-            n=4, temperature=0.8, max_tokens=32, aggregate="min", seed=seed,
+            n=4, temperature=0.8, max_tokens=160, max_step_tokens=32, aggregate="min", seed=seed,
             options={"k": 4, "b": 4, "distinct": False}), verifier="game24-prm"),
         "arith": Workload("arith", "arith", "self_consistency", problems // 2,
                           SearchConfig(n=16, temperature=0.8, max_tokens=256, seed=seed)),
@@ -76,11 +76,11 @@ def workloads(names: list[str], problems: int, seed: int) -> list[Workload]:
     return [known[n] for n in names]
 
 
-class _Recorder(LanguageModel):
+class _Recorder(Wrapper):
     """Keeps every request and its completions, to compare the engines' texts request by request."""
 
     def __init__(self, lm: LanguageModel) -> None:
-        self.lm = lm
+        super().__init__(lm)
         self.texts: dict[tuple[str, int | None, int], list[str]] = {}
         self.requests: list[Request] = []
         self.completions: list[Completion] = []

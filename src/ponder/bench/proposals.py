@@ -110,7 +110,8 @@ async def measure(task: Task, problems: list[Problem], lm: LanguageModel, cfg: P
     unknown = set(sources) - set(SOURCES)
     if unknown:
         raise TaskError(f"unknown state source(s) {', '.join(sorted(unknown))}; known: {', '.join(SOURCES)}")
-    search_cfg = SearchConfig(seed=cfg.seed, max_tokens=cfg.max_step_tokens, min_p=cfg.min_p)
+    search_cfg = SearchConfig(seed=cfg.seed, max_tokens=cfg.max_tokens, max_step_tokens=cfg.max_step_tokens,
+                              min_p=cfg.min_p)
     rollout_cfg = SearchConfig(seed=cfg.seed, max_tokens=cfg.max_tokens, min_p=cfg.min_p)
     usage = Usage()
     proposer = Metered(lm, usage)

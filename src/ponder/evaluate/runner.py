@@ -49,7 +49,8 @@ class EvalConfig:
     temperature: float = 0.8
     top_p: float = 1.0
     min_p: float = 0.01  # min-p sampling (Nguyen et al., 2024): distinct proposals without it draw noise
-    max_tokens: int = 0  # 0: the task's default
+    max_tokens: int = 0  # what a whole solution may take; 0: the task's default
+    max_step_tokens: int = 0  # what one step of a step-level search may take; 0: what is left of max_tokens
     seed: int = 0
     concurrency: int = 64
     max_batch: int = 512
@@ -67,6 +68,9 @@ class EvalConfig:
             get_method(m)  # unknown names fail before any work starts
         if any(b < 1 for b in self.budgets):
             raise TaskError(f"budgets must be positive, got {self.budgets}")
+        if self.max_tokens < 0 or self.max_step_tokens < 0:
+            raise TaskError(f"max_tokens and max_step_tokens are positive (0: the default), got {self.max_tokens}, "
+                            f"{self.max_step_tokens}")
         stray = sorted(set(self.options) - set(self.methods))
         if stray:
             raise TaskError(f"options given for {', '.join(stray)}, which this run does not use")
@@ -95,7 +99,7 @@ def jobs(cfg: EvalConfig, problems: list[Problem]) -> list[tuple[str, int, Probl
 async def run_job(task: Task, problem: Problem, method: str, budget: int, lm: LanguageModel,
                   verifier: Verifier | None, cfg: EvalConfig) -> dict[str, Any]:
     search_cfg = SearchConfig(n=budget, temperature=cfg.temperature, top_p=cfg.top_p, min_p=cfg.min_p,
-                              max_tokens=cfg.max_tokens,
+                              max_tokens=cfg.max_tokens, max_step_tokens=cfg.max_step_tokens or None,
                               aggregate=cfg.aggregate, seed=cfg.seed, options=cfg.options.get(method, {}))
     start = time.perf_counter()
     if method == CEILING:  # the samples best-of-n draws, judged by the exact oracle

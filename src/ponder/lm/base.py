@@ -123,6 +123,29 @@ class LanguageModel(ABC):
         """For each prompt, the probability of each word's first token coming next."""
         raise NotImplementedError(f"{self.name} does not give next-token probabilities")
 
+    def count_tokens(self, text: str) -> int | None:
+        """How many tokens `text` takes in this model (no special tokens); None when the model cannot tell (a
+        server: the OpenAI API has no tokenizer endpoint)."""
+        return None
+
+
+class Wrapper(LanguageModel):
+    """A model around another one (metering, remembering, recording its calls): what it does not change, it
+    passes on."""
+
+    def __init__(self, lm: LanguageModel) -> None:
+        self.lm = lm
+        self.name = lm.name
+
+    def chat_prompt(self, messages: list[Message]) -> str | None:
+        return self.lm.chat_prompt(messages)
+
+    async def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
+        return await self.lm.next_token(prompts, words)
+
+    def count_tokens(self, text: str) -> int | None:
+        return self.lm.count_tokens(text)
+
 
 class Backend(ABC):
     """Rows that a model decodes one token at a time, one forward pass for all of them; requests join between
@@ -213,13 +236,32 @@ class Backend(ABC):
         return _single(requests, self.generate_many(requests))
 
 
-class Metered(LanguageModel):
+class OnBackend(LanguageModel):
+    """A model that drives a backend itself (the engines; a backend used directly)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.name = backend.name
+
+    def chat_prompt(self, messages: list[Message]) -> str | None:
+        return self.backend.chat_prompt(messages)
+
+    async def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
+        return self.backend.next_token(prompts, words)
+
+    def count_tokens(self, text: str) -> int | None:
+        try:
+            return len(self.backend.encode(text))
+        except NotImplementedError:
+            return None
+
+
+class Metered(Wrapper):
     """Counts calls and tokens into one problem's `Usage`: every search method is metered the same way."""
 
     def __init__(self, lm: LanguageModel, usage: Usage) -> None:
-        self.lm = lm
+        super().__init__(lm)
         self.usage = usage
-        self.name = lm.name
 
     async def generate_many(self, requests: list[Request]) -> list[list[Completion]]:
         outs = await self.lm.generate_many(requests)
@@ -230,9 +272,3 @@ class Metered(LanguageModel):
         self.usage.generated_tokens += sum(c.generated_tokens for c in completions)
         self.usage.seconds += sum(c.seconds for c in completions)
         return outs
-
-    def chat_prompt(self, messages: list[Message]) -> str | None:
-        return self.lm.chat_prompt(messages)
-
-    async def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
-        return await self.lm.next_token(prompts, words)

@@ -22,7 +22,7 @@ import threading
 from dataclasses import dataclass
 
 from ponder.batcher import COMPUTE, Batcher, resolve
-from ponder.lm.base import Backend, Completion, LanguageModel, Message, NextToken, Request
+from ponder.lm.base import Backend, Completion, NextToken, OnBackend, Request
 
 
 @dataclass
@@ -43,14 +43,13 @@ class _Waiting:
     loop: asyncio.AbstractEventLoop
 
 
-class Engine(LanguageModel):
+class Engine(OnBackend):
     def __init__(self, backend: Backend, max_rows: int = 512, max_tokens: int | None = None) -> None:
         if max_tokens is None:
             max_tokens = backend.cache_positions()
         if max_rows < 1 or max_tokens < 1:
             raise ValueError(f"an engine needs max_rows and max_tokens >= 1, got {max_rows}, {max_tokens}")
-        self.backend = backend
-        self.name = backend.name
+        super().__init__(backend)
         self.max_rows, self.max_tokens = max_rows, max_tokens
         self.stats = EngineStats()
         self._lock = threading.Lock()
@@ -62,9 +61,6 @@ class Engine(LanguageModel):
         self._rows = 0
         # next-token questions (a judge's P("Yes")) of all searches, batched on the compute thread between steps
         self._questions = Batcher(self._answer, max_items=64, name="next-token")
-
-    def chat_prompt(self, messages: list[Message]) -> str | None:
-        return self.backend.chat_prompt(messages)
 
     async def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
         return await self._questions.run([(p, tuple(words)) for p in prompts])
@@ -169,22 +165,15 @@ def _deliver(entry: _Waiting, result: list[Completion] | None = None, error: Bas
     resolve(entry.loop, entry.future, result, error)
 
 
-class StaticEngine(LanguageModel):
+class StaticEngine(OnBackend):
     """Step 1's engine: gather every waiting request, run them as one batch to the end, repeat."""
 
     def __init__(self, backend: Backend, max_rows: int = 512) -> None:
-        self.backend = backend
-        self.name = backend.name
+        super().__init__(backend)
         self.max_rows = max_rows
         self.stats = EngineStats()
         self._pending: list[tuple[Request, asyncio.Future[list[Completion]]]] = []
         self._worker: asyncio.Task[None] | None = None
-
-    def chat_prompt(self, messages: list[Message]) -> str | None:
-        return self.backend.chat_prompt(messages)
-
-    async def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
-        return self.backend.next_token(prompts, words)
 
     async def generate_many(self, requests: list[Request]) -> list[list[Completion]]:
         loop = asyncio.get_running_loop()

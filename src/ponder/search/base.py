@@ -20,7 +20,8 @@ class SearchConfig:
     temperature: float = 0.8
     top_p: float = 1.0
     min_p: float = 0.0
-    max_tokens: int = 256
+    max_tokens: int = 256  # what a whole solution may take, the steps a search has already written included
+    max_step_tokens: int | None = None  # what one step may take (within what is left of max_tokens)
     aggregate: str = "last"  # how step scores become a solution score
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)  # method-specific knobs, named as in the papers
@@ -51,9 +52,26 @@ def request_seed(cfg: SearchConfig, problem: Problem, *parts: object) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") >> 1
 
 
-def _params(cfg: SearchConfig, temperature: float, seed: int, stop: tuple[str, ...] = ()) -> SamplingParams:
-    return SamplingParams(temperature=temperature, top_p=cfg.top_p, min_p=cfg.min_p, max_tokens=cfg.max_tokens,
+def _params(cfg: SearchConfig, temperature: float, seed: int, max_tokens: int,
+            stop: tuple[str, ...] = ()) -> SamplingParams:
+    return SamplingParams(temperature=temperature, top_p=cfg.top_p, min_p=cfg.min_p, max_tokens=max_tokens,
                           stop=stop, seed=seed)
+
+
+def room(task: Task, lm: LanguageModel, cfg: SearchConfig, prefix: list[str]) -> int:
+    """The tokens a continuation of `prefix` may take. `cfg.max_tokens` is what a whole solution may take, so the
+    steps already written count against it: a step-level search's solutions stay within the budget of a sampled
+    one (without this, a model whose steps never end writes `max_steps` steps of `max_tokens` each, past its
+    context). Where the model cannot count tokens (a server), each call may take the whole `max_tokens`."""
+    used = lm.count_tokens(task.join_steps(prefix)) if prefix else 0
+    return cfg.max_tokens - (used or 0)
+
+
+def step_room(task: Task, lm: LanguageModel, cfg: SearchConfig, prefix: list[str]) -> int:
+    """The tokens the next step after `prefix` may take: what is left of the solution's budget (`room`), at most
+    `cfg.max_step_tokens`."""
+    left = room(task, lm, cfg, prefix)
+    return left if cfg.max_step_tokens is None else min(left, cfg.max_step_tokens)
 
 
 async def sample_solutions(task: Task, problem: Problem, lm: LanguageModel, cfg: SearchConfig, n: int,
@@ -72,8 +90,12 @@ async def sample_solutions(task: Task, problem: Problem, lm: LanguageModel, cfg:
     else:
         prompt = task.revision_prompt(problem, attempts) if attempts else task.prompt(problem)
     prompt += task.join_steps(prefix or [])
+    limit = room(task, lm, cfg, prefix or [])
+    if limit < 1:  # the prefix has spent the solution's budget: it ends there
+        return [[] for _ in range(n)]
     parts = tag if isinstance(tag, tuple) else (tag,)
-    requests = [Request(prompt, _params(cfg, temperature, request_seed(cfg, problem, *parts, i))) for i in range(n)]
+    requests = [Request(prompt, _params(cfg, temperature, request_seed(cfg, problem, *parts, i), limit))
+                for i in range(n)]
     return [task.split_steps(c.text) for c in await lm.generate(requests)]
 
 
@@ -81,15 +103,18 @@ async def propose_steps(task: Task, problem: Problem, lm: LanguageModel, cfg: Se
                         n: int, temperature: float, tag: str | tuple[object, ...],
                         distinct: bool = False, cue: str = "") -> list[Completion]:
     """n proposals for the next step after `prefix`, as completions (their text, tokens and log-probability): one
-    step per request, generation stopped at the end of the step (`task.step_end`) (`cfg.max_tokens` caps a step).
+    step per request, generation stopped at the end of the step (`task.step_end`) or at `step_room` tokens.
 
     `distinct`: n different steps drawn without replacement (one request with n completions, in the order they
     were drawn; fewer when the model has fewer to give), instead of n independent samples, which repeat the
     steps the model is sure of and leave out the rest. `cue` opens the step for the policy (rStar's actions:
     `Q:` asks for a sub-question); the completions are what follows it."""
     prompt = task.prompt(problem) + task.join_steps(prefix) + cue
+    limit = step_room(task, lm, cfg, prefix)
+    if limit < 1:  # the solution has spent its budget (`room`): the one proposal is to end it here
+        return [Completion("", 0, 0, "length")]
     parts = tag if isinstance(tag, tuple) else (tag,)
-    params = [_params(cfg, temperature, request_seed(cfg, problem, *parts, prompt, i), stop=(task.step_end,))
+    params = [_params(cfg, temperature, request_seed(cfg, problem, *parts, prompt, i), limit, stop=(task.step_end,))
               for i in range(1 if distinct else n)]
     if distinct:
         [drawn] = await lm.generate_many([Request(prompt, params[0], n=n)])

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ponder.lm.base import Completion, LanguageModel, Message, NextToken, Request
+from ponder.lm.base import Completion, LanguageModel, Request, Wrapper
 from ponder.search.base import METHODS, SearchConfig, register, sample_solutions
 from ponder.tasks.base import Problem, Task
 from ponder.trace import Trace
@@ -80,14 +80,13 @@ class RoutingTable:
             raise ValueError(f"cannot read the routing table {path}: {err}") from err
 
 
-class Remembered(LanguageModel):
+class Remembered(Wrapper):
     """The probe's completions handed again to the strategy it routes to: a request is its prompt, sampling
     parameters (with the seed) and n, and the same request would give the same text, so best-of-n's first samples
     are not generated twice (nor counted twice in the usage)."""
 
     def __init__(self, lm: LanguageModel) -> None:
-        self.lm = lm
-        self.name = lm.name
+        super().__init__(lm)
         self._done: dict[Request, list[Completion]] = {}
 
     async def generate_many(self, requests: list[Request]) -> list[list[Completion]]:
@@ -95,12 +94,6 @@ class Remembered(LanguageModel):
         if new:
             self._done.update(zip(new, await self.lm.generate_many(new)))
         return [self._done[r] for r in requests]
-
-    def chat_prompt(self, messages: list[Message]) -> str | None:
-        return self.lm.chat_prompt(messages)
-
-    async def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
-        return await self.lm.next_token(prompts, words)
 
 
 async def probe(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier, cfg: SearchConfig,

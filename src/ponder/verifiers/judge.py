@@ -11,9 +11,15 @@ space, for a character-level tokenizer) tells nothing and is left out.
   context: per-step scores, so it serves as a PRM and scores prefixes.
 - `judge-outcome` (`kind="outcome"`): one question per solution, "is the final answer correct?", its score given
   to every step; like an ORM it does not judge prefixes.
+
+A step-level search asks about a state's every step each time it scores the state, and all but the last were asked
+when its parent was scored: the judge remembers its answers (the `REMEMBER` latest, by a digest of the question), so
+a question is put to the model once. Asked again, it costs no tokens and no time.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 from ponder.lm.base import LanguageModel, NextToken
 from ponder.tasks.base import Problem, Task
@@ -23,6 +29,7 @@ from ponder.verifiers.base import PrefixError, Verifier
 YES = ("Yes", " Yes", "yes", " yes", "YES")
 NO = ("No", " No", "no", " no", "NO")
 KINDS = ("process", "outcome")
+REMEMBER = 1 << 20  # answers kept (a digest and a float each)
 
 
 class JudgeVerifier(Verifier):
@@ -31,6 +38,7 @@ class JudgeVerifier(Verifier):
             raise ValueError(f"unknown judge kind {kind!r}; choose from {', '.join(KINDS)}")
         self.lm, self.kind = lm, kind
         self.name = "judge" if kind == "process" else "judge-outcome"
+        self._known: dict[bytes, float] = {}  # P(Yes) share by question digest, oldest first
 
     def question(self, problem: Problem, steps: list[str]) -> str:
         """What the judge is asked about the last of `steps` (process) or about the solution (outcome)."""
@@ -64,14 +72,19 @@ class JudgeVerifier(Verifier):
         return await self.score(task, problem, prefixes)
 
     async def _ask(self, prompts: list[str]) -> list[float]:
-        if not prompts:
-            return []
-        answers = await self.lm.next_token(prompts, [*YES, *NO])
-        usage = METER.get()
-        if usage is not None:
-            usage.verifier_tokens += sum(a.prompt_tokens for a in answers)
-            usage.verifier_seconds += sum(a.seconds for a in answers)
-        return [_yes_share(a) for a in answers]
+        keys = [hashlib.blake2b(p.encode(), digest_size=16).digest() for p in prompts]
+        new = list(dict.fromkeys((k, p) for k, p in zip(keys, prompts) if k not in self._known))
+        if new:
+            answers = await self.lm.next_token([p for _, p in new], [*YES, *NO])
+            usage = METER.get()
+            if usage is not None:
+                usage.verifier_tokens += sum(a.prompt_tokens for a in answers)
+                usage.verifier_seconds += sum(a.seconds for a in answers)
+            self._known.update((k, _yes_share(a)) for (k, _), a in zip(new, answers))
+        out = [self._known[k] for k in keys]
+        while len(self._known) > REMEMBER:
+            del self._known[next(iter(self._known))]
+        return out
 
 
 def _yes_share(answer: NextToken) -> float:
