@@ -217,6 +217,21 @@ def test_next_token_reads_each_words_first_token_from_the_top_list():
         asyncio.run(OpenAIServer(url).next_token(["p"], words))
 
 
+def test_token_counts_come_from_the_first_tokenize_endpoint_the_server_has():
+    by_character = (200, {}, lambda body: {"tokens": [1] + [7] * len(body["input"])})  # BOS + one per character
+    with scripted([(404, {}, {"detail": "Not Found"}), by_character]) as (url, calls):
+        lm = OpenAIServer(url)
+        assert asyncio.run(lm.count_tokens("Step 1: 2 + 3 = 5\n")) == 18  # the BOS of "" taken off
+        assert asyncio.run(lm.count_tokens("Step 1: 2 + 3 = 5\n")) == 18 and len(calls) == 3  # remembered
+    assert [c["path"] for c in calls] == ["/tokenize", "/extras/tokenize", "/extras/tokenize"]  # the server's root
+    with scripted([(404, {}, {"detail": "Not Found"})]) as (url, calls):
+        lm = OpenAIServer(url)
+        assert asyncio.run(lm.count_tokens("abc")) is None and asyncio.run(lm.count_tokens("abc")) is None
+        assert len(calls) == 2  # both endpoints tried once, then no more
+    with scripted([(200, {}, ["not", "a", "count"])]) as (url, _), pytest.raises(ServerError, match="token count"):
+        asyncio.run(OpenAIServer(url).count_tokens("abc"))
+
+
 def test_a_directory_chat_template_renders_as_transformers_does(tmp_path):
     from transformers import AutoTokenizer
 
@@ -303,6 +318,13 @@ def test_llama_cpp_next_token_probabilities_and_a_judge(llama_url, local_llama):
     task = Game24()
     scores = asyncio.run(JudgeVerifier(lm).score(task, task.problem("4 5 6 10"), [["10 - 4 = 6 (left: 5 6 6)"]]))
     assert 0 < scores[0][0] < 1
+
+
+@pytest.mark.slow
+def test_llama_cpp_counts_tokens_as_llama_cpp_in_process(llama_url, local_llama):
+    lm = OpenAIServer(llama_url)
+    for text in ["Natalia sold 48 clips.\n", "Step 1: 48 / 2 = 24\nStep 2: 48 + 24 = 72\n"]:
+        assert asyncio.run(lm.count_tokens(text)) == len(local_llama.tokenize(text.encode(), add_bos=False))
 
 
 @pytest.mark.slow

@@ -123,9 +123,8 @@ class LanguageModel(ABC):
         """For each prompt, the probability of each word's first token coming next."""
         raise NotImplementedError(f"{self.name} does not give next-token probabilities")
 
-    def count_tokens(self, text: str) -> int | None:
-        """How many tokens `text` takes in this model (no special tokens); None when the model cannot tell (a
-        server: the OpenAI API has no tokenizer endpoint)."""
+    async def count_tokens(self, text: str) -> int | None:
+        """How many tokens `text` takes in this model (no special tokens); None when the model cannot tell."""
         return None
 
 
@@ -143,8 +142,8 @@ class Wrapper(LanguageModel):
     async def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
         return await self.lm.next_token(prompts, words)
 
-    def count_tokens(self, text: str) -> int | None:
-        return self.lm.count_tokens(text)
+    async def count_tokens(self, text: str) -> int | None:
+        return await self.lm.count_tokens(text)
 
 
 class Backend(ABC):
@@ -249,7 +248,7 @@ class OnBackend(LanguageModel):
     async def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
         return self.backend.next_token(prompts, words)
 
-    def count_tokens(self, text: str) -> int | None:
+    async def count_tokens(self, text: str) -> int | None:
         try:
             return len(self.backend.encode(text))
         except NotImplementedError:

@@ -34,6 +34,11 @@ server's queue included: concurrent calls overlap, so their sum exceeds the time
 (MCTS's priors) needs `logprobs=True`, off by default: llama-cpp-python's server then computes log-probabilities
 over its whole context and sorts the vocabulary for every token, in Python (a second or more a request here).
 
+`count_tokens` (a step-level search's budget, `ponder.search.base.room`) asks the server's tokenizer, which the
+OpenAI API lacks: vLLM's and SGLang's `/tokenize`, then llama-cpp-python's `/extras/tokenize`, the first that
+answers kept; the count is that of the text less that of "" (servers that add a BOS token count it in both). A
+server with neither (`transformers serve`) gives None, and each step may then take the whole `max_tokens`.
+
 `next_token` asks /completions for one greedy token and its top 20 log-probabilities; a word's probability is
 that of its first token, found without the server's tokenizer (see `_first_token`).
 """
@@ -76,6 +81,14 @@ class ServerError(RuntimeError):
         self.status = status
 
 
+# Tokenizer endpoints outside the OpenAI API, at the server's root (module docstring): path and request body.
+TOKENIZERS: tuple[tuple[str, Callable[[str, str], dict[str, Any]]], ...] = (
+    ("tokenize", lambda model, text: {"model": model, "prompt": text}),
+    ("extras/tokenize", lambda model, text: {"model": model, "input": text}),
+)
+COUNTED = 4096  # token counts remembered (a state's proposals share its prefix)
+
+
 # Sampling fields outside the OpenAI schema, in the order tried (module docstring).
 DIALECTS: tuple[Callable[[SamplingParams], dict[str, Any]], ...] = (
     lambda p: {"min_p": p.min_p, "top_k": 0, "repeat_penalty": 1.0},
@@ -111,6 +124,8 @@ class OpenAIServer(LanguageModel):
         self._template = load_chat_template(template_from) if template_from else None
         self._resolved = False  # the model checked against the server's list
         self._dialect = 0  # index into DIALECTS
+        self._tokenizer: int | None = 0  # index into TOKENIZERS still to try first; None: the server has none
+        self._counts: dict[str, int] = {}  # token counts of recent texts, oldest first
         self._n_ok: bool | None = None  # whether the server answers `n` with n choices
         self._chat_prompts: set[str] = set()
         self._session: _Session | None = None
@@ -128,6 +143,40 @@ class OpenAIServer(LanguageModel):
 
     async def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
         return list(await asyncio.gather(*(self._next_token(p, words) for p in prompts)))
+
+    async def count_tokens(self, text: str) -> int | None:
+        if text not in self._counts:
+            if "" not in self._counts:
+                empty = await self._tokenize("")
+                if empty is None:
+                    return None
+                self._counts[""] = empty
+            n = await self._tokenize(text)
+            if n is None:
+                return None
+            self._counts[text] = n
+            while len(self._counts) > COUNTED:
+                del self._counts[next(k for k in self._counts if k)]
+        return self._counts[text] - self._counts[""]
+
+    async def _tokenize(self, text: str) -> int | None:
+        """How many tokens the server's tokenizer makes of `text` (special tokens it adds included); None when it
+        has no tokenize endpoint."""
+        while (i := self._tokenizer) is not None:
+            path, body = TOKENIZERS[i]
+            try:
+                answer, _ = await self._call(path, body(await self._model(), text), root=True)
+            except ServerError as err:
+                if err.status not in (400, 404, 405, 422):
+                    raise
+                if self._tokenizer == i:  # (concurrent calls may have moved on already)
+                    self._tokenizer = i + 1 if i + 1 < len(TOKENIZERS) else None
+                continue
+            count = answer.get("count", len(answer.get("tokens") or [])) if isinstance(answer, dict) else None
+            if not isinstance(count, int):
+                raise ServerError(f"{self.base_url}: its /{path} answered without a token count: {answer!r:.200}")
+            return count
+        return None
 
     # -- requests --------------------------------------------------------------------------------------------------
 
@@ -206,10 +255,13 @@ class OpenAIServer(LanguageModel):
                 self.name, self._resolved = self.model, True
         return str(self.model)
 
-    async def _call(self, path: str, body: dict[str, Any] | None = None) -> tuple[dict[str, Any], float]:
-        """GET (no body) or POST `path`, retried; the answer and the wall seconds of the call that gave it."""
+    async def _call(self, path: str, body: dict[str, Any] | None = None,
+                    root: bool = False) -> tuple[dict[str, Any], float]:
+        """GET (no body) or POST `path` (under the API's URL, or the server's `root`), retried; the answer and the
+        wall seconds of the call that gave it."""
         session = self._current()
-        client, url = session.client, f"{self.base_url}/{path}"
+        base = re.sub(r"/v\d+$", "", self.base_url) if root else self.base_url
+        client, url = session.client, f"{base}/{path}"
         for attempt in range(self.retries + 1):
             wait = None
             try:

@@ -58,19 +58,20 @@ def _params(cfg: SearchConfig, temperature: float, seed: int, max_tokens: int,
                           stop=stop, seed=seed)
 
 
-def room(task: Task, lm: LanguageModel, cfg: SearchConfig, prefix: list[str]) -> int:
+async def room(task: Task, lm: LanguageModel, cfg: SearchConfig, prefix: list[str]) -> int:
     """The tokens a continuation of `prefix` may take. `cfg.max_tokens` is what a whole solution may take, so the
     steps already written count against it: a step-level search's solutions stay within the budget of a sampled
     one (without this, a model whose steps never end writes `max_steps` steps of `max_tokens` each, past its
-    context). Where the model cannot count tokens (a server), each call may take the whole `max_tokens`."""
-    used = lm.count_tokens(task.join_steps(prefix)) if prefix else 0
+    context). Where the model cannot count tokens (a server without a tokenize endpoint), each call may take the
+    whole `max_tokens`."""
+    used = await lm.count_tokens(task.join_steps(prefix)) if prefix else 0
     return cfg.max_tokens - (used or 0)
 
 
-def step_room(task: Task, lm: LanguageModel, cfg: SearchConfig, prefix: list[str]) -> int:
+async def step_room(task: Task, lm: LanguageModel, cfg: SearchConfig, prefix: list[str]) -> int:
     """The tokens the next step after `prefix` may take: what is left of the solution's budget (`room`), at most
     `cfg.max_step_tokens`."""
-    left = room(task, lm, cfg, prefix)
+    left = await room(task, lm, cfg, prefix)
     return left if cfg.max_step_tokens is None else min(left, cfg.max_step_tokens)
 
 
@@ -90,7 +91,7 @@ async def sample_solutions(task: Task, problem: Problem, lm: LanguageModel, cfg:
     else:
         prompt = task.revision_prompt(problem, attempts) if attempts else task.prompt(problem)
     prompt += task.join_steps(prefix or [])
-    limit = room(task, lm, cfg, prefix or [])
+    limit = await room(task, lm, cfg, prefix or [])
     if limit < 1:  # the prefix has spent the solution's budget: it ends there
         return [[] for _ in range(n)]
     parts = tag if isinstance(tag, tuple) else (tag,)
@@ -110,7 +111,7 @@ async def propose_steps(task: Task, problem: Problem, lm: LanguageModel, cfg: Se
     steps the model is sure of and leave out the rest. `cue` opens the step for the policy (rStar's actions:
     `Q:` asks for a sub-question); the completions are what follows it."""
     prompt = task.prompt(problem) + task.join_steps(prefix) + cue
-    limit = step_room(task, lm, cfg, prefix)
+    limit = await step_room(task, lm, cfg, prefix)
     if limit < 1:  # the solution has spent its budget (`room`): the one proposal is to end it here
         return [Completion("", 0, 0, "length")]
     parts = tag if isinstance(tag, tuple) else (tag,)
