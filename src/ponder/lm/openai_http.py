@@ -115,7 +115,8 @@ class OpenAIServer(LanguageModel):
             raise ValueError("the chat endpoint applies the server's own chat template: template_from is for "
                              "the completions endpoint")
         base_url = base_url.rstrip("/")
-        self.base_url = base_url if re.search(r"/v\d+$", base_url) else f"{base_url}/v1"
+        self.root = re.sub(r"/v\d+$", "", base_url)  # the server's own paths (its tokenizer) live here
+        self.base_url = base_url if base_url != self.root else f"{base_url}/v1"
         self.model, self.endpoint, self.max_in_flight = model, endpoint, max_in_flight
         self.timeout, self.retries, self.logprobs = timeout, retries, logprobs
         self.name = model or self.base_url
@@ -260,8 +261,7 @@ class OpenAIServer(LanguageModel):
         """GET (no body) or POST `path` (under the API's URL, or the server's `root`), retried; the answer and the
         wall seconds of the call that gave it."""
         session = self._current()
-        base = re.sub(r"/v\d+$", "", self.base_url) if root else self.base_url
-        client, url = session.client, f"{base}/{path}"
+        client, url = session.client, f"{self.root if root else self.base_url}/{path}"
         for attempt in range(self.retries + 1):
             wait = None
             try:
