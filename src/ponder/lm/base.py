@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ponder.errors import PonderError
 from ponder.trace import Usage
 
 
@@ -75,7 +76,7 @@ class NextToken:
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
 
 
-class ContextLengthError(ValueError):
+class ContextLengthError(PonderError, ValueError):
     """A prompt that leaves the model no room to generate: this request fails, the others go on."""
 
 

@@ -64,6 +64,7 @@ from typing import Any
 
 import httpx
 
+from ponder.errors import PonderError
 from ponder.lm.base import Completion, ContextLengthError, LanguageModel, Message, NextToken, Request, SamplingParams
 
 MAX_STOP = 4  # stop strings the OpenAI API accepts
@@ -73,7 +74,7 @@ MAX_RETRY_AFTER = 60.0
 RETRIED = (httpx.NetworkError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
 
 
-class ServerError(RuntimeError):
+class ServerError(PonderError, RuntimeError):
     """The server cannot be reached, or refused a request (`status`: its HTTP status)."""
 
     def __init__(self, message: str, status: int | None = None) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from ponder.errors import PonderError
 from ponder.tasks.exact import apply_op, format_number, parse_equation, parse_number
 
 
@@ -21,7 +22,7 @@ def last_equation(step: str) -> tuple[Fraction, str, Fraction, Fraction] | None:
     return parse_equation(tokens[i - 3 :]) if i >= 3 else None
 
 
-class TaskError(ValueError):
+class TaskError(PonderError, ValueError):
     """Bad task input: a malformed puzzle, file or record. The message says where and what was expected."""
 
 

@@ -53,6 +53,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from ponder.batcher import Batcher
+from ponder.errors import PonderError
 from ponder.lm.hf import resolve_model
 from ponder.lm.kv import cache_argument, new_cache, prefill_inputs, row_kv
 from ponder.lm.prefix_cache import PrefixCache
@@ -64,7 +65,7 @@ KINDS = ("step_tag", "token_classification", "orm", "value")
 ONE_LOGIT = ("orm", "value")  # sequence-classification heads: one logit, no marker
 
 
-class VerifierError(ValueError):
+class VerifierError(PonderError, ValueError):
     """A verifier checkpoint that cannot be used as declared; the message says what is wrong."""
 
 

@@ -1,0 +1,18 @@
+"""Ponder's error types. Every error the library raises for a reason the caller can fix (a bad setting, a
+malformed file, a model that cannot be loaded, a server that refuses) is a `PonderError`; the CLI turns one into
+a single line and exit code 2. Any other exception is a bug and keeps its traceback.
+
+The subclasses live beside the code that raises them (`TaskError` in `ponder.tasks.base`, `ModelLoadError` in
+`ponder.lm.hf`, `ServerError` in `ponder.lm.openai_http`, `ContextLengthError` in `ponder.lm.base`,
+`VerifierError` in `ponder.verifiers.learned`); `ConfigError` is here because every layer raises it.
+"""
+
+from __future__ import annotations
+
+
+class PonderError(Exception):
+    """An error the caller can fix; its message says what is wrong and how to fix it."""
+
+
+class ConfigError(PonderError, ValueError):
+    """A bad setting: an unknown name, a value out of range, knobs that do not fit together."""
