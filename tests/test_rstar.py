@@ -163,7 +163,7 @@ def test_rstar_on_the_policy_taught_the_actions(arith_rstar_backend):
     assert all(n.text.startswith("Given: ") and n.text.endswith(" = ?") for n in by_action[A5])
     assert all(n.text.startswith("Q: What is ") and "\nA: " in n.text for n in by_action[A3])
     # the policy takes the step-level actions right most of the time: the oracle accepts most of those nodes
-    # (rephrasing a whole question is where it slips most: measured in docs/BENCHMARKS.md)
+    # (rephrasing a whole question is where it slips most: measured in docs/notes/benchmarks-notebook.md)
     for action in (A1, A3):
         right = [n for n in by_action[action] if task.check_step(problem, steps_of(trace, n))]
         assert len(right) >= len(by_action[action]) / 2, [steps_of(trace, n) for n in by_action[action]]

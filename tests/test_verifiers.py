@@ -184,9 +184,9 @@ def test_shipped_verifiers_pass_their_self_test(name):
 
 
 def test_shipped_game24_prm_ranks_test_split_steps_like_the_oracle(game24_backend):
-    """On policy samples for held-out puzzles, good steps outscore bad ones (step AUROC against the oracle: 0.952
-    on the step-3 policy's 552 solutions to 100 test puzzles, 0.982 on the previous policy's, docs/BENCHMARKS.md;
-    here a smaller draw, whose bad steps are nearly all dead ends, the PRM's weak kind)."""
+    """On policy samples for held-out puzzles, good steps outscore bad ones (step AUROC against the oracle: 0.957
+    on the shipped policy's 552 solutions to 100 test puzzles, docs/RESULTS.md; here a smaller draw, whose bad
+    steps are nearly all dead ends, the PRM's weak kind)."""
     from ponder.collect.mc import exact_labels
     from ponder.collect.run import distinct_samples
     from ponder.evaluate.metrics import auroc

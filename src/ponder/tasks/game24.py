@@ -244,7 +244,7 @@ class Game24(Task):
     name = "game24"
     max_tokens = 160
     max_steps = 4  # three moves and, if the model writes one, an answer line
-    default_method = "tot_bfs"  # 93% of the test split at k = 32, best-of-16 83% (docs/BENCHMARKS.md)
+    default_method = "tot_bfs"  # 93% of the test split at k = 32, best-of-16 83% (docs/RESULTS.md)
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
