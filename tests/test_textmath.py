@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from ponder.tasks import TaskError, get_task
+from ponder.tasks import NoReference, TaskError, get_task
 from ponder.tasks.answers import boxed, equivalent, extract, normalize, states_answer
 
 
 @pytest.mark.parametrize(("text", "answer"), [
     ("so x = 2.\nThe answer is $\\boxed{\\frac{\\sqrt{3}}{2}}$.", "\\frac{\\sqrt{3}}{2}"),  # nested braces
-    ("\\boxed{1} first, then \\boxed{(3, \\pi)}", "(3, \\pi)"),  # the last box
+    # the first box: a solution ends at its first stated answer (a search cuts it there), so a later box is not read
+    ("\\boxed{1} first, then \\boxed{(3, \\pi)}", "1"),
     ("She makes 9 * 2 = 18 dollars.\n#### 18", "18"),
     ("Janet has 3.\nThe answer is 1,234.", "1,234"),
     ("The final answer is: 42", "42"),
     ("Answer: \\boxed{7}", "7"),
     ("9 + 3 = 12 then 12 / 4 = 3 eggs", "3"),  # fallback: the last number
-    ("so the total is -3.5 and then 2/3", "2/3"),
+    ("so the total is -3.5 and then 2/3", "2/3"),  # a number's canonical spelling: `2/3`, `1234`, `-3.5`
     ("no numbers at all", None),
 ])
 def test_extraction_rules(text, answer):
@@ -95,7 +96,9 @@ def test_math500_levels_custom_questions_and_bad_indices():
     assert task.difficulty(problem) == 2 and problem.meta["subject"] == "Precalculus"
     assert task.rebuild(problem.id, problem.question).answer == problem.answer
     custom = task.from_text("What is 2 + 2?")
-    assert custom.answer is None and not task.grade(custom, "4")
+    assert custom.answer is None and not task.gradable(custom) and task.gradable(problem)
+    with pytest.raises(NoReference, match="no reference answer"):  # nothing to grade by: neither right nor wrong
+        task.grade(custom, "4")
     with pytest.raises(TaskError, match="0-499"):
         task.from_text("500")
     with pytest.raises(TaskError, match="splits"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ponder.tasks.arith import Arith
-from ponder.tasks.base import Problem, Task, TaskError
+from ponder.tasks.base import NoReference, Problem, Task, TaskError
 from ponder.tasks.game24 import Game24
 from ponder.tasks.textmath import GSM8K, MATH500
 
@@ -22,4 +22,4 @@ def get_task(name: str, **kwargs: object) -> Task:
         raise TaskError(f"task {name!r} does not take {', '.join(kwargs)}: {err}") from err
 
 
-__all__ = ["GSM8K", "MATH500", "TASKS", "Arith", "Game24", "Problem", "Task", "TaskError", "get_task"]
+__all__ = ["GSM8K", "MATH500", "TASKS", "Arith", "Game24", "NoReference", "Problem", "Task", "TaskError", "get_task"]

@@ -26,6 +26,11 @@ class TaskError(PonderError, ValueError):
     """Bad task input: a malformed puzzle, file or record. The message says where and what was expected."""
 
 
+class NoReference(TaskError):
+    """A problem graded that has no reference answer to grade by (a question a person asked); `Task.gradable` says
+    which problems have one."""
+
+
 @dataclass(frozen=True)
 class Actions:
     """How a task's solutions write rStar's actions (Qi et al., 2024) beside its plain steps: the text that opens a
@@ -128,7 +133,13 @@ class Task(ABC):
 
     @abstractmethod
     def grade(self, problem: Problem, answer: str | None) -> bool:
-        """Whether `answer` solves `problem`. Garbage is graded wrong, never raised."""
+        """Whether `answer` solves `problem`. Garbage is graded wrong, never raised; a problem that is not `gradable`
+        raises `NoReference`."""
+
+    def gradable(self, problem: Problem) -> bool:
+        """Whether the task can grade answers to `problem`: False for a question with no reference answer, on a
+        task that grades against references."""
+        return True
 
     def answer_key(self, problem: Problem, answer: str | None) -> str | None:
         """What majority voting compares: answers with the same key count as the same answer."""

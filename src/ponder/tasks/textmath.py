@@ -24,8 +24,8 @@ from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
-from ponder.tasks.answers import NUMBER, equivalent, extract, normalize, states_answer
-from ponder.tasks.base import Problem, Task, TaskError
+from ponder.tasks.answers import equivalent, extract, extract_number, normalize, states_answer
+from ponder.tasks.base import NoReference, Problem, Task, TaskError
 
 Messages = list[dict[str, str]]
 STYLES = ("zero_shot", "few_shot")
@@ -140,8 +140,13 @@ class TextMath(Task):
     def extract_answer(self, problem: Problem, steps: list[str]) -> str | None:
         return extract("\n".join(steps)) if steps else None
 
+    def gradable(self, problem: Problem) -> bool:
+        return problem.answer is not None
+
     def grade(self, problem: Problem, answer: str | None) -> bool:
-        return problem.answer is not None and equivalent(problem.answer, answer)
+        if problem.answer is None:
+            raise NoReference(f"{problem.id} has no reference answer to grade by")
+        return equivalent(problem.answer, answer)
 
     def answer_key(self, problem: Problem, answer: str | None) -> str | None:
         return (normalize(answer) or None) if answer is not None else None
@@ -160,11 +165,9 @@ class GSM8K(TextMath):
         return ("train", "test")
 
     def extract_answer(self, problem: Problem, steps: list[str]) -> str | None:
-        """The stated answer's last number (`The answer is 80 + 80 = 160 sheep.` -> `160`): GSM8K answers are
-        numbers."""
-        stated = super().extract_answer(problem, steps)
-        numbers = NUMBER.findall(stated or "")
-        return numbers[-1].replace(",", "") if numbers else stated
+        """The number the solution's answer statement gives (`The answer is 9 + 9 = 18 sheep.` -> `18`): GSM8K answers
+        are numbers."""
+        return extract_number("\n".join(steps)) if steps else None
 
     def to_problem(self, split: str, index: int, record: dict[str, Any]) -> Problem:
         try:
