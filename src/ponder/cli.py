@@ -63,7 +63,7 @@ def print_table(title: str, rows: list[dict], columns: list[tuple[str, str, str]
 def solve(
     puzzle: list[str] = typer.Argument(..., help="game24: four numbers, as '4 5 6 10' or 4 5 6 10; arith: a "
                                                   "test-problem index"),
-    task: str = typer.Option("game24", help="game24, arith, gsm8k or math500"),
+    task: str = typer.Option("game24", help="game24, arith, gsm8k, math500, or data:FILE (questions and answers)"),
     method: str = typer.Option("", help="search method (default: the task's, tot_bfs for game24, cot for arith)"),
     n: int = typer.Option(32, help="budget: samples (best_of_n, self_consistency) or proposals per state (tot_bfs)"),
     min_p: float = typer.Option(0.001, help="drop tokens less likely than this times the likeliest (min-p sampling)"),
@@ -119,8 +119,9 @@ def solve(
         ok = t.check_step(problem, t.split_steps(trace.solution or "")[:i])
         mark = "" if ok is None else (" [green]✓[/green]" if ok else " [red]✗[/red]")
         console.print(f"  {step}{mark}")
-    correct = t.grade(problem, trace.answer)
-    console.print(f"answer: {trace.answer}  ->  " + ("[green]correct[/green]" if correct else "[red]wrong[/red]"))
+    verdict = ("[green]correct[/green]" if t.grade(problem, trace.answer) else "[red]wrong[/red]") \
+        if t.gradable(problem) else "not graded: no reference answer to grade by"
+    console.print(f"answer: {trace.answer}  ->  {verdict}")
     u = trace.usage
     judge = f", picked by {ver.name} ({aggregate})" if ver is not None else ""
     console.print(f"[dim]{method}{judge}: {len(trace.nodes) - 1} nodes, {u.model_calls} model calls, "
@@ -196,7 +197,7 @@ def method_options(settings: list[str]) -> dict[str, dict[str, object]]:
 
 @app.command("eval")
 def eval_cmd(
-    task: str = typer.Option("game24", help="game24, arith, gsm8k or math500"),
+    task: str = typer.Option("game24", help="game24, arith, gsm8k, math500, or data:FILE (questions and answers)"),
     split: str = typer.Option("test"),
     limit: int = typer.Option(0, help="first N problems only (0: all)"),
     methods: str = typer.Option("cot,self_consistency,best_of_n,tot_bfs", help="comma-separated search methods"),
