@@ -16,7 +16,8 @@ def main() -> None:
     from math_verify import parse, verify
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # its warnings that its own timeouts are off
-    print("ready", flush=True)
+    replies, sys.stdout = sys.stdout, sys.stderr  # whatever a library prints cannot be taken for a reply
+    print("ready", file=replies, flush=True)
     for line in sys.stdin:
         gold, answer = json.loads(line)
         try:
@@ -25,7 +26,7 @@ def main() -> None:
             right = bool(parsed_gold and parsed and verify(parsed_gold, parsed, timeout_seconds=None))
         except Exception:  # a malformed expression is graded wrong
             right = False
-        print(int(right), flush=True)
+        print(int(right), file=replies, flush=True)
 
 
 if __name__ == "__main__":
