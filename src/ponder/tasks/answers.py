@@ -40,6 +40,8 @@ import threading
 from fractions import Fraction
 from pathlib import Path
 
+from ponder.errors import PonderError
+
 log = logging.getLogger(__name__)
 
 _NUMBER = re.compile(r"""
@@ -194,7 +196,7 @@ def normalize(answer: str) -> str:
     return re.sub(r"(?<=\d)\s+(?=\d)", " ", re.sub(r"(?<!\d)\s+|\s+(?!\d)", "", key))
 
 
-class GradingError(RuntimeError):
+class GradingError(PonderError, RuntimeError):
     """math-verify's worker process could not be started."""
 
 
