@@ -9,9 +9,11 @@ never waits on the model. A call's items stay together and come back in order.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import ctypes
 import functools
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +21,9 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+logger = logging.getLogger(__name__)
+STOP_SECONDS = 60.0  # how long interpreter exit waits for the job in progress (one decoding step, one batch)
 
 
 @functools.cache
@@ -60,19 +65,40 @@ class Compute:
                 self._thread.start()
 
     def _run(self) -> None:
+        me = threading.current_thread()
         while True:
             with self._lock:
+                if self._thread is not me:  # stopped
+                    return
                 if not self._jobs:
                     self._thread = None
                     return
                 job = self._jobs.pop(0)
-            again = job()
+            try:
+                again = job()
+            except BaseException:  # a job settles its own callers' errors; one that raises is a bug: say so, go on
+                logger.exception("a job on the compute thread raised; it is dropped and the thread goes on")
+                again = False
             if again:
                 with self._lock:
-                    self._jobs.append(job)
+                    if self._thread is me:  # not stopped meanwhile
+                        self._jobs.append(job)
+
+    def stop(self) -> None:
+        """Drop the queued jobs and wait for the one in progress: at interpreter exit a thread still inside torch's
+        or llama.cpp's native code is killed mid-call, and the process aborts ("terminate called without an
+        active exception", exit code 134). A later `submit` starts a new thread."""
+        with self._lock:
+            self._jobs.clear()
+            thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(STOP_SECONDS)
+            if thread.is_alive():
+                logger.warning("the compute thread is still in a job after %g s at exit", STOP_SECONDS)
 
 
 COMPUTE = Compute()
+atexit.register(COMPUTE.stop)
 
 
 @dataclass(eq=False)

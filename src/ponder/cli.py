@@ -248,8 +248,9 @@ def eval_cmd(
         _fail(str(err))
         return
     print_table(f"{task} {split}: accuracy against compute (per problem)", table, [
-        ("method", "method", ""), ("budget", "n", ""), ("problems", "problems", ""), ("accuracy", "accuracy", ".3f"),
-        ("pass", "any right", ".3f"), ("generated_tokens", "gen tokens", ".0f"), ("model_calls", "model calls", ".1f"),
+        ("method", "method", ""), ("budget", "n", ""), ("problems", "problems", ""), ("errors", "errors", ""),
+        ("accuracy", "accuracy", ".3f"), ("pass", "any right", ".3f"), ("generated_tokens", "gen tokens", ".0f"),
+        ("model_calls", "model calls", ".1f"),
         ("verifier_calls", "verifier calls", ".1f"), ("seconds", "model s", ".2f"),
         ("verifier_seconds", "verifier s", ".2f"), ("wall_seconds", "wall s", ".2f")])
     graded = out / "summary-by-difficulty.json"

@@ -3,6 +3,10 @@
 A run killed at any moment (even by SIGKILL in the middle of a write) resumes: complete rows are kept, a
 torn last line is cut off, and finished keys are skipped. Rows are never duplicated. Evaluation and the
 data engine both write through it.
+
+A unit of work that raised is written as an *error row* (`error_fields`: the message and the error's type): it is
+not done, so a resumed run retries it, and the row the retry writes replaces it (the file keeps both lines; the
+last line of a key wins).
 """
 
 from __future__ import annotations
@@ -17,21 +21,42 @@ from typing import Any
 from ponder.tasks.base import TaskError
 
 
+def error_fields(err: BaseException) -> dict[str, str]:
+    """What an error row says about the error: its message and its type."""
+    return {"error": str(err) or type(err).__name__, "error_type": type(err).__name__}
+
+
+def is_error(row: dict[str, Any]) -> bool:
+    return "error" in row
+
+
 def eval_key(row: dict[str, Any]) -> Hashable:
     """An evaluation row is one (method, budget, problem)."""
     return (row["method"], int(row["budget"]), row["problem_id"])
 
 
 class ResumableJsonl:
+    """The rows of a JSONL file, the latest per key; `done`: the keys whose latest row is not an error row."""
+
     def __init__(self, path: Path, key: Callable[[dict[str, Any]], Hashable] = eval_key,
                  what: str = "results row") -> None:
         self.path = path
         self.key = key
         self.what = what
-        self.rows: list[dict[str, Any]] = []
+        self._latest: dict[Hashable, dict[str, Any]] = {}
         if path.exists():
             self._recover()
-        self.done: set[Hashable] = {key(r) for r in self.rows}
+        self.done: set[Hashable] = {k for k, r in self._latest.items() if not is_error(r)}
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """The latest row of every key, in the order the keys were first written."""
+        return list(self._latest.values())
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        """The error rows that no later row has replaced."""
+        return [r for r in self._latest.values() if is_error(r)]
 
     def _recover(self) -> None:
         data = self.path.read_bytes()
@@ -41,16 +66,17 @@ class ResumableJsonl:
                 break
             try:
                 row = json.loads(line)
-                self.key(row)
+                key = self.key(row)
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
                 raise TaskError(f"{self.path}:{lineno}: not a {self.what} ({err}); fix or remove the file") from err
-            self.rows.append(row)
+            self._latest[key] = row
             good_end += len(line)
         if good_end < len(data):
             with open(self.path, "r+b") as f:
                 f.truncate(good_end)
 
     def append(self, row: dict[str, Any]) -> None:
+        """Write a row, unless its key is done; it replaces an error row of its key."""
         key = self.key(row)
         if key in self.done:
             return
@@ -61,8 +87,9 @@ class ResumableJsonl:
             os.write(fd, line)
         finally:
             os.close(fd)
-        self.rows.append(row)
-        self.done.add(key)
+        self._latest[key] = row
+        if not is_error(row):
+            self.done.add(key)
 
 
 def check_config(out: Path, cfg: Any, free: tuple[str, ...] = ()) -> None:

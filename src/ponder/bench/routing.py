@@ -20,22 +20,26 @@ from __future__ import annotations
 import bisect
 import hashlib
 import itertools
-import json
 import random
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ponder.evaluate.runner import EvalConfig, run_eval
+from ponder.jsonl import ResumableJsonl
 from ponder.search.compute_optimal import RoutingTable, Strategy
+from ponder.tasks import TaskError
 
 
 def _grid_rows(cfg: EvalConfig, out: Path) -> dict[str, dict[str, dict[str, Any]]]:
     """Per strategy name, per problem id: the results row."""
     run_eval(cfg, out, show_progress=True)
+    results = ResumableJsonl(out / "results.jsonl")
+    if results.errors:
+        raise TaskError(f"{len(results.errors)} problems of {out} failed (error rows in results.jsonl): rerun to "
+                        "retry them; routing needs every strategy's row of every problem")
     rows: dict[str, dict[str, dict[str, Any]]] = {}
-    for line in (out / "results.jsonl").read_text().splitlines():
-        r = json.loads(line)
+    for r in results.rows:
         name = Strategy(r["method"], r["budget"], cfg.options.get(r["method"], {})).name
         rows.setdefault(name, {})[r["problem_id"]] = r
     return rows

@@ -5,13 +5,16 @@ an MC tree; also writes MATH-APS), `states` (oracle-labelled random walks throug
 policy), `search` (every path a step-level search explored, labelled by the oracle: the states a verifier meets
 when it judges that search's proposals). Each problem runs as one concurrent job through the shared engine; a
 record is written the moment it is labelled, keyed so that a killed run resumes without losing or duplicating
-one (a problem cut off half-way runs again with the same seeds and skips what it wrote).
+one (a problem cut off half-way runs again with the same seeds and skips what it wrote). A problem whose labelling
+raises (a prompt longer than the model's context, a server error) gets an error row in problems.jsonl, logged, and
+the run goes on; a resumed run retries it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,14 +25,16 @@ from ponder.collect.mc import mc_labels, oracle_labels
 from ponder.collect.omegaprm import OmegaConfig, omegaprm, tree_records
 from ponder.collect.records import StepRecord
 from ponder.collect.states import state_walks
-from ponder.jsonl import ResumableJsonl, check_config
-from ponder.lm.base import LanguageModel
+from ponder.jsonl import ResumableJsonl, check_config, error_fields
+from ponder.lm.base import LanguageModel, SamplingParams
 from ponder.lm.hf import fingerprint
 from ponder.search import get_method, search
 from ponder.search.base import SearchConfig, sample_solutions
 from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
 from ponder.verifiers import Verifier, get_verifier
+
+logger = logging.getLogger(__name__)
 
 LABELLERS = ("oracle", "mc", "omegaprm", "states", "search")
 
@@ -62,8 +67,13 @@ class CollectConfig:
         get_task(self.task).problems(self.split, limit=0)
         if self.split == "test":
             raise TaskError("labels are training data: collect from the train split (test stays held out)")
-        if self.samples < 1 or self.n < 1:
-            raise TaskError("samples and n must be positive")
+        if self.samples < 1 or self.n < 1 or self.concurrency < 1 or self.max_batch < 1:
+            raise TaskError("samples, n, concurrency and max_batch must be positive")
+        try:
+            SamplingParams(temperature=self.temperature, top_p=self.top_p, min_p=self.min_p)
+        except ValueError as err:
+            raise TaskError(f"temperature must be >= 0, top_p in (0, 1] and min_p in [0, 1); got {self.temperature}, "
+                            f"{self.top_p}, {self.min_p}") from err
         omega = asdict(OmegaConfig(**(self.omega or {}))) if self.labeller == "omegaprm" else None
         model = self.model or f"{self.task}-policy"
         guide = {"method": "", "verifier": "", "aggregate": ""}
@@ -165,7 +175,12 @@ def run_collect(cfg: CollectConfig, out_dir: Path, lm: LanguageModel | None = No
 
             async def one(problem: Problem) -> None:
                 async with gate:
-                    await label_problem(task, problem, lm, cfg, files, verifier)
+                    try:
+                        await label_problem(task, problem, lm, cfg, files, verifier)
+                    except Exception as err:  # this problem fails alone: an error row, retried on resuming
+                        logger.warning("collect %s, problem %s: %s: %s", cfg.labeller, problem.id,
+                                       type(err).__name__, err)
+                        files["problems"].append({"problem_id": problem.id, **error_fields(err)})
                 bar.update(job, advance=1, records=len(records.rows))
 
             await asyncio.gather(*(one(p) for p in todo))
@@ -173,7 +188,11 @@ def run_collect(cfg: CollectConfig, out_dir: Path, lm: LanguageModel | None = No
     asyncio.run(main())
     summary = summarize_records(records.rows)
     summary["problems"] = len(problems)
-    summary["rollouts"] = sum(r["rollouts"] for r in files["problems"].rows)
+    summary["errors"] = len(files["problems"].errors)
+    summary["rollouts"] = sum(r.get("rollouts", 0) for r in files["problems"].rows)
+    if summary["errors"]:
+        logger.warning("%d errors in %d problems of %s: rerun with the same folder to retry them", summary["errors"],
+                       len(problems), out_dir / "problems.jsonl")
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -1,13 +1,16 @@
 """`ponder eval`: run methods x budgets over a task's problems through one shared engine.
 
 All jobs run concurrently (up to `concurrency` at once) so the engine can batch their model calls; each row
-is written the moment its job finishes, which makes the run resumable.
+is written the moment its job finishes, which makes the run resumable. A job whose search raises (a prompt longer
+than the model's context, a server error) writes an error row, logged, and the run goes on; a resumed run retries
+it (`ponder.jsonl`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -16,8 +19,8 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ponder.jsonl import ResumableJsonl, check_config
-from ponder.lm.base import LanguageModel
+from ponder.jsonl import ResumableJsonl, check_config, error_fields, is_error
+from ponder.lm.base import LanguageModel, SamplingParams
 from ponder.lm.load import load_model, model_fingerprint
 from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, search
 from ponder.tasks import Task, TaskError, get_task
@@ -25,6 +28,8 @@ from ponder.tasks.base import Problem
 from ponder.trace import Usage
 from ponder.verifiers import Verifier, check_aggregation, get_verifier, verifier_fingerprint
 from ponder.verifiers.base import OracleVerifier
+
+logger = logging.getLogger(__name__)
 
 # how many problems run at once and how many rows a batch holds: a request's text depends only on its seed, so a
 # run may resume with other values (on llama.cpp, fewer problems in flight keep more prompts' cells for reuse)
@@ -71,6 +76,13 @@ class EvalConfig:
         if self.max_tokens < 0 or self.max_step_tokens < 0:
             raise TaskError(f"max_tokens and max_step_tokens are positive (0: the default), got {self.max_tokens}, "
                             f"{self.max_step_tokens}")
+        try:
+            SamplingParams(temperature=self.temperature, top_p=self.top_p, min_p=self.min_p)
+        except ValueError as err:
+            raise TaskError(f"temperature must be >= 0, top_p in (0, 1] and min_p in [0, 1); got {self.temperature}, "
+                            f"{self.top_p}, {self.min_p}") from err
+        if self.concurrency < 1 or self.max_batch < 1:
+            raise TaskError(f"concurrency and max_batch must be >= 1, got {self.concurrency}, {self.max_batch}")
         stray = sorted(set(self.options) - set(self.methods))
         if stray:
             raise TaskError(f"options given for {', '.join(stray)}, which this run does not use")
@@ -119,61 +131,90 @@ async def run_job(task: Task, problem: Problem, method: str, budget: int, lm: La
     }
 
 
+def error_row(task: Task, problem: Problem, method: str, budget: int, err: Exception) -> dict[str, Any]:
+    """The row of a job whose search raised: graded wrong, with the error's message and type."""
+    return {"method": method, "budget": budget, "problem_id": problem.id, "difficulty": task.difficulty(problem),
+            "correct": False, "any_correct": False, **error_fields(err)}
+
+
 def summarize(rows: list[dict[str, Any]], by_difficulty: bool = False) -> list[dict[str, Any]]:
-    """One row per method and budget (and per difficulty, for tasks that grade theirs)."""
+    """One row per method and budget (and per difficulty, for tasks that grade theirs).
+
+    `accuracy` and `pass` are over all the group's problems, a problem whose search raised (an error row) counted
+    wrong; `errors` counts those. Compute (wall seconds, the `Usage` fields) is the mean over the problems that
+    finished: an error row records none."""
     groups: dict[tuple[str, int, Any], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["budget"], r.get("difficulty") if by_difficulty else None), []).append(r)
     table = []
     for (method, budget, difficulty), rs in groups.items():
         n = len(rs)
+        ran = [r for r in rs if not is_error(r)]
+        m = max(1, len(ran))
         table.append({
             "method": method, "budget": budget, **({"difficulty": difficulty} if by_difficulty else {}),
-            "problems": n,
+            "problems": n, "errors": n - len(ran),
             "accuracy": sum(r["correct"] for r in rs) / n,
             "pass": sum(r.get("any_correct", r["correct"]) for r in rs) / n,
-            "wall_seconds": sum(r.get("latency", 0.0) for r in rs) / n,  # while sharing the engine with the others
+            "wall_seconds": sum(r.get("latency", 0.0) for r in ran) / m,  # while sharing the engine with the others
             # per problem; records written before a field existed count 0 for it
-            **{f.name: sum(r["usage"].get(f.name, 0) for r in rs) / n for f in fields(Usage)},
+            **{f.name: sum(r["usage"].get(f.name, 0) for r in ran) / m for f in fields(Usage)},
         })
     return table
 
 
-async def _run(cfg: EvalConfig, out: Path, lm: LanguageModel, show_progress: bool) -> list[dict[str, Any]]:
+async def _run(cfg: EvalConfig, out: Path, lm: LanguageModel, verifier: Verifier | None,
+               show_progress: bool) -> list[dict[str, Any]]:
     task = cfg.make_task()
     task.template = lm.chat_prompt
     problems = task.problems(cfg.split, limit=cfg.limit)
     results = ResumableJsonl(out / "results.jsonl")
     todo = [j for j in jobs(cfg, problems) if (j[0], j[1], j[2].id) not in results.done]
-    verifier = get_verifier(cfg.verifier, lm) if cfg.verifier else None
+    if verifier is None and cfg.verifier:
+        verifier = get_verifier(cfg.verifier, lm)
     gate = asyncio.Semaphore(cfg.concurrency)
     total = len(results.done) + len(todo)
+    right = sum(r["correct"] for r in results.rows if not is_error(r))
     with Progress(TextColumn("[bold]eval {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("acc {task.fields[acc]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                   disable=not show_progress) as bar:
         job = bar.add_task(cfg.task, total=total, completed=len(results.done), acc="-")
+        finished = len(results.done)
 
         async def one(method: str, budget: int, problem: Problem) -> None:
+            nonlocal right, finished
             async with gate:
-                row = await run_job(task, problem, method, budget, lm, verifier, cfg)
+                try:
+                    row = await run_job(task, problem, method, budget, lm, verifier, cfg)
+                except Exception as err:  # this problem fails alone: an error row, retried on resuming
+                    logger.warning("eval %s@%d, problem %s: %s: %s", method, budget, problem.id, type(err).__name__,
+                                   err)
+                    row = error_row(task, problem, method, budget, err)
             results.append(row)
-            done = results.rows
-            bar.update(job, advance=1, acc=f"{sum(r['correct'] for r in done) / len(done):.2f}")
+            right += row["correct"]
+            finished += 1
+            bar.update(job, advance=1, acc=f"{right / finished:.2f}")
 
         await asyncio.gather(*(one(*j) for j in todo))
     return results.rows
 
 
-def run_eval(cfg: EvalConfig, out: Path, lm: LanguageModel | None = None, show_progress: bool = True
-             ) -> list[dict[str, Any]]:
+def run_eval(cfg: EvalConfig, out: Path, lm: LanguageModel | None = None, show_progress: bool = True,
+             verifier: Verifier | None = None) -> list[dict[str, Any]]:
     """Run (or resume) an evaluation into `out`; returns the summary table, also saved as summary.json (and, for
-    a task whose problems have a difficulty, the same by difficulty as summary-by-difficulty.json)."""
+    a task whose problems have a difficulty, the same by difficulty as summary-by-difficulty.json). `lm` and
+    `verifier`: objects to use in place of loading `cfg.model` and `cfg.verifier`. A problem whose search raised is
+    an error row (`summarize` says how they count); the run ends by logging how many there are."""
     cfg = cfg.resolved()
     check_config(out, cfg, free=SCHEDULING)
     if lm is None:
         lm = load_model(cfg.model, max_rows=cfg.max_batch, backend=cfg.backend, template_from=cfg.template_from,
                         device=cfg.device)
-    rows = asyncio.run(_run(cfg, out, lm, show_progress))
+    rows = asyncio.run(_run(cfg, out, lm, verifier, show_progress))
+    errors = sum(map(is_error, rows))
+    if errors:
+        logger.warning("%d errors in %d rows of %s: rerun with the same folder to retry them", errors, len(rows),
+                       out / "results.jsonl")
     order = {(m, b): i for i, (m, b, _) in enumerate(jobs(cfg, [Problem("", "")]))}
     table = sorted(summarize(rows), key=lambda r: order.get((r["method"], r["budget"]), 1 << 30))
     (out / "summary.json").write_text(json.dumps(table, indent=2) + "\n")

@@ -18,12 +18,14 @@ floating-point order of a batch's sums: `ponder bench engine` counts the texts t
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from dataclasses import dataclass
 
 from ponder.batcher import COMPUTE, Batcher, resolve
 from ponder.lm.base import Backend, Completion, NextToken, OnBackend, Request
 
+logger = logging.getLogger(__name__)
 
 @dataclass
 class EngineStats:
@@ -90,7 +92,11 @@ class Engine(OnBackend):
     def _turn(self) -> bool:
         """One turn on the compute thread: drop cancelled requests, admit waiting ones, run one decoding step,
         deliver what finished. True while there is more to do. The engine holds the backend's lock from its first
-        admitted request until nothing runs."""
+        admitted request until nothing runs.
+
+        A fault reaches the requests it concerns, with the backend's error, and the engine goes on: an admission
+        that raises fails the requests it was admitting (the backend has freed what it took); a decoding step, or a
+        drop, that raises fails every running request and drops their rows."""
         running = self._running
         with self._lock:
             cancelled = [k for k, e in running.items() if e.future in self._cancelled or e.loop.is_closed()]
@@ -102,33 +108,62 @@ class Engine(OnBackend):
                 return self._scheduled
         if not running and admit:
             self.backend.lock.acquire()
+        try:
+            if cancelled:
+                self._drop(cancelled)
+            if admit:
+                self._admit(admit)
+            if running:
+                self._step()
+        finally:
+            if not running:
+                self.backend.lock.release()
+        return True
+
+    def _drop(self, cancelled: list[int]) -> None:
         for key in cancelled:
             self._finish(key)
-        self.backend.drop(cancelled)
-        if admit:
-            for entry, key in zip(admit, self.backend.admit([e.request for e in admit])):
-                if isinstance(key, Exception):
-                    self._release(entry)
-                    _deliver(entry, error=key)
-                else:
-                    running[key] = entry
-        if running:
-            try:
-                done = self.backend.step()
-            except Exception as err:  # every caller of this batch sees the error; the engine goes on
-                self.backend.drop(list(running))
-                for key in list(running):
-                    _deliver(self._finish(key), error=err)
-                done = {}
+        try:
+            self.backend.drop(cancelled)
+        except Exception as err:
+            self._fail_running(err)
+
+    def _admit(self, admit: list[_Waiting]) -> None:
+        try:
+            keys = self.backend.admit([e.request for e in admit])
+            if len(keys) != len(admit):
+                raise RuntimeError(f"{self.backend.name} answered {len(admit)} requests with {len(keys)} keys")
+        except Exception as err:
+            keys = [err] * len(admit)
+        for entry, key in zip(admit, keys):
+            if isinstance(key, Exception):
+                self._release(entry)
+                _deliver(entry, error=key)
             else:
-                self.stats.batches += 1
-                self.stats.rows += len(running)
-                self.stats.peak_rows = max(self.stats.peak_rows, self._rows)
-            for key, out in done.items():
-                _deliver(self._finish(key), result=out)
-        if not running:
-            self.backend.lock.release()
-        return True
+                self._running[key] = entry
+
+    def _step(self) -> None:
+        try:
+            done = self.backend.step()
+        except Exception as err:
+            self._fail_running(err)
+            return
+        self.stats.batches += 1
+        self.stats.rows += len(self._running)
+        self.stats.peak_rows = max(self.stats.peak_rows, self._rows)
+        for key, out in done.items():
+            _deliver(self._finish(key), result=out)
+
+    def _fail_running(self, err: Exception) -> None:
+        """Every running request gets `err` (the backend's error: every caller of the batch sees it); the backend
+        drops their rows."""
+        keys = list(self._running)
+        try:
+            self.backend.drop(keys)
+        except Exception:
+            logger.exception("%s: dropping the rows of a failed batch failed too", self.backend.name)
+        for key in keys:
+            _deliver(self._finish(key), error=err)
 
     def _take(self) -> list[_Waiting]:
         """The waiting requests that fit under the caps, in order (at least one if nothing runs)."""

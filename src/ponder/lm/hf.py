@@ -203,8 +203,12 @@ class HFBackend(Backend):
             out.append(key)
             new.append(key)
         if new:
-            with torch.inference_mode():
-                self._prefill(new)
+            try:
+                with torch.inference_mode():
+                    self._prefill(new)
+            except BaseException:  # a failed prefill leaves nothing behind: the running rows go on as they were
+                self.drop(new)
+                raise
         return out
 
     @torch.inference_mode()
@@ -337,8 +341,16 @@ class HFBackend(Backend):
             for layer in rows.cache.layers:
                 layer.keep_columns(cols.to(self.device))
 
-    @torch.inference_mode()
     def step(self) -> dict[int, list[Completion]]:
+        try:
+            return self._step()
+        except BaseException:  # the rows may be half-updated: every request is forgotten (the engine fails them)
+            self._live.clear()
+            self._rows = None
+            raise
+
+    @torch.inference_mode()
+    def _step(self) -> dict[int, list[Completion]]:
         rows = self._rows
         if rows is None:
             return {}

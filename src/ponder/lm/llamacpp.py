@@ -194,7 +194,11 @@ class LlamaCppBackend(Backend):
                 out.append(key)
                 new.append(key)
         if new:
-            self._prefill(new)
+            try:
+                self._prefill(new)
+            except BaseException:  # a failed prefill leaves nothing behind: the running rows go on as they were
+                self.drop(new)
+                raise
         return out
 
     def drop(self, keys: Iterable[int]) -> None:
@@ -326,20 +330,25 @@ class LlamaCppBackend(Backend):
         start = time.perf_counter()
         leaders: dict[tuple[int, ...], int] = {}  # prompt -> index of the row that computes it
         rows: list[_Row] = []
-        for key in keys:
-            lv = self._live[key]
-            if lv.prompt not in leaders:
-                leaders[lv.prompt] = len(rows)
-                seq, lv.cached = self._claim(lv.prompt)
-                rows.append(_Row(key, seq))
-        computing = list(rows)
-        for key in keys:
-            lv = self._live[key]
-            if rows[leaders[lv.prompt]].key != key:  # the same prompt as an earlier request: its cells are copied
-                rows.append(_Row(key, self._acquire()))
-                lv.cached = len(lv.prompt)
-        logits = self._prompts([self._live[r.key].prompt for r in computing], [r.seq for r in computing],
-                               [self._live[r.key].cached for r in computing])
+        try:
+            for key in keys:
+                lv = self._live[key]
+                if lv.prompt not in leaders:
+                    leaders[lv.prompt] = len(rows)
+                    seq, lv.cached = self._claim(lv.prompt)
+                    rows.append(_Row(key, seq))
+            computing = list(rows)
+            for key in keys:
+                lv = self._live[key]
+                if rows[leaders[lv.prompt]].key != key:  # the same prompt as an earlier request: its cells are copied
+                    rows.append(_Row(key, self._acquire()))
+                    lv.cached = len(lv.prompt)
+            logits = self._prompts([self._live[r.key].prompt for r in computing], [r.seq for r in computing],
+                                   [self._live[r.key].cached for r in computing])
+        except BaseException:  # the sequences taken so far are emptied and freed
+            for row in rows:
+                self._release(row.seq)
+            raise
         source = [leaders[self._live[r.key].prompt] for r in rows]
         for row, b in zip(rows[len(computing) :], source[len(computing) :]):
             self._copy(rows[b].seq, row.seq)

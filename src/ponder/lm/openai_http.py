@@ -279,7 +279,11 @@ class OpenAIServer(LanguageModel):
                     raise ServerError(f"cannot reach {self.base_url}: {_reason(err)}") from err
             else:
                 if response.is_success:
-                    return response.json(), seconds
+                    try:
+                        return response.json(), seconds
+                    except ValueError as err:
+                        raise ServerError(f"{url} answered {response.status_code} with no JSON: "
+                                          f"{response.text[:200]!r}", response.status_code) from err
                 status, message = response.status_code, _message(response)
                 if (status != 429 and status < 500) or attempt == self.retries:
                     if status == 400 and re.search(r"context (length|window)", message, re.IGNORECASE):

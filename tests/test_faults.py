@@ -1,0 +1,436 @@
+"""The fault table: a backend that raises in admit / prefill / a decoding step / next-token questions, a verifier
+batch that raises, a server that answers 500, drops the connection or never answers, a prompt longer than the
+context. For each: who gets the error, that a later request is served, that an eval finishes with error rows, and
+that a resumed run retries them. The faults come from stand-ins around the real shipped models (the game24 policy
+and PRM) that raise when a prompt they handle contains a trigger text; the HTTP faults from a scripted server on
+127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from ponder.batcher import COMPUTE
+from ponder.collect.run import CollectConfig, run_collect
+from ponder.evaluate.runner import EvalConfig, run_eval
+from ponder.jsonl import ResumableJsonl
+from ponder.lm.base import Completion, ContextLengthError, LanguageModel, Request, SamplingParams
+from ponder.lm.engine import Engine, StaticEngine
+from ponder.lm.hf import HFBackend
+from ponder.lm.openai_http import OpenAIServer, ServerError
+from ponder.tasks import Game24, TaskError
+from ponder.verifiers.learned import LearnedVerifier
+
+OFF = "\x00never in a prompt\x00"
+
+
+class Injected(RuntimeError):
+    """What the stand-ins raise: a backend's own error, with its message."""
+
+
+def _raise_if(fault: str, where: str, trigger: str, texts: list[str]) -> None:
+    if fault == where and any(trigger in t for t in texts):
+        raise Injected(f"injected {where} fault")
+
+
+class FaultyPolicy(HFBackend):
+    """The shipped game24 policy, raising `Injected` at `fault` (admit: the whole admission; prefill: the forward
+    pass of the admitted prompts; step: a decoding step; next_token: a next-token pass) when a prompt it handles
+    there contains `trigger`."""
+
+    fault, trigger = "", OFF
+
+    def admit(self, requests: list[Request]) -> list[int | Exception]:
+        _raise_if(self.fault, "admit", self.trigger, [r.prompt for r in requests])
+        return super().admit(requests)
+
+    def _forward(self, prompts: list[list[int]], hits: Any, keys: list[int] | None, store: Any) -> Any:
+        if keys is not None:
+            _raise_if(self.fault, "prefill", self.trigger, [self._live[k].request.prompt for k in keys])
+        return super()._forward(prompts, hits, keys, store)
+
+    def _step(self) -> dict[int, list[Completion]]:
+        _raise_if(self.fault, "step", self.trigger, [lv.request.prompt for lv in self._live.values()])
+        return super()._step()
+
+    def next_token_logits(self, prompts: list[str]) -> torch.Tensor:
+        _raise_if(self.fault, "next_token", self.trigger, prompts)
+        return super().next_token_logits(prompts)
+
+
+class FaultyPRM(LearnedVerifier):
+    """The shipped game24 PRM, whose scoring of a batch raises when an item of it contains `trigger`."""
+
+    fault, trigger = "", OFF
+
+    def _judge(self, items: list[tuple[str, list[str]]]) -> list[tuple[list[float], int, float]]:
+        _raise_if(self.fault, "verifier", self.trigger, [p + "\n".join(s) for p, s in items])
+        return super()._judge(items)
+
+
+@pytest.fixture(scope="module")
+def policy() -> Iterator[FaultyPolicy]:
+    backend = FaultyPolicy("game24-policy")
+    yield backend
+
+
+@pytest.fixture(scope="module")
+def prm() -> FaultyPRM:
+    return FaultyPRM("game24-prm")
+
+
+@pytest.fixture
+def armed(policy: FaultyPolicy, prm: FaultyPRM) -> Iterator[tuple[FaultyPolicy, FaultyPRM]]:
+    """The stand-ins, disarmed again (and the policy's context restored) after the test."""
+    positions = policy.max_positions
+    yield policy, prm
+    policy.fault = prm.fault = ""
+    policy.max_positions = positions
+
+
+TASK = Game24()
+PROBLEMS = TASK.problems("test", limit=3)
+
+
+def greedy(prompt: str, max_tokens: int = 60) -> Request:
+    return Request(prompt, SamplingParams(max_tokens=max_tokens))
+
+
+def lock_is_free(backend: HFBackend) -> bool:
+    """The compute thread, which holds the backend's lock while rows run, lets it go (it may still be finishing the
+    turn that delivered the last result)."""
+    if backend.lock.acquire(timeout=10):
+        backend.lock.release()
+        return True
+    return False
+
+
+# -- who gets the error, and a later request is served -------------------------------------------------------------
+
+# (fault, engine) -> whether a request already decoding when the faulty request arrives fails with it
+ENGINE_FAULTS = [("admit", "continuous", False), ("prefill", "continuous", False), ("step", "continuous", True),
+                 ("admit", "static", True), ("prefill", "static", True), ("step", "static", True)]
+
+
+@pytest.mark.parametrize(("fault", "kind", "bystander_fails"), ENGINE_FAULTS)
+def test_a_backend_fault_reaches_the_requests_of_its_batch_and_a_later_request_is_served(
+        armed: tuple[FaultyPolicy, FaultyPRM], fault: str, kind: str, bystander_fails: bool) -> None:
+    policy, _ = armed
+    prompt = TASK.prompt(PROBLEMS[0])
+    reference = policy.generate_batch([greedy(prompt)])[0].text
+    policy.fault, policy.trigger = fault, "BOOM"
+    engine: LanguageModel = Engine(policy) if kind == "continuous" else StaticEngine(policy)
+
+    async def main() -> tuple[list[Any], Completion]:
+        bystander = asyncio.create_task(engine.generate([greedy(prompt)]))
+        while kind == "continuous" and not policy.keys:  # it is decoding before the faulty request arrives
+            await asyncio.sleep(0.001)
+        outcomes = await asyncio.gather(bystander, engine.generate([greedy("BOOM " + prompt)]),
+                                        return_exceptions=True)
+        [later] = await engine.generate([greedy(prompt)])  # the fault is still armed: the trigger is not in it
+        return outcomes, later
+
+    (bystander, failed), later = asyncio.run(main())
+    assert isinstance(failed, Injected) and f"injected {fault} fault" in str(failed)
+    if bystander_fails:
+        assert isinstance(bystander, Injected) and f"injected {fault} fault" in str(bystander)
+    else:
+        assert bystander[0].text == reference
+    assert later.text == reference  # nothing of the failed batch is left in the backend's rows
+    assert policy.keys == [] and lock_is_free(policy)
+
+
+def test_a_next_token_fault_reaches_its_questions_and_decoding_goes_on(armed: tuple[FaultyPolicy, FaultyPRM]) -> None:
+    policy, _ = armed
+    prompt = TASK.prompt(PROBLEMS[0])
+    reference = policy.generate_batch([greedy(prompt)])[0].text
+    policy.fault, policy.trigger = "next_token", "BOOM"
+    engine = Engine(policy)
+
+    async def main() -> tuple[Any, Any, list[float]]:
+        decoding = asyncio.create_task(engine.generate([greedy(prompt)]))
+        while not policy.keys:
+            await asyncio.sleep(0.001)
+        failed = await asyncio.gather(engine.next_token(["BOOM " + prompt], ["Yes"]), return_exceptions=True)
+        [answer] = await engine.next_token([prompt], ["Yes"])
+        return failed[0], await decoding, answer.probs
+
+    failed, [decoded], probs = asyncio.run(main())
+    assert isinstance(failed, Injected) and "injected next_token fault" in str(failed)
+    assert decoded.text == reference  # the running rows were not touched
+    assert 0 <= probs[0] <= 1
+    assert policy.keys == [] and lock_is_free(policy)
+
+
+def test_a_verifier_batch_fault_reaches_its_callers_and_the_verifier_engine_goes_on(
+        armed: tuple[FaultyPolicy, FaultyPRM]) -> None:
+    _, prm = armed
+    problem = PROBLEMS[0]
+    steps = ["4 + 5 = 9 (left: 6 9 10)"]
+    prm.fault, prm.trigger = "verifier", "BOOM"
+
+    async def main() -> tuple[Any, list[list[float]]]:
+        [failed] = await asyncio.gather(prm.score(TASK, problem, [["BOOM"]]), return_exceptions=True)
+        return failed, await prm.score(TASK, problem, [steps])
+
+    failed, scores = asyncio.run(main())
+    assert isinstance(failed, Injected) and "injected verifier fault" in str(failed)
+    assert scores == [pytest.approx(prm.score_texts([(TASK.prompt(problem), steps)])[0], rel=1e-4)]
+
+
+def test_a_job_that_raises_on_the_compute_thread_is_logged_and_later_jobs_run(caplog: pytest.LogCaptureFixture
+                                                                               ) -> None:
+    ran = threading.Event()
+
+    def broken() -> bool:
+        raise RuntimeError("a bug in a job")
+
+    def fine() -> bool:
+        ran.set()
+        return False
+
+    with caplog.at_level(logging.ERROR, logger="ponder.batcher"):
+        COMPUTE.submit(broken)
+        COMPUTE.submit(fine)
+        assert ran.wait(30)
+    assert any("raised" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+# -- an eval finishes with error rows, and a resumed run retries them --------------------------------------------------
+
+# fault -> the methods that meet it, the verifier (a name, or the faulty PRM)
+EVAL_FAULTS = {
+    "admit": (["cot", "self_consistency"], ""),
+    "prefill": (["cot", "self_consistency"], ""),
+    "step": (["cot", "self_consistency"], ""),
+    "next_token": (["best_of_n"], "judge"),
+    "verifier": (["best_of_n"], "game24-prm"),
+}
+
+
+def eval_config(methods: list[str], verifier: str, concurrency: int = 1, limit: int = 3) -> EvalConfig:
+    """Three problems, budget 2; one problem at a time, so a fault meets the requests of one problem only."""
+    return EvalConfig(task="game24", limit=limit, methods=methods, budgets=[2], verifier=verifier,
+                      concurrency=concurrency, max_tokens=60)
+
+
+def errors_then_resume(cfg: EvalConfig, out: Path, lm: LanguageModel, disarm: Any, **kw: Any
+                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run the eval with the fault armed, then again in the same folder once `disarm()` has run: the error rows
+    of the first run and the summary table of the second."""
+    run_eval(cfg, out, lm=lm, show_progress=False, **kw)
+    errors = ResumableJsonl(out / "results.jsonl").errors
+    disarm()
+    return errors, run_eval(cfg, out, lm=lm, show_progress=False, **kw)
+
+
+def check_resumed(out: Path, table: list[dict[str, Any]], failed: list[dict[str, Any]], rows: int) -> None:
+    results = ResumableJsonl(out / "results.jsonl")
+    assert len(results.rows) == rows and not results.errors
+    assert sum(1 for _ in (out / "results.jsonl").open()) == rows + len(failed)  # the retries were appended
+    assert all(r["errors"] == 0 for r in table) and sum(r["problems"] for r in table) == rows
+
+
+@pytest.mark.parametrize("fault", list(EVAL_FAULTS))
+def test_an_eval_finishes_with_error_rows_and_a_resume_retries_them(
+        armed: tuple[FaultyPolicy, FaultyPRM], fault: str, tmp_path: Path) -> None:
+    policy, prm = armed
+    methods, verifier = EVAL_FAULTS[fault]
+    target = policy if fault != "verifier" else prm
+    target.fault, target.trigger = fault, PROBLEMS[1].question
+    cfg = eval_config(methods, verifier)
+    per_problem = sum(1 for m in methods for _ in ([1] if m == "cot" else cfg.budgets))
+
+    def disarm() -> None:
+        target.fault = ""
+
+    failed, table = errors_then_resume(cfg, tmp_path, Engine(policy), disarm,
+                                       verifier=prm if verifier == "game24-prm" else None)
+    assert len(failed) == per_problem and {r["problem_id"] for r in failed} == {PROBLEMS[1].id}
+    assert all(r["error_type"] == "Injected" and f"injected {fault} fault" in r["error"] for r in failed)
+    assert all(not r["correct"] for r in failed)
+    check_resumed(tmp_path, table, failed, rows=3 * per_problem)
+    assert policy.keys == [] and lock_is_free(policy)
+
+
+def test_a_problem_longer_than_the_context_is_an_error_row_and_the_others_finish(
+        armed: tuple[FaultyPolicy, FaultyPRM], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    policy, _ = armed
+    lengths = [len(policy.encode(TASK.prompt(p))) for p in TASK.problems("test", limit=6)]
+    policy.max_positions = max(lengths)  # only the longest prompt (one of six) leaves no room to generate
+    assert sorted(lengths)[-2] < max(lengths)
+    cfg = eval_config(["cot", "self_consistency"], "", concurrency=6, limit=6)
+
+    def restore() -> None:
+        policy.max_positions = 192
+
+    with caplog.at_level(logging.WARNING, logger="ponder.evaluate.runner"):
+        failed, table = errors_then_resume(cfg, tmp_path, Engine(policy), restore)
+    assert len(failed) == 2 and all(r["error_type"] == ContextLengthError.__name__ for r in failed)
+    assert all("leaves no room to generate" in r["error"] for r in failed)
+    warned = [r.getMessage() for r in caplog.records]
+    assert sum("ContextLengthError" in m for m in warned) == 2  # once per row
+    assert any(m.startswith("2 errors in 12 rows") for m in warned)  # the run's last word
+    check_resumed(tmp_path, table, failed, rows=12)
+
+
+def test_the_summary_counts_errors_and_grades_them_wrong(armed: tuple[FaultyPolicy, FaultyPRM],
+                                                          tmp_path: Path) -> None:
+    policy, _ = armed
+    policy.fault, policy.trigger = "prefill", PROBLEMS[1].question
+    table = run_eval(eval_config(["cot"], ""), tmp_path, lm=Engine(policy), show_progress=False)
+    [row] = table
+    rows = ResumableJsonl(tmp_path / "results.jsonl").rows
+    assert row["errors"] == 1 and row["problems"] == 3
+    assert row["accuracy"] == sum(r["correct"] for r in rows) / 3  # over all problems, the error counted wrong
+    finished = [r for r in rows if "error" not in r]
+    assert row["generated_tokens"] == sum(r["usage"]["generated_tokens"] for r in finished) / 2  # over finished
+    assert json.loads((tmp_path / "summary.json").read_text())[0]["errors"] == 1
+
+
+def test_collect_writes_an_error_row_and_a_resume_labels_the_problem(armed: tuple[FaultyPolicy, FaultyPRM],
+                                                                      tmp_path: Path) -> None:
+    policy, _ = armed
+    problems = TASK.problems("train", limit=3)
+    policy.fault, policy.trigger = "step", problems[1].question
+    cfg = CollectConfig(labeller="oracle", task="game24", limit=3, samples=2, concurrency=1, max_tokens=60)
+    first = run_collect(cfg, tmp_path, lm=Engine(policy), show_progress=False)
+    [error] = ResumableJsonl(tmp_path / "problems.jsonl", key=lambda r: r["problem_id"]).errors
+    assert first["errors"] == 1 and error["problem_id"] == problems[1].id and error["error_type"] == "Injected"
+    policy.fault = ""
+    second = run_collect(cfg, tmp_path, lm=Engine(policy), show_progress=False)
+    done = ResumableJsonl(tmp_path / "problems.jsonl", key=lambda r: r["problem_id"])
+    assert second["errors"] == 0 and len(done.rows) == 3 and not done.errors
+    assert second["records"] > first["records"]
+
+
+# -- a server that fails mid-eval ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def flaky_server(trigger: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """An OpenAI-compatible server on 127.0.0.1 that answers every completion with the same text, except that a
+    prompt containing `trigger` meets `mode["fault"]`: "500" (an internal error), "drop" (the connection closed
+    with no answer) or "hang" (no answer until the server stops). Yields its URL and the mode, to change."""
+    mode = {"fault": ""}
+    stopping = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send(200, {"object": "list", "data": [{"id": "m", "object": "model"}]})
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if not self.path.endswith("/completions"):
+                self.send(404, {"error": {"message": f"no {self.path} here"}})
+            elif trigger not in body["prompt"] or not mode["fault"]:
+                self.send(200, {"choices": [{"index": 0, "text": "4 + 5 = 9 (left: 6 9 10)", "finish_reason": "stop"}],
+                                "usage": {"prompt_tokens": 5, "completion_tokens": 9}})
+            elif mode["fault"] == "500":
+                self.send(500, {"error": {"message": "the scripted server failed"}})
+            elif mode["fault"] == "hang":
+                stopping.wait(60)
+            else:
+                self.close_connection = True
+
+        def send(self, status: int, obj: Any) -> None:
+            data = json.dumps(obj).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", mode
+    finally:
+        stopping.set()
+        server.shutdown()
+        server.server_close()
+
+
+# fault -> what the error row says
+HTTP_FAULTS = {"500": "answered 500: the scripted server failed", "drop": "Server disconnected",
+               "hang": "gave no answer within 0.5 s"}
+
+
+@pytest.mark.parametrize("fault", list(HTTP_FAULTS))
+def test_a_server_fault_mid_eval_gives_error_rows_and_a_resume_against_a_healthy_server_completes(
+        fault: str, tmp_path: Path) -> None:
+    with flaky_server(PROBLEMS[1].question) as (url, mode):
+        mode["fault"] = fault
+        lm = OpenAIServer(url, retries=1, timeout=0.5)
+        cfg = eval_config(["cot", "self_consistency"], "", concurrency=3)
+
+        def heal() -> None:
+            mode["fault"] = ""
+
+        failed, table = errors_then_resume(cfg, tmp_path, lm, heal)
+    assert len(failed) == 2 and {r["problem_id"] for r in failed} == {PROBLEMS[1].id}
+    assert all(r["error_type"] == ServerError.__name__ and HTTP_FAULTS[fault] in r["error"] for r in failed)
+    check_resumed(tmp_path, table, failed, rows=6)
+
+
+# -- nothing aborts the process, nothing bad is saved -------------------------------------------------------------
+
+BUSY_AT_EXIT = """
+import time
+import torch
+from ponder.batcher import COMPUTE
+x = torch.randn(512, 512)
+def busy() -> bool:
+    for _ in range(20):
+        x @ x
+    return True
+COMPUTE.submit(busy)
+time.sleep(0.5)
+"""
+
+
+def test_the_process_exits_cleanly_while_the_compute_thread_is_inside_torch() -> None:
+    # a daemon thread inside native code at interpreter exit aborts the process: "terminate called without an
+    # active exception", exit code 134
+    done = subprocess.run([sys.executable, "-c", BUSY_AT_EXIT], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "terminate called" not in done.stderr
+
+
+@pytest.mark.parametrize("field", ["temperature", "top_p", "min_p", "concurrency"])
+def test_a_bad_value_is_refused_before_the_config_is_saved(field: str, tmp_path: Path) -> None:
+    cfg = eval_config(["cot"], "")
+    setattr(cfg, field, -1)
+    with pytest.raises(TaskError, match=field):
+        run_eval(cfg, tmp_path / "run", lm=None, show_progress=False)
+    assert not (tmp_path / "run").exists()  # a later eval into the folder is not refused
+
+
+def test_a_resumable_file_keeps_the_latest_row_of_a_key_and_retries_its_errors(tmp_path: Path) -> None:
+    path = tmp_path / "results.jsonl"
+    first = ResumableJsonl(path)
+    first.append({"method": "cot", "budget": 1, "problem_id": "p1", "correct": True})
+    first.append({"method": "cot", "budget": 1, "problem_id": "p2", "error": "boom", "error_type": "Injected"})
+    again = ResumableJsonl(path)
+    assert again.done == {("cot", 1, "p1")} and [r["problem_id"] for r in again.errors] == ["p2"]
+    again.append({"method": "cot", "budget": 1, "problem_id": "p2", "error": "boom 2", "error_type": "Injected"})
+    again.append({"method": "cot", "budget": 1, "problem_id": "p2", "correct": False})
+    again.append({"method": "cot", "budget": 1, "problem_id": "p2", "error": "late", "error_type": "Injected"})
+    last = ResumableJsonl(path)
+    assert [(r["problem_id"], "error" in r) for r in last.rows] == [("p1", False), ("p2", False)]
+    assert last.done == {("cot", 1, "p1"), ("cot", 1, "p2")}
