@@ -25,13 +25,14 @@ import torch
 from ponder.batcher import COMPUTE
 from ponder.bench.star import StarConfig, rationales
 from ponder.collect.run import CollectConfig, run_collect
+from ponder.errors import ConfigError
 from ponder.evaluate.runner import EvalConfig, run_eval
 from ponder.jsonl import ResumableJsonl
 from ponder.lm.base import Backend, Completion, ContextLengthError, LanguageModel, Request, SamplingParams
 from ponder.lm.engine import Engine, StaticEngine
 from ponder.lm.hf import HFBackend
 from ponder.lm.openai_http import OpenAIServer, ServerError
-from ponder.tasks import Game24, TaskError
+from ponder.tasks import Game24
 from ponder.verifiers.learned import LearnedVerifier
 
 OFF = "\x00never in a prompt\x00"
@@ -472,7 +473,7 @@ def test_the_process_exits_cleanly_while_the_compute_thread_is_inside_torch() ->
 def test_a_bad_value_is_refused_before_the_config_is_saved(field: str, tmp_path: Path) -> None:
     cfg = eval_config(["cot"], "")
     setattr(cfg, field, -1)
-    with pytest.raises(TaskError, match=field):
+    with pytest.raises(ConfigError, match=field):
         run_eval(cfg, tmp_path / "run", lm=None, show_progress=False)
     assert not (tmp_path / "run").exists()  # a later eval into the folder is not refused
 

@@ -25,6 +25,7 @@ from ponder.collect.mc import mc_labels, oracle_labels
 from ponder.collect.omegaprm import OmegaConfig, omegaprm, tree_records
 from ponder.collect.records import StepRecord
 from ponder.collect.states import state_walks
+from ponder.errors import ConfigError
 from ponder.jsonl import ResumableJsonl, check_config, error_fields
 from ponder.lm.base import LanguageModel, SamplingParams
 from ponder.lm.hf import fingerprint
@@ -68,12 +69,9 @@ class CollectConfig:
         if self.split == "test":
             raise TaskError("labels are training data: collect from the train split (test stays held out)")
         if self.samples < 1 or self.n < 1 or self.concurrency < 1 or self.max_batch < 1:
-            raise TaskError("samples, n, concurrency and max_batch must be positive")
-        try:
-            SamplingParams(temperature=self.temperature, top_p=self.top_p, min_p=self.min_p)
-        except ValueError as err:
-            raise TaskError(f"temperature must be >= 0, top_p in (0, 1] and min_p in [0, 1); got {self.temperature}, "
-                            f"{self.top_p}, {self.min_p}") from err
+            raise ConfigError("samples, n, concurrency and max_batch must be positive")
+        # a bad sampling value fails here, before config.json is saved
+        SamplingParams(temperature=self.temperature, top_p=self.top_p, min_p=self.min_p)
         omega = asdict(OmegaConfig(**(self.omega or {}))) if self.labeller == "omegaprm" else None
         model = self.model or f"{self.task}-policy"
         guide = {"method": "", "verifier": "", "aggregate": ""}

@@ -19,6 +19,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ponder.errors import ConfigError
 from ponder.jsonl import ResumableJsonl, check_config, error_fields, is_error
 from ponder.lm.base import LanguageModel, SamplingParams
 from ponder.lm.load import load_model, model_fingerprint
@@ -76,13 +77,10 @@ class EvalConfig:
         if self.max_tokens < 0 or self.max_step_tokens < 0:
             raise TaskError(f"max_tokens and max_step_tokens are positive (0: the default), got {self.max_tokens}, "
                             f"{self.max_step_tokens}")
-        try:
-            SamplingParams(temperature=self.temperature, top_p=self.top_p, min_p=self.min_p)
-        except ValueError as err:
-            raise TaskError(f"temperature must be >= 0, top_p in (0, 1] and min_p in [0, 1); got {self.temperature}, "
-                            f"{self.top_p}, {self.min_p}") from err
+        # a bad sampling value fails here, before config.json is saved
+        SamplingParams(temperature=self.temperature, top_p=self.top_p, min_p=self.min_p)
         if self.concurrency < 1 or self.max_batch < 1:
-            raise TaskError(f"concurrency and max_batch must be >= 1, got {self.concurrency}, {self.max_batch}")
+            raise ConfigError(f"concurrency and max_batch must be >= 1, got {self.concurrency}, {self.max_batch}")
         stray = sorted(set(self.options) - set(self.methods))
         if stray:
             raise TaskError(f"options given for {', '.join(stray)}, which this run does not use")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ponder.errors import PonderError
+from ponder.errors import ConfigError, PonderError
 from ponder.trace import Usage
 
 
@@ -29,7 +29,8 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or not 0 < self.top_p <= 1 or not 0 <= self.min_p < 1 or self.max_tokens < 1:
-            raise ValueError(f"bad sampling parameters: {self}")
+            raise ConfigError(f"temperature must be >= 0, top_p in (0, 1], min_p in [0, 1) and max_tokens >= 1; got "
+                              f"{self.temperature}, {self.top_p}, {self.min_p}, {self.max_tokens}")
 
 
 @dataclass(frozen=True)
