@@ -14,6 +14,7 @@ from ponder.collect.omegaprm import OmegaConfig, omegaprm
 from ponder.collect.records import read_records
 from ponder.collect.run import CollectConfig, run_collect
 from ponder.collect.states import state_walks
+from ponder.errors import ConfigError
 from ponder.lm.engine import Engine
 from ponder.search.base import SearchConfig
 from ponder.tasks import get_task
@@ -104,9 +105,9 @@ def test_omegaprm_binary_search_finds_first_errors_within_budget(game24_backend)
 
 
 def test_collecting_from_the_test_split_or_with_an_unknown_labeller_is_refused(tmp_path):
-    with pytest.raises(TaskError, match="train split"):
+    with pytest.raises(ConfigError, match="train split"):
         run_collect(CollectConfig(labeller="mc", split="test"), tmp_path)
-    with pytest.raises(TaskError, match="unknown labeller"):
+    with pytest.raises(ConfigError, match="unknown labeller"):
         run_collect(CollectConfig(labeller="guess"), tmp_path)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ponder.errors import ConfigError
 from ponder.evaluate import EvalConfig, run_eval
 from ponder.jsonl import ResumableJsonl, check_config
 from ponder.lm.engine import Engine
@@ -77,7 +78,7 @@ def test_same_seed_same_results_and_other_seed_differs(tmp_path, game24_backend)
 def test_resuming_with_another_config_is_refused(tmp_path, game24_backend):
     small = dict(task="game24", limit=2, methods=["cot"], concurrency=2)
     run_eval(EvalConfig(**small), tmp_path, lm=Engine(game24_backend), show_progress=False)
-    with pytest.raises(TaskError, match="another config"):
+    with pytest.raises(ConfigError, match="another config"):
         run_eval(EvalConfig(**small, seed=9), tmp_path, lm=Engine(game24_backend), show_progress=False)
     # how it is scheduled is not what it computes: another concurrency or batch cap resumes it
     again = run_eval(EvalConfig(**small | {"concurrency": 1}, max_batch=8), tmp_path, lm=Engine(game24_backend),
@@ -89,7 +90,7 @@ def test_an_option_added_since_a_run_began_resumes_it_at_its_default(tmp_path):
     saved = {k: v for k, v in asdict(EvalConfig(task="gsm8k")).items() if k != "template_from"}
     (tmp_path / "config.json").write_text(json.dumps(saved))
     check_config(tmp_path, EvalConfig(task="gsm8k"))  # the new option at its default: the same run
-    with pytest.raises(TaskError, match="template_from"):
+    with pytest.raises(ConfigError, match="template_from"):
         check_config(tmp_path, EvalConfig(task="gsm8k", template_from="smollm2"))
 
 
@@ -163,7 +164,7 @@ def test_eval_config_fingerprints_a_learned_verifier_without_loading_it():
 def test_eval_token_limits_default_to_the_task_and_refuse_negatives():
     assert EvalConfig(task="gsm8k").resolved().max_tokens == 512
     assert EvalConfig(task="gsm8k", max_tokens=64, max_step_tokens=16).resolved().max_step_tokens == 16
-    with pytest.raises(TaskError, match="max_step_tokens are positive"):
+    with pytest.raises(ConfigError, match="max_step_tokens are positive"):
         EvalConfig(max_step_tokens=-1).resolved()
 
 

@@ -5,31 +5,103 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import logging
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
-from ponder.tasks.base import TaskError
+from ponder.errors import PonderError
 
 if TYPE_CHECKING:
     from ponder.collect.run import CollectConfig
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Test-time search for LLM reasoning.")
+
+def _error(message: str) -> None:
+    """One line on stderr: `error: ` and the message, its own line breaks folded into spaces."""
+    typer.echo(f"{typer.style('error:', fg='red')} {' '.join(message.split())}", err=True)
+
+
+class _Commands(TyperGroup):
+    """Ponder's root command. Whatever subcommand runs, an error the user can fix (a `PonderError`: a bad value, an
+    unknown name, a malformed file) or a usage error (an unknown option, a value of the wrong type) ends it with one
+    line, `error: ...`, on stderr and exit code 2. Any other exception is a bug and keeps its traceback."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,  # type: ignore[override]
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except PonderError as err:
+            _error(str(err))
+            code = 2
+        except typer.TyperException as err:  # a usage error: an unknown option, a value of the wrong type
+            if type(err).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+                ctx = getattr(err, "ctx", None)
+                _error(err.format_message().rstrip(".") + (f" (see {ctx.command_path} --help)" if ctx else ""))
+            code = err.exit_code
+        except typer.Abort:
+            typer.echo("Aborted!", err=True)
+            code = 1
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+class _Stderr(logging.StreamHandler):
+    """Writes to the `sys.stderr` of the moment, which a test runner swaps for each command it invokes."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+class _Format(logging.Formatter):
+    """Progress (INFO) as the bare message; anything else prefixed with its level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno == logging.INFO else f"{record.levelname.lower()}: {text}"
+
+
+def _log_to_stderr(level: int) -> None:
+    """The `ponder` logger (the library's modules log under it) writes to stderr at `level`; other libraries' loggers
+    are left as they are."""
+    log = logging.getLogger("ponder")
+    log.setLevel(level)
+    if not any(isinstance(h, _Stderr) for h in log.handlers):
+        handler = _Stderr()
+        handler.setFormatter(_Format("%(message)s"))
+        log.addHandler(handler)
+    log.propagate = False
+
+
+app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True,
+                  help="Test-time search for LLM reasoning.")
 train_app = typer.Typer(no_args_is_help=True, help="Train policies (SFT) and verifiers (PRM, ORM).")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print ratios measured in one run.")
 collect_app = typer.Typer(no_args_is_help=True, help="The data engine: step labels for training verifiers.")
 
 
 @app.callback()
-def _process() -> None:
-    """Ponder's own processes keep freed memory for reuse instead of returning it to the system at once: the decoding
-    loop allocates and frees cache-sized tensors at every step, and glibc's defaults made each one fresh pages (one
-    512-row SC batch: 394k page faults and 0.8 s of system time; with these settings 15k and 0.04 s, 8% faster)."""
+def _process(verbose: bool = typer.Option(False, "--verbose", "-v", help="log debugging detail"),
+             quiet: bool = typer.Option(False, "--quiet", "-q", help="log only warnings and errors")) -> None:
+    """Test-time search for LLM reasoning."""
+    if verbose and quiet:
+        raise typer.BadParameter("give --verbose or --quiet, not both", param_hint="-v/-q")
+    _log_to_stderr(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    # Ponder's own processes keep freed memory for reuse instead of returning it to the system at once: the decoding
+    # loop allocates and frees cache-sized tensors at every step, and glibc's defaults made each one fresh pages (one
+    # 512-row SC batch: 394k page faults and 0.8 s of system time; with these settings 15k and 0.04 s, 8% faster).
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: allocations below 1 GiB come from the heap
@@ -39,14 +111,22 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(collect_app, name="collect")
 console = Console() if sys.stdout.isatty() else Console(width=140)  # logs and CI get whole tables
 
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(2)
+Number = TypeVar("Number", int, float)
 
 
 def _csv(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _numbers(text: str, kind: Callable[[str], Number], option: str, least: Number | None = None) -> list[Number]:
+    """A comma-separated option's numbers, each at least `least`; anything else is a usage error naming `option`."""
+    try:
+        values = [kind(x) for x in _csv(text)]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not comma-separated {kind.__name__}s", param_hint=option) from None
+    if least is not None and any(v < least for v in values):
+        raise typer.BadParameter(f"every value must be >= {least}; got {text!r}", param_hint=option)
+    return values
 
 
 def print_table(title: str, rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
@@ -65,7 +145,8 @@ def solve(
                                                   "test-problem index"),
     task: str = typer.Option("game24", help="game24, arith, gsm8k, math500, or data:FILE (questions and answers)"),
     method: str = typer.Option("", help="search method (default: the task's, tot_bfs for game24, cot for arith)"),
-    n: int = typer.Option(32, help="budget: samples (best_of_n, self_consistency) or proposals per state (tot_bfs)"),
+    n: int = typer.Option(32, min=1, help="budget: samples (best_of_n, self_consistency) or proposals per state "
+                                          "(tot_bfs)"),
     min_p: float = typer.Option(0.001, help="drop tokens less likely than this times the likeliest (min-p sampling)"),
     verifier: str = typer.Option("", help="verifier for methods that need one (default: the task's shipped PRM; "
                                           "gsm8k/math500: judge)"),
@@ -74,7 +155,7 @@ def solve(
                                        "task's policy; gsm8k/math500: smollm2)"),
     style: str = typer.Option("", help="prompting style of gsm8k/math500: zero_shot (default) or few_shot"),
     seed: int = typer.Option(0),
-    tree: int = typer.Option(3, help="print the searched tree, this many best children per node (0: no tree)"),
+    tree: int = typer.Option(3, min=0, help="print the searched tree, this many best children per node (0: no tree)"),
     option: list[str] = typer.Option([], "--set", help="a knob of the method, KNOB=VALUE (repeatable), e.g. b=5"),
 ) -> None:
     """Solve one problem and print the reasoning with the task's default method. On game24 a Tree-of-Thoughts
@@ -82,26 +163,20 @@ def solve(
     the shipped PRM judges them (min of the step scores); on arith the policy's greedy chain of thought."""
     import asyncio
 
-    from ponder.lm.hf import ModelLoadError
     from ponder.lm.load import load_model
-    from ponder.lm.openai_http import ServerError
     from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, search
     from ponder.tasks import get_task
     from ponder.verifiers import check_aggregation, get_verifier
 
     text = " ".join(puzzle)
-    try:
-        t = get_task(task, **({"style": style} if style else {}))
-        problem = t.from_text(text)
-        method = method or t.default_method
-        search_method = get_method(method)
-        check_aggregation(aggregate)
-        lm = load_model(model or t.default_model)
-        t.template = lm.chat_prompt
-        ver = get_verifier(verifier or t.default_verifier, lm) if method in NEEDS_VERIFIER else None
-    except (TaskError, ModelLoadError, ServerError, ValueError) as err:
-        _fail(str(err))
-        return
+    t = get_task(task, **({"style": style} if style else {}))
+    problem = t.from_text(text)
+    method = method or t.default_method
+    search_method = get_method(method)
+    check_aggregation(aggregate)
+    lm = load_model(model or t.default_model)
+    t.template = lm.chat_prompt
+    ver = get_verifier(verifier or t.default_verifier, lm) if method in NEEDS_VERIFIER else None
     if t.is_solvable(problem) is False:
         console.print(f"[yellow]{problem.question} has no solution (checked exhaustively); "
                       "any answer will be graded wrong.[/yellow]")
@@ -165,11 +240,7 @@ def plot(
     difficulty where the task grades it)."""
     from ponder.evaluate.plot import load, plot_compute
 
-    try:
-        rows = load(folders)
-    except (FileNotFoundError, ValueError, KeyError) as err:
-        _fail(str(err))
-        return
+    rows = load(folders)
     plot_compute(rows, out, title)
     console.print(f"saved to {out} ({len(rows)} points)")
 
@@ -181,7 +252,7 @@ def method_options(settings: list[str]) -> dict[str, dict[str, object]]:
         name, eq, value = setting.partition("=")
         method, dot, knob = name.partition(".")
         if not (eq and dot and method and knob):
-            raise typer.BadParameter(f"{setting!r} is not METHOD.KNOB=VALUE")
+            raise typer.BadParameter(f"{setting!r} is not METHOD.KNOB=VALUE", param_hint="--set")
         parsed: object = value
         for kind in (int, float):
             try:
@@ -199,7 +270,7 @@ def method_options(settings: list[str]) -> dict[str, dict[str, object]]:
 def eval_cmd(
     task: str = typer.Option("game24", help="game24, arith, gsm8k, math500, or data:FILE (questions and answers)"),
     split: str = typer.Option("test"),
-    limit: int = typer.Option(0, help="first N problems only (0: all)"),
+    limit: int = typer.Option(0, min=0, help="first N problems only (0: all)"),
     methods: str = typer.Option("cot,self_consistency,best_of_n,tot_bfs", help="comma-separated search methods"),
     budgets: str = typer.Option("16", help="comma-separated budgets (samples) for sampling methods"),
     model: str = typer.Option("", help="shipped name, HF directory, .gguf file or OpenAI-compatible server URL "
@@ -224,29 +295,23 @@ def eval_cmd(
     max_step_tokens: int = typer.Option(0, help="what one step of a step-level search may take (0: what is left of "
                                                 "--max-tokens)"),
     seed: int = typer.Option(0),
-    concurrency: int = typer.Option(64, help="problems in flight at once (they share the engine's batches)"),
+    concurrency: int = typer.Option(64, min=1, help="problems in flight at once (they share the engine's batches)"),
     option: list[str] = typer.Option([], "--set", help="a method's knob, METHOD.KNOB=VALUE (repeatable), e.g. "
                                                        "beam.beam_width=4, mcts.width=8, tot_bfs.b=5"),
     out: Path = typer.Option(None, help="results folder; rerun with the same folder to resume"),
 ) -> None:
     """Evaluate methods x budgets on a task; resumable; prints accuracy against compute."""
     from ponder.evaluate import EvalConfig, run_eval
-    from ponder.lm.hf import ModelLoadError
-    from ponder.lm.openai_http import ServerError
 
-    try:
-        cfg = EvalConfig(task=task, split=split, limit=limit or None, model=model, backend=backend,
-                         template_from=template_from, device=device, style=style,
-                         methods=_csv(methods),
-                         options=method_options(option), ceiling=ceiling,
-                         budgets=[int(b) for b in _csv(budgets)], verifier=verifier, aggregate=aggregate,
-                         temperature=temperature, min_p=min_p, max_tokens=max_tokens,
-                         max_step_tokens=max_step_tokens, seed=seed, concurrency=concurrency)
-        out = out or Path("runs") / f"eval-{task}-{split}-seed{seed}"
-        table = run_eval(cfg, out)
-    except (TaskError, ModelLoadError, ServerError, ValueError) as err:
-        _fail(str(err))
-        return
+    cfg = EvalConfig(task=task, split=split, limit=limit or None, model=model, backend=backend,
+                     template_from=template_from, device=device, style=style,
+                     methods=_csv(methods),
+                     options=method_options(option), ceiling=ceiling,
+                     budgets=_numbers(budgets, int, "--budgets", 1), verifier=verifier, aggregate=aggregate,
+                     temperature=temperature, min_p=min_p, max_tokens=max_tokens,
+                     max_step_tokens=max_step_tokens, seed=seed, concurrency=concurrency)
+    out = out or Path("runs") / f"eval-{task}-{split}-seed{seed}"
+    table = run_eval(cfg, out)
     print_table(f"{task} {split}: accuracy against compute (per problem)", table, [
         ("method", "method", ""), ("budget", "n", ""), ("problems", "problems", ""), ("errors", "errors", ""),
         ("accuracy", "accuracy", ".3f"), ("pass", "any right", ".3f"), ("generated_tokens", "gen tokens", ".0f"),
@@ -271,13 +336,9 @@ def train_sft_cmd(
     """Train a tiny Llama policy by SFT on the task's own solver's solutions."""
     from ponder.train.sft import SFTRecipe, train_sft
 
-    try:
-        r = SFTRecipe.load(recipe)
-        out = out or Path("runs") / "sft" / r.name
-        summary = train_sft(r, out, steps=steps or None)
-    except (TaskError, ValueError) as err:  # a bad recipe, a bad `data:` file, a model that does not load
-        _fail(str(err))
-        return
+    r = SFTRecipe.load(recipe)
+    out = out or Path("runs") / "sft" / r.name
+    summary = train_sft(r, out, steps=steps or None)
     summary.pop("config")
     console.print_json(json.dumps(summary))
     console.print(f"saved to {out}")
@@ -298,12 +359,8 @@ def bench_selection(
     ceiling (Let's Verify Step by Step); a PNG of accuracy against N."""
     from ponder.bench.selection import plot, selection_benchmark
 
-    try:
-        result = selection_benchmark(task, _csv(verifiers) or [f"{task}-prm", f"{task}-orm"], problems, pool,
-                                     [int(n) for n in _csv(ns)], draws, seed)
-    except (TaskError, ValueError) as err:
-        _fail(str(err))
-        return
+    result = selection_benchmark(task, _csv(verifiers) or [f"{task}-prm", f"{task}-orm"], problems, pool,
+                                 _numbers(ns, int, "--ns", 1), draws, seed)
     out = out or Path("runs") / f"bench-selection-{task}"
     out.mkdir(parents=True, exist_ok=True)
     config = {"task": task, "verifiers": verifiers, "problems": problems, "pool": pool, "ns": ns, "draws": draws,
@@ -350,7 +407,7 @@ def bench_http(
     from ponder.lm.load import resolve_alias
 
     show(run(resolve_alias(model), n_prompts=prompts, max_tokens=max_tokens,
-             in_flight=tuple(int(x) for x in _csv(in_flight)), seed=seed))
+             in_flight=tuple(_numbers(in_flight, int, "--in-flight", 1)), seed=seed))
 
 
 @bench_app.command("routing")
@@ -372,13 +429,9 @@ def bench_routing(
     from ponder.bench.routing import routing_benchmark
 
     out = out or Path("runs") / f"bench-routing-{task}"
-    try:
-        result = routing_benchmark(task, _csv(methods), [int(b) for b in _csv(budgets)],
-                                   [float(t) for t in _csv(tokens)], method_options(option), train, test, probe_n,
-                                   bins, seed, out)
-    except (TaskError, ValueError) as err:
-        _fail(str(err))
-        return
+    result = routing_benchmark(task, _csv(methods), _numbers(budgets, int, "--budgets", 1),
+                               _numbers(tokens, float, "--tokens", 1.0), method_options(option), train, test, probe_n,
+                               bins, seed, out)
     (out / "routing.json").write_text(json.dumps(result, indent=2) + "\n")
     empty = dict.fromkeys(["accuracy", "tokens", "best_fixed", "best_fixed_accuracy", "best_fixed_tokens",
                            "fixed_to_match", "fixed_to_match_tokens", "cv_accuracy", "cv_tokens", "cv_best_fixed",
@@ -410,12 +463,8 @@ def bench_engine(
     sampling workloads, the same seeded searches, one run."""
     from ponder.bench.engine import engine_benchmark
 
-    try:
-        result = engine_benchmark(_csv(workloads), problems, seed, _csv(engines), cache_mb=cache_mb,
-                                  sequential=sequential)
-    except ValueError as err:
-        _fail(str(err))
-        return
+    result = engine_benchmark(_csv(workloads), problems, seed, _csv(engines), cache_mb=cache_mb,
+                              sequential=sequential)
     cores = os.cpu_count()
     print_table(f"engine benchmark, seed {seed} ({cores} cores); per workload, totals", result["rows"], [
         ("workload", "workload", ""), ("engine", "engine", ""), ("seconds", "seconds", ".1f"),
@@ -451,22 +500,16 @@ def _collect(labeller: str, task: str, limit: int, samples: int, n: int, omega: 
 
 def _run(cfg: CollectConfig, out: Path | None) -> None:
     from ponder.collect.run import run_collect
-    from ponder.lm.hf import ModelLoadError
-    from ponder.lm.openai_http import ServerError
 
-    try:
-        out = out or Path("runs") / f"collect-{cfg.labeller}-{cfg.task}-seed{cfg.seed}"
-        summary = run_collect(cfg, out)
-    except (TaskError, ModelLoadError, ServerError, ValueError) as err:
-        _fail(str(err))
-        return
+    out = out or Path("runs") / f"collect-{cfg.labeller}-{cfg.task}-seed{cfg.seed}"
+    summary = run_collect(cfg, out)
     console.print_json(json.dumps(summary))
     console.print(f"records: {out}/records.jsonl  config: {out}/config.json"
                   + (f"  MATH-APS: {out}/math-aps.jsonl" if cfg.labeller == "omegaprm" else ""))
 
 
 TASK_OPT = typer.Option("game24", help="game24 or arith")
-LIMIT_OPT = typer.Option(200, help="training-split problems (0: all)")
+LIMIT_OPT = typer.Option(200, min=0, help="training-split problems (0: all)")
 MODEL_OPT = typer.Option("", help="policy (default: the task's shipped policy)")
 OUT_OPT = typer.Option(None, help="output folder; rerun with the same folder to resume")
 
@@ -510,7 +553,7 @@ def collect_states(task: str = TASK_OPT, limit: int = LIMIT_OPT,
 @collect_app.command("search")
 def collect_search(task: str = TASK_OPT, limit: int = LIMIT_OPT,
                    method: str = typer.Option("tot_bfs", help="the step-level search whose tree is labelled"),
-                   n: int = typer.Option(32, help="the search's budget (tot_bfs: proposals per state)"),
+                   n: int = typer.Option(32, min=1, help="the search's budget (tot_bfs: proposals per state)"),
                    verifier: str = typer.Option("", help="verifier guiding the search (default: the task's PRM)"),
                    min_p: float = typer.Option(0.001, help="min-p sampling of the search's proposals"),
                    model: str = MODEL_OPT, seed: int = typer.Option(0), out: Path = OUT_OPT,
@@ -555,15 +598,11 @@ def collect_star(task: str = TASK_OPT, seed_problems: int = STAR_OPTS["seed_prob
     """STaR: keep correct rationales, rationalize failures with the answer as a hint, fine-tune, iterate."""
     from ponder.bench.star import run_star
 
-    try:
-        cfg = _star_config(star_filter, problems, task=task, seed_problems=seed_problems, iterations=iterations,
-                           rationalize=rationalize, samples=samples, temperature=temperature, seed_steps=seed_steps,
-                           steps=steps, eval_problems=eval_problems, seed_share=seed_share, seed=seed)
-        out = out or Path("runs") / f"star-{task}-seed{seed}" / ("rationalize" if rationalize else "no-rationalize")
-        summary = run_star(cfg, out)
-    except (TaskError, ValueError) as err:
-        _fail(str(err))
-        return
+    cfg = _star_config(star_filter, problems, task=task, seed_problems=seed_problems, iterations=iterations,
+                       rationalize=rationalize, samples=samples, temperature=temperature, seed_steps=seed_steps,
+                       steps=steps, eval_problems=eval_problems, seed_share=seed_share, seed=seed)
+    out = out or Path("runs") / f"star-{task}-seed{seed}" / ("rationalize" if rationalize else "no-rationalize")
+    summary = run_star(cfg, out)
     print_table(f"STaR on {task} ({'with' if rationalize else 'without'} rationalization): greedy test accuracy "
                 f"per iteration", summary["rows"],
                 [("iteration", "iteration", ""), ("generated", "kept", ""), ("rationalized", "rationalized", ""),
@@ -582,12 +621,8 @@ def collect_convert(
     """Convert step-labelled data between formats."""
     from ponder.collect.formats import read_format, write_format
 
-    try:
-        records = read_format(source, from_format)
-        written = write_format(records, target, to_format)
-    except TaskError as err:
-        _fail(str(err))
-        return
+    records = read_format(source, from_format)
+    written = write_format(records, target, to_format)
     skipped = len(records) - written
     console.print(f"{len(records)} records read, {written} written to {target}"
                   + (f" ({skipped} skipped: a step without a label has no {to_format} form)" if skipped else ""))
@@ -604,13 +639,9 @@ def train_verifier_cmd(
     from ponder.train.verifier import VerifierRecipe, train_verifier
     from ponder.verifiers.learned import LearnedVerifier, VerifierError
 
-    try:
-        r = VerifierRecipe.load(recipe)
-        out = out or Path("runs") / "verifier" / r.name
-        summary = train_verifier(r, out, data=data, steps=steps or None)
-    except (TaskError, ValueError) as err:
-        _fail(str(err))
-        return
+    r = VerifierRecipe.load(recipe)
+    out = out or Path("runs") / "verifier" / r.name
+    summary = train_verifier(r, out, data=data, steps=steps or None)
     summary.pop("config")
     console.print_json(json.dumps(summary))
     try:
@@ -629,13 +660,9 @@ def train_grpo_cmd(
     """GRPO of a policy through TRL: exact outcome reward, optionally plus a PRM's process reward."""
     from ponder.train.grpo import GRPORecipe, train_grpo
 
-    try:
-        r = GRPORecipe.load(recipe)
-        out = out or Path("runs") / "grpo" / r.name
-        summary = train_grpo(r, out, steps=steps or None)
-    except (TaskError, ValueError) as err:
-        _fail(str(err))
-        return
+    r = GRPORecipe.load(recipe)
+    out = out or Path("runs") / "grpo" / r.name
+    summary = train_grpo(r, out, steps=steps or None)
     summary.pop("config")
     summary.pop("log")
     console.print_json(json.dumps(summary))
@@ -646,14 +673,9 @@ def train_grpo_cmd(
 def selftest(verifier: str = typer.Argument(..., help="a PRM/ORM: shipped name or checkpoint directory"),
              preset: str = typer.Option("", help="head preset for checkpoints made elsewhere (math-shepherd)")) -> None:
     """Check a learned verifier's head on its known example."""
-    from ponder.lm.hf import ModelLoadError
-    from ponder.verifiers.learned import LearnedVerifier, VerifierError
+    from ponder.verifiers.learned import LearnedVerifier
 
-    try:
-        report = LearnedVerifier(verifier, head=preset or None).self_test()
-    except (VerifierError, ModelLoadError) as err:
-        _fail(f"self-test failed: {err}")
-        return
+    report = LearnedVerifier(verifier, head=preset or None).self_test()
     console.print_json(json.dumps(report))
 
 
@@ -668,8 +690,8 @@ def bench_labels(
     """Label accuracy against the exact oracle versus rollouts: Math-Shepherd MC vs OmegaPRM."""
     from ponder.bench.labels import labels_benchmark
 
-    result = labels_benchmark(task, problems, samples, tuple(int(x) for x in _csv(ns)),
-                              tuple(int(x) for x in _csv(budgets)), k, seed=seed)
+    result = labels_benchmark(task, problems, samples, tuple(_numbers(ns, int, "--ns", 1)),
+                              tuple(_numbers(budgets, int, "--budgets", 1)), k, seed=seed)
     print_table(f"{task}: label accuracy vs rollouts ({result['solutions']} solutions of {result['problems']} train "
                 f"problems, {result['steps']} steps, {result['bad_steps']} bad; solved {result['solved_share']:.2f})",
                 result["rows"], [("method", "labeller", ""), ("rollouts", "rollouts", ""),
@@ -690,11 +712,7 @@ def bench_verifiers(
     """Step AUROC, first-wrong-step accuracy and best-of-N of verifiers against the exact oracle (test split)."""
     from ponder.bench.verifiers import verifiers_benchmark
 
-    try:
-        result = verifiers_benchmark(_csv(verifiers), task, problems, samples, model=model, seed=seed, source=source)
-    except ValueError as err:
-        _fail(str(err))
-        return
+    result = verifiers_benchmark(_csv(verifiers), task, problems, samples, model=model, seed=seed, source=source)
     print_table(f"{task} test: verifiers vs the exact oracle ({result['solutions']} {source} solutions, "
                 f"{result['steps']} steps, {result['bad_steps']} bad; pass@{samples} {result['pass_at_n']:.2f})",
                 result["rows"], [("verifier", "verifier", ""), ("auroc", "step AUROC", ".4f"),
@@ -715,11 +733,7 @@ def bench_arithmetic(
     """Share of correct first moves whose result a model writes right, greedily, cut after the `=`."""
     from ponder.bench.arithmetic import arithmetic_benchmark
 
-    try:
-        result = arithmetic_benchmark(_csv(models), task, problems)
-    except (TaskError, ValueError) as err:  # a model that does not load is a ValueError
-        _fail(str(err))
-        return
+    result = arithmetic_benchmark(_csv(models), task, problems)
     ops = [k for k in result["rows"][0] if k not in ("model", "all")]
     print_table(f"{task} test: results written right, greedy ({result['moves']} first moves of "
                 f"{result['problems']} problems)", result["rows"],
@@ -745,14 +759,10 @@ def bench_proposals(
     from ponder.bench.proposals import ProposalConfig, proposals_benchmark
     from ponder.tasks import get_task
 
-    try:
-        cfg = ProposalConfig(k=k, recall_at=tuple(at for at in (1, 4, 16, 32) if at <= k), temperature=temperature,
-                             min_p=min_p, paths=paths, rollouts=rollouts, seed=seed)
-        result = proposals_benchmark(_csv(models) or [f"{task}-policy"], get_task(task), problems, cfg,
-                                     tuple(_csv(samplers)))
-    except (TaskError, ValueError) as err:
-        _fail(str(err))
-        return
+    cfg = ProposalConfig(k=k, recall_at=tuple(at for at in (1, 4, 16, 32) if at <= k), temperature=temperature,
+                         min_p=min_p, paths=paths, rollouts=rollouts, seed=seed)
+    result = proposals_benchmark(_csv(models) or [f"{task}-policy"], get_task(task), problems, cfg,
+                                 tuple(_csv(samplers)))
     out = out or Path("runs") / f"bench-proposals-{task}-seed{seed}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -780,14 +790,10 @@ def bench_sft(
     from ponder.bench.sft import sft_throughput
     from ponder.train.sft import SFTRecipe
 
-    try:
-        r = SFTRecipe.load(recipe)
-        if batch_size:
-            r = replace(r, train=replace(r.train, batch_size=batch_size))
-        result = sft_throughput(r, steps, warmup, rounds)
-    except (TaskError, ValueError) as err:
-        _fail(str(err))
-        return
+    r = SFTRecipe.load(recipe)
+    if batch_size:
+        r = replace(r, train=replace(r.train, batch_size=batch_size))
+    result = sft_throughput(r, steps, warmup, rounds)
     print_table(f"SFT throughput: {recipe}, batch {result['batch_size']}, {steps} timed steps in {rounds} interleaved "
                 f"rounds, {result['threads']} threads; batches built in {result['data_ms']:.1f} ms each, "
                 f"{result['padding']:.1%} padding, "
@@ -810,11 +816,7 @@ def bench_grpo(
     """Greedy pass@1 before GRPO and after GRPO with outcome vs outcome+process rewards."""
     from ponder.bench.grpo import grpo_benchmark
 
-    try:
-        result = grpo_benchmark(task, steps or None, problems, seed, prm=prm, out=out)
-    except (TaskError, ValueError) as err:
-        _fail(str(err))
-        return
+    result = grpo_benchmark(task, steps or None, problems, seed, prm=prm, out=out)
     print_table(f"{task} test: greedy pass@1 before and after GRPO ({result['problems']} problems, seed {seed})",
                 result["rows"], [("variant", "variant", ""), ("steps", "steps", ""), ("pass@1", "pass@1", ".3f"),
                                  ("train_seconds", "train s", ".1f"), ("reward_start", "reward (first 10%)", ""),
@@ -833,14 +835,10 @@ def bench_star(task: str = TASK_OPT, seed_problems: int = STAR_OPTS["seed_proble
     """STaR with and without rationalization from one original model: greedy test accuracy per iteration."""
     from ponder.bench.star import star_benchmark
 
-    try:
-        cfg = _star_config(star_filter, problems, task=task, seed_problems=seed_problems, iterations=iterations,
-                           samples=samples, temperature=temperature, seed_steps=seed_steps, steps=steps,
-                           eval_problems=eval_problems, seed_share=seed_share, seed=seed)
-        result = star_benchmark(cfg, out or Path("runs") / f"star-{task}-seed{seed}", base=base)
-    except (TaskError, ValueError) as err:
-        _fail(str(err))
-        return
+    cfg = _star_config(star_filter, problems, task=task, seed_problems=seed_problems, iterations=iterations,
+                       samples=samples, temperature=temperature, seed_steps=seed_steps, steps=steps,
+                       eval_problems=eval_problems, seed_share=seed_share, seed=seed)
+    result = star_benchmark(cfg, out or Path("runs") / f"star-{task}-seed{seed}", base=base)
     print_table(f"{task}: STaR, greedy accuracy on {eval_problems} test problems per iteration (kept = generated + "
                 f"rationalized rationales of {result['config']['problems'] or 'the rest of the'} train problems)",
                 result["rows"], [("iteration", "iteration", ""), ("train_steps", "train steps", ""),

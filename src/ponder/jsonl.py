@@ -18,6 +18,7 @@ from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 from typing import Any
 
+from ponder.errors import ConfigError
 from ponder.tasks.base import TaskError
 
 
@@ -107,7 +108,7 @@ def check_config(out: Path, cfg: Any, free: tuple[str, ...] = ()) -> None:
         diff = {k: (saved.get(k), v) for k, v in config.items()
                 if k not in free and saved.get(k, defaults.get(k, MISSING)) != v}
         if diff:
-            raise TaskError(f"{out} holds a run with another config {diff} (saved, now); use another --out")
+            raise ConfigError(f"{out} holds a run with another config {diff} (saved, now); use another --out")
     else:
         out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(config, indent=2) + "\n")

@@ -29,6 +29,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ponder.errors import ConfigError
 from ponder.lm.base import Completion, LanguageModel, Request, Wrapper
 from ponder.lm.engine import Engine, StaticEngine
 from ponder.lm.hf import HFBackend
@@ -72,7 +73,7 @@ def workloads(names: list[str], problems: int, seed: int) -> list[Workload]:
     }
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown workload(s) {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
+        raise ConfigError(f"unknown workload(s) {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
     return [known[n] for n in names]
 
 
@@ -215,7 +216,7 @@ def engine_benchmark(names: list[str], problems: int, seed: int, engines: list[s
                      cache_mb: float = 256, sequential: int = 64) -> dict[str, Any]:
     unknown = [e for e in engines if e not in ENGINES]
     if unknown:
-        raise ValueError(f"unknown engine(s) {', '.join(unknown)}; known: {', '.join(ENGINES)}")
+        raise ConfigError(f"unknown engine(s) {', '.join(unknown)}; known: {', '.join(ENGINES)}")
     backends: dict[str, HFBackend] = {}
     rows, comparisons, extra = [], [], []
     for w in workloads(names, problems, seed):

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from math import comb
 from typing import Any
 
+from ponder.errors import ConfigError
 from ponder.lm.base import LanguageModel, Metered
 from ponder.search.base import SearchConfig, sample_solutions, sample_steps
 from ponder.tasks.base import Problem, Task, TaskError, last_equation
@@ -54,13 +55,13 @@ class ProposalConfig:
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.paths < 0 or self.rollouts < 0:
-            raise ValueError(f"proposals need k >= 1 and paths, rollouts >= 0; got {self}")
+            raise ConfigError(f"proposals need k >= 1 and paths, rollouts >= 0; got {self}")
 
 
 def recall_at(k: int, right: int, at: int) -> float:
     """Unbiased pass@K from `k` samples of which `right` are right."""
     if at > k:
-        raise ValueError(f"recall@{at} needs at least {at} proposals per state, got {k}")
+        raise ConfigError(f"recall@{at} needs at least {at} proposals per state, got {k}")
     return 1.0 - comb(k - right, at) / comb(k, at)
 
 
@@ -176,7 +177,7 @@ def proposals_benchmark(models: list[str], task: Task, problems: int, cfg: Propo
 
     unknown = set(samplers) - set(SAMPLERS)
     if unknown or not samplers:
-        raise ValueError(f"unknown sampler(s) {', '.join(sorted(unknown)) or '(none)'}; known: {', '.join(SAMPLERS)}")
+        raise ConfigError(f"unknown sampler(s) {', '.join(sorted(unknown)) or '(none)'}; known: {', '.join(SAMPLERS)}")
     chosen = task.problems("test", limit=problems)
     result: dict[str, Any] = {"task": task.name, "problems": len(chosen), "config": cfg.__dict__, "models": {}}
     for name in models:

@@ -25,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ponder.errors import ConfigError
 from ponder.evaluate.runner import EvalConfig, run_eval
 from ponder.jsonl import ResumableJsonl
 from ponder.search.compute_optimal import RoutingTable, Strategy
@@ -83,8 +84,8 @@ def fit(strategies: list[Strategy], rows: dict[str, dict[str, dict[str, Any]]], 
         if tokens <= budget * len(scores) and (best is None or (right, -tokens) > (best[0], -best[1])):
             best = (right, tokens, combo)
     if best is None:
-        raise ValueError(f"no routing fits {budget:.0f} tokens per problem (the probe alone takes "
-                         f"{probe_tokens / len(scores):.0f})")
+        raise ConfigError(f"no routing fits {budget:.0f} tokens per problem (the probe alone takes "
+                          f"{probe_tokens / len(scores):.0f})")
     right, tokens, combo = best
     return thresholds, [strategies[i] for i in combo], right / len(scores), tokens / len(scores)
 

@@ -15,6 +15,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from ponder.errors import ConfigError
 from ponder.lm.engine import Engine
 from ponder.lm.hf import HFBackend
 from ponder.search.base import SearchConfig, sample_solutions
@@ -26,7 +27,7 @@ from ponder.verifiers import aggregate, get_verifier
 def selection_benchmark(task_name: str, verifiers: list[str], problems: int, pool: int, ns: list[int], draws: int,
                         seed: int, aggregation: str = "min", model: str = "") -> dict[str, Any]:
     if any(n < 1 or n > pool for n in ns):
-        raise ValueError(f"every N must lie in 1..{pool} (the pool), got {ns}")
+        raise ConfigError(f"every N must lie in 1..{pool} (the pool), got {ns}")
     task = get_task(task_name)
     chosen = task.problems("test", limit=problems)
     lm = Engine(HFBackend(model or f"{task_name}-policy"))

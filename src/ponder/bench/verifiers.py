@@ -19,6 +19,7 @@ from typing import Any
 from ponder.collect.mc import exact_labels
 from ponder.collect.run import distinct_samples
 from ponder.collect.states import state_walks
+from ponder.errors import ConfigError
 from ponder.evaluate.metrics import auroc, first_wrong
 from ponder.lm.engine import Engine
 from ponder.lm.hf import HFBackend
@@ -41,7 +42,7 @@ def verifiers_benchmark(verifiers: list[str], task_name: str = "game24", problem
     elif source == "policy":
         sampled = sample_policy(task, chosen, model or f"{task_name}-policy", samples, seed, max_batch)
     else:
-        raise ValueError(f"unknown source {source!r}: policy or walks")
+        raise ConfigError(f"unknown source {source!r}: policy or walks")
     truth = [[exact_labels(task, p, s) for s in sols] for p, sols in zip(chosen, sampled)]
     flat_truth = [x for per in truth for t in per for x in t]
     kinds = [step_kind(task, p, s, t, i) for p, sols, per in zip(chosen, sampled, truth) for s, t in zip(sols, per)

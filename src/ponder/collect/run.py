@@ -31,7 +31,7 @@ from ponder.lm.base import LanguageModel, SamplingParams
 from ponder.lm.hf import fingerprint
 from ponder.search import get_method, search
 from ponder.search.base import SearchConfig, sample_solutions
-from ponder.tasks import Task, TaskError, get_task
+from ponder.tasks import Task, get_task
 from ponder.tasks.base import Problem
 from ponder.verifiers import Verifier, get_verifier
 
@@ -64,10 +64,10 @@ class CollectConfig:
 
     def resolved(self) -> CollectConfig:
         if self.labeller not in LABELLERS:
-            raise TaskError(f"unknown labeller {self.labeller!r}; choose from {', '.join(LABELLERS)}")
+            raise ConfigError(f"unknown labeller {self.labeller!r}; choose from {', '.join(LABELLERS)}")
         get_task(self.task).problems(self.split, limit=0)
         if self.split == "test":
-            raise TaskError("labels are training data: collect from the train split (test stays held out)")
+            raise ConfigError("labels are training data: collect from the train split (test stays held out)")
         if self.samples < 1 or self.n < 1 or self.concurrency < 1 or self.max_batch < 1:
             raise ConfigError("samples, n, concurrency and max_batch must be positive")
         # a bad sampling value fails here, before config.json is saved

@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ponder.errors import ConfigError
+
 
 def load(folders: list[Path]) -> list[dict[str, Any]]:
     """Every summary row of the folders, each with `series` (method, and folder when several) and `group`."""
@@ -19,7 +21,7 @@ def load(folders: list[Path]) -> list[dict[str, Any]]:
     for folder in folders:
         summary = folder / "summary.json"
         if not summary.is_file():
-            raise FileNotFoundError(f"{folder} has no summary.json (is it a `ponder eval` folder?)")
+            raise ConfigError(f"{folder} has no summary.json (is it a `ponder eval` folder?)")
         tag = f" ({folder.name})" if len(folders) > 1 else ""
         rows += [{**r, "series": r["method"] + tag, "group": "all"} for r in json.loads(summary.read_text())]
         graded = folder / "summary-by-difficulty.json"

@@ -24,7 +24,7 @@ from ponder.jsonl import ResumableJsonl, check_config, error_fields, is_error
 from ponder.lm.base import LanguageModel, SamplingParams
 from ponder.lm.load import load_model, model_fingerprint
 from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, search
-from ponder.tasks import Task, TaskError, get_task
+from ponder.tasks import Task, get_task
 from ponder.tasks.base import Problem
 from ponder.trace import Usage
 from ponder.verifiers import Verifier, check_aggregation, get_verifier, verifier_fingerprint
@@ -73,17 +73,17 @@ class EvalConfig:
         for m in self.methods:
             get_method(m)  # unknown names fail before any work starts
         if any(b < 1 for b in self.budgets):
-            raise TaskError(f"budgets must be positive, got {self.budgets}")
+            raise ConfigError(f"budgets must be positive, got {self.budgets}")
         if self.max_tokens < 0 or self.max_step_tokens < 0:
-            raise TaskError(f"max_tokens and max_step_tokens are positive (0: the default), got {self.max_tokens}, "
-                            f"{self.max_step_tokens}")
+            raise ConfigError(f"max_tokens and max_step_tokens are positive (0: the default), got {self.max_tokens}, "
+                              f"{self.max_step_tokens}")
         # a bad sampling value fails here, before config.json is saved
         SamplingParams(temperature=self.temperature, top_p=self.top_p, min_p=self.min_p)
         if self.concurrency < 1 or self.max_batch < 1:
             raise ConfigError(f"concurrency and max_batch must be >= 1, got {self.concurrency}, {self.max_batch}")
         stray = sorted(set(self.options) - set(self.methods))
         if stray:
-            raise TaskError(f"options given for {', '.join(stray)}, which this run does not use")
+            raise ConfigError(f"options given for {', '.join(stray)}, which this run does not use")
         check_aggregation(self.aggregate)
         model = self.model or task.default_model
         max_tokens = self.max_tokens or task.max_tokens

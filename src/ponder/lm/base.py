@@ -28,9 +28,13 @@ class SamplingParams:
     seed: int | None = None  # per request, so a request samples the same text whatever batch it lands in
 
     def __post_init__(self) -> None:
-        if self.temperature < 0 or not 0 < self.top_p <= 1 or not 0 <= self.min_p < 1 or self.max_tokens < 1:
-            raise ConfigError(f"temperature must be >= 0, top_p in (0, 1], min_p in [0, 1) and max_tokens >= 1; got "
-                              f"{self.temperature}, {self.top_p}, {self.min_p}, {self.max_tokens}")
+        bad = [f"{name} {value} (must be {rule})" for name, value, ok, rule in (
+            ("temperature", self.temperature, self.temperature >= 0, ">= 0; 0 is greedy"),
+            ("top_p", self.top_p, 0 < self.top_p <= 1, "in (0, 1]"),
+            ("min_p", self.min_p, 0 <= self.min_p < 1, "in [0, 1)"),
+            ("max_tokens", self.max_tokens, self.max_tokens >= 1, ">= 1")) if not ok]
+        if bad:
+            raise ConfigError(f"bad sampling parameters: {', '.join(bad)}")
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ class Request:
 
     def __post_init__(self) -> None:
         if self.n < 1:
-            raise ValueError(f"a request asks for at least one completion, got n={self.n}")
+            raise ConfigError(f"a request asks for at least one completion, got n={self.n}")
 
 
 @dataclass(frozen=True)

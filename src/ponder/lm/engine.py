@@ -23,6 +23,7 @@ import threading
 from dataclasses import dataclass
 
 from ponder.batcher import COMPUTE, Batcher, resolve
+from ponder.errors import ConfigError
 from ponder.lm.base import Backend, Completion, NextToken, OnBackend, Request
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class Engine(OnBackend):
         if max_tokens is None:
             max_tokens = backend.cache_positions()
         if max_rows < 1 or max_tokens < 1:
-            raise ValueError(f"an engine needs max_rows and max_tokens >= 1, got {max_rows}, {max_tokens}")
+            raise ConfigError(f"an engine needs max_rows and max_tokens >= 1, got {max_rows}, {max_tokens}")
         super().__init__(backend)
         self.max_rows, self.max_tokens = max_rows, max_tokens
         self.stats = EngineStats()

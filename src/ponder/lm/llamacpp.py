@@ -45,6 +45,7 @@ import torch
 from llama_cpp._internals import LlamaContext, LlamaModel
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from ponder.errors import ConfigError
 from ponder.lm.base import Backend, Completion, ContextLengthError, Message, Request, prompt_ids
 from ponder.lm.sampling import Distinct, completion, draws, finish_reason, sample, share_time, truncate
 
@@ -122,7 +123,7 @@ class LlamaCppBackend(Backend):
         super().__init__()
         n_seq = max_rows + SPARE
         if max_rows < 1 or n_seq > llama_cpp.llama_max_parallel_sequences():
-            raise ValueError(f"max_rows must be 1 to {llama_cpp.llama_max_parallel_sequences() - SPARE}")
+            raise ConfigError(f"max_rows must be 1 to {llama_cpp.llama_max_parallel_sequences() - SPARE}")
         logging.getLogger("llama-cpp-python").setLevel(logging.CRITICAL)  # llama.cpp's log goes through this logger
         llama_cpp.llama_backend_init()
         self.name = Path(path).stem

@@ -64,7 +64,7 @@ from typing import Any
 
 import httpx
 
-from ponder.errors import PonderError
+from ponder.errors import ConfigError, PonderError
 from ponder.lm.base import Completion, ContextLengthError, LanguageModel, Message, NextToken, Request, SamplingParams
 
 MAX_STOP = 4  # stop strings the OpenAI API accepts
@@ -108,13 +108,13 @@ class OpenAIServer(LanguageModel):
                  timeout: float = 120, retries: int = 4, api_key: str | None = None, logprobs: bool = False,
                  template_from: str | None = None) -> None:
         if endpoint not in ("completions", "chat"):
-            raise ValueError(f"endpoint is 'completions' or 'chat', not {endpoint!r}")
+            raise ConfigError(f"endpoint is 'completions' or 'chat', not {endpoint!r}")
         if max_in_flight < 1 or retries < 0 or timeout <= 0:
-            raise ValueError(f"need max_in_flight >= 1, retries >= 0, timeout > 0; got {max_in_flight}, {retries}, "
-                             f"{timeout}")
+            raise ConfigError(f"need max_in_flight >= 1, retries >= 0, timeout > 0; got {max_in_flight}, {retries}, "
+                              f"{timeout}")
         if endpoint == "chat" and template_from:
-            raise ValueError("the chat endpoint applies the server's own chat template: template_from is for "
-                             "the completions endpoint")
+            raise ConfigError("the chat endpoint applies the server's own chat template: template_from is for "
+                              "the completions endpoint")
         base_url = base_url.rstrip("/")
         self.root = re.sub(r"/v\d+$", "", base_url)  # the server's own paths (its tokenizer) live here
         self.base_url = base_url if base_url != self.root else f"{base_url}/v1"
@@ -427,9 +427,9 @@ def load_chat_template(path: str) -> Callable[[list[Message]], str]:
         special = {key: token["content"] if isinstance(token, dict) else token
                    for key in ("bos_token", "eos_token") if (token := config.get(key))}
     else:
-        raise ValueError(f"template_from: {path} is neither a .gguf file nor a model directory")
+        raise ConfigError(f"template_from: {path} is neither a .gguf file nor a model directory")
     if not source:
-        raise ValueError(f"template_from: {path} has no chat template")
+        raise ConfigError(f"template_from: {path} has no chat template")
 
     def raise_exception(message: str) -> None:
         raise ValueError(f"chat template of {path}: {message}")

@@ -1,5 +1,6 @@
 """Search methods: one file each, one signature, one registry. Importing a method's module registers it."""
 
+from ponder.errors import ConfigError
 from ponder.lm.base import LanguageModel, Metered
 from ponder.search import (  # noqa: F401  (registration)
     beam,
@@ -21,7 +22,7 @@ from ponder.verifiers.base import MeteredVerifier, Verifier
 
 def get_method(name: str) -> SearchMethod:
     if name not in METHODS:
-        raise ValueError(f"unknown search method {name!r}; known methods: {', '.join(sorted(METHODS))}")
+        raise ConfigError(f"unknown search method {name!r}; known methods: {', '.join(sorted(METHODS))}")
     return METHODS[name]
 
 

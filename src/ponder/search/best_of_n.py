@@ -8,6 +8,7 @@ picks the answer with the largest total, which mixes the verifier with self-cons
 
 from __future__ import annotations
 
+from ponder.errors import ConfigError
 from ponder.lm.base import LanguageModel
 from ponder.search.base import SearchConfig, record_solutions, register, sample_solutions
 from ponder.search.select import answer
@@ -21,7 +22,7 @@ from ponder.verifiers.base import Verifier
 async def best_of_n(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
                     cfg: SearchConfig) -> Trace:
     if verifier is None:
-        raise ValueError("best_of_n needs a verifier (e.g. --verifier oracle or --verifier vote)")
+        raise ConfigError("best_of_n needs a verifier (e.g. --verifier oracle or --verifier vote)")
     trace = Trace(problem.id, "best_of_n", extra={"verifier": verifier.name})
     solutions = await sample_solutions(task, problem, lm, cfg, n=cfg.n, temperature=cfg.temperature, tag="sample")
     scores = [aggregate(s, cfg.aggregate) for s in await verifier.score(task, problem, solutions)]

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ponder.errors import ConfigError
 from ponder.lm.base import Completion, LanguageModel, Request, Wrapper
 from ponder.search.base import METHODS, SearchConfig, register, sample_solutions
 from ponder.tasks.base import Problem, Task
@@ -57,13 +58,13 @@ class RoutingTable:
 
     def __post_init__(self) -> None:
         if len(self.strategies) != len(self.thresholds) + 1:
-            raise ValueError(f"a routing table needs one strategy per bin: {len(self.thresholds) + 1} bins, "
-                             f"{len(self.strategies)} strategies")
+            raise ConfigError(f"a routing table needs one strategy per bin: {len(self.thresholds) + 1} bins, "
+                              f"{len(self.strategies)} strategies")
         if self.thresholds != sorted(self.thresholds):
-            raise ValueError(f"routing thresholds must ascend, got {self.thresholds}")
+            raise ConfigError(f"routing thresholds must ascend, got {self.thresholds}")
         unknown = sorted({s.method for s in self.strategies} - set(METHODS) - {"compute_optimal"})
         if unknown or any(s.method == "compute_optimal" for s in self.strategies):
-            raise ValueError(f"a routing table names methods that cannot be routed to: {unknown or 'itself'}")
+            raise ConfigError(f"a routing table names methods that cannot be routed to: {unknown or 'itself'}")
 
     def bin(self, score: float) -> int:
         return bisect.bisect_right(self.thresholds, score)
@@ -77,7 +78,7 @@ class RoutingTable:
             raw = json.loads(Path(path).read_text())
             return cls(**{**raw, "strategies": [Strategy(**s) for s in raw["strategies"]]})
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f"cannot read the routing table {path}: {err}") from err
+            raise ConfigError(f"cannot read the routing table {path}: {err}") from err
 
 
 class Remembered(Wrapper):
@@ -109,13 +110,13 @@ async def probe(task: Task, problem: Problem, lm: LanguageModel, verifier: Verif
 async def compute_optimal(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
                           cfg: SearchConfig) -> Trace:
     if verifier is None:
-        raise ValueError("compute_optimal needs a verifier: it estimates difficulty from verifier scores")
+        raise ConfigError("compute_optimal needs a verifier: it estimates difficulty from verifier scores")
     if "table" not in cfg.options:
-        raise ValueError("compute_optimal needs a routing table: --set compute_optimal.table=PATH "
-                         "(fitted on the training split by `ponder bench routing`)")
+        raise ConfigError("compute_optimal needs a routing table: --set compute_optimal.table=PATH "
+                          "(fitted on the training split by `ponder bench routing`)")
     table = RoutingTable.load(cfg.options["table"])
     if table.task != task.name:
-        raise ValueError(f"the routing table was fitted on {table.task}, not {task.name}")
+        raise ConfigError(f"the routing table was fitted on {table.task}, not {task.name}")
     remembered = Remembered(lm)
     score = await probe(task, problem, remembered, verifier, replace(cfg, aggregate=table.aggregate), table.probe_n)
     strategy = table.strategies[table.bin(score)]

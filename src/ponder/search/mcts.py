@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 
+from ponder.errors import ConfigError
 from ponder.lm.base import LanguageModel
 from ponder.search.base import SearchConfig, propose_steps, register, sample_solutions
 from ponder.search.select import Finished, answer, check_selection
@@ -43,7 +44,7 @@ class MCTS:
     def __init__(self, task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
                  cfg: SearchConfig) -> None:
         if verifier is None:
-            raise ValueError("mcts needs a verifier for its values (e.g. --verifier game24-prm)")
+            raise ConfigError("mcts needs a verifier for its values (e.g. --verifier game24-prm)")
         o = cfg.options
         self.task, self.problem, self.lm, self.verifier, self.cfg = task, problem, lm, verifier, cfg
         self.simulations, self.width = int(o.get("simulations", cfg.n)), int(o.get("width", 16))
@@ -53,10 +54,10 @@ class MCTS:
         self.how, self.limit = str(o.get("select", "best")), int(o.get("T", task.max_steps))
         check_selection(self.how)
         if self.final not in FINALS:
-            raise ValueError(f"unknown mcts final {self.final!r}; choose from {', '.join(FINALS)}")
+            raise ConfigError(f"unknown mcts final {self.final!r}; choose from {', '.join(FINALS)}")
         if self.simulations < 1 or self.width < 1 or not 0 <= self.mix <= 1:
-            raise ValueError(f"mcts needs simulations, width >= 1 and 0 <= mix <= 1; got {self.simulations}, "
-                             f"{self.width}, {self.mix}")
+            raise ConfigError(f"mcts needs simulations, width >= 1 and 0 <= mix <= 1; got {self.simulations}, "
+                              f"{self.width}, {self.mix}")
         self.trace = Trace(problem.id, "mcts", extra={"verifier": verifier.name, "c_puct": self.c_puct,
                                                       "mix": self.mix, "width": self.width})
         self.steps: dict[int, list[str]] = {0: []}

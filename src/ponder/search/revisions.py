@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 
+from ponder.errors import ConfigError
 from ponder.lm.base import LanguageModel
 from ponder.search.base import SearchConfig, record_solutions, register, sample_solutions
 from ponder.search.select import Finished, answer, check_selection, select
@@ -47,15 +48,15 @@ def answered(task: Task, problem: Problem, attempts: list[Finished]) -> list[Fin
 async def revisions(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
                     cfg: SearchConfig) -> Trace:
     if verifier is None:
-        raise ValueError("revisions needs a verifier to choose among the attempts (e.g. --verifier game24-prm)")
+        raise ConfigError("revisions needs a verifier to choose among the attempts (e.g. --verifier game24-prm)")
     o = cfg.options
     length, context = int(o.get("sequential", 4)), int(o.get("context", 4))
     how, final = str(o.get("select", "weighted")), str(o.get("final", "hierarchical"))
     check_selection(how)
     if final not in FINALS:
-        raise ValueError(f"unknown revisions final {final!r}; choose from {', '.join(FINALS)}")
+        raise ConfigError(f"unknown revisions final {final!r}; choose from {', '.join(FINALS)}")
     if not 1 <= length <= cfg.n or context < 0:
-        raise ValueError(f"revisions needs 1 <= sequential <= n and context >= 0; got {length}, n={cfg.n}, {context}")
+        raise ConfigError(f"revisions needs 1 <= sequential <= n and context >= 0; got {length}, n={cfg.n}, {context}")
     trace = Trace(problem.id, "revisions", extra={"verifier": verifier.name, "sequential": length,
                                                   "chains": cfg.n // length, "context": context})
     chains = await asyncio.gather(*(chain(task, problem, lm, cfg, c, length, context) for c in range(cfg.n // length)))

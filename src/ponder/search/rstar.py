@@ -41,6 +41,7 @@ import math
 import random
 from collections import Counter
 
+from ponder.errors import ConfigError
 from ponder.lm.base import Completion, LanguageModel
 from ponder.search.base import SearchConfig, propose_steps, register, request_seed, sample_solutions
 from ponder.search.select import Finished, answer, check_selection
@@ -57,8 +58,8 @@ class RStar:
     def __init__(self, task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
                  cfg: SearchConfig) -> None:
         if task.actions is None:
-            raise ValueError(f"rstar asks the policy for its five actions, and task {task.name!r} has no formats for "
-                             "them (arith has)")
+            raise ConfigError(f"rstar asks the policy for its five actions, and task {task.name!r} has no formats for "
+                              "them (arith has)")
         o = cfg.options
         self.task, self.problem, self.lm, self.cfg = task, problem, lm, cfg
         self.actions: Actions = task.actions
@@ -70,7 +71,7 @@ class RStar:
         self.how = str(o.get("select", "majority"))
         check_selection(self.how)
         if min(self.num_rollouts, self.num_a1_steps, self.num_subquestions, self.num_votes, self.limit) < 1:
-            raise ValueError("rstar needs num_rollouts, num_a1_steps, num_subquestions, num_votes and T >= 1")
+            raise ConfigError("rstar needs num_rollouts, num_a1_steps, num_subquestions, num_votes and T >= 1")
         self.trace = Trace(problem.id, "rstar", extra={"discriminator": self.discriminator.name, "c": self.c,
                                                        "num_votes": self.num_votes})
         self.steps: dict[int, list[str]] = {0: []}

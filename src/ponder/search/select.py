@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+from ponder.errors import ConfigError
 from ponder.tasks.base import Problem, Task
 from ponder.trace import Trace
 
@@ -32,7 +33,7 @@ class Finished:
 
 def check_selection(how: str) -> None:
     if how not in SELECTIONS:
-        raise ValueError(f"unknown answer selection {how!r}; choose from {', '.join(SELECTIONS)}")
+        raise ConfigError(f"unknown answer selection {how!r}; choose from {', '.join(SELECTIONS)}")
 
 
 def select(task: Task, problem: Problem, finished: list[Finished], how: str) -> Finished | None:

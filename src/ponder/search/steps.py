@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 
+from ponder.errors import ConfigError
 from ponder.lm.base import LanguageModel
 from ponder.search.base import SearchConfig, sample_steps
 from ponder.search.select import Finished, answer, check_selection
@@ -29,7 +30,7 @@ def n_and_m(name: str, cfg: SearchConfig) -> tuple[int, int]:
     """N (`cfg.n`) and M (`beam_width`, 4) of beam search and DVTS: N proposals an iteration, M per beam."""
     n, m = cfg.n, int(cfg.options.get("beam_width", 4))
     if m < 1 or n < m:
-        raise ValueError(f"{name} needs N >= M >= 1 (N = n, M = beam_width); got N={n}, M={m}")
+        raise ConfigError(f"{name} needs N >= M >= 1 (N = n, M = beam_width); got N={n}, M={m}")
     return n, m
 
 
@@ -37,7 +38,7 @@ class StepSearch:
     def __init__(self, name: str, task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
                  cfg: SearchConfig, limit_knob: str = "T", distinct: bool = False) -> None:
         if verifier is None:
-            raise ValueError(f"{name} needs a verifier to judge its states (e.g. --verifier game24-prm)")
+            raise ConfigError(f"{name} needs a verifier to judge its states (e.g. --verifier game24-prm)")
         self.task, self.problem, self.lm, self.verifier, self.cfg = task, problem, lm, verifier, cfg
         self.limit = int(cfg.options.get(limit_knob, task.max_steps))
         self.lookahead = int(cfg.options.get("lookahead", 0))
@@ -45,7 +46,7 @@ class StepSearch:
         self.distinct = bool(cfg.options.get("distinct", distinct))
         check_selection(self.how)
         if self.limit < 1 or self.lookahead < 0:
-            raise ValueError(f"{name} needs {limit_knob} >= 1 and lookahead >= 0; got {self.limit}, {self.lookahead}")
+            raise ConfigError(f"{name} needs {limit_knob} >= 1 and lookahead >= 0; got {self.limit}, {self.lookahead}")
         self.trace = Trace(problem.id, name, extra={"verifier": verifier.name, limit_knob: self.limit})
         self.finished: list[Finished] = []
 

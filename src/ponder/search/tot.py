@@ -18,6 +18,7 @@ step-level search (`search/steps.py`).
 
 from __future__ import annotations
 
+from ponder.errors import ConfigError
 from ponder.lm.base import LanguageModel
 from ponder.search.base import SearchConfig, register
 from ponder.search.steps import StepSearch
@@ -34,7 +35,7 @@ class _Tree(StepSearch):
         super().__init__(name, task, problem, lm, verifier, cfg, limit_knob="T", distinct=True)
         self.k, self.b = int(cfg.options.get("k", cfg.n)), int(cfg.options.get("b", 5))
         if self.k < 1 or self.b < 1:
-            raise ValueError(f"{name} needs k, b, T >= 1; got k={self.k}, b={self.b}, T={self.limit}")
+            raise ConfigError(f"{name} needs k, b, T >= 1; got k={self.k}, b={self.b}, T={self.limit}")
         self.trace.extra["k"] = self.k
 
     async def propose(self, states: list[tuple[int, list[str]]], t: int) -> list[tuple[float, int, list[str]]]:

@@ -15,6 +15,8 @@ import torch
 import yaml
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ponder.errors import ConfigError
+
 
 @dataclass
 class TrainConfig:
@@ -103,7 +105,7 @@ def train_loop(model: torch.nn.Module, data: Iterator[dict[str, torch.Tensor]], 
     if state is not None and state.is_file():
         saved = torch.load(state, map_location="cpu", weights_only=False)
         if saved["run"] != run:
-            raise ValueError(f"{state} holds a run of another recipe or step count; delete it to start afresh")
+            raise ConfigError(f"{state} holds a run of another recipe or step count; delete it to start afresh")
         model.load_state_dict(saved["model"])
         optim.load_state_dict(saved["optim"])
         losses, tokens, first, before = saved["losses"], saved["tokens"], saved["step"], saved["seconds"]

@@ -1,5 +1,6 @@
 """Verifiers score solutions step by step; aggregation turns step scores into one score per solution."""
 
+from ponder.errors import ConfigError
 from ponder.lm.base import LanguageModel
 from ponder.verifiers.aggregate import AGGREGATIONS, aggregate, check_aggregation
 from ponder.verifiers.base import VERIFIERS, Verifier
@@ -22,7 +23,7 @@ def get_verifier(name: str, lm: LanguageModel | None = None) -> Verifier:
         from ponder.verifiers.judge import JudgeVerifier
 
         if not spec and lm is None:
-            raise ValueError(f"the {kind} verifier asks a model: name one ({kind}:MODEL) or pass the policy")
+            raise ConfigError(f"the {kind} verifier asks a model: name one ({kind}:MODEL) or pass the policy")
         model = load_model(spec) if spec else lm
         return MutualConsistency(model) if kind == "consistency" else JudgeVerifier(model, JUDGES[kind])
     from ponder.lm.hf import ModelLoadError
@@ -51,8 +52,8 @@ def verifier_fingerprint(name: str) -> str:
         raise _unknown(name, err) from err
 
 
-def _unknown(name: str, err: Exception) -> ValueError:
-    return ValueError(f"unknown verifier {name!r}: not one of {', '.join(sorted(VERIFIERS))} and {err}")
+def _unknown(name: str, err: Exception) -> ConfigError:
+    return ConfigError(f"unknown verifier {name!r}: not one of {', '.join(sorted(VERIFIERS))} and {err}")
 
 
 __all__ = ["AGGREGATIONS", "Verifier", "aggregate", "check_aggregation", "get_verifier", "verifier_fingerprint"]

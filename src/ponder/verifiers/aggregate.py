@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from ponder.errors import ConfigError
+
 AGGREGATIONS: dict[str, Callable[[Sequence[float]], float]] = {
     "min": min,
     "last": lambda scores: scores[-1],
@@ -19,7 +21,7 @@ AGGREGATIONS: dict[str, Callable[[Sequence[float]], float]] = {
 
 def check_aggregation(how: str) -> None:
     if how not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {how!r}; choose from {', '.join(AGGREGATIONS)}")
+        raise ConfigError(f"unknown aggregation {how!r}; choose from {', '.join(AGGREGATIONS)}")
 
 
 def aggregate(scores: Sequence[float], how: str = "last") -> float:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import random
 
+from ponder.errors import ConfigError
 from ponder.lm.base import LanguageModel, Request, SamplingParams
 from ponder.tasks.base import Problem, Task
 from ponder.trace import METER
@@ -26,7 +27,7 @@ class MutualConsistency(Verifier):
 
     def __init__(self, lm: LanguageModel, mask_left: float = 0.2, mask_right: float = 0.8) -> None:
         if not 0 <= mask_left <= mask_right <= 1:
-            raise ValueError(f"consistency needs 0 <= mask_left <= mask_right <= 1; got {mask_left}, {mask_right}")
+            raise ConfigError(f"consistency needs 0 <= mask_left <= mask_right <= 1; got {mask_left}, {mask_right}")
         self.lm, self.mask_left, self.mask_right = lm, mask_left, mask_right
 
     def cut(self, task: Task, steps: list[str]) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 
+from ponder.errors import ConfigError
 from ponder.lm.base import LanguageModel, NextToken
 from ponder.tasks.base import Problem, Task
 from ponder.trace import METER
@@ -35,7 +36,7 @@ REMEMBER = 1 << 20  # answers kept (a digest and a float each)
 class JudgeVerifier(Verifier):
     def __init__(self, lm: LanguageModel, kind: str = "process") -> None:
         if kind not in KINDS:
-            raise ValueError(f"unknown judge kind {kind!r}; choose from {', '.join(KINDS)}")
+            raise ConfigError(f"unknown judge kind {kind!r}; choose from {', '.join(KINDS)}")
         self.lm, self.kind = lm, kind
         self.name = "judge" if kind == "process" else "judge-outcome"
         self._known: dict[bytes, float] = {}  # P(Yes) share by question digest, oldest first
