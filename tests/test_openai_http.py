@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import os
 import shutil
@@ -141,7 +142,7 @@ def test_the_model_is_the_only_one_listed_or_the_one_named():
         assert [c["body"]["model"] for c in calls] == ["b", "b"] and lm.name == "b"
 
 
-def test_sampling_fields_stop_strings_and_a_server_that_rejects_extra_fields(monkeypatch):
+def test_sampling_fields_stop_strings_and_a_server_that_rejects_extra_fields(monkeypatch, caplog):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     answers = [(422, {}, {"detail": "Unexpected fields in the request: {'min_p', 'top_k', 'repeat_penalty'}"}),
                (400, {}, {"error": {"message": "Unrecognized request argument supplied: generation_config"}}),
@@ -150,9 +151,10 @@ def test_sampling_fields_stop_strings_and_a_server_that_rejects_extra_fields(mon
                             seed=2**40 + 5)
     with scripted(answers) as (url, calls):
         lm = OpenAIServer(url + "/v1/")
-        with pytest.warns(UserWarning, match="takes no min_p"):
+        with caplog.at_level(logging.WARNING, logger="ponder"):
             [[c]] = generate(lm, Request("p", params))
-        generate(lm, Request("q", params))
+            generate(lm, Request("q", params))
+    assert [r.getMessage() for r in caplog.records] == [f"{url}/v1 takes no min_p: its own min-p and top-k apply"]
     assert c.text == "a+b=c" and c.finish_reason == "stop"  # cut here at the fifth stop string
     first, second, third, fourth = (x["body"] for x in calls)
     assert calls[0]["headers"]["Authorization"] == "Bearer sk-test"

@@ -82,7 +82,6 @@ def _log_to_stderr(level: int) -> None:
         handler = _Stderr()
         handler.setFormatter(_Format("%(message)s"))
         log.addHandler(handler)
-    log.propagate = False
 
 
 app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True,

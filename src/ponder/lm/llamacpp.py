@@ -32,7 +32,6 @@ import contextlib
 import ctypes
 import functools
 import itertools
-import logging
 import random
 import time
 from collections.abc import Iterable, Iterator
@@ -124,7 +123,6 @@ class LlamaCppBackend(Backend):
         n_seq = max_rows + SPARE
         if max_rows < 1 or n_seq > llama_cpp.llama_max_parallel_sequences():
             raise ConfigError(f"max_rows must be 1 to {llama_cpp.llama_max_parallel_sequences() - SPARE}")
-        logging.getLogger("llama-cpp-python").setLevel(logging.CRITICAL)  # llama.cpp's log goes through this logger
         llama_cpp.llama_backend_init()
         self.name = Path(path).stem
         self.max_rows = max_rows

@@ -49,13 +49,13 @@ import asyncio
 import email.utils
 import hashlib
 import json
+import logging
 import math
 import os
 import random
 import re
 import socket
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -67,6 +67,7 @@ import httpx
 from ponder.errors import ConfigError, PonderError
 from ponder.lm.base import Completion, ContextLengthError, LanguageModel, Message, NextToken, Request, SamplingParams
 
+log = logging.getLogger(__name__)
 MAX_STOP = 4  # stop strings the OpenAI API accepts
 TOP_LOGPROBS = 20  # the most the OpenAI API gives
 MAX_RETRY_AFTER = 60.0
@@ -217,7 +218,7 @@ class OpenAIServer(LanguageModel):
                 if self._dialect == dialect:  # the server rejects these fields: try the next way of sending them
                     self._dialect += 1
                     if self._dialect == len(DIALECTS) - 1 and p.min_p:
-                        warnings.warn(f"{self.base_url} takes no min_p: its own min-p and top-k apply", stacklevel=2)
+                        log.warning("%s takes no min_p: its own min-p and top-k apply", self.base_url)
         return _completions(answer, p, seconds, chat)
 
     async def _next_token(self, prompt: str, words: list[str]) -> NextToken:

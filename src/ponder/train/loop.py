@@ -4,6 +4,7 @@ bf16 autocast where the CPU has it, and a progress bar with the running loss."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,8 @@ import yaml
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ponder.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -131,8 +134,8 @@ def train_loop(model: torch.nn.Module, data: Iterator[dict[str, torch.Tensor]], 
             tokens += int(batch["attention_mask"].sum())
             bar.update(job, advance=1, loss=sum(losses[-20:]) / len(losses[-20:]))
             if not bar.console.is_terminal and time.time() - shown >= 60:  # a log file sees a line a minute
-                print(f"{name}: step {step + 1}/{n_steps}, loss {sum(losses[-20:]) / len(losses[-20:]):.4f}, "
-                      f"{before + time.time() - start:.0f} s", flush=True)
+                log.info("%s: step %d/%d, loss %.4f, %.0f s", name, step + 1, n_steps,
+                         sum(losses[-20:]) / len(losses[-20:]), before + time.time() - start)
                 shown = time.time()
             if state is not None and time.time() - saved_at >= cfg.save_every and step + 1 < n_steps:
                 _save_state(state, {"run": run, "step": step + 1, "model": model.state_dict(),
