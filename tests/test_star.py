@@ -9,9 +9,10 @@ from dataclasses import replace
 import pytest
 
 from ponder.bench.star import StarConfig, rationales, run_star, split_problems
+from ponder.errors import ConfigError
 from ponder.lm.base import Completion, LanguageModel, Request
 from ponder.lm.engine import Engine
-from ponder.tasks import TaskError, get_task
+from ponder.tasks import get_task
 from ponder.train.data import solver_pairs
 
 
@@ -58,7 +59,7 @@ def test_seed_set_and_star_problems_are_disjoint_training_problems():
     assert not {p.id for p in seed} & {p.id for p in rest}
     test_ids = {p.id for p in task.problems("test")}
     assert not ({p.id for p in seed} | {p.id for p in rest}) & test_ids
-    with pytest.raises(TaskError, match="filter"):
+    with pytest.raises(ConfigError, match="filter"):
         StarConfig(filter="vibes").resolved()
 
 
@@ -105,10 +106,10 @@ def test_tiny_star_run_trains_each_iteration_and_resumes_without_retraining(tmp_
     again = run_star(cfg, tmp_path)  # everything is done: nothing is retrained, the rows are the same
     assert weights.stat().st_mtime_ns == stamp
     assert [r["examples"] for r in again["rows"]] == [r["examples"] for r in first["rows"]]
-    with pytest.raises(TaskError, match="config"):
+    with pytest.raises(ConfigError, match="config"):
         run_star(replace(cfg, iterations=3, seed_steps=9), tmp_path)
     # an original model is shared only between runs with the same seed set and training
-    with pytest.raises(TaskError, match="other settings"):
+    with pytest.raises(ConfigError, match="other settings"):
         run_star(replace(cfg, seed_steps=9), tmp_path / "other", base=tmp_path / "base")
 
 
@@ -121,5 +122,5 @@ def test_seed_share_sets_the_share_of_seed_examples_in_fine_tuning():
     kept = [("k", str(i)) for i in range(3)]
     drawn = list(islice(mixture([endless(seed, 0), endless(kept, 1)], [0.25, 0.75], 0), 4000))
     assert 0.22 < sum(p == "s" for p, _ in drawn) / len(drawn) < 0.28
-    with pytest.raises(TaskError, match="seed_share"):
+    with pytest.raises(ConfigError, match="seed_share"):
         StarConfig(seed_share=1.5).resolved()

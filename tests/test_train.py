@@ -113,7 +113,7 @@ def test_sft_killed_with_sigkill_resumes_to_the_same_weights_as_an_uninterrupted
     torch.save({"run": {"run": {}, "steps": 1}}, killed / "train-state.pt")
     bad = subprocess.run([sys.executable, "-c", "from ponder.cli import app; app()", "train", "sft", str(recipe),
                           "--out", str(killed)], capture_output=True, text=True)
-    assert bad.returncode == 2 and "holds a run of another recipe" in bad.stdout
+    assert bad.returncode == 2 and "holds a run of another recipe" in bad.stderr
 
 
 @pytest.mark.slow

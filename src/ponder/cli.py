@@ -94,7 +94,7 @@ collect_app = typer.Typer(no_args_is_help=True, help="The data engine: step labe
 @app.callback()
 def _process(verbose: bool = typer.Option(False, "--verbose", "-v", help="log debugging detail"),
              quiet: bool = typer.Option(False, "--quiet", "-q", help="log only warnings and errors")) -> None:
-    """Test-time search for LLM reasoning."""
+    """Before any command: how much the `ponder` logger shows, and how this process keeps freed memory."""
     if verbose and quiet:
         raise typer.BadParameter("give --verbose or --quiet, not both", param_hint="-v/-q")
     _log_to_stderr(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
@@ -109,7 +109,6 @@ app.add_typer(train_app, name="train")
 app.add_typer(bench_app, name="bench")
 app.add_typer(collect_app, name="collect")
 console = Console() if sys.stdout.isatty() else Console(width=140)  # logs and CI get whole tables
-
 Number = TypeVar("Number", int, float)
 
 

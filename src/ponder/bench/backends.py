@@ -18,6 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ponder.errors import ConfigError
 from ponder.lm.base import Backend, Request, SamplingParams
 from ponder.lm.engine import Engine
 from ponder.lm.hf import HFBackend
@@ -52,7 +53,7 @@ def run(model_path: str, prompts: int = 32, max_tokens: int = 128, threads: int 
     llama = LlamaCppBackend(model_path, threads=threads, max_rows=prompts, n_ctx=max_tokens + 512)
     prompt = llama.chat_prompt([{"role": "user", "content": f"{QUESTION}\nLet's think step by step."}])
     if prompt is None:
-        raise ValueError(f"{model_path} has no chat template")
+        raise ConfigError(f"{model_path} has no chat template")
     rows = []
     for name, backend in [("llama.cpp", llama), ("transformers", HFBackend(model_path, threads=threads))]:
         _measure(backend, prompt, 1, 4, seed=seed - 1)  # warm up: the first call allocates

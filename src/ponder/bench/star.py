@@ -45,13 +45,14 @@ import torch
 import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ponder.errors import ConfigError
 from ponder.evaluate.runner import greedy_accuracy
 from ponder.jsonl import check_config, error_fields, is_error
 from ponder.lm.base import LanguageModel
 from ponder.lm.engine import Engine
 from ponder.lm.hf import HFBackend
 from ponder.search.base import SearchConfig, sample_solutions
-from ponder.tasks import Task, TaskError, get_task
+from ponder.tasks import Task, get_task
 from ponder.tasks.base import Problem
 from ponder.train.data import endless, mixture, solver_pairs
 from ponder.train.loop import TrainConfig, save_checkpoint
@@ -86,14 +87,14 @@ class StarConfig:
     def resolved(self) -> StarConfig:
         task = get_task(self.task)
         if self.filter not in FILTERS:
-            raise TaskError(f"unknown STaR filter {self.filter!r}; choose from {', '.join(FILTERS)}")
+            raise ConfigError(f"unknown STaR filter {self.filter!r}; choose from {', '.join(FILTERS)}")
         if self.iterations < 1 or self.samples < 1 or self.seed_problems < 1:
-            raise TaskError("iterations, samples and seed_problems must be positive")
+            raise ConfigError("iterations, samples and seed_problems must be positive")
         if self.seed_share is not None and not 0 <= self.seed_share <= 1:
-            raise TaskError(f"seed_share must be between 0 and 1, got {self.seed_share}")
+            raise ConfigError(f"seed_share must be between 0 and 1, got {self.seed_share}")
         has_oracle = task.step_labels(task.problems("train", limit=1)[0], ["x"]) is not None
         if self.filter == "steps" and not has_oracle:
-            raise TaskError(f"filter 'steps' needs a task with a step oracle; {self.task} has none")
+            raise ConfigError(f"filter 'steps' needs a task with a step oracle; {self.task} has none")
         shape = asdict(ModelShape(**(self.model or {}))) if self.model else asdict(default_shape(self.task))
         return StarConfig(**{**asdict(self), "model": shape,
                              "max_tokens": self.max_tokens or get_task(self.task).max_tokens})
@@ -113,7 +114,7 @@ def split_problems(task: Task, cfg: StarConfig) -> tuple[list[Problem], list[Pro
     train = task.problems("train", limit=None if cfg.problems is None else cfg.seed_problems + cfg.problems)
     seed, rest = train[: cfg.seed_problems], train[cfg.seed_problems:]
     if not rest:
-        raise TaskError(f"{task.name}: no training problems left after the {cfg.seed_problems}-problem seed set")
+        raise ConfigError(f"{task.name}: no training problems left after the {cfg.seed_problems}-problem seed set")
     return seed, rest
 
 
@@ -199,7 +200,7 @@ def run_star(cfg: StarConfig, out: Path, base: Path | None = None) -> dict[str, 
     base_dir = base or out / "base"
     if not (base_dir / "training.json").exists():
         if base is not None:
-            raise TaskError(f"{base} holds no trained original model")
+            raise ConfigError(f"{base} holds no trained original model")
         train_model(cfg, seed_pairs, cfg.seed_steps, base_dir, f"star {cfg.task}: original model")
     check_base(base_dir, cfg)
     base_row = {"steps": 0, "examples": len(seed_pairs), "seconds": 0.0}
@@ -251,7 +252,7 @@ def check_base(base: Path, cfg: StarConfig) -> None:
     made = yaml.safe_load((base / "recipe.yaml").read_text())
     differ = {k: (made.get(k), getattr(cfg, k)) for k in BASE_KNOBS if made.get(k) != getattr(cfg, k)}
     if differ:
-        raise TaskError(f"the original model in {base} was trained with other settings {differ} (then, now)")
+        raise ConfigError(f"the original model in {base} was trained with other settings {differ} (then, now)")
 
 
 def iteration_row(cfg: StarConfig, n: int, model: Path, out: Path, trained: dict[str, Any],

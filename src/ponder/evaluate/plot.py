@@ -23,12 +23,25 @@ def load(folders: list[Path]) -> list[dict[str, Any]]:
         if not summary.is_file():
             raise ConfigError(f"{folder} has no summary.json (is it a `ponder eval` folder?)")
         tag = f" ({folder.name})" if len(folders) > 1 else ""
-        rows += [{**r, "series": r["method"] + tag, "group": "all"} for r in json.loads(summary.read_text())]
+        rows += [{**r, "series": r["method"] + tag, "group": "all"} for r in _summary_rows(summary)]
         graded = folder / "summary-by-difficulty.json"
         if graded.is_file():
             rows += [{**r, "series": r["method"] + tag, "group": f"difficulty {r['difficulty']}"}
-                     for r in json.loads(graded.read_text())]
+                     for r in _summary_rows(graded, "difficulty")]
     return rows
+
+
+def _summary_rows(path: Path, *keys: str) -> list[dict[str, Any]]:
+    """A summary file's rows, each with a method, a budget, accuracy and generated tokens (and `keys`)."""
+    need = ("method", "budget", "accuracy", "generated_tokens", *keys)
+    try:
+        rows = json.loads(path.read_text())
+        if isinstance(rows, list) and all(isinstance(r, dict) and all(k in r for k in need) for r in rows):
+            return rows
+        problem = f"expected a list of rows with {', '.join(need)}"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        problem = str(err)
+    raise ConfigError(f"{path} is not a `ponder eval` summary ({problem}); rerun `ponder eval` into its folder")
 
 
 def plot_compute(rows: list[dict[str, Any]], path: Path, title: str) -> None:

@@ -236,9 +236,9 @@ class OpenAIServer(LanguageModel):
         """A chat endpoint starts a new assistant message: a prompt that extends an earlier one (a partial solution
         of a step-level search) cannot be continued through it."""
         if any(len(q) < len(prompt) and prompt.startswith(q) for q in self._chat_prompts):
-            raise ValueError("the chat endpoint sends a prompt as a new user message and cannot continue a partial "
-                             "solution (this prompt extends an earlier one): step-level searches need "
-                             "endpoint='completions'")
+            raise ConfigError("the chat endpoint sends a prompt as a new user message and cannot continue a partial "
+                              "solution (this prompt extends an earlier one): step-level searches need "
+                              "endpoint='completions'")
         self._chat_prompts.add(prompt)
 
     async def _model(self) -> str:
@@ -433,7 +433,7 @@ def load_chat_template(path: str) -> Callable[[list[Message]], str]:
         raise ConfigError(f"template_from: {path} has no chat template")
 
     def raise_exception(message: str) -> None:
-        raise ValueError(f"chat template of {path}: {message}")
+        raise ConfigError(f"chat template of {path}: {message}")
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
     env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(

@@ -93,7 +93,7 @@ def _yes_share(answer: NextToken) -> float:
     no = dict(zip(answer.tokens[len(YES) :], answer.probs[len(YES) :]))
     both = yes.keys() & no.keys()
     if both == yes.keys() or both == no.keys():
-        raise ValueError("the model's tokenizer starts every Yes spelling as it starts a No one: it cannot judge")
+        raise ConfigError("the model's tokenizer starts every Yes spelling as it starts a No one: it cannot judge")
     p_yes = sum(p for t, p in yes.items() if t not in both)
     p_no = sum(p for t, p in no.items() if t not in both)
     return p_yes / (p_yes + p_no) if p_yes + p_no > 0 else 0.5

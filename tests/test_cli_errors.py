@@ -1,0 +1,155 @@
+"""Bad input to the `ponder` command line: whatever the command, one line `error: ...` on stderr naming the
+problem, exit code 2, no traceback. Run in process through typer's CliRunner; every invocation fails before a
+search starts (at most the shipped tiny policy is loaded)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ponder.cli import app
+from ponder.errors import ConfigError, PonderError
+from ponder.lm.hf import ModelLoadError
+from ponder.lm.openai_http import ServerError
+from ponder.tasks import TaskError
+
+# (invocation, a piece of the one line it must print); {tmp} is a folder holding the files written below
+BAD_INPUT = [
+    # solve
+    ("solve 4 5 6 10 --n 0", "Invalid value for '--n'"),
+    ("solve --method mcts --n -3 4 5 6 10", "Invalid value for '--n'"),
+    ("solve --method beam --n 2 --verifier oracle 4 5 6 10", "beam needs N >= M >= 1"),
+    ("solve 1 2 3", "expected four non-negative integers"),
+    ("solve 4 5 6 ten", "expected four non-negative integers"),
+    ("solve --task arith seven", "give a test-problem index"),
+    ("solve --task chess 1 2 3 4", "unknown task 'chess'"),
+    ("solve --method telepathy 1 2 3 4", "unknown search method 'telepathy'"),
+    ("solve --method best_of_n --verifier psychic 1 2 3 4", "unknown verifier 'psychic'"),
+    ("solve --model /no/such/model 1 2 3 4", "is not a shipped model"),
+    ("solve --aggregate median 1 2 3 4", "unknown aggregation 'median'"),
+    ("solve --min-p 2 4 5 6 10", "min_p 2.0 (must be in [0, 1))"),
+    ("solve --n lots 1 2 3 4", "Invalid value for '--n'"),
+    ("solve --nn 3 1 2 3 4", "No such option: --nn"),
+    ("solve", "Missing argument 'puzzle'"),
+    ("-v -q solve 1 2 3 4", "give --verbose or --quiet, not both"),
+    # eval (each with --out {tmp}/run: nothing may be written there)
+    ("eval --task chess", "unknown task 'chess'"),
+    ("eval --split validation", "got 'validation'"),
+    ("eval --methods cot,telepathy", "unknown search method 'telepathy'"),
+    ("eval --budgets 0", "Invalid value for --budgets: every value must be >= 1"),
+    ("eval --budgets four", "Invalid value for --budgets: 'four' is not comma-separated ints"),
+    ("eval --temperature -1 --methods cot --limit 1", "temperature -1.0 (must be >= 0; 0 is greedy)"),
+    ("eval --min-p 1.5", "min_p 1.5 (must be in [0, 1))"),
+    ("eval --max-tokens -5", "max_tokens and max_step_tokens are positive"),
+    ("eval --limit -1", "Invalid value for '--limit'"),
+    ("eval --concurrency 0", "Invalid value for '--concurrency'"),
+    ("eval --verifier psychic", "unknown verifier 'psychic'"),
+    ("eval --aggregate median", "unknown aggregation 'median'"),
+    ("eval --model /nonexistent/model", "is not a shipped model"),
+    ("eval --set beam.width", "Invalid value for --set: 'beam.width' is not METHOD.KNOB=VALUE"),
+    ("eval --methods cot --set beam.beam_width=8", "options given for beam, which this run does not use"),
+    # collect
+    ("collect oracle --task chess", "unknown task 'chess'"),
+    ("collect mc --n 0", "samples and n must be positive"),
+    ("collect omegaprm --limit -1", "Invalid value for '--limit'"),
+    ("collect search --n 0", "Invalid value for '--n'"),
+    ("collect convert {tmp}/bad-line.jsonl {tmp}/out.jsonl --from ponder --to trl", "bad-line.jsonl:2: not JSON"),
+    ("collect convert {tmp}/missing.jsonl {tmp}/out.jsonl --from ponder --to trl", "cannot read"),
+    ("collect convert {tmp}/bad-line.jsonl {tmp}/out.jsonl --from nope --to trl", "unknown format 'nope'"),
+    ("collect star --filter vibes", "unknown STaR filter 'vibes'"),
+    # train
+    ("train sft no-such-recipe", "unknown recipe 'no-such-recipe'"),
+    ("train sft {tmp}/malformed.yaml", "malformed YAML"),
+    ("train verifier {tmp}/missing.yaml", "cannot read recipe"),
+    ("train grpo {tmp}/median.yaml", "unknown aggregate"),
+    # bench
+    ("bench selection --pool 64 --ns 1,128", "every N must lie in 1..64"),
+    ("bench engine --workloads warp", "unknown workload(s) warp"),
+    ("bench labels --task chess", "unknown task 'chess'"),
+    ("bench routing --tokens lots", "Invalid value for --tokens"),
+    ("bench http --in-flight 0", "Invalid value for --in-flight: every value must be >= 1"),
+    ("bench proposals --samplers psychic", "unknown sampler(s) psychic"),
+    ("bench sft no-such-recipe", "unknown recipe 'no-such-recipe'"),
+    ("bench star --filter vibes", "unknown STaR filter 'vibes'"),
+    ("bench arithmetic /no/such/model", "is not a shipped model"),
+    # plot, selftest
+    ("plot {tmp}/nowhere", "has no summary.json"),
+    ("plot {tmp}", "summary.json is not a `ponder eval` summary"),
+    ("selftest psychic", "is not a shipped model"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("bad")
+    (tmp / "bad-line.jsonl").write_text(json.dumps({"question": "q", "steps": ["a"], "labels": [1.0]}) + "\n{oops\n")
+    (tmp / "malformed.yaml").write_text("task: game24\nkind: sft\ntrain: {steps: 3\n")
+    (tmp / "median.yaml").write_text("task: game24\nkind: grpo\naggregate: median\n")
+    (tmp / "summary.json").write_text('[{"method": "cot"}]\n')
+    return tmp
+
+
+@pytest.mark.parametrize(("invocation", "message"), BAD_INPUT, ids=[i for i, _ in BAD_INPUT])
+def test_bad_input_is_one_line_and_exit_code_2(bad_files: Path, invocation: str, message: str) -> None:
+    args = invocation.format(tmp=bad_files).split()
+    if args[0] == "eval":
+        args += ["--out", str(bad_files / "run")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert not (bad_files / "run").exists()  # a bad eval writes nothing, not even its config
+
+
+def test_errors_the_user_can_fix_are_typed() -> None:
+    for error in (ConfigError, TaskError, ModelLoadError, ServerError):
+        assert issubclass(error, PonderError)
+    assert issubclass(ConfigError, ValueError) and not issubclass(ConfigError, TaskError)
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception that is not a PonderError is not turned into a line: it reaches the caller whole."""
+    import ponder.evaluate.plot
+
+    def broken(folders: list[Path]) -> list[dict]:
+        return [{}][1]
+
+    monkeypatch.setattr(ponder.evaluate.plot, "load", broken)
+    result = CliRunner().invoke(app, ["plot", "anywhere"])
+    assert result.exit_code == 1 and isinstance(result.exception, IndexError)
+
+
+def test_verbose_and_quiet_set_the_ponder_loggers_level_and_nothing_else() -> None:
+    root = logging.getLogger()
+    before = (root.level, list(root.handlers))
+    levels = {}
+    for flag in ("-v", "-q", None):
+        CliRunner().invoke(app, [*([flag] if flag else []), "plot", "nowhere"])
+        levels[flag] = logging.getLogger("ponder").level
+    assert levels == {"-v": logging.DEBUG, "-q": logging.WARNING, None: logging.INFO}
+    assert len(logging.getLogger("ponder").handlers) == 1  # one handler, however many commands ran
+    assert (root.level, root.handlers) == before
+
+
+def test_a_library_warning_reaches_stderr_through_the_ponder_logger() -> None:
+    """What a library module logs under `ponder.` is printed by the command that ran it, with its level; -q keeps
+    warnings and drops progress."""
+    import typer
+
+    def speak() -> None:
+        logging.getLogger("ponder.train.loop").info("step 1/2")
+        logging.getLogger("ponder.lm.openai_http").warning("the server takes no min_p")
+
+    probe = typer.Typer()
+    probe.command()(speak)
+    shown = {}
+    for flag in ("-q", None):
+        CliRunner().invoke(app, [*([flag] if flag else []), "plot", "nowhere"])  # sets the level, as any command
+        shown[flag] = CliRunner().invoke(probe, []).stderr
+    assert shown == {"-q": "warning: the server takes no min_p\n",
+                     None: "step 1/2\nwarning: the server takes no min_p\n"}
