@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,6 +106,14 @@ def test_bad_input_is_one_line_and_exit_code_2(bad_files: Path, invocation: str,
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert not (bad_files / "run").exists()  # a bad eval writes nothing, not even its config
+
+
+def test_the_installed_command_prints_the_same_line() -> None:
+    """The `ponder` entry point runs the same root command as the in-process runner."""
+    proc = subprocess.run([sys.executable, "-m", "ponder.cli", "solve", "1 2 3"], capture_output=True, text=True,
+                          timeout=120)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == "error: puzzle: expected four non-negative integers separated by spaces, got '1 2 3'\n"
 
 
 def test_errors_the_user_can_fix_are_typed() -> None:
