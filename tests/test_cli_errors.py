@@ -29,6 +29,7 @@ BAD_INPUT = [
     ("solve 4 5 6 ten", "expected four non-negative integers"),
     ("solve --task arith seven", "give a test-problem index"),
     ("solve --task chess 1 2 3 4", "unknown task 'chess'"),
+    ("solve --task data:{tmp}/nowhere.jsonl 1+1", "no such data file or folder"),
     ("solve --method telepathy 1 2 3 4", "unknown search method 'telepathy'"),
     ("solve --method best_of_n --verifier psychic 1 2 3 4", "unknown verifier 'psychic'"),
     ("solve --model /no/such/model 1 2 3 4", "is not a shipped model"),
@@ -41,6 +42,7 @@ BAD_INPUT = [
     # eval (each with --out {tmp}/run: nothing may be written there)
     ("eval --task chess", "unknown task 'chess'"),
     ("eval --split validation", "got 'validation'"),
+    ("eval --task data:{tmp}/qa.jsonl --methods cot", "qa.jsonl, line 2: not JSON"),
     ("eval --methods cot,telepathy", "unknown search method 'telepathy'"),
     ("eval --budgets 0", "Invalid value for --budgets: every value must be >= 1"),
     ("eval --budgets four", "Invalid value for --budgets: 'four' is not comma-separated ints"),
@@ -89,6 +91,7 @@ BAD_INPUT = [
 def bad_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("bad")
     (tmp / "bad-line.jsonl").write_text(json.dumps({"question": "q", "steps": ["a"], "labels": [1.0]}) + "\n{oops\n")
+    (tmp / "qa.jsonl").write_text(json.dumps({"question": "1+1?", "answer": "2"}) + "\n{oops\n")
     (tmp / "malformed.yaml").write_text("task: game24\nkind: sft\ntrain: {steps: 3\n")
     (tmp / "median.yaml").write_text("task: game24\nkind: grpo\naggregate: median\n")
     (tmp / "summary.json").write_text('[{"method": "cot"}]\n')
