@@ -58,7 +58,7 @@ BAD_INPUT = [
     ("eval --methods cot --set beam.beam_width=8", "options given for beam, which this run does not use"),
     # collect
     ("collect oracle --task chess", "unknown task 'chess'"),
-    ("collect mc --n 0", "samples and n must be positive"),
+    ("collect mc --n 0", "samples, n, concurrency and max_batch must be positive"),
     ("collect omegaprm --limit -1", "Invalid value for '--limit'"),
     ("collect search --n 0", "Invalid value for '--n'"),
     ("collect convert {tmp}/bad-line.jsonl {tmp}/out.jsonl --from ponder --to trl", "bad-line.jsonl:2: not JSON"),
