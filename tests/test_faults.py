@@ -13,7 +13,7 @@ import logging
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -49,8 +49,8 @@ def _raise_if(fault: str, where: str, trigger: str, texts: list[str]) -> None:
 
 class FaultyPolicy(HFBackend):
     """The shipped game24 policy, raising `Injected` at `fault` (admit: the whole admission; prefill: the forward
-    pass of the admitted prompts; step: a decoding step; next_token: a next-token pass) when a prompt it handles
-    there contains `trigger`."""
+    pass of the admitted prompts; step: a decoding step; next_token: a next-token pass; cost: sizing a request;
+    drop: freeing rows, once) when a prompt it handles there contains `trigger`."""
 
     fault, trigger = "", OFF
 
@@ -66,6 +66,17 @@ class FaultyPolicy(HFBackend):
     def _step(self) -> dict[int, list[Completion]]:
         _raise_if(self.fault, "step", self.trigger, [lv.request.prompt for lv in self._live.values()])
         return super()._step()
+
+    def cost(self, request: Request) -> int:
+        _raise_if(self.fault, "cost", self.trigger, [request.prompt])
+        return super().cost(request)
+
+    def drop(self, keys: Iterable[int]) -> None:
+        keys = list(keys)
+        if self.fault == "drop" and any(self.trigger in self._live[k].request.prompt for k in keys if k in self._live):
+            self.fault = ""  # once: dropping the failed batch's rows then works
+            raise Injected("injected drop fault")
+        super().drop(keys)
 
     def next_token_logits(self, prompts: list[str]) -> torch.Tensor:
         _raise_if(self.fault, "next_token", self.trigger, prompts)
@@ -123,7 +134,8 @@ def lock_is_free(backend: Backend) -> bool:
 
 # (fault, engine) -> whether a request already decoding when the faulty request arrives fails with it
 ENGINE_FAULTS = [("admit", "continuous", False), ("prefill", "continuous", False), ("step", "continuous", True),
-                 ("admit", "static", True), ("prefill", "static", True), ("step", "static", True)]
+                 ("cost", "continuous", False), ("admit", "static", True), ("prefill", "static", True),
+                 ("step", "static", True)]
 
 
 @pytest.mark.parametrize(("fault", "kind", "bystander_fails"), ENGINE_FAULTS)
@@ -151,6 +163,30 @@ def test_a_backend_fault_reaches_the_requests_of_its_batch_and_a_later_request_i
     else:
         assert bystander[0].text == reference
     assert later.text == reference  # nothing of the failed batch is left in the backend's rows
+    assert policy.keys == [] and lock_is_free(policy)
+
+
+def test_a_drop_that_fails_reaches_the_running_requests_and_a_later_request_is_served(
+        armed: tuple[FaultyPolicy, FaultyPRM]) -> None:
+    policy, _ = armed
+    prompt = TASK.prompt(PROBLEMS[0])
+    reference = policy.generate_batch([greedy(prompt)])[0].text
+    policy.fault, policy.trigger = "drop", "BOOM"
+    engine = Engine(policy)
+
+    async def main() -> tuple[Any, Completion]:
+        bystander = asyncio.create_task(engine.generate([greedy(prompt)]))
+        cancelled = asyncio.create_task(engine.generate([greedy("BOOM " + prompt)]))
+        while len(policy.keys) < 2:
+            await asyncio.sleep(0.001)
+        cancelled.cancel()  # its rows are dropped at the next turn, and the drop raises
+        [outcome] = await asyncio.gather(bystander, return_exceptions=True)
+        [later] = await engine.generate([greedy(prompt)])
+        return outcome, later
+
+    bystander, later = asyncio.run(main())
+    assert isinstance(bystander, Injected) and "injected drop fault" in str(bystander)
+    assert later.text == reference
     assert policy.keys == [] and lock_is_free(policy)
 
 

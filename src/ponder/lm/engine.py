@@ -153,7 +153,8 @@ class Engine(OnBackend):
         self.stats.rows += len(self._running)
         self.stats.peak_rows = max(self.stats.peak_rows, self._rows)
         for key, out in done.items():
-            _deliver(self._finish(key), result=out)
+            if key in self._running:  # (not a row that a failed drop left behind)
+                _deliver(self._finish(key), result=out)
 
     def _fail_running(self, err: Exception) -> None:
         """Every running request gets `err` (the backend's error: every caller of the batch sees it); the backend
