@@ -415,7 +415,8 @@ def test_star_keeps_no_rationale_for_a_problem_that_failed_and_the_others_go_on(
 def flaky_server(trigger: str) -> Iterator[tuple[str, dict[str, str]]]:
     """An OpenAI-compatible server on 127.0.0.1 that answers every completion with the same text, except that a
     prompt containing `trigger` meets `mode["fault"]`: "500" (an internal error), "drop" (the connection closed
-    with no answer) or "hang" (no answer until the server stops). Yields its URL and the mode, to change."""
+    with no answer), "hang" (no answer until the server stops), "garbage" (200 with a body that is not JSON) or
+    "empty" (200 with no choices). Yields its URL and the mode, to change."""
     mode = {"fault": ""}
     stopping = threading.Event()
 
@@ -437,11 +438,15 @@ def flaky_server(trigger: str) -> Iterator[tuple[str, dict[str, str]]]:
                 self.send(500, {"error": {"message": "the scripted server failed"}})
             elif mode["fault"] == "hang":
                 stopping.wait(60)
+            elif mode["fault"] == "garbage":
+                self.send(200, "<html>a proxy's error page</html>")
+            elif mode["fault"] == "empty":
+                self.send(200, {"choices": []})
             else:
                 self.close_connection = True
 
         def send(self, status: int, obj: Any) -> None:
-            data = json.dumps(obj).encode()
+            data = obj.encode() if isinstance(obj, str) else json.dumps(obj).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -460,7 +465,8 @@ def flaky_server(trigger: str) -> Iterator[tuple[str, dict[str, str]]]:
 
 # fault -> what the error row says
 HTTP_FAULTS = {"500": "answered 500: the scripted server failed", "drop": "Server disconnected",
-               "hang": "gave no answer within 0.5 s"}
+               "hang": "gave no answer within 0.5 s", "garbage": "answered 200 with no JSON",
+               "empty": "without choices"}
 
 
 @pytest.mark.parametrize("fault", list(HTTP_FAULTS))

@@ -163,6 +163,7 @@ def routing_benchmark(task: str, methods: list[str], budgets: list[int], token_b
             "cv_accuracy": cv_acc, "cv_tokens": cv_tokens, "cv_best_fixed": cv_best and cv_best[0],
             "cv_best_fixed_accuracy": cv_best and cv_best[1], "cv_best_fixed_tokens": cv_best and cv_best[2],
             "train_accuracy": train_acc, "accuracy": routed["accuracy"], "tokens": routed["generated_tokens"],
+            "errors": routed["errors"],  # routed problems whose search raised, counted wrong (rerun to retry)
             "best_fixed": best_within and best_within[0], "best_fixed_accuracy": best_within and best_within[1],
             "best_fixed_tokens": best_within and best_within[2],
             "fixed_to_match": cheapest and cheapest[0], "fixed_to_match_tokens": cheapest and cheapest[2],

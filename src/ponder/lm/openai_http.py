@@ -225,7 +225,7 @@ class OpenAIServer(LanguageModel):
         body = {"model": await self._model(), "prompt": prompt, "max_tokens": 1, "temperature": 0,
                 "logprobs": TOP_LOGPROBS}
         answer, seconds = await self._call("completions", body)
-        top = ((answer["choices"][0].get("logprobs") or {}).get("top_logprobs") or [None])[0]
+        top = ((_choices(answer)[0].get("logprobs") or {}).get("top_logprobs") or [None])[0]
         if not top:
             raise ServerError(f"{self.base_url} gave no top log-probabilities: it does not support `logprobs` on "
                               "/completions, so it cannot give next-token probabilities")
@@ -317,7 +317,7 @@ class _Session:
 
 def _completions(answer: dict[str, Any], p: SamplingParams, seconds: float, chat: bool) -> list[Completion]:
     """A response's choices as completions: usage shared among them, texts cut at the first stop string."""
-    choices = sorted(answer.get("choices") or [], key=lambda c: c.get("index", 0))
+    choices = sorted(_choices(answer), key=lambda c: c.get("index", 0))
     usage = answer.get("usage") or {}
     prompt, generated = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
     cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
@@ -335,6 +335,14 @@ def _completions(answer: dict[str, Any], p: SamplingParams, seconds: float, chat
             seconds=seconds / len(choices), cached_tokens=cached if i == 0 else prompt,  # the others shared it
             logprob=math.fsum(x for x in token_logprobs if x is not None) if token_logprobs else None))
     return out
+
+
+def _choices(answer: Any) -> list[dict[str, Any]]:
+    """A completion answer's choices; an answer with none is the server's error, not an empty completion."""
+    choices = answer.get("choices") if isinstance(answer, dict) else None
+    if not choices or not all(isinstance(c, dict) for c in choices):
+        raise ServerError(f"the server answered a completion request without choices: {answer!r:.200}")
+    return choices
 
 
 def _first_token(top: dict[str, float], word: str) -> tuple[str, float]:
