@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import threading
 import time
+from fractions import Fraction
 from functools import cache
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ponder.tasks import Problem, Task, get_task
-from ponder.tasks.answers import equivalent
+from ponder.tasks.answers import equivalent, extract_number, number_text, plain_number
 
 GSM8K = [  # (solution, reference, right?, why)
     # where the answer is stated
@@ -150,3 +153,24 @@ def test_math_verify_times_out_from_a_worker_thread(capfd: pytest.CaptureFixture
     assert equivalent("\\frac{1}{2}", "0.5")  # a fresh worker serves the next comparison
     out, err = capfd.readouterr()
     assert "Timeout during parsing" not in out + err and "Timeout is disabled" not in out + err
+
+
+def test_many_threads_grade_at_once() -> None:
+    pairs = [("\\frac{1}{2}", "0.5", True), ("3\\sqrt{13}", "\\sqrt{117}", True), ("\\pi", "3.14", False),
+             ("x^2+2x", "2x+x^2", True)] * 4
+    results: dict[int, bool] = {}
+    threads = [threading.Thread(target=lambda i=i, g=g, a=a: results.__setitem__(i, equivalent(g, a)))
+               for i, (g, a, _) in enumerate(pairs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert results == {i: right for i, (_, _, right) in enumerate(pairs)}
+
+
+@given(st.fractions(max_denominator=10**6) | st.integers(-10**30, 10**30).map(Fraction))
+def test_a_number_reads_back_as_itself(value: Fraction) -> None:
+    """Canonical spelling and reading are inverse, for huge integers and every fraction: no float on the way."""
+    text = number_text(value)
+    assert plain_number(text) == value
+    assert extract_number(f"The answer is {text} dollars.") == text
