@@ -248,9 +248,10 @@ class _MathVerify:
 _MATH_VERIFY = _MathVerify()
 
 
-def equivalent(gold: str, answer: str | None, timeout: float = 5.0) -> bool:
+def equivalent(gold: str, answer: str | None, timeout: float = 15.0) -> bool:
     """Whether `answer` equals the reference `gold`: exactly when both are plain numbers, else textually or by
-    math-verify within `timeout` seconds. False for garbage, for no answer and past the deadline."""
+    math-verify within `timeout` seconds (by default the most math-verify's own timeouts allow: 5 s to parse each
+    answer, 5 s to compare). False for garbage, for no answer and past the deadline."""
     if answer is None or not answer.strip():
         return False
     gold_value, value = plain_number(gold), plain_number(answer)
