@@ -64,6 +64,13 @@ class Compute:
                 self._thread = threading.Thread(target=self._run, name="ponder-compute", daemon=True)
                 self._thread.start()
 
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the thread to run out of jobs and end (at once when none runs)."""
+        with self._lock:
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
     def _run(self) -> None:
         me = threading.current_thread()
         while True:
@@ -116,6 +123,11 @@ class Batcher(Generic[T, R]):
         self._lock = threading.Lock()
         self._queue: list[_Call[T, R]] = []
         self._scheduled = False
+
+    @property
+    def scheduled(self) -> bool:
+        """Whether calls are waiting or being scored."""
+        return self._scheduled
 
     async def run(self, items: list[T]) -> list[R]:
         if not items:

@@ -59,6 +59,7 @@ class Trace:
     solution: str | None = None
     usage: Usage = field(default_factory=Usage)
     extra: dict[str, Any] = field(default_factory=dict)
+    correct: bool | None = None  # the task's grade of `answer`, where the caller graded it (`ponder.solve`)
 
     def __post_init__(self) -> None:
         if not self.nodes:

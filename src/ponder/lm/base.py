@@ -182,6 +182,9 @@ class Backend(ABC):
         """The cache positions the engine may fill at once (its default `max_tokens`): what memory allows."""
         return 1 << 18
 
+    def close(self) -> None:  # noqa: B027  (a hook: most backends hold nothing to free)
+        """Free what the backend holds beyond its Python objects (native contexts, caches); nothing runs after."""
+
     @property
     @abstractmethod
     def keys(self) -> list[int]:

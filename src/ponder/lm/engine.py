@@ -20,13 +20,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from dataclasses import dataclass
+from types import TracebackType
 
 from ponder.batcher import COMPUTE, Batcher, resolve
-from ponder.errors import ConfigError
+from ponder.errors import ConfigError, PonderError
 from ponder.lm.base import Backend, Completion, NextToken, OnBackend, Request
 
 logger = logging.getLogger(__name__)
+
+
+class EngineClosedError(PonderError, RuntimeError):
+    """A request to an engine that has been closed."""
+
 
 @dataclass
 class EngineStats:
@@ -47,6 +54,9 @@ class _Waiting:
 
 
 class Engine(OnBackend):
+    """Continuous batching over `backend`. A context manager: `with Engine(backend) as lm:` closes it on exit
+    (`close`)."""
+
     def __init__(self, backend: Backend, max_rows: int = 512, max_tokens: int | None = None) -> None:
         if max_tokens is None:
             max_tokens = backend.cache_positions()
@@ -64,6 +74,25 @@ class Engine(OnBackend):
         self._rows = 0
         # next-token questions (a judge's P("Yes")) of all searches, batched on the compute thread between steps
         self._questions = Batcher(self._answer, max_items=64, name="next-token")
+        self._closed = False
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Refuse new requests, wait (up to `timeout` seconds) for those in flight, free the backend's resources
+        (`Backend.close`) and let the compute thread end once no other engine needs it."""
+        self._closed = True
+        deadline = time.monotonic() + timeout
+        while (self._scheduled or self._questions.scheduled) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        with self.backend.lock:
+            self.backend.close()
+        COMPUTE.join(max(0.0, deadline - time.monotonic()))
 
     async def next_token(self, prompts: list[str], words: list[str]) -> list[NextToken]:
         return await self._questions.run([(p, tuple(words)) for p in prompts])
@@ -76,6 +105,8 @@ class Engine(OnBackend):
         return [out[i] for i in range(len(items))]
 
     async def generate_many(self, requests: list[Request]) -> list[list[Completion]]:
+        if self._closed:
+            raise EngineClosedError(f"the engine of {self.name} is closed")
         loop = asyncio.get_running_loop()
         entries = [_Waiting(r, loop.create_future(), loop) for r in requests]
         with self._lock:

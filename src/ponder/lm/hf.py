@@ -175,6 +175,9 @@ class HFBackend(Backend):
     def cache_positions(self) -> int:
         return self._cache_positions
 
+    def close(self) -> None:
+        self.prefixes = None  # the cached keys and values, the largest thing the backend holds beside its weights
+
     def _free_memory(self) -> int:
         """The memory free at load time; the running batch's cap is a sixth of it, in positions of this model's
         keys and values: the batch is a padded rectangle whose buffer keeps half again as many columns to grow into,

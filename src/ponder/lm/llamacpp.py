@@ -170,6 +170,10 @@ class LlamaCppBackend(Backend):
     def keys(self) -> list[int]:
         return list(self._live)
 
+    def close(self) -> None:
+        self.ctx.close()  # llama.cpp's context (its cache) and weights, freed now rather than whenever Python collects
+        self.model.close()
+
     def cost(self, request: Request) -> int:
         return len(self.encode(request.prompt)) + request.n * request.params.max_tokens
 
