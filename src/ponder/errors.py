@@ -16,3 +16,10 @@ class PonderError(Exception):
 
 class ConfigError(PonderError, ValueError):
     """A bad setting: an unknown name, a value out of range, knobs that do not fit together."""
+
+
+class MissingExtra(PonderError, ImportError):
+    """An optional part of Ponder used without the package it needs; the message names the extra that installs it."""
+
+    def __init__(self, what: str, package: str, extra: str) -> None:
+        super().__init__(f"{what} needs {package}: pip install 'ponder[{extra}]'")

@@ -25,10 +25,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import util
 from typing import Any
 
 import httpx
 
+from ponder.errors import MissingExtra
 from ponder.lm.base import Request, SamplingParams
 from ponder.lm.openai_http import OpenAIServer, load_chat_template
 from ponder.tasks import GSM8K
@@ -80,9 +82,16 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def need_server() -> None:
+    """Fail in one line where llama-cpp-python's server cannot start: it needs the package and its web stack."""
+    if not all(util.find_spec(name) for name in ("llama_cpp", "uvicorn", "sse_starlette", "starlette_context")):
+        raise MissingExtra("llama.cpp's OpenAI-compatible server", "llama-cpp-python[server]", "server")
+
+
 @contextmanager
 def llama_cpp_server(model_path: str, n_ctx: int = 2048, threads: int = 2) -> Iterator[str]:
     """llama-cpp-python's server on a GGUF file at 127.0.0.1 (a free port); yields its base URL."""
+    need_server()
     port = free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", model_path, "--host", "127.0.0.1", "--port", str(port),
            "--n_ctx", str(n_ctx), "--n_threads", str(threads), "--n_threads_batch", str(threads), "--verbose", "False"]
@@ -92,6 +101,7 @@ def llama_cpp_server(model_path: str, n_ctx: int = 2048, threads: int = 2) -> It
 
 def run(model_path: str, n_prompts: int = 64, max_tokens: int = 64, in_flight: tuple[int, ...] = (1, 8, 32),
         seed: int = 0) -> dict[str, Any]:
+    need_server()
     from llama_cpp import Llama
 
     load = os.getloadavg()

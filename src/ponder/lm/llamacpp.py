@@ -38,11 +38,17 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import llama_cpp
 import numpy as np
 import torch
-from llama_cpp._internals import LlamaContext, LlamaModel
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from ponder.errors import MissingExtra
+
+try:
+    import llama_cpp
+    from llama_cpp._internals import LlamaContext, LlamaModel
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+except ImportError as err:
+    raise MissingExtra("the llama.cpp backend", "llama-cpp-python", "llamacpp") from err
 
 from ponder.errors import ConfigError
 from ponder.lm.base import Backend, Completion, ContextLengthError, Message, Request, prompt_ids

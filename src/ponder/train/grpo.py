@@ -31,6 +31,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
 from transformers.utils import logging as hf_logging
 
+from ponder.errors import MissingExtra
 from ponder.lm.hf import resolve_model
 from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
@@ -226,7 +227,10 @@ def reward_means(history: list[dict[str, Any]], key: str) -> tuple[float | None,
 
 def train_grpo(recipe: GRPORecipe, out_dir: Path, steps: int | None = None) -> dict[str, Any]:
     """Train the recipe's policy with GRPO and save it to `out_dir`; returns a summary (also training.json)."""
-    from trl import GRPOConfig, GRPOTrainer  # slow to import: only the trainer needs it
+    try:
+        from trl import GRPOConfig, GRPOTrainer  # slow to import: only the trainer needs it
+    except ImportError as err:
+        raise MissingExtra("GRPO training", "trl", "train") from err
 
     recipe.check(recipe.name)
     cfg = recipe.train
