@@ -9,14 +9,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is not next to this checkout")
-    return SHARED_DATA
+def data_dir() -> Path:
+    """The data files the tests read (`tests/data`, their sources and licences in its SOURCES.md)."""
+    return ROOT / "tests" / "data"
 
 
 @pytest.fixture(scope="session")

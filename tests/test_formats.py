@@ -1,4 +1,4 @@
-"""Step-label formats: round trips on the real samples in ../shared/data/formats, clear errors on bad input."""
+"""Step-label formats: round trips on the real samples in tests/data/formats, clear errors on bad input."""
 
 from __future__ import annotations
 
@@ -18,19 +18,19 @@ def lines(path):
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
-def test_math_shepherd_and_math_aps_samples_round_trip_byte_for_byte(shared_data):
-    original = lines(shared_data / "formats" / SAMPLES["math-shepherd"])
-    records = read_format(shared_data / "formats" / SAMPLES["math-shepherd"], "math-shepherd")
+def test_math_shepherd_and_math_aps_samples_round_trip_byte_for_byte(data_dir):
+    original = lines(data_dir / "formats" / SAMPLES["math-shepherd"])
+    records = read_format(data_dir / "formats" / SAMPLES["math-shepherd"], "math-shepherd")
     assert [shepherd_row(r) for r in records] == original
     assert records[0].steps[0].startswith("Janet spends 3 hours + 5 hours") and records[0].labels[-1] == 0.0
-    aps = read_math_aps(shared_data / "formats" / SAMPLES["math-aps"])
-    assert [a.to_dict() for a in aps] == lines(shared_data / "formats" / SAMPLES["math-aps"])
+    aps = read_math_aps(data_dir / "formats" / SAMPLES["math-aps"])
+    assert [a.to_dict() for a in aps] == lines(data_dir / "formats" / SAMPLES["math-aps"])
     assert all(0 <= v <= 1 for a in aps for _, v in a.states)
 
 
-def test_prm800k_follows_the_chosen_completions_and_stops_at_the_rejected_step(shared_data):
-    records = read_format(shared_data / "formats" / SAMPLES["prm800k"], "prm800k")
-    raw = lines(shared_data / "formats" / SAMPLES["prm800k"])
+def test_prm800k_follows_the_chosen_completions_and_stops_at_the_rejected_step(data_dir):
+    records = read_format(data_dir / "formats" / SAMPLES["prm800k"], "prm800k")
+    raw = lines(data_dir / "formats" / SAMPLES["prm800k"])
     assert len(records) == len(raw)
     first = raw[0]["label"]["steps"]
     assert records[0].steps[0] == first[0]["completions"][first[0]["chosen_completion"]]["text"]
@@ -42,8 +42,8 @@ def test_prm800k_follows_the_chosen_completions_and_stops_at_the_rejected_step(s
 
 @pytest.mark.parametrize("source", ["prm800k", "math-shepherd", "math-aps"])
 @pytest.mark.parametrize("target", ["ponder", "prm800k", "math-shepherd", "openr", "trl"])
-def test_every_sample_converts_to_every_writable_format_and_reads_back(shared_data, tmp_path, source, target):
-    records = read_format(shared_data / "formats" / SAMPLES[source], source)
+def test_every_sample_converts_to_every_writable_format_and_reads_back(data_dir, tmp_path, source, target):
+    records = read_format(data_dir / "formats" / SAMPLES[source], source)
     out = tmp_path / "out.jsonl"
     written = write_format(records, out, target)
     back = read_format(out, target)
@@ -63,8 +63,8 @@ def test_every_sample_converts_to_every_writable_format_and_reads_back(shared_da
         assert again.read_text() == out.read_text()
 
 
-def test_math_aps_states_become_records_labelled_at_their_last_step(shared_data):
-    records = read_format(shared_data / "formats" / SAMPLES["math-aps"], "math-aps")
+def test_math_aps_states_become_records_labelled_at_their_last_step(data_dir):
+    records = read_format(data_dir / "formats" / SAMPLES["math-aps"], "math-aps")
     assert records and all(r.labels[-1] is not None for r in records)
     assert any(r.labels[0] is None for r in records if len(r.steps) > 1)
     # an unlabelled step before a good one is good: a correct completion passes through it
@@ -115,10 +115,10 @@ def test_hard_labels_follow_math_shepherd():
         StepRecord("q", ["a"], [1.5])
 
 
-def test_math_aps_records_written_by_a_collection_keep_the_formats_field_order(shared_data, tmp_path):
+def test_math_aps_records_written_by_a_collection_keep_the_formats_field_order(data_dir, tmp_path):
     from ponder.jsonl import ResumableJsonl
 
-    sample = shared_data / "formats" / SAMPLES["math-aps"]
+    sample = data_dir / "formats" / SAMPLES["math-aps"]
     out = ResumableJsonl(tmp_path / "math-aps.jsonl", key=lambda r: r["question"], what="MATH-APS record")
     for record in read_math_aps(sample):
         out.append(record.to_dict())

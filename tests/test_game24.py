@@ -113,8 +113,8 @@ def test_test_split_is_ranks_901_to_1000_and_train_excludes_it():
     assert len(train) + len(test) == 1362
 
 
-def test_shipped_puzzles_match_shared_copy(shared_data):
-    assert load_puzzles(shared_data / "game24" / "24.csv") == load_puzzles()
+def test_shipped_puzzles_match_the_source_copy(data_dir):
+    assert load_puzzles(data_dir / "game24" / "24.csv") == load_puzzles()
 
 
 @pytest.mark.parametrize(("text", "message"), [
