@@ -296,13 +296,17 @@ def test_usage_counts_the_prompt_tokens_the_cache_saved(game24_backend):
     assert u.computed_prompt_tokens < 0.5 * u.prompt_tokens
 
 
-def test_the_cache_cap_is_what_memory_holds_and_a_request_costs_every_row(game24_backend):
+def test_the_cache_cap_is_a_sixth_of_free_memory_and_a_request_costs_every_row(game24_backend, monkeypatch):
+    import ponder.lm.hf as hf
+
     cfg = game24_backend.model.config
     head_dim = cfg.hidden_size // cfg.num_attention_heads
-    per_position = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * 4
-    positions = game24_backend.cache_positions()
-    assert Engine(game24_backend).max_tokens == positions
-    assert 1 << 12 < positions * per_position < 2**30 * 1024  # a share of this machine's memory, in bytes
+    per_position = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * 4  # keys and values, fp32
+    for free in (6 << 30, 9 << 30):  # the memory free at load time
+        monkeypatch.setattr(hf, "_available_memory", lambda free=free: free)
+        backend = hf.HFBackend("game24-policy", prefix_cache_mb=0)
+        assert backend.cache_positions() == free // 6 // per_position
+        assert Engine(backend).max_tokens == backend.cache_positions()
     one = Request("4 5 6 10\n", SamplingParams(max_tokens=50))
     eight = Request("4 5 6 10\n", SamplingParams(max_tokens=50), n=8)
     assert game24_backend.cost(eight) == 8 * game24_backend.cost(one)  # each row holds its own prompt

@@ -14,7 +14,7 @@ from ponder.lm.base import Request, SamplingParams
 from ponder.lm.engine import Engine
 from ponder.lm.hf import HFBackend
 from ponder.tasks import TaskError, get_task
-from ponder.train.grpo import GRPORecipe, OutcomeReward, build_dataset, reward_functions, total_rewards, train_grpo
+from ponder.train.grpo import GRPORecipe, OutcomeReward, build_dataset, reward_functions, train_grpo
 from ponder.train.loop import TrainConfig
 from ponder.train.verifier import VerifierRecipe, train_verifier
 from ponder.verifiers.learned import HeadSpec
@@ -77,7 +77,7 @@ def tiny_prm(tmp_path_factory, game24_backend) -> Path:
     return out
 
 
-def test_process_reward_is_in_unit_range_and_changes_the_total(game24, tiny_prm):
+def test_process_reward_is_in_unit_range_and_weighted_after_the_outcome(game24, tiny_prm):
     task, problems = game24
     problem = next(p for p in problems.values() if task.reference_solution(p))
     right = task.join_steps(task.reference_solution(problem)[:-1])
@@ -85,27 +85,27 @@ def test_process_reward_is_in_unit_range_and_changes_the_total(game24, tiny_prm)
     prompts = [task.prompt(problem)] * len(completions)
     cols = {"problem_id": [problem.id] * len(completions), "question": [problem.question] * len(completions)}
 
-    outcome_only, _ = reward_functions(GRPORecipe(name="o", task="game24"), task, problems)
+    outcome_only, only_weights = reward_functions(GRPORecipe(name="o", task="game24"), task, problems)
+    assert [f.__name__ for f in outcome_only] == ["outcome"] and only_weights == [1.0]
     recipe = GRPORecipe(name="p", task="game24", reward="outcome+process", prm=str(tiny_prm), process_weight=0.5)
     funcs, weights = reward_functions(recipe, task, problems)
     assert [f.__name__ for f in funcs] == ["outcome", "process"] and weights == [1.0, 0.5]
-
+    assert funcs[0](prompts=prompts, completions=completions, **cols) == [1.0, 0.0, 0.0, 0.0]
     process = funcs[1](prompts=prompts, completions=completions, **cols)
     assert all(0.0 <= r <= 1.0 for r in process)
     assert process[3] == 0.0  # no steps, nothing to score
-    base = total_rewards(outcome_only, [1.0], prompts, completions, **cols)
-    total = total_rewards(funcs, weights, prompts, completions, **cols)
-    assert base == [1.0, 0.0, 0.0, 0.0]
-    assert total == pytest.approx([b + 0.5 * p for b, p in zip(base, process)])
-    assert total != base
 
 
 @pytest.mark.slow
-def test_two_grpo_steps_save_a_policy_that_loads_and_generates(tmp_path):
+def test_two_grpo_steps_weigh_the_rewards_and_save_a_policy_that_loads_and_generates(tmp_path, tiny_prm):
     recipe = GRPORecipe(name="test-grpo", task="game24", num_generations=2, max_completion_length=48,
+                        reward="outcome+process", prm=str(tiny_prm), process_weight=0.5,
                         train=TrainConfig(steps=2, batch_size=4, lr=1e-5, warmup=1, weight_decay=0.0, bf16=False))
     summary = train_grpo(recipe, tmp_path)
     assert summary["steps"] == 2 and summary["reward_start"] is not None
+    for row in summary["log"]:  # the reward training optimised: the outcome plus half the process reward
+        assert row["reward"] == pytest.approx(row["rewards/outcome/mean"] + 0.5 * row["rewards/process/mean"],
+                                              abs=1e-5)
     saved = json.loads((tmp_path / "training.json").read_text())
     assert saved["config"]["kind"] == "grpo" and (tmp_path / "recipe.yaml").is_file()
     backend = HFBackend(str(tmp_path))

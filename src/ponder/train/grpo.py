@@ -174,13 +174,6 @@ def reward_functions(recipe: GRPORecipe, task: Task, problems: dict[str, Problem
     return funcs, weights
 
 
-def total_rewards(funcs: list[OutcomeReward | ProcessReward], weights: list[float], prompts: list[str],
-                  completions: list[str], **columns: list[Any]) -> list[float]:
-    """The weighted sum GRPO normalises within each group (what TRL computes before the advantages)."""
-    per_func = [f(prompts=prompts, completions=completions, **columns) for f in funcs]
-    return [sum(w * r[i] for w, r in zip(weights, per_func)) for i in range(len(prompts))]
-
-
 # --- training -------------------------------------------------------------------------------------------------
 
 
