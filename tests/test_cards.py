@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from typer.main import get_command
 
 from ponder.cli import app
 from ponder.lm.hf import ASSETS
+from ponder.tasks import get_task
 from ponder.train.recipe import load_recipe_yaml
+from ponder.verifiers.learned import LearnedVerifier
 
 SHIPPED = sorted(p.name for p in ASSETS.iterdir() if (p / "config.json").is_file())
 
@@ -60,3 +66,43 @@ def test_a_misspelt_command_fails_to_parse():
     parse("ponder collect oracle --task game24 --limit 400 --out runs/x")
     with pytest.raises(Exception, match="No such option"):
         parse("ponder collect oracle --task game24 --limits 400")
+
+
+def tiny(command: str, out: Path) -> list[str]:
+    """A card's command at a tiny scale: a few problems (`--limit`), two samples, two training steps, the
+    checkpoint written to `out` instead of the package."""
+    words = shlex.split(command)[1:]
+    if "--limit" in words:
+        words[words.index("--limit") + 1] = "4"
+    elif words[0] == "collect":
+        words += ["--limit", "2"]
+    if words[:2] == ["collect", "oracle"]:
+        words += ["--samples", "2"]
+    if words[0] == "train":
+        words += ["--steps", "2"]
+        if words[words.index("--out") + 1].startswith("src/ponder/assets/"):
+            words[words.index("--out") + 1] = str(out)
+    return words
+
+
+ARCHITECTURE = ("architectures", "model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "intermediate_size", "vocab_size", "max_position_embeddings")
+
+
+@pytest.mark.slow
+def test_a_cards_commands_remake_its_checkpoint_at_a_tiny_scale(tmp_path: Path) -> None:
+    """arith-orm's card, run as written but small (in a clean folder: the data its recipe reads is made by the
+    card's own commands): the checkpoint loads as a verifier with the shipped one's architecture and head."""
+    name, out = "arith-orm", tmp_path / "remade"
+    for command in card_commands(name):
+        cli = [sys.executable, "-c", "from ponder.cli import app; app()", *tiny(command, out)]
+        run = subprocess.run(cli, cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+        assert run.returncode == 0, f"{command}\n{run.stderr[-3000:]}"
+    shipped, remade = (json.loads((d / "config.json").read_text()) for d in (ASSETS / name, out))
+    assert {k: remade.get(k) for k in ARCHITECTURE} == {k: shipped.get(k) for k in ARCHITECTURE}
+    head = {k: v for k, v in remade["ponder_verifier"].items() if k != "self_test"}
+    assert head == {k: v for k, v in shipped["ponder_verifier"].items() if k != "self_test"}
+    verifier, task = LearnedVerifier(str(out)), get_task("arith")
+    problem = task.problems("test", limit=1)[0]
+    [scores] = verifier.score_texts([(task.prompt(problem), task.reference_solution(problem))])
+    assert verifier.head.kind == "orm" and scores and all(0.0 <= s <= 1.0 for s in scores)
