@@ -13,10 +13,9 @@ import pytest
 from typer.main import get_command
 
 from ponder.cli import app
-from ponder.lm.hf import ASSETS
-from ponder.tasks import get_task
+from ponder.lm.base import Request, SamplingParams
+from ponder.lm.hf import ASSETS, HFBackend
 from ponder.train.recipe import load_recipe_yaml
-from ponder.verifiers.learned import LearnedVerifier
 
 SHIPPED = sorted(p.name for p in ASSETS.iterdir() if (p / "config.json").is_file())
 
@@ -91,18 +90,15 @@ ARCHITECTURE = ("architectures", "model_type", "hidden_size", "num_hidden_layers
 
 @pytest.mark.slow
 def test_a_cards_commands_remake_its_checkpoint_at_a_tiny_scale(tmp_path: Path) -> None:
-    """arith-orm's card, run as written but small (in a clean folder: the data its recipe reads is made by the
-    card's own commands): the checkpoint loads as a verifier with the shipped one's architecture and head."""
-    name, out = "arith-orm", tmp_path / "remade"
+    """arith-policy's card, run as written but for two training steps, in a clean folder: the checkpoint loads and
+    generates, with the shipped one's architecture and head."""
+    name, out = "arith-policy", tmp_path / "remade"
     for command in card_commands(name):
         cli = [sys.executable, "-c", "from ponder.cli import app; app()", *tiny(command, out)]
         run = subprocess.run(cli, cwd=tmp_path, capture_output=True, text=True, timeout=1200)
         assert run.returncode == 0, f"{command}\n{run.stderr[-3000:]}"
     shipped, remade = (json.loads((d / "config.json").read_text()) for d in (ASSETS / name, out))
     assert {k: remade.get(k) for k in ARCHITECTURE} == {k: shipped.get(k) for k in ARCHITECTURE}
-    head = {k: v for k, v in remade["ponder_verifier"].items() if k != "self_test"}
-    assert head == {k: v for k, v in shipped["ponder_verifier"].items() if k != "self_test"}
-    verifier, task = LearnedVerifier(str(out)), get_task("arith")
-    problem = task.problems("test", limit=1)[0]
-    [scores] = verifier.score_texts([(task.prompt(problem), task.reference_solution(problem))])
-    assert verifier.head.kind == "orm" and scores and all(0.0 <= s <= 1.0 for s in scores)
+    assert remade.get("ponder_verifier") == shipped.get("ponder_verifier")  # the head: none, a policy
+    [completion] = HFBackend(str(out)).generate_batch([Request("Ann has 3 pens.", SamplingParams(max_tokens=8))])
+    assert completion.generated_tokens > 0
