@@ -46,6 +46,9 @@ def test_solve_a_test_problem_and_the_model_is_loaded_once() -> None:
     voted = ponder.solve("7", task="arith", model=lm, method="self_consistency", budget=4, temperature=0.5, seed=3)
     assert voted.method == "self_consistency" and voted.correct is True
     assert voted.usage.model_calls == 4  # the budget: four samples
+    own = ponder.solve("Tom has 3 apples and buys 4 more. How many does he have?", task="gsm8k", model=lm,
+                       method="cot", max_tokens=16)
+    assert own.answer is not None and own.correct is None  # a question of one's own has no reference to grade by
 
 
 def test_solve_bad_names_fail_before_any_model_loads() -> None:

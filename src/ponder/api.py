@@ -100,7 +100,7 @@ def solve(question: str, task: str | Task = "game24", *, model: str | LanguageMo
     cfg = SearchConfig(n=budget, temperature=temperature, min_p=min_p, max_tokens=max_tokens or t.max_tokens,
                        aggregate=aggregate, seed=seed, options=options)
     trace = asyncio.run(search(t, problem, lm, judge, run, cfg))
-    trace.correct = t.grade(problem, trace.answer)
+    trace.correct = t.grade(problem, trace.answer) if t.gradable(problem) else None
     return trace
 
 
