@@ -30,7 +30,7 @@ from ponder.evaluate.runner import EvalConfig, run_eval
 from ponder.jsonl import ResumableJsonl
 from ponder.lm.base import Backend, Completion, ContextLengthError, LanguageModel, Request, SamplingParams
 from ponder.lm.engine import Engine, StaticEngine
-from ponder.lm.hf import HFBackend
+from ponder.lm.hf import HFBackend, ModelLoadError
 from ponder.lm.openai_http import OpenAIServer, ServerError
 from ponder.tasks import Game24
 from ponder.verifiers.learned import LearnedVerifier
@@ -518,6 +518,14 @@ def test_a_bad_value_is_refused_before_the_config_is_saved(field: str, tmp_path:
     with pytest.raises(ConfigError, match=field):
         run_eval(cfg, tmp_path / "run", lm=None, show_progress=False)
     assert not (tmp_path / "run").exists()  # a later eval into the folder is not refused
+
+
+def test_a_model_that_fails_to_load_leaves_the_folder_unclaimed(tmp_path: Path) -> None:
+    cfg = eval_config(["cot"], "")
+    cfg.backend = "llama.cpp"  # the shipped policy is no .gguf file
+    with pytest.raises(ModelLoadError, match="is not one"):
+        run_eval(cfg, tmp_path, show_progress=False)
+    assert not (tmp_path / "config.json").exists()  # the same folder takes the corrected command
 
 
 def test_a_resumable_file_keeps_the_latest_row_of_a_key_and_retries_its_errors(tmp_path: Path) -> None:

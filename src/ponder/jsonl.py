@@ -93,12 +93,13 @@ class ResumableJsonl:
             self.done.add(key)
 
 
-def check_config(out: Path, cfg: Any, free: tuple[str, ...] = ()) -> None:
+def check_config(out: Path, cfg: Any, free: tuple[str, ...] = (), save: bool = True) -> None:
     """A run folder belongs to one config (a dataclass): resuming with another would mix incomparable rows.
 
     A field added to the config class after the run began is absent from the saved file; it matches while it keeps
     its default, so a new option does not orphan old runs. Fields in `free` (how the run is scheduled, not what
-    it computes) may change on resuming; the file keeps the first run's values.
+    it computes) may change on resuming; the file keeps the first run's values. A new folder's config is saved
+    unless `save` is False (checked only: a run whose model then fails to load must not claim the folder).
     """
     config = asdict(cfg)
     path = out / "config.json"
@@ -109,6 +110,6 @@ def check_config(out: Path, cfg: Any, free: tuple[str, ...] = ()) -> None:
                 if k not in free and saved.get(k, defaults.get(k, MISSING)) != v}
         if diff:
             raise ConfigError(f"{out} holds a run with another config {diff} (saved, now); use another --out")
-    else:
+    elif save:
         out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(config, indent=2) + "\n")

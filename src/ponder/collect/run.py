@@ -146,12 +146,14 @@ def run_collect(cfg: CollectConfig, out_dir: Path, lm: LanguageModel | None = No
                 show_progress: bool = True) -> dict[str, Any]:
     """Run (or resume) a collection into `out_dir`; returns a summary (also saved as summary.json)."""
     cfg = cfg.resolved()
-    check_config(out_dir, cfg)
+    check_config(out_dir, cfg, save=False)
     if lm is None:
         from ponder.lm.engine import Engine
         from ponder.lm.hf import HFBackend
 
         lm = Engine(HFBackend(cfg.model), max_rows=cfg.max_batch)
+    verifier = get_verifier(cfg.verifier) if cfg.labeller == "search" else None
+    check_config(out_dir, cfg)  # saved once the model and the verifier have loaded
     files = {"records": ResumableJsonl(out_dir / "records.jsonl", key=record_key, what="step record"),
              "problems": ResumableJsonl(out_dir / "problems.jsonl", key=lambda r: r["problem_id"], what="problem row")}
     if cfg.labeller == "omegaprm":
@@ -159,7 +161,6 @@ def run_collect(cfg: CollectConfig, out_dir: Path, lm: LanguageModel | None = No
                                            what="MATH-APS record")
     records = files["records"]
     task = get_task(cfg.task)
-    verifier = get_verifier(cfg.verifier) if cfg.labeller == "search" else None
     problems = task.problems(cfg.split, limit=cfg.limit)
     todo = [p for p in problems if p.id not in files["problems"].done]
 

@@ -204,10 +204,11 @@ def run_eval(cfg: EvalConfig, out: Path, lm: LanguageModel | None = None, show_p
     `verifier`: objects to use in place of loading `cfg.model` and `cfg.verifier`. A problem whose search raised is
     an error row (`summarize` says how they count); the run ends by logging how many there are."""
     cfg = cfg.resolved()
-    check_config(out, cfg, free=SCHEDULING)
+    check_config(out, cfg, free=SCHEDULING, save=False)
     if lm is None:
         lm = load_model(cfg.model, max_rows=cfg.max_batch, backend=cfg.backend, template_from=cfg.template_from,
                         device=cfg.device)
+    check_config(out, cfg, free=SCHEDULING)  # saved once the model has loaded
     rows = asyncio.run(_run(cfg, out, lm, verifier, show_progress))
     errors = sum(map(is_error, rows))
     if errors:
