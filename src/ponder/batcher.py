@@ -47,6 +47,8 @@ class Compute:
     (a loop of 2-thread matmuls: 0.64 s on the main thread, 0.95 s on a worker thread while the main thread's pool
     lived, 0.69 s once it was freed), and the PRM took twice as long beside the engine's thread. The thread starts
     on demand, after freeing the calling thread's pool (`omp_pause_resource_all`, OpenMP 5.0), and ends when idle.
+    A job settles its own callers' errors; one that raises anyway is logged with its traceback and dropped, and the
+    thread goes on with the others.
     """
 
     def __init__(self) -> None:
@@ -92,9 +94,10 @@ class Compute:
                         self._jobs.append(job)
 
     def stop(self) -> None:
-        """Drop the queued jobs and wait for the one in progress: at interpreter exit a thread still inside torch's
-        or llama.cpp's native code is killed mid-call, and the process aborts ("terminate called without an
-        active exception", exit code 134). A later `submit` starts a new thread."""
+        """At interpreter exit (registered with `atexit`): drop the queued jobs and wait for the one in progress. A
+        thread still inside torch's or llama.cpp's native code at exit is killed mid-call and the process aborts
+        ("terminate called without an active exception", exit code 134). The owners of the dropped jobs are not
+        told: this is for exit only (`join` waits for the jobs to finish)."""
         with self._lock:
             self._jobs.clear()
             thread, self._thread = self._thread, None
