@@ -511,6 +511,19 @@ def test_the_process_exits_cleanly_while_the_compute_thread_is_inside_torch() ->
     assert "terminate called" not in done.stderr
 
 
+@pytest.mark.slow
+def test_an_eval_whose_prompts_exceed_the_context_finishes_with_error_rows_and_exit_code_0(tmp_path: Path) -> None:
+    # revisions on the default game24 policy: its revision prompts (193 and 204 tokens) exceed the 192 positions
+    args = ["eval", "--methods", "revisions", "--verifier", "game24-prm", "--limit", "2", "--no-ceiling", "--out",
+            str(tmp_path)]
+    done = subprocess.run([sys.executable, "-m", "ponder.cli", *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "terminate called" not in done.stderr and "Traceback" not in done.stderr
+    assert done.stderr.count("ContextLengthError") == 2 and "2 errors in 2 rows" in done.stderr
+    [row] = json.loads((tmp_path / "summary.json").read_text())
+    assert row["errors"] == 2 and row["accuracy"] == 0
+
+
 @pytest.mark.parametrize("field", ["temperature", "top_p", "min_p", "concurrency"])
 def test_a_bad_value_is_refused_before_the_config_is_saved(field: str, tmp_path: Path) -> None:
     cfg = eval_config(["cot"], "")
