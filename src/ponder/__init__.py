@@ -14,7 +14,7 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
-from ponder.errors import ConfigError, PonderError
+from ponder.errors import ConfigError, MissingExtra, PonderError
 
 __version__ = "0.1.0"
 
@@ -22,7 +22,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "solve": "ponder.api", "shared_model": "ponder.api", "shared_verifier": "ponder.api",
     "clear_cache": "ponder.api",
-    "Task": "ponder.tasks", "Problem": "ponder.tasks", "TaskError": "ponder.tasks", "get_task": "ponder.tasks",
+    "Task": "ponder.tasks", "Problem": "ponder.tasks", "TaskError": "ponder.tasks", "NoReference": "ponder.tasks",
+    "get_task": "ponder.tasks",
     "LanguageModel": "ponder.lm.base", "Request": "ponder.lm.base", "SamplingParams": "ponder.lm.base",
     "Completion": "ponder.lm.base", "Engine": "ponder.lm.engine", "load_model": "ponder.lm.load",
     "ModelLoadError": "ponder.lm.hf",
@@ -76,10 +77,10 @@ class _Package(types.ModuleType):
 sys.modules[__name__].__class__ = _Package
 
 __all__ = [
-    "METHODS", "Completion", "ConfigError", "Engine", "EvalConfig", "LanguageModel", "ModelLoadError", "Node",
-    "PonderError", "Problem", "Request", "SamplingParams", "SearchConfig", "Task", "TaskError", "Trace", "Usage",
-    "Verifier", "__version__", "clear_cache", "evaluate", "get_method", "get_task", "get_verifier", "load_model",
-    "run_eval", "search", "shared_model", "shared_verifier", "solve",
+    "METHODS", "Completion", "ConfigError", "Engine", "EvalConfig", "LanguageModel", "MissingExtra",
+    "ModelLoadError", "NoReference", "Node", "PonderError", "Problem", "Request", "SamplingParams", "SearchConfig",
+    "Task", "TaskError", "Trace", "Usage", "Verifier", "__version__", "clear_cache", "evaluate", "get_method",
+    "get_task", "get_verifier", "load_model", "run_eval", "search", "shared_model", "shared_verifier", "solve",
 ]
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ if TYPE_CHECKING:
     from ponder.lm.hf import ModelLoadError
     from ponder.lm.load import load_model
     from ponder.search import METHODS, SearchConfig, get_method, search
-    from ponder.tasks import Problem, Task, TaskError, get_task
+    from ponder.tasks import NoReference, Problem, Task, TaskError, get_task
     from ponder.trace import Node, Trace, Usage
     from ponder.verifiers import Verifier, get_verifier
 
