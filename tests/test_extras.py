@@ -67,3 +67,21 @@ def test_the_library_pins_nothing_exactly_and_the_test_extra_pulls_every_extra()
     test_extra = next(d for d in extras["test"] if d.startswith("ponder["))
     assert set(test_extra.removeprefix("ponder[").removesuffix("]").split(",")) == set(extras) - {"test"}
     assert not any("llama" in d or d.startswith("trl") for d in project["dependencies"])
+
+
+@pytest.mark.parametrize(("package", "args", "extra"), [
+    ("llama_cpp", ["eval", "--model", "{tmp}/model.gguf", "--backend", "llama.cpp", "--methods", "cot",
+      "--out", "{tmp}/run"], "llamacpp"),
+    ("trl", ["train", "grpo", "game24-grpo", "--out", "{tmp}/grpo"], "train"),
+], ids=["llamacpp", "train"])
+def test_the_cli_says_which_extra_to_install_in_one_line(monkeypatch, tmp_path, package, args, extra) -> None:
+    from typer.testing import CliRunner
+
+    from ponder.cli import app
+
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    _missing(monkeypatch, package, "ponder.lm.llamacpp")
+    result = CliRunner().invoke(app, [a.format(tmp=tmp_path) for a in args])
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [f"error: {result.stderr.split(': ', 1)[1].strip()}"]
+    assert result.stderr.strip().endswith(f"pip install 'ponder[{extra}]'")
