@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from ponder.batcher import COMPUTE
+from ponder.bench.engine import run_workload, workloads
 from ponder.bench.star import StarConfig, rationales
 from ponder.collect.run import CollectConfig, run_collect
 from ponder.errors import ConfigError
@@ -408,6 +409,17 @@ def test_star_keeps_no_rationale_for_a_problem_that_failed_and_the_others_go_on(
     assert all(r["steps"] is None for r in found if "error" in r)
 
 
+def test_the_engine_benchmark_counts_a_failed_problem_and_measures_the_others(
+        armed: tuple[FaultyPolicy, FaultyPRM]) -> None:
+    policy, _ = armed
+    [greedy_cot] = workloads(["greedy"], problems=6, seed=0)
+    lengths = [len(policy.encode(TASK.prompt(p))) for p in TASK.problems("test", limit=6)]
+    policy.max_positions = max(lengths)  # the longest prompt (one of six) leaves no room to generate
+    run = run_workload(greedy_cot, "continuous", policy, max_rows=64, cache_mb=16)
+    assert run["errors"] == 1 and [t is None for t in run["traces"]] == [n == max(lengths) for n in lengths]
+    assert run["usage"].model_calls == 5  # the five that finished
+
+
 # -- a server that fails mid-eval ----------------------------------------------------------------------------------
 
 
@@ -492,6 +504,7 @@ BUSY_AT_EXIT = """
 import time
 import torch
 from ponder.batcher import COMPUTE
+from ponder.bench.engine import run_workload, workloads
 from ponder.bench.star import StarConfig, rationales
 x = torch.randn(512, 512)
 def busy() -> bool:

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import ctypes
 import gc
+import logging
 import threading
 import time
 from dataclasses import dataclass, fields
@@ -36,8 +37,11 @@ from ponder.lm.hf import HFBackend
 from ponder.lm.prefix_cache import PrefixCache
 from ponder.search import SearchConfig, get_method, search
 from ponder.tasks import get_task
+from ponder.tasks.base import Problem
 from ponder.trace import Trace, Usage
 from ponder.verifiers.learned import LearnedVerifier
+
+logger = logging.getLogger(__name__)
 
 ENGINES = ("static", "continuous")
 WORKLOADS = ("beam", "arith", "sc", "greedy")
@@ -151,8 +155,16 @@ def run_workload(w: Workload, engine: str, backend: HFBackend, max_rows: int, ca
     recorder = _Recorder(lm)
     method = get_method(w.method)
 
-    async def everything() -> list[Trace]:
-        return list(await asyncio.gather(*(search(task, p, recorder, verifier, method, w.cfg) for p in problems)))
+    async def one(problem: Problem) -> Trace | None:
+        try:
+            return await search(task, problem, recorder, verifier, method, w.cfg)
+        except Exception as err:  # this problem fails alone: counted wrong, and in `errors`
+            logger.warning("bench engine %s (%s), problem %s: %s: %s", w.name, engine, problem.id,
+                           type(err).__name__, err)
+            return None
+
+    async def everything() -> list[Trace | None]:
+        return list(await asyncio.gather(*(one(p) for p in problems)))
 
     forward = backend.forward_seconds
     with _PeakMemory() as memory:
@@ -161,10 +173,13 @@ def run_workload(w: Workload, engine: str, backend: HFBackend, max_rows: int, ca
         seconds = time.perf_counter() - start
     usage = Usage()
     for t in traces:
-        usage.add(t.usage)
+        if t is not None:
+            usage.add(t.usage)
+    right = sum(t is not None and task.grade(p, t.answer) for p, t in zip(problems, traces))
     return {"workload": w.name, "title": w.title, "engine": engine, "seconds": seconds, "usage": usage,
             "forward_s": backend.forward_seconds - forward,
-            "accuracy": sum(task.grade(p, t.answer) for p, t in zip(problems, traces)) / len(problems),
+            "accuracy": right / len(problems),  # a problem whose search raised counts wrong, and in `errors`
+            "errors": sum(t is None for t in traces),
             "peak_rss_mb": memory.peak / 2**20,
             "cache_mb": (backend.prefixes.peak_bytes / 2**20) if backend.prefixes else 0.0,
             "cache_budget_mb": cache_mb if backend.prefixes else 0.0,
@@ -183,7 +198,8 @@ def compare(static: dict[str, Any], fast: dict[str, Any]) -> dict[str, Any]:
     batch: see the SC@8 baselines' one maximal batch)."""
     a, b = static["recorder"].texts, fast["recorder"].texts
     shared = [k for k in a if k in b]
-    same_trees = sum(_tree(x) == _tree(y) for x, y in zip(static["traces"], fast["traces"]))
+    same_trees = sum(x is not None and y is not None and _tree(x) == _tree(y)
+                     for x, y in zip(static["traces"], fast["traces"]))
     busy = fast["forward_s"] + fast["usage"].verifier_seconds
     return {"speedup": static["seconds"] / fast["seconds"], "bound": static["seconds"] / busy,
             "requests_compared": len(shared),
@@ -234,7 +250,8 @@ def engine_benchmark(names: list[str], problems: int, seed: int, engines: list[s
                 "model_calls": u.model_calls, "verifier_calls": u.verifier_calls,
                 "verifier_tokens": u.verifier_tokens, "verifier_s": u.verifier_seconds, "steps": run["steps"],
                 "forward_s": run["forward_s"],
-                "accuracy": run["accuracy"], "peak_rss_mb": run["peak_rss_mb"], "cache_mb": run["cache_mb"],
+                "accuracy": run["accuracy"], "errors": run["errors"], "peak_rss_mb": run["peak_rss_mb"],
+                "cache_mb": run["cache_mb"],
                 "cache_budget_mb": run["cache_budget_mb"],
                 **{f"usage_{f.name}": getattr(u, f.name) for f in fields(u)},
             })
