@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -47,6 +48,15 @@ def test_csv_and_a_latex_reference_graded_by_math_verify(tmp_path: Path) -> None
     assert not task.solves(side, ["So it is $\\boxed{2}$."])
     assert task.solves(seven, ["3 + 4 = 7", "The answer is \\boxed{7}."])
     assert not task.solves(seven, ["The answer is \\boxed{8}."])
+
+
+def test_a_spreadsheet_csv_with_a_byte_order_mark_and_a_gzipped_jsonl(tmp_path: Path) -> None:
+    path = tmp_path / "qa.csv"
+    path.write_bytes("Question,Answer\r\nWhat is 2 + 3?,5\r\n".encode("utf-8-sig"))
+    assert [(p.question, p.answer) for p in get_task(f"data:{path}").problems()] == [("What is 2 + 3?", "5")]
+    packed = tmp_path / "qa.jsonl.gz"
+    packed.write_bytes(gzip.compress(b'{"question": "What is 2 + 3?", "answer": 5}\n'))
+    assert get_task(f"data:{packed}").problems()[0].answer == "5"
 
 
 def test_a_saved_dataset_folder_keeps_its_splits(tmp_path: Path) -> None:

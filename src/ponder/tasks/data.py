@@ -46,7 +46,10 @@ def _pick(record: dict[str, Any], names: tuple[str, ...]) -> str | None:
 
 
 def _open(path: Path) -> IO[str]:
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8", newline="")
+    """The file as text; a byte-order mark (as spreadsheets write one) is dropped."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return path.open(encoding="utf-8-sig", newline="")
 
 
 def _json_lines(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
