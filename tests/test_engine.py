@@ -284,11 +284,13 @@ def test_verifier_engine_scores_equal_unbatched_scores_and_charges_the_caller():
 
 def test_usage_counts_the_prompt_tokens_the_cache_saved(game24_backend):
     from ponder.search import SearchConfig, get_method, search
+    from ponder.search.tot import ToTBFSConfig
     from ponder.verifiers import get_verifier
 
     problem = task.problems("test", limit=1)[0]
     engine = Engine(game24_backend)
-    cfg = SearchConfig(n=4, max_tokens=160, max_step_tokens=40, seed=5, options={"k": 4, "b": 2, "distinct": False})
+    cfg = SearchConfig(n=4, max_tokens=160, max_step_tokens=40, seed=5,
+                       knobs=ToTBFSConfig(width=4, breadth=2, distinct=False))
     trace = asyncio.run(search(task, problem, engine, get_verifier("oracle"), get_method("tot_bfs"), cfg))
     u = trace.usage
     assert u.model_calls > 4 and u.verifier_calls >= len(trace.nodes) - 1

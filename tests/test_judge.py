@@ -10,6 +10,7 @@ import pytest
 from ponder.lm.engine import Engine
 from ponder.lm.hf import Direct, HFBackend
 from ponder.search import SearchConfig, get_method, search
+from ponder.search.beam import BeamConfig
 from ponder.tasks import get_task
 from ponder.trace import Usage
 from ponder.verifiers import get_verifier
@@ -76,7 +77,7 @@ def test_outcome_judge_scores_solutions_not_prefixes(backend):
 def test_step_level_search_runs_with_the_judge_as_its_prm(backend):
     problem = task.problems(limit=1)[0]
     lm = Engine(backend)
-    cfg = SearchConfig(n=4, max_tokens=task.max_tokens, seed=0, options={"beam_width": 2})
+    cfg = SearchConfig(n=4, max_tokens=task.max_tokens, seed=0, knobs=BeamConfig(width=2))
     trace = asyncio.run(search(task, problem, lm, get_verifier("judge", lm), get_method("beam"), cfg))
     scored = [n for n in trace.nodes if n.score is not None]
     assert scored and all(0.0 <= n.score <= 1.0 for n in scored)

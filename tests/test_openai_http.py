@@ -27,7 +27,7 @@ from ponder.lm.base import ContextLengthError, Request, SamplingParams
 from ponder.lm.hf import ASSETS, ModelLoadError
 from ponder.lm.load import load_model
 from ponder.lm.openai_http import OpenAIServer, ServerError, load_chat_template
-from ponder.search import METHODS, SearchConfig, get_method, search
+from ponder.search import METHODS, SearchConfig, get_method, parse_options, search
 from ponder.search.compute_optimal import RoutingTable, Strategy
 from ponder.tasks import Game24
 from ponder.verifiers import get_verifier
@@ -361,8 +361,8 @@ def transformers_url() -> Iterator[str]:
         yield url
 
 
-OPTIONS = {"beam": {"beam_width": 2}, "dvts": {"beam_width": 2}, "mcts": {"width": 2}, "tot_bfs": {"b": 2},
-           "tot_dfs": {"max_expansions": 8, "v_th": 0.0}, "revisions": {"sequential": 2}}
+OPTIONS = {"beam": {"width": 2}, "dvts": {"width": 2}, "mcts": {"width": 2}, "tot_bfs": {"breadth": 2},
+           "tot_dfs": {"max_expansions": 8, "threshold": 0.0}, "revisions": {"sequential": 2}}
 
 
 @pytest.mark.slow
@@ -386,7 +386,8 @@ def test_every_search_method_runs_through_transformers_serve(transformers_url, m
         table.save(tmp_path / "table.json")
         options = {"table": str(tmp_path / "table.json")}
     # whole solutions (revisions' attempts) need about 100 characters; steps far fewer
-    cfg = SearchConfig(n=4, max_tokens=120 if method == "revisions" else 80, seed=0, options=options)
+    cfg = SearchConfig(n=4, max_tokens=120 if method == "revisions" else 80, seed=0,
+                       knobs=parse_options(method, options))
     trace = asyncio.run(search(task, task.problem("4 5 6 10"), OpenAIServer(transformers_url, max_in_flight=1),
                                get_verifier("oracle"), get_method(method), cfg))
     assert trace.answer is not None and len(trace.nodes) > 1
@@ -408,7 +409,7 @@ def test_rstar_runs_through_transformers_serve_on_the_policy_taught_its_actions(
            "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--dtype", "float32"]
     task = Arith()
     problem = task.problems("test", 1)[0]  # two operations
-    cfg = SearchConfig(n=2, max_tokens=task.max_tokens, seed=0, options={"num_votes": 2})
+    cfg = SearchConfig(n=2, max_tokens=task.max_tokens, seed=0, knobs=parse_options("rstar", {"votes": 2}))
     with serving(cmd, f"http://127.0.0.1:{port}/v1", env={"OMP_NUM_THREADS": "1"}) as url:
         trace = asyncio.run(search(task, problem, OpenAIServer(url, max_in_flight=1), None, get_method("rstar"), cfg))
     assert trace.answer is not None and len(trace.nodes) > 4 and trace.extra["solutions"] >= 1

@@ -9,7 +9,7 @@ from itertools import islice
 import pytest
 
 from ponder.lm.base import Completion, LanguageModel, Request
-from ponder.search import SearchConfig, get_method, search
+from ponder.search import SearchConfig, get_method, parse_options, search
 from ponder.tasks import Game24
 from ponder.train.data import solver_examples
 from ponder.verifiers import get_verifier
@@ -59,7 +59,7 @@ class Reviser(LanguageModel):
 
 
 def run(lm: LanguageModel, n: int, verifier: str = "oracle", **options):
-    cfg = SearchConfig(n=n, max_tokens=task.max_tokens, options=options)
+    cfg = SearchConfig(n=n, max_tokens=task.max_tokens, knobs=parse_options("revisions", options))
     return asyncio.run(search(task, PROBLEM, lm, get_verifier(verifier), get_method("revisions"), cfg))
 
 
@@ -76,7 +76,7 @@ def test_chains_show_their_last_attempts_and_the_verifier_picks_across_them():
     lm = Reviser()
     trace = run(lm, n=4, sequential=1)
     assert lm.shown == [0] * 4 and not task.grade(PROBLEM, trace.answer)
-    with pytest.raises(ValueError, match="sequential <= n"):
+    with pytest.raises(ValueError, match="below sequential"):
         run(Reviser(), n=2, sequential=4)
 
 

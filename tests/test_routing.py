@@ -11,7 +11,7 @@ from ponder.bench.routing import apply, cross_fit, fit
 from ponder.lm.engine import Engine
 from ponder.lm.hf import HFBackend
 from ponder.search import SearchConfig, get_method, search
-from ponder.search.compute_optimal import RoutingTable, Strategy
+from ponder.search.compute_optimal import ComputeOptimalConfig, RoutingTable, Strategy
 from ponder.tasks import get_task
 from ponder.verifiers import get_verifier
 
@@ -81,12 +81,13 @@ def test_compute_optimal_probes_then_runs_the_bins_strategy(tmp_path):
     path = tmp_path / "table.json"
     for threshold, expected in ((2.0, DEAR), (-1.0, CHEAP)):  # every probe score lands in bin 0, then in bin 1
         RoutingTable("game24", 2, "min", [threshold], [DEAR, CHEAP]).save(path)
-        cfg = SearchConfig(n=1, max_tokens=task.max_tokens, aggregate="min", options={"table": str(path)})
+        cfg = SearchConfig(n=1, max_tokens=task.max_tokens, aggregate="min",
+                           knobs=ComputeOptimalConfig(table=str(path)))
         trace = asyncio.run(search(task, problem, lm, prm, get_method("compute_optimal"), cfg))
         assert trace.extra["routed_to"] == expected.name and 0.0 <= trace.extra["probe_score"] <= 1.0
         assert trace.method == "compute_optimal" and trace.usage.model_calls > 2  # the probe's two samples and more
     # routed to best-of-4, the probe's two samples are its first two: generated once, counted once
-    alone = asyncio.run(search(task, problem, lm, prm, get_method("best_of_n"), replace(cfg, n=4, options={})))
+    alone = asyncio.run(search(task, problem, lm, prm, get_method("best_of_n"), replace(cfg, n=4, knobs=None)))
     assert trace.usage.model_calls == 4 and trace.usage.generated_tokens == alone.usage.generated_tokens
     assert trace.answer == alone.answer and CHEAP.reuses_probe(2) and not DEAR.reuses_probe(2)
     RoutingTable("arith", 2, "min", [0.5], [DEAR, CHEAP]).save(path)

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from ponder.lm.base import Completion, LanguageModel, Request
-from ponder.search import SearchConfig, get_method, search
+from ponder.search import SearchConfig, get_method, parse_options, search
 from ponder.search.rstar import A1, A2, A3, A4, A5
 from ponder.tasks.arith import Arith, rephrased
 from ponder.tasks.base import Problem
@@ -76,12 +76,12 @@ class Oracle(LanguageModel):
 
 
 def run(lm: LanguageModel, verifier=None, problem: Problem = PROBLEM, **options) -> object:
-    cfg = SearchConfig(n=int(options.pop("n", 6)), max_tokens=task.max_tokens, options=options)
+    cfg = SearchConfig(n=int(options.pop("n", 6)), max_tokens=task.max_tokens, knobs=parse_options("rstar", options))
     return asyncio.run(search(task, problem, lm, verifier, get_method("rstar"), cfg))
 
 
 def test_rstar_takes_every_action_where_the_paper_allows_it_and_answers_right():
-    trace = run(Oracle(PROBLEM), n=8, T=5)
+    trace = run(Oracle(PROBLEM), n=8, depth=5)
     nodes = trace.nodes
     actions = {n.extra["action"] for n in nodes[1:]}
     assert actions == {A1, A2, A3, A5}  # the oracle's re-answer equals its answer: no A4 child
@@ -154,7 +154,7 @@ def test_rstar_on_the_policy_taught_the_actions(arith_rstar_backend):
     from ponder.lm.engine import Engine
 
     problem = task.problems("test", 10)[1]  # three operations
-    trace = run(Engine(arith_rstar_backend), problem=problem, n=3, num_votes=2)
+    trace = run(Engine(arith_rstar_backend), problem=problem, n=3, votes=2)
     assert trace.answer == problem.answer
     by_action: dict[str, list] = {}
     for node in trace.nodes[1:]:

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from ponder.lm.engine import Engine
-from ponder.search import METHODS, SearchConfig, get_method, search
+from ponder.search import METHODS, SearchConfig, get_method, parse_options, search
 from ponder.tasks import Arith, Game24
 from ponder.verifiers import aggregate, get_verifier
 
@@ -64,7 +64,7 @@ def test_weighted_best_of_n_with_vote_verifier_equals_self_consistency_answer(ga
     p = game24.problems("test", limit=1)[0]
     sc = run(game24, p, lm, "self_consistency", n=8, seed=5)
     wbon = asyncio.run(search(game24, p, lm, vote, get_method("best_of_n"),
-                              SearchConfig(n=8, seed=5, options={"weighted": True})))
+                              SearchConfig(n=8, seed=5, knobs=parse_options("best_of_n", {"select": "weighted"}))))
     assert game24.answer_key(p, sc.answer) == game24.answer_key(p, wbon.answer)
 
 
@@ -148,6 +148,6 @@ def test_a_step_search_keeps_its_solutions_within_max_tokens(game24_backend):
     budget = 40
     for p in game24.problems("test", limit=3):
         trace = run(game24, p, lm, "beam", get_verifier("oracle"), n=4, seed=0, max_tokens=budget,
-                    options={"beam_width": 2})
+                    knobs=parse_options("beam", {"width": 2}))
         lengths = [len(game24_backend.encode(game24.join_steps(trace.path(n.id)))) for n in trace.nodes]
         assert budget - 5 <= max(lengths) <= budget + 1  # (+1: a step's stop character is in its tokens, not its text)

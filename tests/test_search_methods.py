@@ -9,7 +9,7 @@ import math
 import pytest
 
 from ponder.lm.base import Completion, LanguageModel, Request
-from ponder.search import SearchConfig, get_method, search
+from ponder.search import SearchConfig, get_method, parse_options, search
 from ponder.search.mcts import MCTS
 from ponder.search.select import Finished, select
 from ponder.tasks import Game24
@@ -66,7 +66,7 @@ def step(name: str, final: bool = False) -> str:
 
 
 def run(method: str, lm: LanguageModel, verifier: Verifier, n: int, **options) -> object:
-    cfg = SearchConfig(n=n, aggregate="last", options=options)
+    cfg = SearchConfig(n=n, aggregate="last", knobs=parse_options(method, options))
     return asyncio.run(search(task, PROBLEM, lm, verifier, get_method(method), cfg))
 
 
@@ -78,7 +78,7 @@ def test_beam_keeps_the_best_n_over_m_and_never_exceeds_n_proposals_an_iteration
               "b1": 0.55,
               **{x + y + "!": {"b": 0.4, "d": 0.8}.get(x, 0.0) for x in "abcd" for y in "12"}}
     lm = Script(tree)
-    trace = run("beam", lm, Table(scores), n=4, beam_width=2)
+    trace = run("beam", lm, Table(scores), n=4, width=2)
     depth1 = {n.id: n.text.split(" (")[0] for n in trace.nodes if n.parent == 0}
     expanded = {depth1[n.parent] for n in trace.nodes if n.parent in depth1}
     assert expanded == {"b", "d"}  # the N/M = 2 best of a, b, c, d
@@ -95,7 +95,7 @@ def test_dvts_subtrees_never_share_nodes_and_only_finished_solutions_answer():
             ("b",): [(step("b1"), 0.0), (step("b2"), 0.0)], ("a", "a1"): [(step("a1!", final=True), 0.0)],
             ("b", "b2"): [(step("b2x"), 0.0)]}
     scores = {"a": 0.9, "b": 0.8, "a1": 0.7, "a2": 0.1, "b1": 0.2, "b2": 0.3, "a1!": 0.2, "b2x": 0.99}
-    trace = run("dvts", Script(tree), Table(scores), n=4, beam_width=2)
+    trace = run("dvts", Script(tree), Table(scores), n=4, width=2)
     owner = {n.id: n.extra.get("subtree") for n in trace.nodes[1:]}
     assert set(owner.values()) == {0, 1} and None not in owner.values()
     for n in trace.nodes[1:]:  # a node's parent is the root or in the same subtree
@@ -109,7 +109,7 @@ def test_mcts_visits_and_values_match_a_hand_computed_example():
             ("A",): [(step("A1"), math.log(0.5)), (step("A2"), math.log(0.5))],
             ("A", "A2"): [(step("A2x"), 0.0), (step("A2y"), 0.0)]}
     scores = {"A": 0.6, "B": 0.8, "A1": 0.3, "A2": 0.9, "A2x": 0.2, "A2y": 0.4}
-    cfg = SearchConfig(n=3, aggregate="last", options={"width": 2, "c_puct": 1.0})
+    cfg = SearchConfig(n=3, aggregate="last", knobs=parse_options("mcts", {"width": 2, "exploration": 1.0}))
     m = MCTS(task, PROBLEM, Script(tree), Table(scores), cfg)
     by = lambda name: next(n for n in m.trace.nodes if n.text.split(" (")[0] == name)  # noqa: E731
 
@@ -131,10 +131,10 @@ def test_mcts_stops_once_a_solution_is_verified_and_keeps_its_simulation_budget(
             ("B",): [(step("B1"), 0.0)], ("B", "B1"): [(step("B2"), 0.0)]}
     scores = {"A": 0.5, "B": 0.4, "A!": 0.97, "B1": 0.4, "B2": 0.4}
     trace = run("mcts", Script(tree), Table(scores), n=50, width=2)
-    assert trace.extra["simulations"] == 3 and trace.solution.splitlines()[-1] == step("A!", final=True)
+    assert trace.extra["iterations"] == 3 and trace.solution.splitlines()[-1] == step("A!", final=True)
     scores["A!"] = 0.5  # never verified: the budget stops it
     trace = run("mcts", Script(tree), Table(scores), n=7, width=2)
-    assert trace.extra["simulations"] == 7 and sum(n.visits for n in trace.nodes if n.parent == 0) == 7
+    assert trace.extra["iterations"] == 7 and sum(n.visits for n in trace.nodes if n.parent == 0) == 7
 
 
 def test_answer_selection_majority_weighted_best():
@@ -149,13 +149,13 @@ def test_answer_selection_majority_weighted_best():
         select(task, PROBLEM, f, "loudest")
 
 
-@pytest.mark.parametrize("method,options", [("beam", {"beam_width": 2}), ("dvts", {"beam_width": 2}),
+@pytest.mark.parametrize("method,options", [("beam", {"width": 2}), ("dvts", {"width": 2}),
                                             ("mcts", {"width": 3})])
 def test_real_policy_same_seed_same_tree(game24_backend, method, options):
     from ponder.lm.engine import Engine
     from ponder.verifiers import get_verifier
 
-    cfg = SearchConfig(n=4, max_tokens=160, max_step_tokens=40, seed=3, options=options)
+    cfg = SearchConfig(n=4, max_tokens=160, max_step_tokens=40, seed=3, knobs=parse_options(method, options))
     trees = []
     for _ in range(2):
         trace = asyncio.run(search(task, PROBLEM, Engine(game24_backend), get_verifier("oracle"),
@@ -169,7 +169,8 @@ def test_a_search_cancelled_midway_frees_its_engine_rows(game24_backend):
     from ponder.verifiers import get_verifier
 
     engine = Engine(game24_backend)
-    cfg = SearchConfig(n=64, max_tokens=160, max_step_tokens=40, seed=1, temperature=1.0, options={"width": 8})
+    cfg = SearchConfig(n=64, max_tokens=160, max_step_tokens=40, seed=1, temperature=1.0,
+                       knobs=parse_options("mcts", {"width": 8}))
 
     async def main() -> None:
         running = asyncio.create_task(search(task, PROBLEM, engine, get_verifier("oracle"), get_method("mcts"), cfg))

@@ -8,6 +8,7 @@ import pytest
 
 from ponder.lm.engine import Engine
 from ponder.search import SearchConfig, get_method, search
+from ponder.search.tot import ToTBFSConfig, ToTDFSConfig
 from ponder.tasks import Game24
 from ponder.verifiers import get_verifier
 from ponder.verifiers.base import PrefixError
@@ -20,7 +21,8 @@ def test_tot_bfs_with_the_oracle_solves_what_its_proposals_allow(game24_backend)
     unlikely first moves of `4 5 6 10` that 128 independent samples never hold."""
     lm = Engine(game24_backend)
     problems = task.problems("test", limit=6)
-    cfg = SearchConfig(n=32, max_tokens=160, max_step_tokens=64, aggregate="min", options={"b": 3, "T": 4})
+    cfg = SearchConfig(n=32, max_tokens=160, max_step_tokens=64, aggregate="min",
+                       knobs=ToTBFSConfig(breadth=3, depth=4))
 
     async def main():
         return await asyncio.gather(*(search(task, p, lm, get_verifier("oracle"), get_method("tot_bfs"), cfg)
@@ -52,7 +54,8 @@ def test_tot_dfs_stops_at_the_first_solution_it_trusts_and_prunes_below_v_th(gam
     assert task.grade(problem, trace.answer) and trace.extra["expanded"] == 3
     expanded = {n.parent for n in trace.nodes[1:]}
     assert all(trace.nodes[i].score == 1.0 for i in expanded if i)  # only states that passed v_th proposed
-    strict = SearchConfig(n=32, max_tokens=160, max_step_tokens=64, aggregate="min", min_p=0.001, options={"v_th": 1.5})
+    strict = SearchConfig(n=32, max_tokens=160, max_step_tokens=64, aggregate="min", min_p=0.001,
+                          knobs=ToTDFSConfig(threshold=1.5))
     pruned = asyncio.run(search(task, problem, lm, get_verifier("oracle"), get_method("tot_dfs"), strict))
     assert pruned.extra["expanded"] == 1 and pruned.answer is None
 

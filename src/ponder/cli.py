@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-from ponder.errors import PonderError
+from ponder.errors import ConfigError, PonderError
 
 if TYPE_CHECKING:
     from ponder.collect.run import CollectConfig
@@ -142,19 +142,22 @@ def solve(
     puzzle: list[str] = typer.Argument(..., help="game24: four numbers, as '4 5 6 10' or 4 5 6 10; arith: a "
                                                   "test-problem index"),
     task: str = typer.Option("game24", help="game24, arith, gsm8k, math500, or data:FILE (questions and answers)"),
-    method: str = typer.Option("", help="search method (default: the task's, tot_bfs for game24, cot for arith)"),
+    method: str = typer.Option("", help="search method (default: the task's, tot_bfs for game24, cot for arith); "
+                                        "`ponder methods` lists them"),
     n: int = typer.Option(32, min=1, help="budget: samples (best_of_n, self_consistency) or proposals per state "
-                                          "(tot_bfs)"),
+                                          "(tot_bfs); `ponder methods` says what it counts for each method"),
     min_p: float = typer.Option(0.001, help="drop tokens less likely than this times the likeliest (min-p sampling)"),
     verifier: str = typer.Option("", help="verifier for methods that need one (default: the task's shipped PRM; "
                                           "gsm8k/math500: judge)"),
     aggregate: str = typer.Option("min", help="how a PRM's step scores make one score: min, last, prod, mean"),
     model: str = typer.Option("", help="model: shipped name, HF directory, .gguf file or server URL (default: the "
-                                       "task's policy; gsm8k/math500: smollm2)"),
+                                       "policy the method needs on the task, else the task's policy; gsm8k/math500: "
+                                       "smollm2)"),
     style: str = typer.Option("", help="prompting style of gsm8k/math500: zero_shot (default) or few_shot"),
     seed: int = typer.Option(0),
     tree: int = typer.Option(3, min=0, help="print the searched tree, this many best children per node (0: no tree)"),
-    option: list[str] = typer.Option([], "--set", help="a knob of the method, KNOB=VALUE (repeatable), e.g. b=5"),
+    option: list[str] = typer.Option([], "--set", help="a knob of the method, METHOD.KNOB=VALUE (repeatable), e.g. "
+                                                       "tot_bfs.breadth=5; `ponder methods` lists the knobs"),
 ) -> None:
     """Solve one problem and print the reasoning with the task's default method. On game24 a Tree-of-Thoughts
     search: at each step the policy proposes 32 different next steps for each of the 5 best states so far, and
@@ -162,7 +165,7 @@ def solve(
     import asyncio
 
     from ponder.lm.load import load_model
-    from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, search
+    from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, parse_options, pick_policy, search
     from ponder.tasks import get_task
     from ponder.verifiers import check_aggregation, get_verifier
 
@@ -171,15 +174,19 @@ def solve(
     problem = t.from_text(text)
     method = method or t.default_method
     search_method = get_method(method)
+    settings = method_options(option)
+    if set(settings) - {method}:
+        raise ConfigError(f"knobs set for {', '.join(sorted(set(settings) - {method}))}, which this run does not "
+                          "use (--method)")
+    knobs = parse_options(method, settings.get(method, {}), n)
     check_aggregation(aggregate)
-    lm = load_model(model or t.default_model)
+    lm = load_model(pick_policy(t.name, [method], model, t.default_model))
     t.template = lm.chat_prompt
     ver = get_verifier(verifier or t.default_verifier, lm) if method in NEEDS_VERIFIER else None
     if t.is_solvable(problem) is False:
         console.print(f"[yellow]{problem.question} has no solution (checked exhaustively); "
                       "any answer will be graded wrong.[/yellow]")
-    knobs = method_options([f"{method}.{o}" for o in option]).get(method, {})
-    cfg = SearchConfig(n=n, seed=seed, max_tokens=t.max_tokens, aggregate=aggregate, min_p=min_p, options=knobs)
+    cfg = SearchConfig(n=n, seed=seed, max_tokens=t.max_tokens, aggregate=aggregate, min_p=min_p, knobs=knobs)
     trace = asyncio.run(search(t, problem, lm, ver, search_method, cfg))
     console.print(f"[bold]{t.prompt(problem).strip()}[/bold]")
     if tree and len(trace.nodes) > 2:
@@ -244,35 +251,72 @@ def plot(
 
 
 def method_options(settings: list[str]) -> dict[str, dict[str, object]]:
-    """`beam.beam_width=4` -> {"beam": {"beam_width": 4}}; values read as int, float, true/false or text."""
+    """`--set` values, `beam.width=4` -> {"beam": {"width": "4"}}; the method's config reads each value as its
+    knob's type."""
     out: dict[str, dict[str, object]] = {}
     for setting in settings:
         name, eq, value = setting.partition("=")
         method, dot, knob = name.partition(".")
         if not (eq and dot and method and knob):
-            raise typer.BadParameter(f"{setting!r} is not METHOD.KNOB=VALUE", param_hint="--set")
-        parsed: object = value
-        for kind in (int, float):
-            try:
-                parsed = kind(value)
-                break
-            except ValueError:
-                continue
-        if value.lower() in ("true", "false"):
-            parsed = value.lower() == "true"
-        out.setdefault(method, {})[knob] = parsed
+            raise ConfigError(f"--set {setting!r} is not METHOD.KNOB=VALUE (e.g. beam.width=4)")
+        out.setdefault(method, {})[knob] = value
+    return out
+
+
+@app.command("methods")
+def methods_cmd(name: str = typer.Argument("", help="one method (default: all)")) -> None:
+    """The search methods: what the budget n counts, whether a verifier is needed, the policy needed on a task,
+    and every knob (`--set METHOD.KNOB=VALUE`) with its type, default and allowed values."""
+    from ponder.search import CONFIGS, NEEDS_VERIFIER, POLICIES, get_method
+
+    if name:
+        get_method(name)
+    for method in [name] if name else sorted(CONFIGS):
+        config = CONFIGS[method]
+        needs = ["needs a verifier" if method in NEEDS_VERIFIER else "no verifier"]
+        needs += [f"on {task} needs the policy {policy}" for task, policy in POLICIES.get(method, {}).items()]
+        table = Table(title=f"[bold]{method}[/bold]: budget n = {config.budget}", caption="; ".join(needs),
+                      title_justify="left", caption_justify="left")
+        for header in ("knob", "type", "default", "allowed", "what it is"):
+            table.add_column(header)
+        for k in config.knobs():
+            table.add_row(k.name, k.type, k.default, k.allowed, k.doc)
+        console.print(table if config.knobs() else f"[bold]{method}[/bold]: budget n = {config.budget}; "
+                      f"{'; '.join(needs)}; no knobs")
+
+
+EXPLICIT_AS = {"options": "option"}  # EvalConfig fields whose eval option is named otherwise
+
+
+def _eval_fields(ctx: typer.Context, config: Path | None, given: dict[str, Any]) -> dict[str, Any]:
+    """EvalConfig's fields: the command line's, but where a `--config` file sets a field the command line does not
+    give explicitly, the file's; `--set` knobs are added to the file's."""
+    from ponder.evaluate import EvalConfig
+
+    def explicit(field: str) -> bool:  # by the source's name: typer carries its own copy of click's enum
+        source = ctx.get_parameter_source(EXPLICIT_AS.get(field, field))
+        return source is not None and source.name == "COMMANDLINE"
+
+    if config is None:
+        return given
+    file = EvalConfig.read(config)
+    out = {**given, **{k: v for k, v in file.items() if not explicit(k)}}
+    knobs = file.get("options", {})
+    out["options"] = {m: {**knobs.get(m, {}), **given["options"].get(m, {})} for m in {*knobs, *given["options"]}}
     return out
 
 
 @app.command("eval")
 def eval_cmd(
+    ctx: typer.Context,
     task: str = typer.Option("game24", help="game24, arith, gsm8k, math500, or data:FILE (questions and answers)"),
     split: str = typer.Option("test"),
     limit: int = typer.Option(0, min=0, help="first N problems only (0: all)"),
     methods: str = typer.Option("cot,self_consistency,best_of_n,tot_bfs", help="comma-separated search methods"),
     budgets: str = typer.Option("16", help="comma-separated budgets (samples) for sampling methods"),
     model: str = typer.Option("", help="shipped name, HF directory, .gguf file or OpenAI-compatible server URL "
-                                       "(http://host:port/v1, #MODEL to pick one) (default: the task's policy)"),
+                                       "(http://host:port/v1, #MODEL to pick one) (default: the policy a method "
+                                       "needs on the task, else the task's policy)"),
     backend: str = typer.Option("auto", help="for a .gguf file: auto (= hf, faster at a batch here) or llama.cpp"),
     template_from: str = typer.Option("", help="for a server URL: render chat prompts with this local model's chat "
                                                "template (.gguf file, directory or smollm2)"),
@@ -295,22 +339,26 @@ def eval_cmd(
     seed: int = typer.Option(0),
     concurrency: int = typer.Option(64, min=1, help="problems in flight at once (they share the engine's batches)"),
     option: list[str] = typer.Option([], "--set", help="a method's knob, METHOD.KNOB=VALUE (repeatable), e.g. "
-                                                       "beam.beam_width=4, mcts.width=8, tot_bfs.b=5"),
-    out: Path = typer.Option(None, help="results folder; rerun with the same folder to resume"),
+                                                       "beam.width=4, mcts.width=8, tot_bfs.breadth=5; `ponder "
+                                                       "methods` lists the knobs"),
+    config: Path = typer.Option(None, "--config", help="a YAML file of EvalConfig fields, or a saved run's "
+                                                       "config.json, to run; an option given on this command line "
+                                                       "overrides the file's field, --set knobs add to its options"),
+    out: Path = typer.Option(None, help="results folder (default runs/eval-TASK-SPLIT-seedSEED); rerun with the "
+                                        "same folder to resume"),
 ) -> None:
     """Evaluate methods x budgets on a task; resumable; prints accuracy against compute."""
     from ponder.evaluate import EvalConfig, run_eval
 
-    cfg = EvalConfig(task=task, split=split, limit=limit or None, model=model, backend=backend,
-                     template_from=template_from, device=device, style=style,
-                     methods=_csv(methods),
-                     options=method_options(option), ceiling=ceiling,
-                     budgets=_numbers(budgets, int, "--budgets", 1), verifier=verifier, aggregate=aggregate,
-                     temperature=temperature, min_p=min_p, max_tokens=max_tokens,
-                     max_step_tokens=max_step_tokens, seed=seed, concurrency=concurrency)
-    out = out or Path("runs") / f"eval-{task}-{split}-seed{seed}"
+    cfg = EvalConfig(**_eval_fields(ctx, config, dict(
+        task=task, split=split, limit=limit or None, model=model, backend=backend, template_from=template_from,
+        device=device, style=style, methods=_csv(methods), options=method_options(option), ceiling=ceiling,
+        budgets=_numbers(budgets, int, "--budgets", 1), verifier=verifier, aggregate=aggregate,
+        temperature=temperature, min_p=min_p, max_tokens=max_tokens, max_step_tokens=max_step_tokens, seed=seed,
+        concurrency=concurrency)))
+    out = out or Path("runs") / f"eval-{cfg.task}-{cfg.split}-seed{cfg.seed}"
     table = run_eval(cfg, out)
-    print_table(f"{task} {split}: accuracy against compute (per problem)", table, [
+    print_table(f"{cfg.task} {cfg.split}: accuracy against compute (per problem)", table, [
         ("method", "method", ""), ("budget", "n", ""), ("problems", "problems", ""), ("errors", "errors", ""),
         ("accuracy", "accuracy", ".3f"), ("pass", "any right", ".3f"), ("generated_tokens", "gen tokens", ".0f"),
         ("model_calls", "model calls", ".1f"),
@@ -318,7 +366,7 @@ def eval_cmd(
         ("verifier_seconds", "verifier s", ".2f"), ("wall_seconds", "wall s", ".2f")])
     graded = out / "summary-by-difficulty.json"
     if graded.exists():
-        print_table(f"{task} {split}: by difficulty", json.loads(graded.read_text()), [
+        print_table(f"{cfg.task} {cfg.split}: by difficulty", json.loads(graded.read_text()), [
             ("method", "method", ""), ("budget", "n", ""), ("difficulty", "difficulty", ""),
             ("problems", "problems", ""), ("accuracy", "accuracy", ".3f"), ("pass", "any right", ".3f"),
             ("generated_tokens", "gen tokens", ".0f")])

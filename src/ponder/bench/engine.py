@@ -36,6 +36,7 @@ from ponder.lm.engine import Engine, StaticEngine
 from ponder.lm.hf import HFBackend
 from ponder.lm.prefix_cache import PrefixCache
 from ponder.search import SearchConfig, get_method, search
+from ponder.search.tot import ToTBFSConfig
 from ponder.tasks import get_task
 from ponder.tasks.base import Problem
 from ponder.trace import Trace, Usage
@@ -67,7 +68,7 @@ def workloads(names: list[str], problems: int, seed: int) -> list[Workload]:
     known = {
         "beam": Workload("beam", "game24", "tot_bfs", problems, SearchConfig(
             n=4, temperature=0.8, max_tokens=160, max_step_tokens=32, aggregate="min", seed=seed,
-            options={"k": 4, "b": 4, "distinct": False}), verifier="game24-prm"),
+            knobs=ToTBFSConfig(width=4, breadth=4, distinct=False)), verifier="game24-prm"),
         "arith": Workload("arith", "arith", "self_consistency", problems // 2,
                           SearchConfig(n=16, temperature=0.8, max_tokens=256, seed=seed)),
         "sc": Workload("sc", "game24", "self_consistency", problems,

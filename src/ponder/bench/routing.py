@@ -28,6 +28,7 @@ from typing import Any
 from ponder.errors import ConfigError
 from ponder.evaluate.runner import EvalConfig, run_eval
 from ponder.jsonl import ResumableJsonl
+from ponder.search import typed_options
 from ponder.search.compute_optimal import RoutingTable, Strategy
 from ponder.tasks import TaskError
 
@@ -122,6 +123,8 @@ def cross_fit(strategies: list[Strategy], rows: dict[str, dict[str, dict[str, An
 def routing_benchmark(task: str, methods: list[str], budgets: list[int], token_budgets: list[float],
                       options: dict[str, dict[str, Any]], train: int, test: int, probe_n: int, bins: int,
                       seed: int, out: Path, model: str = "", verifier: str = "") -> dict[str, Any]:
+    """`options`: per method, its knobs (as `--set` gives them), the same for every budget of the grid."""
+    options = {m: typed_options(m, knobs) for m, knobs in options.items()}  # a strategy's name shows them typed
     base = EvalConfig(task=task, model=model, verifier=verifier, methods=[*methods, "best_of_n"],
                       budgets=sorted({*budgets, probe_n}), options=options, seed=seed, ceiling=False)
     strategies = [Strategy(m, b, options.get(m, {})) for m in methods for b in budgets]

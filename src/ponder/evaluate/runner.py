@@ -17,13 +17,15 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ponder.errors import ConfigError
 from ponder.jsonl import ResumableJsonl, check_config, error_fields, is_error
 from ponder.lm.base import LanguageModel, SamplingParams
 from ponder.lm.load import load_model, model_fingerprint
-from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, search
+from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, parse_options, pick_policy, search, typed_options
+from ponder.search.base import describe, field_types, fits
 from ponder.tasks import Task, get_task
 from ponder.tasks.base import Problem
 from ponder.trace import Usage
@@ -42,7 +44,7 @@ class EvalConfig:
     task: str = "game24"
     split: str = "test"
     limit: int | None = None
-    model: str = ""  # empty: the shipped policy for the task; a directory, a .gguf file or a server URL
+    model: str = ""  # empty: the policy a method needs on the task, else the task's; a directory, .gguf file or URL
     backend: str = "auto"  # for a .gguf file: hf (auto) or llama.cpp
     template_from: str = ""  # for a server URL: a local model (.gguf or directory) whose chat template renders prompts
     device: str = "cpu"  # where the transformers backend runs: cpu or cuda
@@ -60,9 +62,28 @@ class EvalConfig:
     seed: int = 0
     concurrency: int = 64
     max_batch: int = 512
-    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method, its knobs (`beam`: beam_width)
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method, its knobs (`beam`: width)
     model_fingerprint: str = ""  # filled in: resuming against a retrained checkpoint must not mix rows
     verifier_fingerprint: str = ""  # likewise for a learned verifier
+
+    @classmethod
+    def read(cls, path: Path) -> dict[str, Any]:
+        """The fields a YAML file or a saved run's config.json sets, each checked against its type; an unknown
+        field or a wrong type is a `ConfigError`."""
+        try:
+            raw = yaml.safe_load(path.read_text())  # JSON is YAML
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"cannot read the eval config {path}: {err}") from err
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: an eval config is a mapping of EvalConfig's fields, not {type(raw).__name__}")
+        types = field_types(cls)
+        unknown = sorted(set(raw) - set(types))
+        if unknown:
+            raise ConfigError(f"{path}: unknown field {unknown[0]!r}; EvalConfig's fields: {', '.join(types)}")
+        for name, value in raw.items():
+            if not fits(value, types[name]):
+                raise ConfigError(f"{path}: {name}={value!r} is not {describe(types[name])}")
+        return raw
 
     def make_task(self) -> Task:
         return get_task(self.task, **({"style": self.style} if self.style else {}))
@@ -83,13 +104,18 @@ class EvalConfig:
             raise ConfigError(f"concurrency and max_batch must be >= 1, got {self.concurrency}, {self.max_batch}")
         stray = sorted(set(self.options) - set(self.methods))
         if stray:
-            raise ConfigError(f"options given for {', '.join(stray)}, which this run does not use")
+            raise ConfigError(f"knobs set for {', '.join(stray)}, which this run does not use (--methods)")
+        options = {m: typed_options(m, knobs) for m, knobs in self.options.items()}
+        for m in self.methods:  # the knobs against every budget the method runs at
+            for budget in budgets(m, self.budgets):
+                parse_options(m, options.get(m, {}), budget)
         check_aggregation(self.aggregate)
-        model = self.model or task.default_model
+        model = pick_policy(task.name, self.methods, self.model, task.default_model)
         max_tokens = self.max_tokens or task.max_tokens
         needs = any(m in NEEDS_VERIFIER for m in self.methods)
         verifier = self.verifier or (task.default_verifier if needs else "")
         return EvalConfig(**{**asdict(self), "model": model, "max_tokens": max_tokens, "verifier": verifier,
+                             "options": options,
                              "model_fingerprint": model_fingerprint(model),
                              "verifier_fingerprint": verifier_fingerprint(verifier)})
 
@@ -97,11 +123,16 @@ class EvalConfig:
 CEILING = "best_of_n_oracle"
 
 
+def budgets(method: str, given: list[int]) -> list[int]:
+    """The budgets a method runs at: greedy CoT has no budget knob, so it runs once with budget 1."""
+    return [1] if method == "cot" else given
+
+
 def jobs(cfg: EvalConfig, problems: list[Problem]) -> list[tuple[str, int, Problem]]:
-    """(method, budget, problem); greedy CoT has no budget knob, so it runs once with budget 1."""
+    """(method, budget, problem)."""
     out = []
     for method in [*cfg.methods, *([CEILING] if cfg.ceiling else [])]:
-        for budget in [1] if method == "cot" else cfg.budgets:
+        for budget in budgets(method, cfg.budgets):
             out.extend((method, budget, p) for p in problems)
     return out
 
@@ -110,7 +141,8 @@ async def run_job(task: Task, problem: Problem, method: str, budget: int, lm: La
                   verifier: Verifier | None, cfg: EvalConfig) -> dict[str, Any]:
     search_cfg = SearchConfig(n=budget, temperature=cfg.temperature, top_p=cfg.top_p, min_p=cfg.min_p,
                               max_tokens=cfg.max_tokens, max_step_tokens=cfg.max_step_tokens or None,
-                              aggregate=cfg.aggregate, seed=cfg.seed, options=cfg.options.get(method, {}))
+                              aggregate=cfg.aggregate, seed=cfg.seed,
+                              knobs=None if method == CEILING else parse_options(method, cfg.options.get(method, {})))
     start = time.perf_counter()
     if method == CEILING:  # the samples best-of-n draws, judged by the exact oracle
         trace = await search(task, problem, lm, OracleVerifier(), get_method("best_of_n"), search_cfg)

@@ -1,4 +1,8 @@
-"""Search methods: one file each, one signature, one registry. Importing a method's module registers it."""
+"""Search methods: one file each, one signature, one registry. Importing a method's module registers it with its
+knobs' config (`MethodConfig`), whether it needs a verifier, and the policy it needs on a task, if any."""
+
+import logging
+from collections.abc import Mapping
 
 from ponder.errors import ConfigError
 from ponder.lm.base import LanguageModel, Metered
@@ -14,16 +18,54 @@ from ponder.search import (  # noqa: F401  (registration)
     self_consistency,
     tot,
 )
-from ponder.search.base import METHODS, NEEDS_VERIFIER, SearchConfig, SearchMethod
+from ponder.search.base import CONFIGS, METHODS, NEEDS_VERIFIER, POLICIES, MethodConfig, SearchConfig, SearchMethod
 from ponder.tasks.base import Problem, Task
 from ponder.trace import Trace, Usage
 from ponder.verifiers.base import MeteredVerifier, Verifier
+
+log = logging.getLogger(__name__)
 
 
 def get_method(name: str) -> SearchMethod:
     if name not in METHODS:
         raise ConfigError(f"unknown search method {name!r}; known methods: {', '.join(sorted(METHODS))}")
     return METHODS[name]
+
+
+def parse_options(method: str, values: Mapping[str, object], n: int | None = None) -> MethodConfig:
+    """`method`'s config with `values` set (knob -> value; text is read as the knob's type), checked against the
+    budget `n` when given; a `ConfigError` names the method, the bad knob or value, and the method's knobs."""
+    get_method(method)
+    return CONFIGS[method].parse(values, n)
+
+
+def typed_options(method: str, values: Mapping[str, object]) -> dict[str, object]:
+    """The knobs `values` sets, checked, each as its knob's type (`"4"` -> 4): how a run's config saves them, so
+    that the same knobs written differently are the same config."""
+    knobs = parse_options(method, values)
+    return {k: getattr(knobs, k) for k in values}
+
+
+def pick_policy(task: str, methods: list[str], model: str, default: str) -> str:
+    """The model a run of `methods` on `task` uses: `model` when named, else the policy a method needs on this task
+    (logged), else `default`. A `ConfigError` when the methods need different policies, or when `model` is another
+    shipped model, not trained for a method that needs its own."""
+    needed = {POLICIES[m][task]: m for m in methods if task in POLICIES.get(m, {})}
+    if len(needed) > 1:
+        raise ConfigError(f"on {task}, " + " and ".join(f"{m} needs {p}" for p, m in needed.items())
+                          + ": run them separately")
+    if not needed:
+        return model or default
+    [(policy, method)] = needed.items()
+    if not model:
+        log.info("%s on %s needs %s: using it (--model names another)", method, task, policy)
+        return policy
+    from ponder.lm.hf import ASSETS  # only here: it loads transformers, which a model about to load needs anyway
+
+    if model != policy and (ASSETS / model).is_dir():
+        raise ConfigError(f"{method} on {task} needs {policy}, a policy trained for it; {model} was not (leave "
+                          f"--model out to use {policy})")
+    return model
 
 
 async def search(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
@@ -36,4 +78,5 @@ async def search(task: Task, problem: Problem, lm: LanguageModel, verifier: Veri
     return trace
 
 
-__all__ = ["METHODS", "NEEDS_VERIFIER", "SearchConfig", "SearchMethod", "get_method", "search"]
+__all__ = ["CONFIGS", "METHODS", "NEEDS_VERIFIER", "POLICIES", "MethodConfig", "SearchConfig", "SearchMethod",
+           "get_method", "parse_options", "pick_policy", "search", "typed_options"]

@@ -1,12 +1,16 @@
-"""What every search method shares: its config, its signature and the registry."""
+"""What every search method shares: its config, its knobs' config, its signature and the registry."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+import types
+import typing
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any, ClassVar, Protocol, TypeVar
 
+from ponder.errors import ConfigError
 from ponder.lm.base import Completion, LanguageModel, Request, SamplingParams
 from ponder.search.select import Finished
 from ponder.tasks.base import Problem, Task
@@ -14,9 +18,156 @@ from ponder.trace import Trace
 from ponder.verifiers.base import Verifier
 
 
+def knob(default: Any, doc: str, *, low: float | None = None, high: float | None = None,
+         choices: tuple[str, ...] = ()) -> Any:
+    """A method's knob: a dataclass field with its default, a one-line description (naming the paper's symbol) and
+    its valid values: `low` <= value <= `high`, or one of `choices`."""
+    return field(default=default, metadata={"doc": doc, "low": low, "high": high, "choices": choices})
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One knob as `ponder methods` lists it."""
+
+    name: str
+    type: str
+    default: Any
+    allowed: str
+    doc: str
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """A method's knobs: each method subclasses this as a frozen dataclass whose fields are `knob`s. Types and
+    ranges are checked when it is made; `check` adds what depends on the budget `n` or on several knobs."""
+
+    method: ClassVar[str] = ""  # set by `register`
+    budget: ClassVar[str] = ""  # what the budget `n` counts for the method
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = _kind(type(self), f)
+            if not fits(value, kind):
+                self.fail(f"{f.name}={value!r} is not {describe(kind)}")
+            low, high, choices = f.metadata["low"], f.metadata["high"], f.metadata["choices"]
+            if value is not None and ((low is not None and value < low) or (high is not None and value > high)
+                                      or (choices and value not in choices)):
+                self.fail(f"{f.name}={value!r} is out of range: {_allowed(f)}")
+
+    def check(self, n: int) -> None:
+        """Raise a `ConfigError` if the knobs do not fit the budget `n` or each other."""
+        if n < 1:
+            self.fail(f"the budget n must be at least 1, got {n}")
+
+    @classmethod
+    def fail(cls, message: str) -> typing.NoReturn:
+        names = ", ".join(f.name for f in fields(cls)) or "none"
+        raise ConfigError(f"{cls.method}: {message}; {cls.method}'s knobs: {names} (`ponder methods` lists them)")
+
+    @classmethod
+    def parse(cls: type[C], values: Mapping[str, object], n: int | None = None) -> C:
+        """The config with `values` set (text from the command line is read as the knob's type), checked against
+        the budget `n` when it is given."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            cls.fail(f"unknown knob {unknown[0]!r}")
+        cfg = cls(**{k: _read(v, _kind(cls, known[k])) for k, v in values.items()})
+        if n is not None:
+            cfg.check(n)
+        return cfg
+
+    @classmethod
+    def knobs(cls) -> list[Knob]:
+        return [Knob(f.name, describe(_kind(cls, f)), f.default if f.default is not MISSING else None, _allowed(f),
+                     f.metadata["doc"]) for f in fields(cls)]
+
+
+C = TypeVar("C", bound=MethodConfig)
+
+
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    """A dataclass's field types, resolved from their annotations."""
+    return typing.get_type_hints(cls)
+
+
+def _kind(cls: type, f: Field[Any]) -> Any:
+    return field_types(cls)[f.name]
+
+
+def _optional(kind: Any) -> tuple[Any, bool]:
+    """(the type, whether None is allowed) of `T` or `T | None`."""
+    if isinstance(kind, types.UnionType):
+        [inner] = [a for a in typing.get_args(kind) if a is not type(None)]
+        return inner, True
+    return kind, False
+
+
+def describe(kind: Any) -> str:
+    """A type as an error message or a listing names it: `int`, `int or none`, `a list of str`, `a mapping`."""
+    inner, optional = _optional(kind)
+    origin = typing.get_origin(inner)
+    if origin is list:
+        name = f"a list of {describe(typing.get_args(inner)[0])}"
+    else:
+        name = "a mapping" if origin is dict else inner.__name__
+    return f"{name}{' or none' if optional else ''}"
+
+
+def fits(value: object, kind: Any) -> bool:
+    """Whether `value` is of type `kind`: a scalar (an int is a float, a bool is not a number), `T | None`, or a
+    list or dict of such."""
+    inner, optional = _optional(kind)
+    if value is None:
+        return optional
+    origin, args = typing.get_origin(inner), typing.get_args(inner)
+    if origin is list:
+        return isinstance(value, list) and all(fits(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(fits(k, args[0]) and fits(v, args[1]) for k, v in value.items())
+    if inner is Any:
+        return True
+    if inner is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if inner is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, inner)
+
+
+def _read(value: object, kind: Any) -> object:
+    """A knob's value as its type: text from the command line converted, anything else as given (then checked)."""
+    if not isinstance(value, str):
+        return float(value) if _optional(kind)[0] is float and fits(value, kind) else value
+    inner, optional = _optional(kind)
+    text = value.strip()
+    if optional and text.lower() == "none":
+        return None
+    if inner is bool:
+        return {"true": True, "false": False}.get(text.lower(), value)
+    if inner in (int, float):
+        try:
+            return inner(text)
+        except ValueError:
+            return value
+    return value
+
+
+def _allowed(f: Field[Any]) -> str:
+    low, high, choices = f.metadata["low"], f.metadata["high"], f.metadata["choices"]
+    if choices:
+        return "one of " + ", ".join(choices)
+    if low is not None and high is not None:
+        return f"{low} to {high}"
+    if low is not None:
+        return f">= {low}"
+    return "any" if high is None else f"<= {high}"
+
+
 @dataclass(frozen=True)
 class SearchConfig:
-    n: int = 1  # the budget: samples, beams or rollouts, by method
+    n: int = 1  # the budget: samples, beams or rollouts, by method (each method's config says which)
     temperature: float = 0.8
     top_p: float = 1.0
     min_p: float = 0.0
@@ -24,7 +175,7 @@ class SearchConfig:
     max_step_tokens: int | None = None  # what one step may take (within what is left of max_tokens)
     aggregate: str = "last"  # how step scores become a solution score
     seed: int = 0
-    options: dict[str, Any] = field(default_factory=dict)  # method-specific knobs, named as in the papers
+    knobs: MethodConfig | None = None  # the method's own knobs (its `MethodConfig`); None: its defaults
 
 
 class SearchMethod(Protocol):
@@ -34,16 +185,34 @@ class SearchMethod(Protocol):
 
 METHODS: dict[str, SearchMethod] = {}
 NEEDS_VERIFIER: set[str] = set()
+CONFIGS: dict[str, type[MethodConfig]] = {}  # each method's knobs
+POLICIES: dict[str, dict[str, str]] = {}  # per method, per task: the policy it needs there (one trained for it)
 
 
-def register(name: str, needs_verifier: bool = False) -> Callable[[SearchMethod], SearchMethod]:
+def register(name: str, config: type[MethodConfig], needs_verifier: bool = False,
+             policies: Mapping[str, str] | None = None) -> Callable[[SearchMethod], SearchMethod]:
+    """Register a search method under `name` with its knobs' config; `policies`: task -> the shipped policy the
+    method needs on that task (one trained for its prompts)."""
     def wrap(fn: SearchMethod) -> SearchMethod:
         METHODS[name] = fn
+        CONFIGS[name] = config
+        config.method = name
         if needs_verifier:
             NEEDS_VERIFIER.add(name)
+        if policies:
+            POLICIES[name] = dict(policies)
         return fn
 
     return wrap
+
+
+def method_knobs(cfg: SearchConfig, kind: type[C]) -> C:
+    """The search's knobs as the method's config (its defaults when none were given), checked against the budget."""
+    knobs = kind() if cfg.knobs is None else cfg.knobs
+    if not isinstance(knobs, kind):
+        raise ConfigError(f"{kind.method} takes {kind.__name__}, not {type(knobs).__name__}")
+    knobs.check(cfg.n)
+    return knobs
 
 
 def request_seed(cfg: SearchConfig, problem: Problem, *parts: object) -> int:

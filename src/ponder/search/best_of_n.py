@@ -1,24 +1,44 @@
 """Best-of-N (Cobbe et al., 2021, "Training Verifiers to Solve Math Word Problems"; Lightman et al., 2023):
 sample `n` solutions, score each with a verifier, return the best.
 
-Vanilla (`select` "best") picks the single highest-scoring solution. Weighted (`options.weighted`, or `select`
-"weighted"; Li et al., 2023 and Snell et al., 2024) sums the scores of solutions that reach the same answer and
+Vanilla (`select` "best") picks the single highest-scoring solution. Weighted (`select` "weighted"; Li et al., 2023
+and Snell et al., 2024) sums the scores of solutions that reach the same answer and
 picks the answer with the largest total, which mixes the verifier with self-consistency.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 from ponder.errors import ConfigError
 from ponder.lm.base import LanguageModel
-from ponder.search.base import SearchConfig, record_solutions, register, sample_solutions
-from ponder.search.select import answer
+from ponder.search.base import (
+    MethodConfig,
+    SearchConfig,
+    knob,
+    method_knobs,
+    record_solutions,
+    register,
+    sample_solutions,
+)
+from ponder.search.select import SELECTIONS, answer
 from ponder.tasks.base import Problem, Task
 from ponder.trace import Trace
 from ponder.verifiers.aggregate import aggregate
 from ponder.verifiers.base import Verifier
 
 
-@register("best_of_n", needs_verifier=True)
+@dataclass(frozen=True)
+class BestOfNConfig(MethodConfig):
+    """Best-of-N's knobs."""
+
+    budget: ClassVar[str] = "N, the solutions sampled and scored"
+    select: str = knob("best", "best: the best-scored solution (vanilla); weighted: the answer whose solutions' "
+                               "scores sum highest; majority: self-consistency", choices=SELECTIONS)
+
+
+@register("best_of_n", config=BestOfNConfig, needs_verifier=True)
 async def best_of_n(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
                     cfg: SearchConfig) -> Trace:
     if verifier is None:
@@ -27,5 +47,4 @@ async def best_of_n(task: Task, problem: Problem, lm: LanguageModel, verifier: V
     solutions = await sample_solutions(task, problem, lm, cfg, n=cfg.n, temperature=cfg.temperature, tag="sample")
     scores = [aggregate(s, cfg.aggregate) for s in await verifier.score(task, problem, solutions)]
     finished = record_solutions(trace, task, problem, solutions, scores)
-    how = str(cfg.options.get("select", "weighted" if cfg.options.get("weighted") else "best"))
-    return answer(trace, task, problem, finished, how)
+    return answer(trace, task, problem, finished, method_knobs(cfg, BestOfNConfig).select)

@@ -8,7 +8,8 @@ worked best on training questions of that difficulty.
   on the training split only, for a generation budget, and writes it as JSON. The probe's tokens count in the usage,
   once: a best-of-n or self-consistency routed to takes the probe's samples as its first ones (`Remembered`).
 
-Knob: `table`, the path of a fitted table (`RoutingTable`).
+Knob: `table`, the path of a fitted table (`RoutingTable`; `ComputeOptimalConfig`). A strategy's knobs are its
+method's config, checked when the table is read.
 """
 
 from __future__ import annotations
@@ -17,11 +18,20 @@ import bisect
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ponder.errors import ConfigError
 from ponder.lm.base import Completion, LanguageModel, Request, Wrapper
-from ponder.search.base import METHODS, SearchConfig, register, sample_solutions
+from ponder.search.base import (
+    CONFIGS,
+    METHODS,
+    MethodConfig,
+    SearchConfig,
+    knob,
+    method_knobs,
+    register,
+    sample_solutions,
+)
 from ponder.tasks.base import Problem, Task
 from ponder.trace import Trace
 from ponder.verifiers.aggregate import aggregate
@@ -31,10 +41,30 @@ SHARE_THE_PROBE = ("best_of_n", "self_consistency")  # methods that sample whole
 
 
 @dataclass(frozen=True)
+class ComputeOptimalConfig(MethodConfig):
+    """Compute-optimal routing's knobs."""
+
+    budget: ClassVar[str] = "nothing: the routing table's strategies carry their own budgets"
+    table: str = knob("", "path of a routing table fitted on the training split by `ponder bench routing` (required)")
+
+    def check(self, n: int) -> None:
+        super().check(n)
+        if not self.table:
+            self.fail("a routing table is required: --set compute_optimal.table=PATH (fitted by `ponder bench "
+                      "routing`)")
+
+
+@dataclass(frozen=True)
 class Strategy:
+    """A method, its budget `n` and its knobs (as `--set` gives them: knob name -> value)."""
+
     method: str
     n: int
     options: dict[str, Any] = field(default_factory=dict)
+
+    def knobs(self) -> MethodConfig:
+        """The strategy's knobs as its method's config, checked against its budget."""
+        return CONFIGS[self.method].parse(self.options, self.n)
 
     @property
     def name(self) -> str:
@@ -59,12 +89,14 @@ class RoutingTable:
     def __post_init__(self) -> None:
         if len(self.strategies) != len(self.thresholds) + 1:
             raise ConfigError(f"a routing table needs one strategy per bin: {len(self.thresholds) + 1} bins, "
-                              f"{len(self.strategies)} strategies")
+                             f"{len(self.strategies)} strategies")
         if self.thresholds != sorted(self.thresholds):
             raise ConfigError(f"routing thresholds must ascend, got {self.thresholds}")
         unknown = sorted({s.method for s in self.strategies} - set(METHODS) - {"compute_optimal"})
         if unknown or any(s.method == "compute_optimal" for s in self.strategies):
             raise ConfigError(f"a routing table names methods that cannot be routed to: {unknown or 'itself'}")
+        for strategy in self.strategies:
+            strategy.knobs()
 
     def bin(self, score: float) -> int:
         return bisect.bisect_right(self.thresholds, score)
@@ -106,21 +138,18 @@ async def probe(task: Task, problem: Problem, lm: LanguageModel, verifier: Verif
     return sum(aggregate(s, cfg.aggregate) for s in scores) / n
 
 
-@register("compute_optimal", needs_verifier=True)
+@register("compute_optimal", config=ComputeOptimalConfig, needs_verifier=True)
 async def compute_optimal(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
                           cfg: SearchConfig) -> Trace:
     if verifier is None:
         raise ConfigError("compute_optimal needs a verifier: it estimates difficulty from verifier scores")
-    if "table" not in cfg.options:
-        raise ConfigError("compute_optimal needs a routing table: --set compute_optimal.table=PATH "
-                          "(fitted on the training split by `ponder bench routing`)")
-    table = RoutingTable.load(cfg.options["table"])
+    table = RoutingTable.load(method_knobs(cfg, ComputeOptimalConfig).table)
     if table.task != task.name:
         raise ConfigError(f"the routing table was fitted on {table.task}, not {task.name}")
     remembered = Remembered(lm)
     score = await probe(task, problem, remembered, verifier, replace(cfg, aggregate=table.aggregate), table.probe_n)
     strategy = table.strategies[table.bin(score)]
-    routed = replace(cfg, n=strategy.n, aggregate=table.aggregate, options=strategy.options)
+    routed = replace(cfg, n=strategy.n, aggregate=table.aggregate, knobs=strategy.knobs())
     trace = await METHODS[strategy.method](task, problem, remembered, verifier, routed)
     trace.method = "compute_optimal"
     trace.extra.update({"probe_score": score, "bin": table.bin(score), "routed_to": strategy.name})

@@ -7,27 +7,37 @@ them, and the subtree goes on from the best one. A subtree ends when its best ne
 collapse onto one prefix. Only completed solutions are final candidates (search-and-learn's DVTS returned
 unfinished beams too, their issue #57); the answer is chosen among them (`select`, best score by default).
 
-Knobs (`cfg.n` = N; `cfg.options`): `beam_width` M (4), `lookahead` (0), `num_iterations`, `select`, `distinct`
-(off: proposals sampled independently, as in the recipe).
+Knobs: `DVTSConfig`, beam search's (the budget `cfg.n` is N).
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from typing import ClassVar
 
 from ponder.lm.base import LanguageModel
-from ponder.search.base import SearchConfig, register
-from ponder.search.steps import StepSearch, n_and_m
+from ponder.search.base import SearchConfig, method_knobs, register
+from ponder.search.beam import BeamConfig
+from ponder.search.steps import StepSearch
 from ponder.tasks.base import Problem, Task
 from ponder.trace import Trace
 from ponder.verifiers.base import Verifier
 
 
-@register("dvts", needs_verifier=True)
+@dataclass(frozen=True)
+class DVTSConfig(BeamConfig):
+    """DVTS's knobs: beam search's."""
+
+    budget: ClassVar[str] = "N, the steps proposed at every step over N/width subtrees of width each; N >= width"
+
+
+@register("dvts", config=DVTSConfig, needs_verifier=True)
 async def dvts(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
                cfg: SearchConfig) -> Trace:
-    search = StepSearch("dvts", task, problem, lm, verifier, cfg, limit_knob="num_iterations")
-    n, m = n_and_m("dvts", cfg)
+    knobs = method_knobs(cfg, DVTSConfig)
+    search = StepSearch(task, problem, lm, verifier, cfg, knobs)
+    n, m = cfg.n, knobs.width
     search.trace.extra.update({"N": n, "M": m, "subtrees": n // m})
 
     async def subtree(s: int) -> None:

@@ -14,24 +14,25 @@ Model Decoding and Training"). It reads like the textbook: `iterate` = select ->
   value is its own score.
 - back-propagate: every node on the path gets one more visit and the value added to its running mean Q.
 
-Budget: `simulations` (default `cfg.n`) and, if given, `token_budget` generated tokens. The search stops early once
-a finished solution scores `stop_at` (0.95) or more. The answer (`final`): `verifier` (default; the best-scored
-finished solution, or `select`'s vote), `visits` or `value` (the most visited / highest-valued path, down to a
-finished solution). Each trace node keeps its score, prior, visits and value (Q).
+Budget: `iterations` (simulations; default `cfg.n`) and, if given, `token_budget` generated tokens. The search stops
+early once a finished solution scores `stop_at` (0.95) or more. The answer (`final`): `verifier` (default; the
+best-scored finished solution, or `select`'s vote), `visits` or `value` (the most visited / highest-valued path, down
+to a finished solution). Each trace node keeps its score, prior, visits and value (Q).
 
-Knobs (`cfg.options`): `simulations` (`cfg.n`), `width` (16: a node is expanded once, so its children are all the
-search will ever try there; on game24 4 gave 72% top-1 and 16 gave 96%), `c_puct` (1.0), `mix` (0), `token_budget`,
-`stop_at` (0.95), `final`, `select`, `T` (depth limit, the task's `max_steps`).
+Knobs: `MCTSConfig`; c_puct is `exploration`. `width` defaults to 16: a node is expanded once, so its children are
+all the search will ever try there; on game24 4 gave 72% top-1 and 16 gave 96%.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 from ponder.errors import ConfigError
 from ponder.lm.base import LanguageModel
-from ponder.search.base import SearchConfig, propose_steps, register, sample_solutions
-from ponder.search.select import Finished, answer, check_selection
+from ponder.search.base import MethodConfig, SearchConfig, knob, method_knobs, propose_steps, register, sample_solutions
+from ponder.search.select import SELECTIONS, Finished, answer
 from ponder.tasks.base import Problem, Task
 from ponder.trace import Node, Trace
 from ponder.verifiers.aggregate import aggregate
@@ -40,25 +41,38 @@ from ponder.verifiers.base import Verifier
 FINALS = ("verifier", "visits", "value")
 
 
+@dataclass(frozen=True)
+class MCTSConfig(MethodConfig):
+    """MCTS's knobs."""
+
+    budget: ClassVar[str] = "simulations (select -> expand -> simulate -> back-propagate), unless iterations is set"
+    iterations: int | None = knob(None, "simulations, each one select-expand-simulate-back-propagate (none: the "
+                                        "budget n)", low=1)
+    width: int = knob(16, "different next steps an expanded node proposes (its children)", low=1)
+    exploration: float = knob(1.0, "exploration constant, c_puct in PUCT", low=0.0)
+    mix: float = knob(0.0, "weight of a rollout's score in a node's value, lambda in AlphaGo (0: the verifier's "
+                           "value alone)", low=0.0, high=1.0)
+    token_budget: int | None = knob(None, "generated tokens after which no new simulation starts (none: no limit)",
+                                    low=1)
+    stop_at: float = knob(0.95, "the search stops once a finished solution scores this or more")
+    final: str = knob("verifier", "the answer: the best-scored finished solution (verifier), or the most visited / "
+                                  "highest-valued path", choices=FINALS)
+    select: str = knob("best", "how final=verifier chooses among finished solutions", choices=SELECTIONS)
+    depth: int | None = knob(None, "the most steps a path takes, T (none: the task's max_steps)", low=1)
+
+
 class MCTS:
     def __init__(self, task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
                  cfg: SearchConfig) -> None:
         if verifier is None:
             raise ConfigError("mcts needs a verifier for its values (e.g. --verifier game24-prm)")
-        o = cfg.options
+        knobs = method_knobs(cfg, MCTSConfig)
         self.task, self.problem, self.lm, self.verifier, self.cfg = task, problem, lm, verifier, cfg
-        self.simulations, self.width = int(o.get("simulations", cfg.n)), int(o.get("width", 16))
-        self.c_puct, self.mix = float(o.get("c_puct", 1.0)), float(o.get("mix", 0.0))
-        self.token_budget = int(o["token_budget"]) if "token_budget" in o else None
-        self.stop_at, self.final = float(o.get("stop_at", 0.95)), str(o.get("final", "verifier"))
-        self.how, self.limit = str(o.get("select", "best")), int(o.get("T", task.max_steps))
-        check_selection(self.how)
-        if self.final not in FINALS:
-            raise ConfigError(f"unknown mcts final {self.final!r}; choose from {', '.join(FINALS)}")
-        if self.simulations < 1 or self.width < 1 or not 0 <= self.mix <= 1:
-            raise ConfigError(f"mcts needs simulations, width >= 1 and 0 <= mix <= 1; got {self.simulations}, "
-                              f"{self.width}, {self.mix}")
-        self.trace = Trace(problem.id, "mcts", extra={"verifier": verifier.name, "c_puct": self.c_puct,
+        self.iterations, self.width = knobs.iterations or cfg.n, knobs.width
+        self.exploration, self.mix, self.token_budget = knobs.exploration, knobs.mix, knobs.token_budget
+        self.stop_at, self.final, self.how = knobs.stop_at, knobs.final, knobs.select
+        self.limit = knobs.depth or task.max_steps
+        self.trace = Trace(problem.id, "mcts", extra={"verifier": verifier.name, "exploration": self.exploration,
                                                       "mix": self.mix, "width": self.width})
         self.steps: dict[int, list[str]] = {0: []}
         self.children: dict[int, list[int]] = {}
@@ -140,7 +154,7 @@ class MCTS:
         """Q + U; an unvisited child's Q is its verifier score (every child is scored when it is made)."""
         prior = child.prior if child.prior is not None else 1.0
         q = child.value if child.visits else (child.score or 0.0)
-        return q + self.c_puct * prior * math.sqrt(parent.visits) / (1 + child.visits)
+        return q + self.exploration * prior * math.sqrt(parent.visits) / (1 + child.visits)
 
     def best_child(self, node: Node) -> Node:
         """The child with the largest PUCT score (the first of equals)."""
@@ -151,12 +165,12 @@ class MCTS:
 
     async def run(self) -> Trace:
         sim = 0
-        while sim < self.simulations and not self.verified():
+        while sim < self.iterations and not self.verified():
             if self.token_budget is not None and self.tokens >= self.token_budget:
                 break
             await self.iterate(sim)
             sim += 1
-        self.trace.extra.update({"simulations": sim, "final": self.final})
+        self.trace.extra.update({"iterations": sim, "final": self.final})
         if self.final == "verifier":
             return answer(self.trace, self.task, self.problem, self.finished, self.how)
         node = self.trace.root  # follow the most visited (or highest valued) children down to a finished solution
@@ -178,6 +192,6 @@ def _normalise(logprobs: list[float | None]) -> list[float]:
     return [w / sum(weights) for w in weights]
 
 
-@register("mcts", needs_verifier=True)
+@register("mcts", config=MCTSConfig, needs_verifier=True)
 async def mcts(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None, cfg: SearchConfig) -> Trace:
     return await MCTS(task, problem, lm, verifier, cfg).run()

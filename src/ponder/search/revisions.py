@@ -9,23 +9,51 @@ the paper's hierarchical selection does: the best-scored attempt of each chain (
 then among the chains' picks by `select` (`weighted`: the verifier-weighted vote; `final: all` chooses among every
 attempt instead).
 
-Knobs (`cfg.options`): `sequential` (4), `context` (4), `select` (weighted), `final` (hierarchical or all).
+Knobs: `RevisionsConfig`. It needs a policy trained to revise: on game24, `game24-revision-policy`.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from typing import ClassVar
 
 from ponder.errors import ConfigError
 from ponder.lm.base import LanguageModel
-from ponder.search.base import SearchConfig, record_solutions, register, sample_solutions
-from ponder.search.select import Finished, answer, check_selection, select
+from ponder.search.base import (
+    MethodConfig,
+    SearchConfig,
+    knob,
+    method_knobs,
+    record_solutions,
+    register,
+    sample_solutions,
+)
+from ponder.search.select import SELECTIONS, Finished, answer, select
 from ponder.tasks.base import Problem, Task
 from ponder.trace import Trace
 from ponder.verifiers.aggregate import aggregate
 from ponder.verifiers.base import Verifier
 
 FINALS = ("hierarchical", "all")
+
+
+@dataclass(frozen=True)
+class RevisionsConfig(MethodConfig):
+    """Sequential revisions' knobs."""
+
+    budget: ClassVar[str] = "attempts in all: n/sequential chains of sequential attempts each; n >= sequential"
+    sequential: int = knob(4, "attempts per chain, the sequential part of the paper's sequential-to-parallel ratio "
+                              "(n: purely sequential; 1: best-of-n)", low=1)
+    context: int = knob(4, "earlier attempts of its chain an attempt sees (0: none)", low=0)
+    select: str = knob("weighted", "how the answer is chosen among the chains' picks", choices=SELECTIONS)
+    final: str = knob("hierarchical", "hierarchical: each chain's best-scored attempt first (the paper's); all: "
+                                      "choose among every attempt", choices=FINALS)
+
+    def check(self, n: int) -> None:
+        super().check(n)
+        if n < self.sequential:
+            self.fail(f"the budget n={n} is below sequential={self.sequential} (a chain has sequential attempts)")
 
 
 async def chain(task: Task, problem: Problem, lm: LanguageModel, cfg: SearchConfig, c: int, length: int,
@@ -44,19 +72,13 @@ def answered(task: Task, problem: Problem, attempts: list[Finished]) -> list[Fin
     return [f for f in attempts if task.extract_answer(problem, f.steps) is not None] or attempts
 
 
-@register("revisions", needs_verifier=True)
+@register("revisions", config=RevisionsConfig, needs_verifier=True, policies={"game24": "game24-revision-policy"})
 async def revisions(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
                     cfg: SearchConfig) -> Trace:
     if verifier is None:
         raise ConfigError("revisions needs a verifier to choose among the attempts (e.g. --verifier game24-prm)")
-    o = cfg.options
-    length, context = int(o.get("sequential", 4)), int(o.get("context", 4))
-    how, final = str(o.get("select", "weighted")), str(o.get("final", "hierarchical"))
-    check_selection(how)
-    if final not in FINALS:
-        raise ConfigError(f"unknown revisions final {final!r}; choose from {', '.join(FINALS)}")
-    if not 1 <= length <= cfg.n or context < 0:
-        raise ConfigError(f"revisions needs 1 <= sequential <= n and context >= 0; got {length}, n={cfg.n}, {context}")
+    knobs = method_knobs(cfg, RevisionsConfig)
+    length, context, how, final = knobs.sequential, knobs.context, knobs.select, knobs.final
     trace = Trace(problem.id, "revisions", extra={"verifier": verifier.name, "sequential": length,
                                                   "chains": cfg.n // length, "context": context})
     chains = await asyncio.gather(*(chain(task, problem, lm, cfg, c, length, context) for c in range(cfg.n // length)))

@@ -3,26 +3,26 @@ Problem-Solvers"). A generator MCTS over five human-like actions, then a discrim
 second model agrees with, and a vote among them.
 
 The actions (the task writes their formats, `Task.actions`; the policy is asked for one by the opening of its line):
-- A1 `one_step`: one next step (`num_a1_steps` samples, the same step drawn twice kept once).
-- A2 `remaining_steps`: all the remaining steps at once (`num_votes` completions; the child is one that reaches
+- A1 `one_step`: one next step (`width` samples, the same step drawn twice kept once).
+- A2 `remaining_steps`: all the remaining steps at once (`votes` completions; the child is one that reaches
   the majority answer).
-- A3 `subquestion`: the next sub-question and its answer (`num_subquestions` sampled sub-questions, repeats kept
-  once, each answered `num_votes` times; the child keeps an answer with the majority result). Samples are drawn
+- A3 `subquestion`: the next sub-question and its answer (`subquestions` sampled sub-questions, repeats kept
+  once, each answered `votes` times; the child keeps an answer with the majority result). Samples are drawn
   independently, as in the paper: drawn without replacement, a policy sure of the one right sub-question is made to
   write misspelt copies of it.
-- A4 `reanswer`: the last sub-question answered again (`num_votes` new answers; a child only when their majority
+- A4 `reanswer`: the last sub-question answered again (`votes` new answers; a child only when their majority
   differs from the answer it replaces). The paper re-answers with a chain-of-thought prompt; where a task's
   sub-answer is one step (arith) the new answers are drawn in the same format.
 - A5 `rephrase`: the question rewritten as its conditions (one, from the root only).
-A5 only at the root, A4 only right after A3, and at the depth limit `T` only A2, which ends a path; a path also ends
-at a step that gives the answer.
+A5 only at the root, A4 only right after A3, and at the depth limit (`depth`) only A2, which ends a path; a path
+also ends at a step that gives the answer.
 
 `iterate` = select -> expand -> simulate -> back-propagate, with UCT (Kocsis and Szepesvari, 2006): from the root,
-the child with the largest Q + c * sqrt(ln N(parent) / N(child)) (an unvisited child first), down to a node not
-expanded yet; expand it (every action its place allows); simulate: a random child at each level, expanding on the
-way, down to a finished solution (the rollout's nodes stay in the tree, as in rStar); back-propagate that
-solution's reward: the confidence of its answer, the share of the `num_votes` direct answers (A2) from its last
-state that reach the same answer (the paper's self-consistency reward).
+the child with the largest Q + c * sqrt(ln N(parent) / N(child)) (c: `exploration`; an unvisited child first), down
+to a node not expanded yet; expand it (every action its place allows); simulate: a random child at each level,
+expanding on the way, down to a finished solution (the rollout's nodes stay in the tree, as in rStar);
+back-propagate that solution's reward: the confidence of its answer, the share of the `votes` direct answers (A2)
+from its last state that reach the same answer (the paper's self-consistency reward).
 
 Discriminator: every distinct finished solution in the tree goes to the run's verifier: by default
 `MutualConsistency` with the policy itself (`--verifier consistency:MODEL` asks a second model, as the paper does);
@@ -30,8 +30,7 @@ any verifier works, a solution being kept when it scores `keep` (0.5) or more. T
 kept ones by `select` (`majority` by default; `best` takes the kept solution with the highest reward, the paper's
 own choice), among all when none is kept.
 
-Knobs (`cfg.options`): `num_rollouts` (`cfg.n`), `num_a1_steps` (3), `num_subquestions` (3), `num_votes` (4),
-`c` (2.0, rStar's exploration weight), `T` (depth limit in actions, the task's `max_steps`), `keep`, `select`.
+Knobs: `RStarConfig` (the budget `cfg.n` is the rollouts).
 """
 
 from __future__ import annotations
@@ -40,11 +39,22 @@ import asyncio
 import math
 import random
 from collections import Counter
+from dataclasses import dataclass
+from typing import ClassVar
 
 from ponder.errors import ConfigError
 from ponder.lm.base import Completion, LanguageModel
-from ponder.search.base import SearchConfig, propose_steps, register, request_seed, sample_solutions
-from ponder.search.select import Finished, answer, check_selection
+from ponder.search.base import (
+    MethodConfig,
+    SearchConfig,
+    knob,
+    method_knobs,
+    propose_steps,
+    register,
+    request_seed,
+    sample_solutions,
+)
+from ponder.search.select import SELECTIONS, Finished, answer
 from ponder.tasks.base import Actions, Problem, Task
 from ponder.trace import Node, Trace
 from ponder.verifiers.aggregate import aggregate
@@ -54,26 +64,38 @@ from ponder.verifiers.consistency import MutualConsistency
 A1, A2, A3, A4, A5 = "one_step", "remaining_steps", "subquestion", "reanswer", "rephrase"
 
 
+@dataclass(frozen=True)
+class RStarConfig(MethodConfig):
+    """rStar's knobs."""
+
+    budget: ClassVar[str] = "rollouts of the generator's MCTS, unless iterations is set"
+    iterations: int | None = knob(None, "rollouts of the generator's MCTS, num_rollouts in rStar (none: the budget "
+                                        "n)", low=1)
+    width: int = knob(3, "next steps a state proposes with A1, num_a1_steps in rStar", low=1)
+    subquestions: int = knob(3, "sub-questions a state proposes with A3, num_subquestions in rStar", low=1)
+    votes: int = knob(4, "answers sampled for a vote (A2's completions, A3/A4's sub-answers), num_votes in rStar",
+                      low=1)
+    exploration: float = knob(2.0, "exploration constant, c in UCT (rStar's exploration weight)", low=0.0)
+    depth: int | None = knob(None, "the most actions a path takes, T (none: the task's max_steps)", low=1)
+    keep: float = knob(0.5, "the discriminator's score at which a solution is kept")
+    select: str = knob("majority", "how the answer is chosen among the kept solutions", choices=SELECTIONS)
+
+
 class RStar:
     def __init__(self, task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
                  cfg: SearchConfig) -> None:
         if task.actions is None:
             raise ConfigError(f"rstar asks the policy for its five actions, and task {task.name!r} has no formats for "
-                              "them (arith has)")
-        o = cfg.options
+                             "them (arith has)")
+        knobs = method_knobs(cfg, RStarConfig)
         self.task, self.problem, self.lm, self.cfg = task, problem, lm, cfg
         self.actions: Actions = task.actions
         self.discriminator = verifier or MutualConsistency(lm)
-        self.num_rollouts = int(o.get("num_rollouts", cfg.n))
-        self.num_a1_steps, self.num_subquestions = int(o.get("num_a1_steps", 3)), int(o.get("num_subquestions", 3))
-        self.num_votes, self.c = int(o.get("num_votes", 4)), float(o.get("c", 2.0))
-        self.limit, self.keep = int(o.get("T", task.max_steps)), float(o.get("keep", 0.5))
-        self.how = str(o.get("select", "majority"))
-        check_selection(self.how)
-        if min(self.num_rollouts, self.num_a1_steps, self.num_subquestions, self.num_votes, self.limit) < 1:
-            raise ConfigError("rstar needs num_rollouts, num_a1_steps, num_subquestions, num_votes and T >= 1")
-        self.trace = Trace(problem.id, "rstar", extra={"discriminator": self.discriminator.name, "c": self.c,
-                                                       "num_votes": self.num_votes})
+        self.iterations, self.width, self.subquestions = knobs.iterations or cfg.n, knobs.width, knobs.subquestions
+        self.votes, self.exploration = knobs.votes, knobs.exploration
+        self.limit, self.keep, self.how = knobs.depth or task.max_steps, knobs.keep, knobs.select
+        self.trace = Trace(problem.id, "rstar", extra={"discriminator": self.discriminator.name,
+                                                       "exploration": self.exploration, "votes": self.votes})
         self.steps: dict[int, list[str]] = {0: []}
         self.depth: dict[int, int] = {0: 0}
         self.children: dict[int, list[int]] = {}
@@ -127,7 +149,7 @@ class RStar:
         for child in children:
             if not child.visits:
                 return child
-        return max(children, key=lambda ch: ch.value + self.c * math.sqrt(math.log(node.visits) / ch.visits))
+        return max(children, key=lambda ch: ch.value + self.exploration * math.sqrt(math.log(node.visits) / ch.visits))
 
     # -- the five actions ---------------------------------------------------------------------------------------
 
@@ -140,7 +162,7 @@ class RStar:
 
     async def one_step(self, node: Node) -> list[Node]:
         steps = self.steps[node.id]
-        drawn = await self._propose(node, steps, self.num_a1_steps, "")
+        drawn = await self._propose(node, steps, self.width, "")
         cues = (self.actions.rephrase, self.actions.subquestion, self.actions.subanswer)
         texts = [t for t in dict.fromkeys(c.text.strip() for c in drawn) if t and not t.startswith(cues)]
         children = []
@@ -161,7 +183,7 @@ class RStar:
 
     async def subquestion(self, node: Node) -> list[Node]:
         steps, cue = self.steps[node.id], self.actions.subquestion
-        drawn = await self._propose(node, steps, self.num_subquestions, cue)
+        drawn = await self._propose(node, steps, self.subquestions, cue)
         questions = list(dict.fromkeys(f"{cue} {c.text.strip()}" for c in drawn if c.text.strip()))
         answers = await asyncio.gather(*(self._subanswer(node, [*steps, q]) for q in questions))
         return [self.add(node, A3, [q, a], [*steps, q, a], share, False)
@@ -187,19 +209,19 @@ class RStar:
                                    ("rstar", node.id, cue, tag), cue=cue)
 
     async def _subanswer(self, node: Node, steps: list[str], again: bool = False) -> tuple[str, float]:
-        """An answer to the open sub-question after `steps` whose result the majority of `num_votes` answers
+        """An answer to the open sub-question after `steps` whose result the majority of `votes` answers
         reach, and that majority's share ("" when none computes anything)."""
         cue = self.actions.subanswer
-        drawn = await self._propose(node, steps, self.num_votes, cue, tag="again" if again else "")
+        drawn = await self._propose(node, steps, self.votes, cue, tag="again" if again else "")
         texts = [f"{cue} {c.text.strip()}" for c in drawn]
         won = majority([self.task.step_result(t) for t in texts])
         return ("", 0.0) if won is None else (texts[won[0]], won[1])
 
     async def direct(self, node: Node) -> list[list[str]]:
-        """`num_votes` completions of the node's state to the end (A2), drawn once per state."""
+        """`votes` completions of the node's state to the end (A2), drawn once per state."""
         if node.id not in self.direct_answers:
             self.direct_answers[node.id] = await sample_solutions(
-                self.task, self.problem, self.lm, self.cfg, self.num_votes, self.cfg.temperature,
+                self.task, self.problem, self.lm, self.cfg, self.votes, self.cfg.temperature,
                 ("rstar", "direct", node.id), prefix=self.steps[node.id])
         return self.direct_answers[node.id]
 
@@ -226,7 +248,7 @@ class RStar:
     # -- the discriminator and the answer -----------------------------------------------------------------------
 
     async def run(self) -> Trace:
-        for _ in range(self.num_rollouts):
+        for _ in range(self.iterations):
             await self.iterate()
         texts = [self.task.join_steps(f.steps) for f in self.finished]
         by_text = dict(zip(texts, self.finished))  # the same solution reached twice is one candidate
@@ -236,7 +258,7 @@ class RStar:
         for f, text in zip(self.finished, texts):
             self.trace.nodes[f.node].extra["kept"] = agreed[by_text[text].node]
         kept = [f for f in unique if agreed[f.node]]
-        self.trace.extra.update({"rollouts": self.num_rollouts, "solutions": len(unique), "kept": len(kept)})
+        self.trace.extra.update({"iterations": self.iterations, "solutions": len(unique), "kept": len(kept)})
         return answer(self.trace, self.task, self.problem, kept or unique, self.how)
 
 
@@ -249,7 +271,7 @@ def majority(keys: list[str | None]) -> tuple[int, float] | None:
     return keys.index(top), count / len(keys)
 
 
-@register("rstar")
+@register("rstar", config=RStarConfig, policies={"arith": "arith-rstar-policy"})
 async def rstar(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
                 cfg: SearchConfig) -> Trace:
     return await RStar(task, problem, lm, verifier, cfg).run()

@@ -13,11 +13,12 @@ papers do unless asked.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from ponder.errors import ConfigError
 from ponder.lm.base import LanguageModel
-from ponder.search.base import SearchConfig, sample_steps
-from ponder.search.select import Finished, answer, check_selection
+from ponder.search.base import MethodConfig, SearchConfig, knob, sample_steps
+from ponder.search.select import SELECTIONS, Finished, answer
 from ponder.tasks.base import Problem, Task
 from ponder.trace import Trace
 from ponder.verifiers.aggregate import aggregate
@@ -26,28 +27,28 @@ from ponder.verifiers.base import Verifier
 Scored = tuple[float, int, list[str]]  # (score, trace node, steps) of a state that goes on
 
 
-def n_and_m(name: str, cfg: SearchConfig) -> tuple[int, int]:
-    """N (`cfg.n`) and M (`beam_width`, 4) of beam search and DVTS: N proposals an iteration, M per beam."""
-    n, m = cfg.n, int(cfg.options.get("beam_width", 4))
-    if m < 1 or n < m:
-        raise ConfigError(f"{name} needs N >= M >= 1 (N = n, M = beam_width); got N={n}, M={m}")
-    return n, m
+@dataclass(frozen=True)
+class StepConfig(MethodConfig):
+    """The knobs every step-level search has."""
+
+    depth: int | None = knob(None, "the most steps a solution takes: T in ToT, num_iterations in search-and-learn "
+                                   "(none: the task's max_steps)", low=1)
+    lookahead: int = knob(0, "greedy steps rolled out before a new state is judged, k in Snell et al. (2024) §5",
+                          low=0)
+    select: str = knob("best", "how the answer is chosen among finished solutions", choices=SELECTIONS)
+    distinct: bool = knob(False, "a state's proposals drawn without replacement (false: sampled independently)")
 
 
 class StepSearch:
-    def __init__(self, name: str, task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
-                 cfg: SearchConfig, limit_knob: str = "T", distinct: bool = False) -> None:
+    def __init__(self, task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
+                 cfg: SearchConfig, knobs: StepConfig) -> None:
+        name = knobs.method
         if verifier is None:
             raise ConfigError(f"{name} needs a verifier to judge its states (e.g. --verifier game24-prm)")
         self.task, self.problem, self.lm, self.verifier, self.cfg = task, problem, lm, verifier, cfg
-        self.limit = int(cfg.options.get(limit_knob, task.max_steps))
-        self.lookahead = int(cfg.options.get("lookahead", 0))
-        self.how = str(cfg.options.get("select", "best"))
-        self.distinct = bool(cfg.options.get("distinct", distinct))
-        check_selection(self.how)
-        if self.limit < 1 or self.lookahead < 0:
-            raise ConfigError(f"{name} needs {limit_knob} >= 1 and lookahead >= 0; got {self.limit}, {self.lookahead}")
-        self.trace = Trace(problem.id, name, extra={"verifier": verifier.name, limit_knob: self.limit})
+        self.limit = knobs.depth or task.max_steps
+        self.lookahead, self.how, self.distinct = knobs.lookahead, knobs.select, knobs.distinct
+        self.trace = Trace(problem.id, name, extra={"verifier": verifier.name, "depth": self.limit})
         self.finished: list[Finished] = []
 
     async def expand(self, states: list[tuple[int, list[str]]], n: int | list[int], tag: tuple[object, ...],

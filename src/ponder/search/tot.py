@@ -1,69 +1,93 @@
 """Tree of Thoughts (Yao et al., 2023, "Tree of Thoughts: Deliberate Problem Solving with Large Language Models"):
 breadth-first (Algorithm 1, ToT-BFS) and depth-first with pruning and backtracking (Algorithm 2, ToT-DFS).
 
-A state proposes `k` next steps (the thought generator G; here `k` different steps drawn without replacement, so
-the model's unlikely moves are proposed too) and the verifier scores every new state (the state evaluator V: a
-PRM's step scores, aggregated). A state that gives an answer is a finished solution, judged as a whole.
-- BFS: at every step each of the `b` states kept proposes, and the `b` best new states go on; after at most `T`
-  steps the best-scored finished solution is the answer.
-- DFS: go down the best-scored child first; a child scoring below `v_th` is pruned (and so are its worse-scored
-  siblings); a dead end backtracks. The search stops at the first finished solution scoring `v_th` or more, or
-  after `max_expansions` states have proposed; then the best-scored finished solution is the answer.
+A state proposes `width` (k) next steps (the thought generator G; here k different steps drawn without
+replacement, so the model's unlikely moves are proposed too) and the verifier scores every new state (the state
+evaluator V: a PRM's step scores, aggregated). A state that gives an answer is a finished solution, judged as a whole.
+- BFS: at every step each of the `breadth` (b) states kept proposes, and the b best new states go on; after at
+  most `depth` (T) steps the best-scored finished solution is the answer.
+- DFS: go down the best-scored child first; a child scoring below `threshold` (v_th) is pruned (and so are its
+  worse-scored siblings); a dead end backtracks. The search stops at the first finished solution scoring v_th or
+  more, or after `max_expansions` states have proposed; then the best-scored finished solution is the answer.
 
-Knobs (`cfg.options`, the paper's names): `k` proposals per state (default `cfg.n`), `b` breadth (5), `T` step
-limit (the task's `max_steps`), `v_th` value threshold (0.5), `max_expansions` (DFS, 64); `distinct` (default on)
-draws the k proposals without replacement, off draws them independently; `lookahead` and `select` as for every
-step-level search (`search/steps.py`).
+Knobs: `ToTBFSConfig` and `ToTDFSConfig` (the budget `cfg.n` is k unless `width` is set).
 """
 
 from __future__ import annotations
 
-from ponder.errors import ConfigError
+from dataclasses import dataclass
+from typing import ClassVar
+
 from ponder.lm.base import LanguageModel
-from ponder.search.base import SearchConfig, register
-from ponder.search.steps import StepSearch
+from ponder.search.base import SearchConfig, knob, method_knobs, register
+from ponder.search.steps import StepConfig, StepSearch
 from ponder.tasks.base import Problem, Task
 from ponder.trace import Trace
 from ponder.verifiers.base import Verifier
 
 
-class _Tree(StepSearch):
-    """The knobs BFS and DFS share; states propose `k` steps each."""
+@dataclass(frozen=True)
+class ToTConfig(StepConfig):
+    """The knobs ToT-BFS and ToT-DFS share."""
 
-    def __init__(self, name: str, task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
-                 cfg: SearchConfig) -> None:
-        super().__init__(name, task, problem, lm, verifier, cfg, limit_knob="T", distinct=True)
-        self.k, self.b = int(cfg.options.get("k", cfg.n)), int(cfg.options.get("b", 5))
-        if self.k < 1 or self.b < 1:
-            raise ConfigError(f"{name} needs k, b, T >= 1; got k={self.k}, b={self.b}, T={self.limit}")
-        self.trace.extra["k"] = self.k
+    budget: ClassVar[str] = "k, the next steps each state proposes (unless width is set)"
+    width: int | None = knob(None, "next steps each state proposes, k in ToT (the thought generator's samples; "
+                                   "none: the budget n)", low=1)
+    distinct: bool = knob(True, "a state's proposals drawn without replacement (false: sampled independently)")
+
+
+@dataclass(frozen=True)
+class ToTBFSConfig(ToTConfig):
+    """ToT-BFS's knobs."""
+
+    breadth: int = knob(5, "states kept at every step, b in ToT", low=1)
+
+
+@dataclass(frozen=True)
+class ToTDFSConfig(ToTConfig):
+    """ToT-DFS's knobs."""
+
+    threshold: float = knob(0.5, "value threshold, v_th in ToT: a child scoring below it is pruned, a finished "
+                                 "solution scoring it or more stops the search")
+    max_expansions: int = knob(64, "the most states that propose before the search stops", low=1)
+
+
+class _Tree(StepSearch):
+    """A step-level search whose states propose `width` steps each."""
+
+    def __init__(self, task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
+                 cfg: SearchConfig, knobs: ToTConfig) -> None:
+        super().__init__(task, problem, lm, verifier, cfg, knobs)
+        self.width = knobs.width or cfg.n
+        self.trace.extra["width"] = self.width
 
     async def propose(self, states: list[tuple[int, list[str]]], t: int) -> list[tuple[float, int, list[str]]]:
-        going, _ = await self.expand(states, self.k, ("tot", t))
+        going, _ = await self.expand(states, self.width, ("tot", t))
         return going
 
 
-@register("tot_bfs", needs_verifier=True)
+@register("tot_bfs", config=ToTBFSConfig, needs_verifier=True)
 async def tot_bfs(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
                   cfg: SearchConfig) -> Trace:
-    tree = _Tree("tot_bfs", task, problem, lm, verifier, cfg)
-    tree.trace.extra["b"] = tree.b
+    knobs = method_knobs(cfg, ToTBFSConfig)
+    tree = _Tree(task, problem, lm, verifier, cfg, knobs)
+    tree.trace.extra["breadth"] = knobs.breadth
     frontier: list[tuple[int, list[str]]] = [(0, [])]
     for t in range(tree.limit):
         going = await tree.propose(frontier, t)
-        frontier = [(node, steps) for _, node, steps in going[: tree.b]]
+        frontier = [(node, steps) for _, node, steps in going[: knobs.breadth]]
         if not frontier:
             break
     return tree.answer()
 
 
-@register("tot_dfs", needs_verifier=True)
+@register("tot_dfs", config=ToTDFSConfig, needs_verifier=True)
 async def tot_dfs(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
                   cfg: SearchConfig) -> Trace:
-    tree = _Tree("tot_dfs", task, problem, lm, verifier, cfg)
-    v_th = float(cfg.options.get("v_th", 0.5))
-    budget = int(cfg.options.get("max_expansions", 64))
-    tree.trace.extra.update({"v_th": v_th, "max_expansions": budget})
+    knobs = method_knobs(cfg, ToTDFSConfig)
+    tree = _Tree(task, problem, lm, verifier, cfg, knobs)
+    v_th, budget = knobs.threshold, knobs.max_expansions
+    tree.trace.extra.update({"threshold": v_th, "max_expansions": budget})
     expanded = 0
 
     async def dfs(node: int, steps: list[str], t: int) -> bool:
