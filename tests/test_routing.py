@@ -15,7 +15,7 @@ from ponder.search.compute_optimal import ComputeOptimalConfig, RoutingTable, St
 from ponder.tasks import get_task
 from ponder.verifiers import get_verifier
 
-CHEAP, DEAR = Strategy("best_of_n", 4), Strategy("beam", 8, {"beam_width": 2})
+CHEAP, DEAR = Strategy("best_of_n", 4), Strategy("beam", 8, {"width": 2})
 
 
 def _row(correct: bool, tokens: int, leaf_scores: list[float] | None = None) -> dict:

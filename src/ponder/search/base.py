@@ -7,7 +7,7 @@ import hashlib
 import types
 import typing
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import MISSING, Field, dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from ponder.errors import ConfigError
@@ -31,7 +31,7 @@ class Knob:
 
     name: str
     type: str
-    default: Any
+    default: str  # as the command line writes it
     allowed: str
     doc: str
 
@@ -80,8 +80,8 @@ class MethodConfig:
 
     @classmethod
     def knobs(cls) -> list[Knob]:
-        return [Knob(f.name, describe(_kind(cls, f)), f.default if f.default is not MISSING else None, _allowed(f),
-                     f.metadata["doc"]) for f in fields(cls)]
+        return [Knob(f.name, describe(_kind(cls, f)), _written(f.default), _allowed(f), f.metadata["doc"])
+                for f in fields(cls)]
 
 
 C = TypeVar("C", bound=MethodConfig)
@@ -154,6 +154,11 @@ def _read(value: object, kind: Any) -> object:
     return value
 
 
+def _written(value: object) -> str:
+    """A value as `--set` writes it."""
+    return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def _allowed(f: Field[Any]) -> str:
     low, high, choices = f.metadata["low"], f.metadata["high"], f.metadata["choices"]
     if choices:
@@ -162,7 +167,9 @@ def _allowed(f: Field[Any]) -> str:
         return f"{low} to {high}"
     if low is not None:
         return f">= {low}"
-    return "any" if high is None else f"<= {high}"
+    if high is not None:
+        return f"<= {high}"
+    return "true or false" if isinstance(f.default, bool) else "any"
 
 
 @dataclass(frozen=True)
