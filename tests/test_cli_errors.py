@@ -24,7 +24,7 @@ BAD_INPUT = [
     # solve
     ("solve 4 5 6 10 --n 0", "Invalid value for '--n'"),
     ("solve --method mcts --n -3 4 5 6 10", "Invalid value for '--n'"),
-    ("solve --method beam --n 2 --verifier oracle 4 5 6 10", "beam needs N >= M >= 1"),
+    ("solve --method beam --n 2 --verifier oracle 4 5 6 10", "beam: the budget n=2 is below width=4"),
     ("solve 1 2 3", "expected four non-negative integers"),
     ("solve 4 5 6 ten", "expected four non-negative integers"),
     ("solve --task arith seven", "give a test-problem index"),
@@ -55,7 +55,7 @@ BAD_INPUT = [
     ("eval --aggregate median", "unknown aggregation 'median'"),
     ("eval --model /nonexistent/model", "is not a shipped model"),
     ("eval --set beam.width", "Invalid value for --set: 'beam.width' is not METHOD.KNOB=VALUE"),
-    ("eval --methods cot --set beam.beam_width=8", "options given for beam, which this run does not use"),
+    ("eval --methods cot --set beam.beam_width=8", "knobs set for beam, which this run does not use"),
     # collect
     ("collect oracle --task chess", "unknown task 'chess'"),
     ("collect mc --n 0", "samples, n, concurrency and max_batch must be positive"),

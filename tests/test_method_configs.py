@@ -27,10 +27,12 @@ def invoke(*args: str):
 
 
 def error_line(result) -> str:
-    """The message a bad input prints (exit code 2, no traceback), as one line (the console wraps long ones)."""
+    """The one line a bad input prints on stderr (exit code 2, no traceback, nothing on stdout)."""
     assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and result.output.startswith("error: ")
-    return result.output.replace("\n", "")
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: ")
+    return line
 
 
 # -- parsing ----------------------------------------------------------------------------------------------------
@@ -180,7 +182,7 @@ def test_ponder_methods_lists_every_method_with_its_knobs_and_budget():
     ("beam.width=0", "beam: width=0 is out of range: >= 1"),
     ("beam.width=x", "beam: width='x' is not int"),
     ("beam.width=16", "beam: the budget n=8 is below width=16"),
-    ("width=4", "--set 'width=4' is not METHOD.KNOB=VALUE"),
+    ("width=4", "Invalid value for --set: 'width=4' is not METHOD.KNOB=VALUE"),
     ("mcts.width=4", "knobs set for mcts, which this run does not use"),
 ])
 def test_set_means_the_same_in_solve_and_eval(tmp_path, setting, message):
@@ -194,8 +196,9 @@ def test_set_means_the_same_in_solve_and_eval(tmp_path, setting, message):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--method", "beam", "--n", "2"], "beam: the budget n=2 is below width=4"),
-    (["--n", "0"], "tot_bfs: the budget n must be at least 1, got 0"),
-    (["--method", "mcts", "--n", "-3"], "mcts: the budget n must be at least 1, got -3"),
+    (["--n", "0"], "Invalid value for '--n': Input should be greater than or equal to 1"),
+    (["--method", "mcts", "--n", "-3"], "Invalid value for '--n': Input should be greater than or equal to 1"),
+    (["--method", "revisions", "--n", "2", "--verifier", "oracle"], "revisions: the budget n=2 is below sequential=4"),
 ])
 def test_solve_refuses_a_budget_its_method_cannot_run_in_one_line(args, message):
     assert message in error_line(invoke("solve", "4 5 6 10", *args))

@@ -24,7 +24,7 @@ from ponder.evaluate import EvalConfig, run_eval
 from ponder.lm.base import LanguageModel
 from ponder.lm.engine import Engine
 from ponder.lm.load import load_model
-from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, search
+from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, parse_options, pick_policy, search
 from ponder.tasks import Task, get_task
 from ponder.trace import Trace
 from ponder.verifiers import ASKING, Verifier, check_aggregation, get_verifier
@@ -85,20 +85,23 @@ def solve(question: str, task: str | Task = "game24", *, model: str | LanguageMo
     `question`: what `ponder solve` reads (a game24 puzzle `"4 5 6 10"`, an arith or gsm8k test-problem index,
     or a question of your own). `task`: a registered name (`game24`, `arith`, `gsm8k`, `math500`) or a `Task`.
     `model`, `method`, `verifier` default to the task's (`Task.default_model`, `default_method`,
-    `default_verifier`); a verifier is used only by the methods that need one. `budget`: the method's `n`
-    (samples, proposals per state, rollouts). `options`: the method's knobs (`beam_width=4`)."""
+    `default_verifier`; a method that needs its own policy on the task gets it); a verifier is used only by the
+    methods that need one. `budget`: the method's `n` (samples, proposals per state, rollouts). `options`: the
+    method's knobs (`width=4`; `ponder methods` lists them), checked before any model loads."""
     t = get_task(task, **({"style": style} if style else {})) if isinstance(task, str) else task
     problem = t.from_text(question)
     method = method or t.default_method
     run = get_method(method)
+    knobs = parse_options(method, options, budget)
     check_aggregation(aggregate)
-    lm = model if isinstance(model, LanguageModel) else shared_model(model or t.default_model, backend, device)
+    lm = model if isinstance(model, LanguageModel) else shared_model(
+        pick_policy(t.name, [method], model or "", t.default_model), backend, device)
     t.template = lm.chat_prompt
     judge: Verifier | None = None
     if method in NEEDS_VERIFIER:
         judge = verifier if isinstance(verifier, Verifier) else shared_verifier(verifier or t.default_verifier, lm)
     cfg = SearchConfig(n=budget, temperature=temperature, min_p=min_p, max_tokens=max_tokens or t.max_tokens,
-                       aggregate=aggregate, seed=seed, options=options)
+                       aggregate=aggregate, seed=seed, knobs=knobs)
     trace = asyncio.run(search(t, problem, lm, judge, run, cfg))
     trace.correct = t.grade(problem, trace.answer) if t.gradable(problem) else None
     return trace

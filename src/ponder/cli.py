@@ -258,7 +258,7 @@ def method_options(settings: list[str]) -> dict[str, dict[str, object]]:
         name, eq, value = setting.partition("=")
         method, dot, knob = name.partition(".")
         if not (eq and dot and method and knob):
-            raise ConfigError(f"--set {setting!r} is not METHOD.KNOB=VALUE (e.g. beam.width=4)")
+            raise typer.BadParameter(f"{setting!r} is not METHOD.KNOB=VALUE (e.g. beam.width=4)", param_hint="--set")
         out.setdefault(method, {})[knob] = value
     return out
 
