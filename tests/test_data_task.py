@@ -80,7 +80,7 @@ def test_a_saved_dataset_folder_keeps_its_splits(tmp_path: Path) -> None:
     ("qa.jsonl", '{"question": "a?", "answer": 1}\n{"question": "b?", answer: 2}\n', "line 2: not JSON"),
     ("qa.jsonl", '{"question": "a?", "answer": 1}\n\n[1, 2]\n', "line 3: expected a JSON object, got list"),
     ("qa.jsonl", '{"question": "a?", "answer": 1}\n{"question": "b?", "label": 2, "id": 7}\n',
-     "line 2: no answer \\(a field named answer or target or solution\\); fields found: question, label, id"),
+     "line 2: no answer \\(a non-empty field named answer or target or solution\\); fields found: question, label, id"),
     ("qa.jsonl", '{"text": "a?", "answer": 1}\n', "line 1: no question .*fields found: text, answer"),
     ("qa.csv", "question,answer\nWhat is 1 + 1?,2\nWhat is 2 + 2?,4,extra\n",
      "line 3: 3 fields where the header has 2"),

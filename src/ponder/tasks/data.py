@@ -130,8 +130,8 @@ def load(path: Path) -> dict[str, list[dict[str, str]]]:
             if question is None or answer is None:
                 missing = "question" if question is None else "answer"
                 fields = QUESTION_FIELDS if question is None else ANSWER_FIELDS
-                raise TaskError(f"{path}, {where}: no {missing} (a field named {' or '.join(fields)}); fields found: "
-                                f"{', '.join(map(str, record)) or 'none'}")
+                raise TaskError(f"{path}, {where}: no {missing} (a non-empty field named {' or '.join(fields)}); "
+                                f"fields found: {', '.join(map(str, record)) or 'none'}")
             said = statement(answer)
             splits[split].append({"question": question, "answer": (said or answer).strip().strip("$").strip()})
     if not any(splits.values()):
