@@ -84,17 +84,25 @@ def test_step_level_search_runs_with_the_judge_as_its_prm(backend):
     assert trace.usage.verifier_calls > 0 and trace.usage.verifier_tokens > 0
 
 
-def test_a_question_asked_again_is_answered_from_memory_for_free(backend):
-    """A step-level search re-scores a state's earlier steps: the judge puts each question to the model once."""
+def test_a_question_asked_again_is_answered_from_memory_without_a_forward_pass(backend):
+    """A step-level search re-scores a state's earlier steps: the judge puts each question to the model once, and
+    still charges every problem that asks it (the seconds once per problem, as recorded when computed)."""
     problem = task.problems(limit=1)[0]
     engine = Engine(backend)
     judge = JudgeVerifier(engine)
     first, again = Usage(), Usage()
     parent = asyncio.run(MeteredVerifier(judge, first).score_prefixes(task, problem, [SOLUTIONS[0][:1]]))
     passes = engine._questions.batches
-    child = asyncio.run(MeteredVerifier(judge, again).score_prefixes(task, problem, [SOLUTIONS[0]]))
+    metered = MeteredVerifier(judge, again)
+    child = asyncio.run(metered.score_prefixes(task, problem, [SOLUTIONS[0]]))
     assert child[0][0] == parent[0][0]
-    assert again.verifier_tokens == len(backend.encode(judge.prompt(problem, SOLUTIONS[0])))  # step 2's question only
+    asked = [judge.prompt(problem, SOLUTIONS[0][: j + 1]) for j in range(2)]
+    assert again.verifier_tokens == sum(len(backend.encode(q)) for q in asked)  # both questions charged
+    assert again.computed_verifier_tokens == len(backend.encode(asked[1]))  # step 2's question only computed
+    assert again.verifier_seconds > first.verifier_seconds > 0  # step 1's recorded seconds and step 2's
     assert engine._questions.batches == passes + 1
-    asyncio.run(MeteredVerifier(judge, again).score(task, problem, [SOLUTIONS[0]]))
+    seconds = again.verifier_seconds
+    asyncio.run(metered.score(task, problem, [SOLUTIONS[0]]))
     assert engine._questions.batches == passes + 1  # every question known: no forward pass
+    assert again.verifier_seconds == seconds  # this problem was charged them already
+    assert again.verifier_tokens == 2 * sum(len(backend.encode(q)) for q in asked)  # but judged them again

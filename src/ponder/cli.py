@@ -358,12 +358,15 @@ def eval_cmd(
         concurrency=concurrency)))
     out = out or Path("runs") / f"eval-{cfg.task}-{cfg.split}-seed{cfg.seed}"
     table = run_eval(cfg, out)
+    over_http = [("http_seconds", "model HTTP wall s", ".2f"), ("verifier_http_seconds", "verifier HTTP wall s", ".2f")]
     print_table(f"{cfg.task} {cfg.split}: accuracy against compute (per problem)", table, [
         ("method", "method", ""), ("budget", "n", ""), ("problems", "problems", ""), ("errors", "errors", ""),
         ("accuracy", "accuracy", ".3f"), ("pass", "any right", ".3f"), ("generated_tokens", "gen tokens", ".0f"),
-        ("model_calls", "model calls", ".1f"),
-        ("verifier_calls", "verifier calls", ".1f"), ("seconds", "model s", ".2f"),
-        ("verifier_seconds", "verifier s", ".2f"), ("wall_seconds", "wall s", ".2f")])
+        ("model_calls", "model calls", ".1f"), ("verifier_calls", "verifier calls", ".1f"),
+        ("verifier_tokens", "verifier tokens", ".0f"), ("computed_verifier_tokens", "computed v. tokens", ".0f"),
+        ("seconds", "model compute s", ".2f"), ("verifier_seconds", "verifier compute s", ".2f"),
+        *(c for c in over_http if any(r.get(c[0]) for r in table)), ("wall_seconds", "wall s", ".2f"),
+        *([("budget_uncounted", "budget uncounted", ".2f")] if any(r.get("budget_uncounted") for r in table) else [])])
     graded = out / "summary-by-difficulty.json"
     if graded.exists():
         print_table(f"{cfg.task} {cfg.split}: by difficulty", json.loads(graded.read_text()), [

@@ -14,25 +14,70 @@ from typing import Any
 
 @dataclass
 class Usage:
-    """Compute spent on one problem, as the engines measured it. Methods are compared at equal compute, not at
-    equal `n`."""
+    """What one problem's search cost, as the engines measured it; methods are compared at equal compute, not at
+    equal `n`. The contract (docs/METHODOLOGY.md, "Accounting contract"):
 
-    prompt_tokens: int = 0  # prompt tokens requested
+    - Tokens count what the problem asked for, whether it was computed or read from a cache or a verifier's memory:
+      the same search costs the same tokens alone or beside others. The `computed_*` fields say how many of them
+      the model really computed; they depend on what ran before (a prefix cache, a judge's memory).
+    - `seconds` and `verifier_seconds` are compute: the problem's share of the batched forward passes that served
+      it. A verifier that answers a question from its memory charges the seconds recorded when the question was
+      computed, once per problem, so a problem costs what it would alone.
+    - `http_seconds` and `verifier_http_seconds` are the wall time of the HTTP calls made for the problem, summed
+      (the server's queue included; calls in flight together each count their whole time). A server does not
+      report its compute, so over HTTP the compute fields stay 0; wall time is never added to them.
+    """
+
+    # the policy
+    prompt_tokens: int = 0  # prompt tokens of every completion asked for (a request for n completions: n prompts)
     computed_prompt_tokens: int = 0  # of those, the ones the model computed (the rest came from a prefix cache)
-    generated_tokens: int = 0
-    model_calls: int = 0
+    generated_tokens: int = 0  # tokens the policy generated
+    model_calls: int = 0  # requests to the policy (one request may ask for n completions)
+    seconds: float = 0.0  # the policy's compute seconds charged to this problem
+    http_seconds: float = 0.0  # the wall seconds of the policy's HTTP calls
+    # the verifier
     verifier_calls: int = 0  # solutions or prefixes judged
-    verifier_tokens: int = 0  # tokens a learned verifier read to judge them
-    seconds: float = 0.0  # the policy's share of compute time
-    verifier_seconds: float = 0.0  # the verifier's share
+    verifier_tokens: int = 0  # every token the verifier judged (a question's, a scored text's), computed or not
+    computed_verifier_tokens: int = 0  # of those, the ones the verifier computed (not remembered, not cached)
+    verifier_generated_tokens: int = 0  # tokens a verifier that writes generated (the consistency check's)
+    verifier_seconds: float = 0.0  # the verifier's compute seconds charged to this problem
+    verifier_http_seconds: float = 0.0  # the wall seconds of the verifier's HTTP calls
+    # the budget
+    uncounted_budgets: int = 0  # calls whose token budget could not be counted (a model that cannot count tokens):
+    # each could take the whole `max_tokens`, so a step-level search's solution may be longer than its budget
 
     def add(self, other: Usage) -> None:
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
-# The usage of the problem whose verifier call is running: the verifier engine charges its tokens and time here.
-METER: ContextVar[Usage | None] = ContextVar("ponder_usage", default=None)
+@dataclass(eq=False)
+class Meter:
+    """Where a verifier charges one problem's judgements: the problem's usage, and the questions already charged
+    to it (a verifier that remembers answers charges a question's seconds once per problem)."""
+
+    usage: Usage
+    charged: set[bytes] = field(default_factory=set)
+
+    def judged(self, tokens: int, computed: int, seconds: float, http_seconds: float = 0.0,
+               generated: int = 0) -> None:
+        """Charge tokens judged (`computed` of them computed), tokens generated and seconds to the problem."""
+        u = self.usage
+        u.verifier_tokens += tokens
+        u.computed_verifier_tokens += computed
+        u.verifier_generated_tokens += generated
+        u.verifier_seconds += seconds
+        u.verifier_http_seconds += http_seconds
+
+    def first(self, key: bytes) -> bool:
+        """Whether this problem is charged question `key` for the first time (and from now on, not)."""
+        new = key not in self.charged
+        self.charged.add(key)
+        return new
+
+
+# The meter of the problem whose verifier call is running: the verifier charges its tokens and time there.
+METER: ContextVar[Meter | None] = ContextVar("ponder_meter", default=None)
 
 
 @dataclass

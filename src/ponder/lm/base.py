@@ -58,7 +58,9 @@ class Completion:
     prompt_tokens: int
     generated_tokens: int
     finish_reason: str  # "stop" (stop string or end of sequence) or "length"
-    seconds: float = 0.0  # this request's share of the backend's compute time
+    seconds: float = 0.0  # this request's share of the backend's compute time (0 from a server: it does not say)
+    wall_seconds: float = 0.0  # the wall time of the HTTP call that gave it, the server's queue included (shared
+    # among a response's choices); 0 in process
     cached_tokens: int = 0  # prompt tokens read from a cache instead of computed (of the n of a request, all but
     # the first count the whole prompt as cached: it was computed once for all of them)
     logprob: float | None = None  # log-probability of the generated tokens under the model (temperature 1, before
@@ -69,13 +71,15 @@ class Completion:
 class NextToken:
     """What a model gives for the token after a prompt: for each word asked about, the probability that the next
     token is that word's first token (a judge reads P("Yes")) and which token that is (its id or text: words that
-    start with the same token share it); the prompt tokens read, and the compute seconds charged to this prompt (its
-    share of the forward pass that answered it, by prompt length; a server's: the call's wall time)."""
+    start with the same token share it); the prompt tokens read, the compute seconds charged to this prompt (its
+    share of the forward pass that answered it, by prompt length; 0 from a server) and, from a server, the wall time
+    of the HTTP call."""
 
     probs: list[float]
     tokens: list[str]
     prompt_tokens: int
     seconds: float = 0.0
+    wall_seconds: float = 0.0
 
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
@@ -265,7 +269,8 @@ class OnBackend(LanguageModel):
 
 
 class Metered(Wrapper):
-    """Counts calls and tokens into one problem's `Usage`: every search method is metered the same way."""
+    """Counts calls, tokens and seconds into one problem's `Usage` (as its accounting contract says), and the token
+    counts the model could not give (`uncounted_budgets`): every search method is metered the same way."""
 
     def __init__(self, lm: LanguageModel, usage: Usage) -> None:
         super().__init__(lm)
@@ -279,4 +284,11 @@ class Metered(Wrapper):
         self.usage.computed_prompt_tokens += sum(c.prompt_tokens - c.cached_tokens for c in completions)
         self.usage.generated_tokens += sum(c.generated_tokens for c in completions)
         self.usage.seconds += sum(c.seconds for c in completions)
+        self.usage.http_seconds += sum(c.wall_seconds for c in completions)
         return outs
+
+    async def count_tokens(self, text: str) -> int | None:
+        count = await self.lm.count_tokens(text)
+        if count is None:
+            self.usage.uncounted_budgets += 1
+        return count

@@ -29,8 +29,10 @@ steps). `n` is sent once; a server that answers with fewer choices (llama.cpp's,
 separate requests from then on, their seeds derived from the request's. At temperature 0 one completion comes
 back: a server decodes greedily and has no beam search to give the n likeliest.
 
-A completion's `seconds` is the wall time of its HTTP call (shared among a response's choices), the wait in the
-server's queue included: concurrent calls overlap, so their sum exceeds the time the search took. `logprob`
+A completion's `wall_seconds` is the wall time of its HTTP call (shared among a response's choices), the wait in
+the server's queue included: concurrent calls overlap, so their sum exceeds the time the search took. Its compute
+`seconds` stay 0: a server does not say what share of its batches a request took, and wall time is no stand-in
+for it (a `next_token` answer likewise). `logprob`
 (MCTS's priors) needs `logprobs=True`, off by default: llama-cpp-python's server then computes log-probabilities
 over its whole context and sorts the vocabulary for every token, in Python (a second or more a request here).
 
@@ -230,7 +232,8 @@ class OpenAIServer(LanguageModel):
             raise ServerError(f"{self.base_url} gave no top log-probabilities: it does not support `logprobs` on "
                               "/completions, so it cannot give next-token probabilities")
         tokens, probs = zip(*(_first_token(top, w) for w in words)) if words else ((), ())
-        return NextToken(list(probs), list(tokens), (answer.get("usage") or {}).get("prompt_tokens", 0), seconds)
+        return NextToken(list(probs), list(tokens), (answer.get("usage") or {}).get("prompt_tokens", 0),
+                         wall_seconds=seconds)
 
     def _check_whole(self, prompt: str) -> None:
         """A chat endpoint starts a new assistant message: a prompt that extends an earlier one (a partial solution
@@ -332,7 +335,7 @@ def _completions(answer: dict[str, Any], p: SamplingParams, seconds: float, chat
         out.append(Completion(
             text=text[: min(cuts)] if cuts else text, prompt_tokens=prompt, finish_reason=reason,
             generated_tokens=len(token_logprobs) or generated // len(choices) + (i < generated % len(choices)),
-            seconds=seconds / len(choices), cached_tokens=cached if i == 0 else prompt,  # the others shared it
+            wall_seconds=seconds / len(choices), cached_tokens=cached if i == 0 else prompt,  # the others shared it
             logprob=math.fsum(x for x in token_logprobs if x is not None) if token_logprobs else None))
     return out
 

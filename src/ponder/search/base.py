@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import types
 import typing
 from collections.abc import Awaitable, Callable, Mapping
@@ -16,6 +17,9 @@ from ponder.search.select import Finished
 from ponder.tasks.base import Problem, Task
 from ponder.trace import Trace
 from ponder.verifiers.base import Verifier
+
+logger = logging.getLogger(__name__)
+_UNCOUNTED: set[str] = set()  # the models already warned about: they cannot count tokens
 
 
 def knob(default: Any, doc: str, *, low: float | None = None, high: float | None = None,
@@ -238,10 +242,20 @@ async def room(task: Task, lm: LanguageModel, cfg: SearchConfig, prefix: list[st
     """The tokens a continuation of `prefix` may take. `cfg.max_tokens` is what a whole solution may take, so the
     steps already written count against it: a step-level search's solutions stay within the budget of a sampled
     one (without this, a model whose steps never end writes `max_steps` steps of `max_tokens` each, past its
-    context). Where the model cannot count tokens (a server without a tokenize endpoint), each call may take the
-    whole `max_tokens`."""
-    used = await lm.count_tokens(task.join_steps(prefix)) if prefix else 0
-    return cfg.max_tokens - (used or 0)
+    context). Where the model cannot count tokens (no tokenizer; a server without a tokenize endpoint), each call
+    may take the whole `max_tokens`: that is said once per model (a warning), and the problem's usage counts each
+    such call (`uncounted_budgets`, by the metered model)."""
+    if not prefix:
+        return cfg.max_tokens
+    used = await lm.count_tokens(task.join_steps(prefix))
+    if used is None:
+        if lm.name not in _UNCOUNTED:
+            _UNCOUNTED.add(lm.name)
+            logger.warning("%s cannot count tokens (no tokenizer, or a server without a tokenize endpoint): a "
+                           "step-level search's budget of %d tokens a solution is not held, each step may take all "
+                           "of it; the rows say how often (uncounted_budgets)", lm.name, cfg.max_tokens)
+        return cfg.max_tokens
+    return cfg.max_tokens - used
 
 
 async def step_room(task: Task, lm: LanguageModel, cfg: SearchConfig, prefix: list[str]) -> int:

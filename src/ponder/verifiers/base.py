@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 
 from ponder.tasks.base import Problem, Task
-from ponder.trace import METER, Usage
+from ponder.trace import METER, Meter, Usage
 
 
 class Verifier(ABC):
@@ -24,11 +24,12 @@ class Verifier(ABC):
 
 class MeteredVerifier(Verifier):
     """Counts a verifier's judgements (one per solution or prefix) into one problem's `Usage`; while a call runs,
-    `METER` points at that usage, so a learned verifier's engine charges the tokens it read and its time there.
-    Every search method is metered the same way, none by hand."""
+    `METER` points at that problem's `Meter`, where the verifier charges the tokens it judged and its time (as the
+    accounting contract of `Usage` says). Every search method is metered the same way, none by hand."""
 
     def __init__(self, verifier: Verifier, usage: Usage) -> None:
         self.verifier, self.usage, self.name = verifier, usage, verifier.name
+        self.meter = Meter(usage)
 
     async def score(self, task: Task, problem: Problem, solutions: list[list[str]]) -> list[list[float]]:
         return await self._metered(self.verifier.score, task, problem, solutions)
@@ -38,7 +39,7 @@ class MeteredVerifier(Verifier):
 
     async def _metered(self, fn, task: Task, problem: Problem, items: list[list[str]]) -> list[list[float]]:
         self.usage.verifier_calls += len(items)
-        token = METER.set(self.usage)
+        token = METER.set(self.meter)
         try:
             return await fn(task, problem, items)
         finally:

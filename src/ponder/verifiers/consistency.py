@@ -7,7 +7,9 @@ more likely right.
 The cut is drawn from [`mask_left`, `mask_right`] of the solution's steps (at least one step kept, at least one
 left to complete; a one-line solution is completed from the question), from a hash of the solution, so a score is
 the same in every run. The completion is greedy. Any model serves (`consistency:MODEL`); `consistency` alone uses
-the policy. Like an ORM it judges whole solutions, not prefixes.
+the policy. Like an ORM it judges whole solutions, not prefixes. Its model calls are charged to the problem as
+verifier cost (never as the policy's): the prompts as verifier tokens, the completions as verifier generated
+tokens, their compute and HTTP seconds as the verifier's.
 """
 
 from __future__ import annotations
@@ -43,9 +45,13 @@ class MutualConsistency(Verifier):
         params = SamplingParams(temperature=0.0, max_tokens=task.max_tokens, seed=0)
         completions = await self.lm.generate([Request(task.prompt(problem) + task.join_steps(s), params)
                                               for s in shown])
-        usage = METER.get()
-        if usage is not None:
-            usage.verifier_tokens += sum(c.prompt_tokens + c.generated_tokens for c in completions)
+        meter = METER.get()
+        if meter is not None:
+            meter.judged(tokens=sum(c.prompt_tokens for c in completions),
+                         computed=sum(c.prompt_tokens - c.cached_tokens for c in completions),
+                         seconds=sum(c.seconds for c in completions),
+                         http_seconds=sum(c.wall_seconds for c in completions),
+                         generated=sum(c.generated_tokens for c in completions))
         out = []
         for steps, given, completion in zip(solutions, shown, completions):
             finished = [*given, *task.split_steps(completion.text)]

@@ -14,12 +14,15 @@ space, for a character-level tokenizer) tells nothing and is left out.
 
 A step-level search asks about a state's every step each time it scores the state, and all but the last were asked
 when its parent was scored: the judge remembers its answers (the `REMEMBER` latest, by a digest of the question), so
-a question is put to the model once. Asked again, it costs no tokens and no time.
+a question is put to the model once. The memory saves compute, not charges: every question asked is charged its
+tokens as verifier tokens (only the computed ones as computed verifier tokens), and the seconds recorded when it was
+computed, once per problem, so a problem costs what it would alone, whichever problems asked the question before.
 """
 
 from __future__ import annotations
 
 import hashlib
+from typing import NamedTuple
 
 from ponder.errors import ConfigError
 from ponder.lm.base import LanguageModel, NextToken
@@ -30,7 +33,16 @@ from ponder.verifiers.base import PrefixError, Verifier
 YES = ("Yes", " Yes", "yes", " yes", "YES")
 NO = ("No", " No", "no", " no", "NO")
 KINDS = ("process", "outcome")
-REMEMBER = 1 << 20  # answers kept (a digest and a float each)
+REMEMBER = 1 << 20  # answers kept (a digest and four numbers each)
+
+
+class Answer(NamedTuple):
+    """A question's answer as remembered: the Yes share and what computing it cost."""
+
+    yes: float
+    tokens: int
+    seconds: float
+    http_seconds: float
 
 
 class JudgeVerifier(Verifier):
@@ -39,7 +51,7 @@ class JudgeVerifier(Verifier):
             raise ConfigError(f"unknown judge kind {kind!r}; choose from {', '.join(KINDS)}")
         self.lm, self.kind = lm, kind
         self.name = "judge" if kind == "process" else "judge-outcome"
-        self._known: dict[bytes, float] = {}  # P(Yes) share by question digest, oldest first
+        self._known: dict[bytes, Answer] = {}  # by question digest, oldest first
 
     def question(self, problem: Problem, steps: list[str]) -> str:
         """What the judge is asked about the last of `steps` (process) or about the solution (outcome)."""
@@ -74,18 +86,24 @@ class JudgeVerifier(Verifier):
 
     async def _ask(self, prompts: list[str]) -> list[float]:
         keys = [hashlib.blake2b(p.encode(), digest_size=16).digest() for p in prompts]
-        new = list(dict.fromkeys((k, p) for k, p in zip(keys, prompts) if k not in self._known))
+        known = {k: self._known[k] for k in keys if k in self._known}  # (other calls may evict while this one waits)
+        new = list(dict.fromkeys((k, p) for k, p in zip(keys, prompts) if k not in known))
+        computed = 0
         if new:
             answers = await self.lm.next_token([p for _, p in new], [*YES, *NO])
-            usage = METER.get()
-            if usage is not None:
-                usage.verifier_tokens += sum(a.prompt_tokens for a in answers)
-                usage.verifier_seconds += sum(a.seconds for a in answers)
-            self._known.update((k, _yes_share(a)) for (k, _), a in zip(new, answers))
-        out = [self._known[k] for k in keys]
+            fresh = {k: Answer(_yes_share(a), a.prompt_tokens, a.seconds, a.wall_seconds)
+                     for (k, _), a in zip(new, answers)}
+            self._known.update(fresh)
+            known.update(fresh)
+            computed = sum(a.prompt_tokens for a in answers)
+        meter = METER.get()
+        if meter is not None:
+            charged = [known[k] for k in dict.fromkeys(keys) if meter.first(k)]
+            meter.judged(tokens=sum(known[k].tokens for k in keys), computed=computed,
+                         seconds=sum(a.seconds for a in charged), http_seconds=sum(a.http_seconds for a in charged))
         while len(self._known) > REMEMBER:
             del self._known[next(iter(self._known))]
-        return out
+        return [known[k].yes for k in keys]
 
 
 def _yes_share(answer: NextToken) -> float:

