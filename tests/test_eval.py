@@ -22,14 +22,14 @@ ARGS = ["--limit", "24", "--methods", "cot,self_consistency,best_of_n", "--budge
 
 
 def comparable(rows: list[dict]) -> list[dict]:
-    """Rows without the wall-clock fields and the prompt tokens the prefix cache saved (they depend on what the
+    """Rows without the wall-clock fields and the tokens a cache saved (they depend on what the
     process computed before), in a fixed order. Verifier scores to 4 decimals: a PRM that reads on from its prefix
     cache sums in another order than one that reads the text whole (differences of about 1e-7)."""
     out = []
     for r in rows:
         r = json.loads(json.dumps(r))
         r.pop("latency")
-        for key in ("seconds", "verifier_seconds", "computed_prompt_tokens"):
+        for key in ("seconds", "verifier_seconds", "computed_prompt_tokens", "computed_verifier_tokens"):
             r["usage"].pop(key)
         for node in r["trace"]["nodes"]:
             for key in ("score", "value"):
