@@ -34,7 +34,7 @@ def usages(folder: Path, method: str, budget: int) -> dict[str, dict[str, Any]]:
 def beam_eval(budgets: list[int], verifier: str) -> EvalConfig:
     # one job at a time: in one eval, beam@4 runs to its end before beam@8 asks its first question
     return EvalConfig(task="game24", limit=1, methods=["beam"], budgets=budgets, verifier=verifier, ceiling=False,
-                      concurrency=1, options={"beam": {"beam_width": 2}})
+                      concurrency=1, options={"beam": {"width": 2}})
 
 
 @pytest.mark.parametrize("verifier", ["judge", "game24-prm"])
@@ -90,7 +90,7 @@ class Uncounting(Wrapper):
 def test_a_budget_that_cannot_be_counted_is_said_once_and_marked(game24_backend, tmp_path, caplog):
     lm = Uncounting(Engine(game24_backend), "uncounting-game24")
     cfg = EvalConfig(task="game24", limit=2, methods=["cot", "beam"], budgets=[2], verifier="game24-prm",
-                     ceiling=False, options={"beam": {"beam_width": 2}})
+                     ceiling=False, options={"beam": {"width": 2}})
     with caplog.at_level(logging.WARNING, logger="ponder.search.base"):
         table = run_eval(cfg, tmp_path, lm=lm, show_progress=False)
     said = [r for r in caplog.records if "uncounting-game24 cannot count tokens" in r.getMessage()]
