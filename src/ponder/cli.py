@@ -166,7 +166,7 @@ def solve(
 
     from ponder.lm.load import load_model
     from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, parse_options, pick_policy, search
-    from ponder.tasks import get_task
+    from ponder.tasks import StepOracle, get_task
     from ponder.verifiers import check_aggregation, get_verifier
 
     text = " ".join(puzzle)
@@ -183,7 +183,7 @@ def solve(
     lm = load_model(pick_policy(t.name, [method], model, t.default_model))
     t.template = lm.chat_prompt
     ver = get_verifier(verifier or t.default_verifier, lm) if method in NEEDS_VERIFIER else None
-    if t.is_solvable(problem) is False:
+    if isinstance(t, StepOracle) and not t.is_solvable(problem):
         console.print(f"[yellow]{problem.question} has no solution (checked exhaustively); "
                       "any answer will be graded wrong.[/yellow]")
     cfg = SearchConfig(n=n, seed=seed, max_tokens=t.max_tokens, aggregate=aggregate, min_p=min_p, knobs=knobs)
@@ -196,7 +196,7 @@ def solve(
             console.print(line, markup=False, highlight=False)
         console.print("[dim]chosen:[/dim]")
     for i, step in enumerate(t.split_steps(trace.solution or ""), start=1):
-        ok = t.check_step(problem, t.split_steps(trace.solution or "")[:i])
+        ok = t.check_step(problem, t.split_steps(trace.solution or "")[:i]) if isinstance(t, StepOracle) else None
         mark = "" if ok is None else (" [green]✓[/green]" if ok else " [red]✗[/red]")
         console.print(f"  {step}{mark}")
     verdict = ("[green]correct[/green]" if t.grade(problem, trace.answer) else "[red]wrong[/red]") \

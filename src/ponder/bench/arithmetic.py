@@ -1,7 +1,7 @@
 """`ponder bench arithmetic`: does a model know the arithmetic of the steps it writes or judges?
 
-For each test problem, every correct first move (`Task.moves`) is cut after its last `=`, and the model continues it
-greedily: the result it writes is compared with the move's. A policy trained on solver solutions sees only the
+For each test problem, every correct first move (`StepOracle.moves`) is cut after its last `=`, and the model continues
+it greedily: the result it writes is compared with the move's. A policy trained on solver solutions sees only the
 moves that lead to the answer and can learn which results are likely rather than how to compute them; a
 verifier initialised from it inherits that. The table gives the share of right results per operation.
 """
@@ -13,17 +13,15 @@ from typing import Any
 
 from ponder.lm.base import Request, SamplingParams
 from ponder.lm.hf import HFBackend
-from ponder.tasks import TaskError, get_task
+from ponder.tasks import StepOracle, get_task, require
 
 
 def arithmetic_benchmark(models: list[str], task_name: str = "game24", problems: int = 100) -> dict[str, Any]:
-    task = get_task(task_name)
+    task = require(get_task(task_name), StepOracle, "`ponder bench arithmetic` (it cuts every correct first move)")
     cut = []  # (prompt ending in "= ", the result, the operation)
     for problem in task.problems("test", limit=problems):
-        moves = task.moves(problem, [])
-        if moves is None:
-            raise TaskError(f"task {task_name!r} cannot enumerate its moves")
-        for move in moves:  # cut at the last `=`: game24 `10 - 4 = 6 (left: …)`, arith `Ben = Ann * 3 = 12 * 3 = 36`
+        # cut at the last `=`: game24 `10 - 4 = 6 (left: …)`, arith `Ben = Ann * 3 = 12 * 3 = 36`
+        for move in task.moves(problem, []):
             equation, _, rest = move.rpartition(" = ")
             if equation:
                 cut.append((task.prompt(problem) + equation + " = ", rest.split()[0], equation.split()[-2]))

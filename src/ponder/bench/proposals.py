@@ -31,6 +31,7 @@ from typing import Any
 from ponder.errors import ConfigError
 from ponder.lm.base import LanguageModel, Metered
 from ponder.search.base import SearchConfig, sample_solutions, sample_steps
+from ponder.tasks import ReferenceSolver, StepOracle, require
 from ponder.tasks.base import Problem, Task, TaskError, last_equation
 from ponder.tasks.exact import apply_op
 from ponder.trace import Usage
@@ -67,7 +68,7 @@ def recall_at(k: int, right: int, at: int) -> float:
 
 def solver_states(task: Task, problem: Problem, paths: int, seed: int) -> list[list[str]]:
     """Distinct unfinished prefixes along `paths` walks down the solver's solutions (the empty prefix first)."""
-    root = trie(task.solutions(problem))
+    root = trie(require(task, ReferenceSolver, "walking down the solver's solutions").solutions(problem))
     rng = random.Random(f"{seed}|{problem.id}")
     states: dict[str, list[str]] = {}
     for _ in range(paths):
@@ -80,11 +81,11 @@ def solver_states(task: Task, problem: Problem, paths: int, seed: int) -> list[l
     return list(states.values())
 
 
-def correct_prefixes(task: Task, problem: Problem, solutions: list[list[str]]) -> list[list[str]]:
+def correct_prefixes(task: StepOracle, problem: Problem, solutions: list[list[str]]) -> list[list[str]]:
     """Distinct unfinished prefixes the oracle accepts, of the given solutions (the empty prefix included)."""
     states: dict[str, list[str]] = {"": []}
     for steps in solutions:
-        for i, label in enumerate(task.step_labels(problem, steps) or [], start=1):
+        for i, label in enumerate(task.step_labels(problem, steps), start=1):
             prefix = steps[:i]
             if not label or task.is_final(prefix):
                 break
@@ -92,7 +93,7 @@ def correct_prefixes(task: Task, problem: Problem, solutions: list[list[str]]) -
     return list(states.values())
 
 
-def judge(task: Task, problem: Problem, prefix: list[str], proposals: list[str]) -> dict[str, Any]:
+def judge(task: StepOracle, problem: Problem, prefix: list[str], proposals: list[str]) -> dict[str, Any]:
     """What one state's proposals are worth: right ones, true equations, distinct texts."""
     good = [bool(p) and bool(task.check_step(problem, [*prefix, p])) for p in proposals]
     right = sum(good)
@@ -106,8 +107,7 @@ def judge(task: Task, problem: Problem, prefix: list[str], proposals: list[str])
 async def measure(task: Task, problems: list[Problem], lm: LanguageModel, cfg: ProposalConfig,
                   sources: tuple[str, ...] = SOURCES) -> tuple[list[dict[str, Any]], Usage]:
     """One record per (source, state): what `judge` says of its k proposals; and the usage of the proposals alone."""
-    if problems and task.check_step(problems[0], []) is None:
-        raise TaskError(f"task {task.name!r} has no exact step oracle: proposal recall needs one")
+    task = require(task, StepOracle, "proposal recall (`ponder bench proposals`)")
     unknown = set(sources) - set(SOURCES)
     if unknown:
         raise TaskError(f"unknown state source(s) {', '.join(sorted(unknown))}; known: {', '.join(SOURCES)}")

@@ -52,7 +52,7 @@ from ponder.lm.base import LanguageModel
 from ponder.lm.engine import Engine
 from ponder.lm.hf import HFBackend
 from ponder.search.base import SearchConfig, sample_solutions
-from ponder.tasks import Task, get_task
+from ponder.tasks import Hintable, StepOracle, Task, get_task, require
 from ponder.tasks.base import Problem
 from ponder.train.data import endless, mixture, solver_pairs
 from ponder.train.loop import TrainConfig, save_checkpoint
@@ -92,9 +92,8 @@ class StarConfig:
             raise ConfigError("iterations, samples and seed_problems must be positive")
         if self.seed_share is not None and not 0 <= self.seed_share <= 1:
             raise ConfigError(f"seed_share must be between 0 and 1, got {self.seed_share}")
-        has_oracle = task.step_labels(task.problems("train", limit=1)[0], ["x"]) is not None
-        if self.filter == "steps" and not has_oracle:
-            raise ConfigError(f"filter 'steps' needs a task with a step oracle; {self.task} has none")
+        if self.filter == "steps":
+            require(task, StepOracle, "STaR's filter 'steps'")
         shape = asdict(ModelShape(**(self.model or {}))) if self.model else asdict(default_shape(self.task))
         return StarConfig(**{**asdict(self), "model": shape,
                              "max_tokens": self.max_tokens or get_task(self.task).max_tokens})
@@ -165,7 +164,7 @@ async def rationales(task: Task, problems: list[Problem], lm: LanguageModel, cfg
                                                    ("star", iteration))
                     steps, source = keep(problem, found), "generated"
                     if steps is None and cfg.rationalize:
-                        hint = task.answer_hint(problem)
+                        hint = require(task, Hintable, "STaR's rationalization").answer_hint(problem)
                         found = await sample_solutions(task, problem, lm, search, cfg.samples, cfg.temperature,
                                                        ("star-hint", iteration), hint=hint)
                         steps, source = keep(problem, found), "rationalized"
@@ -184,8 +183,7 @@ async def rationales(task: Task, problems: list[Problem], lm: LanguageModel, cfg
 
 
 def _all_right(task: Task, problem: Problem, steps: list[str]) -> bool | None:
-    labels = task.step_labels(problem, steps)
-    return None if labels is None else all(x > 0 for x in labels)
+    return all(x > 0 for x in task.step_labels(problem, steps)) if isinstance(task, StepOracle) else None
 
 
 def run_star(cfg: StarConfig, out: Path, base: Path | None = None) -> dict[str, Any]:

@@ -5,7 +5,7 @@ The policy samples solutions to the test problems; the oracle labels every step.
 step-level AUROC (does a good step outscore a bad one?), first-wrong-step accuracy (the first step scored
 below 0.5 is the first wrong step, or none is when the solution is right throughout) and best-of-N accuracy
 when the verifier picks among the same samples (aggregation `min`, and `last`). AUROC is also given per kind of
-bad step (good steps against one kind at a time): the task's kinds of first error (`Task.error_kind`: arithmetic,
+bad step (good steps against one kind at a time): the task's kinds of first error (`StepOracle.error_kind`: arithmetic,
 bookkeeping, dead end, ...) and steps after an earlier error, which are most of a weak policy's bad steps.
 """
 
@@ -24,7 +24,7 @@ from ponder.evaluate.metrics import auroc, first_wrong
 from ponder.lm.engine import Engine
 from ponder.lm.hf import HFBackend
 from ponder.search.base import SearchConfig
-from ponder.tasks import get_task
+from ponder.tasks import StepOracle, get_task, require
 from ponder.tasks.base import Problem, Task
 from ponder.verifiers import aggregate, get_verifier
 
@@ -35,7 +35,7 @@ def verifiers_benchmark(verifiers: list[str], task_name: str = "game24", problem
     through each test problem's states (`ponder collect states` on the test split), no policy involved. Walks stop
     anywhere, so on them best-of-N is not measured and the `oracle` verifier, which calls an unfinished solution's
     last step bad, is no longer exact."""
-    task = get_task(task_name)
+    task = require(get_task(task_name), StepOracle, "`ponder bench verifiers` (the oracle labels every step)")
     chosen = task.problems("test", limit=problems)
     if source == "walks":
         sampled = [[r.steps for r in state_walks(task, p, samples, seed)] for p in chosen]
@@ -89,7 +89,7 @@ def sample_policy(task: Task, chosen: list[Problem], model: str, samples: int, s
     return asyncio.run(draw())
 
 
-def step_kind(task: Task, problem: Problem, steps: list[str], labels: list[float], i: int) -> str:
+def step_kind(task: StepOracle, problem: Problem, steps: list[str], labels: list[float], i: int) -> str:
     """`good`, `after an error`, or the kind of first error step i makes."""
     if labels[i] > 0:
         return "good"

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from ponder.collect.records import StepRecord
 from ponder.lm.base import LanguageModel
 from ponder.search.base import SearchConfig, sample_solutions
-from ponder.tasks.base import Problem, Task, TaskError
+from ponder.tasks import StepOracle, require
+from ponder.tasks.base import Problem, Task
 
 
 @dataclass
@@ -59,10 +60,7 @@ async def mc_labels(task: Task, problem: Problem, lm: LanguageModel, solution: l
 
 def exact_labels(task: Task, problem: Problem, solution: list[str]) -> list[float]:
     """The exact oracle's labels: a step is good while its prefix can still reach a correct answer."""
-    labels = task.step_labels(problem, solution)
-    if labels is None:
-        raise TaskError(f"task {task.name!r} has no exact step oracle; use mc or omegaprm labels")
-    return labels
+    return require(task, StepOracle, "the oracle labeller (mc and omegaprm need none)").step_labels(problem, solution)
 
 
 def oracle_labels(task: Task, problem: Problem, solution: list[str], index: int) -> StepRecord:

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 from ponder.errors import ConfigError
 from ponder.lm.base import Completion, LanguageModel, Request, SamplingParams
 from ponder.search.select import Finished
+from ponder.tasks import Hintable, Revisable, require
 from ponder.tasks.base import Problem, Task
 from ponder.trace import Trace
 from ponder.verifiers.base import Verifier
@@ -271,15 +272,17 @@ async def sample_solutions(task: Task, problem: Problem, lm: LanguageModel, cfg:
                            attempts: list[list[str]] | None = None) -> list[list[str]]:
     """n completions from the policy, each split into steps: whole solutions, or continuations of `prefix`
     (the prefix's steps are not repeated in the result); `hint` gives the answer away in the prompt (STaR);
-    `attempts` shows earlier attempts to a policy that revises them (`Task.revision_prompt`).
+    `attempts` shows earlier attempts to a policy that revises them (`Revisable.revision_prompt`).
 
     Methods that share a `tag` draw the same samples for the same seed (common random numbers), so
     self-consistency and best-of-n at equal n are compared on identical solutions. A tuple tag names the
     request's place in a larger search (a rollout's solution and step)."""
     if hint:
-        prompt = task.hinted_prompt(problem, hint)
+        prompt = require(task, Hintable, "a prompt with a hint").hinted_prompt(problem, hint)
+    elif attempts:
+        prompt = require(task, Revisable, "the revisions method").revision_prompt(problem, attempts)
     else:
-        prompt = task.revision_prompt(problem, attempts) if attempts else task.prompt(problem)
+        prompt = task.prompt(problem)
     prompt += task.join_steps(prefix or [])
     limit = await room(task, lm, cfg, prefix or [])
     if limit < 1:  # the prefix has spent the solution's budget: it ends there

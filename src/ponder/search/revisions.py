@@ -1,5 +1,5 @@
 """Sequential revisions (Snell et al., 2024, "Scaling LLM Test-Time Compute Optimally can be More Effective than
-Scaling Model Parameters", §6): a policy trained to revise sees its earlier attempts (`Task.revision_prompt`) and
+Scaling Model Parameters", §6): a policy trained to revise sees its earlier attempts (`Revisable.revision_prompt`) and
 writes a new one.
 
 The budget of `n` attempts is spent as n / `sequential` parallel chains of `sequential` attempts each (the paper's
@@ -30,6 +30,7 @@ from ponder.search.base import (
     sample_solutions,
 )
 from ponder.search.select import SELECTIONS, Finished, answer, select
+from ponder.tasks import Revisable, require
 from ponder.tasks.base import Problem, Task
 from ponder.trace import Trace
 from ponder.verifiers.aggregate import aggregate
@@ -77,6 +78,7 @@ async def revisions(task: Task, problem: Problem, lm: LanguageModel, verifier: V
                     cfg: SearchConfig) -> Trace:
     if verifier is None:
         raise ConfigError("revisions needs a verifier to choose among the attempts (e.g. --verifier game24-prm)")
+    require(task, Revisable, "the revisions method")
     knobs = method_knobs(cfg, RevisionsConfig)
     length, context, how, final = knobs.sequential, knobs.context, knobs.select, knobs.final
     trace = Trace(problem.id, "revisions", extra={"verifier": verifier.name, "sequential": length,

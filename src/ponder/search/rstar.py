@@ -2,7 +2,8 @@
 Problem-Solvers"). A generator MCTS over five human-like actions, then a discriminator that keeps the traces a
 second model agrees with, and a vote among them.
 
-The actions (the task writes their formats, `Task.actions`; the policy is asked for one by the opening of its line):
+The actions (the task writes their formats, `RStarActions.actions`; the policy is asked for one by the opening of its
+line):
 - A1 `one_step`: one next step (`width` samples, the same step drawn twice kept once).
 - A2 `remaining_steps`: all the remaining steps at once (`votes` completions; the child is one that reaches
   the majority answer).
@@ -42,7 +43,6 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ponder.errors import ConfigError
 from ponder.lm.base import Completion, LanguageModel
 from ponder.search.base import (
     MethodConfig,
@@ -55,6 +55,7 @@ from ponder.search.base import (
     sample_solutions,
 )
 from ponder.search.select import SELECTIONS, Finished, answer
+from ponder.tasks import RStarActions, require
 from ponder.tasks.base import Actions, Problem, Task
 from ponder.trace import Node, Trace
 from ponder.verifiers.aggregate import aggregate
@@ -84,9 +85,7 @@ class RStarConfig(MethodConfig):
 class RStar:
     def __init__(self, task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
                  cfg: SearchConfig) -> None:
-        if task.actions is None:
-            raise ConfigError(f"rstar asks the policy for its five actions, and task {task.name!r} has no formats for "
-                             "them (arith has)")
+        task = require(task, RStarActions, "the rstar method (it asks the policy for its five actions)")
         knobs = method_knobs(cfg, RStarConfig)
         self.task, self.problem, self.lm, self.cfg = task, problem, lm, cfg
         self.actions: Actions = task.actions

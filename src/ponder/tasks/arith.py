@@ -20,7 +20,16 @@ import random
 from dataclasses import dataclass
 from fractions import Fraction
 
-from ponder.tasks.base import Actions, Problem, Task, TaskError
+from ponder.tasks.base import (
+    Actions,
+    Hintable,
+    Problem,
+    ReferenceSolver,
+    Revisable,
+    RStarActions,
+    StepOracle,
+    TaskError,
+)
 from ponder.tasks.exact import apply_op, format_number, parse_equation, parse_number
 
 NAMES = ("Ann", "Ben", "Cal", "Dee", "Eve", "Fay", "Gus", "Hal", "Ivy", "Jon", "Kim", "Lou", "Max", "Ned",
@@ -128,7 +137,7 @@ ACTIONS = Actions(rephrase="Given:", subquestion="Q:", subanswer="A:")
 P_REPHRASE, P_SUBQUESTION = 0.25, 0.3  # how often `action_solution` uses each action
 
 
-class Arith(Task):
+class Arith(StepOracle, ReferenceSolver, Hintable, Revisable, RStarActions):
     name = "arith"
     max_tokens = 480  # 12 steps of `Name = x op y = a op b = c` (about 35 tokens each) and the answer
     max_steps = 13

@@ -1,4 +1,5 @@
-"""The task interface: problems, prompts, step splitting, answer extraction, grading, exact step oracle."""
+"""The task interface: a small core every task implements (problems, prompt, steps, answer, grade) and the optional
+capabilities some methods need (an exact step oracle, reference solutions, the prompts of STaR, revisions, rStar)."""
 
 from __future__ import annotations
 
@@ -51,10 +52,13 @@ class Problem:
 
 
 class Task(ABC):
-    """A family of problems whose solutions are lists of steps, one per line (or per `step_end`).
+    """The core every task implements: its problems, the prompt the policy continues, how a solution splits into
+    steps (one per line, or per `step_end`), the final answer a solution gives and its grade. Four methods are
+    abstract (`problems`, `prompt`, `extract_answer`, `grade`); the rest have defaults a task may override.
 
-    `check_step` is the exact oracle: given a prefix of steps it says whether every step is right AND a
-    correct final answer can still be reached. Tasks without one (real data sets) return None.
+    What only some methods need is an optional capability a task adds by inheriting it (below): `StepOracle`,
+    `ReferenceSolver`, `Hintable`, `Revisable`, `RStarActions`. A method that needs one asks for it through
+    `ponder.tasks.require`, which names the tasks that have it when this one does not.
     """
 
     name: str
@@ -66,7 +70,6 @@ class Task(ABC):
     # prompts are chat messages (real data sets) render them through it; the built-in tasks, whose policies were
     # trained on plain prompts, ignore it.
     template: Callable[[list[dict[str, str]]], str | None] | None = None
-    actions: Actions | None = None  # rStar's action formats, where the task's solutions have them
 
     @property
     def default_model(self) -> str:
@@ -85,32 +88,9 @@ class Task(ABC):
     def prompt(self, problem: Problem) -> str:
         """Text the policy continues with its steps."""
 
-    def hinted_prompt(self, problem: Problem, hint: str) -> str:
-        """The prompt with the answer given away, for STaR's rationalization: the policy writes steps that
-        reach a known answer, and the pair is kept (with the plain prompt) only if they really reach it."""
-        return f"{self.prompt(problem)}Hint: the answer is {hint}\n"
-
-    def revision_prompt(self, problem: Problem, attempts: list[list[str]]) -> str:
-        """The prompt with earlier attempts shown, for a policy that revises (Snell et al., 2024, §6): each attempt
-        under `Attempt k:`, then `Revision:`; the plain prompt when there are none."""
-        if not attempts:
-            return self.prompt(problem)
-        shown = "".join(f"Attempt {k}:\n{self.join_steps(steps)}" for k, steps in enumerate(attempts, 1))
-        return f"{self.prompt(problem)}{shown}Revision:\n"
-
-    def answer_hint(self, problem: Problem, steps: list[str] | None = None) -> str | None:
-        """The answer to give as a hint: the one `steps` (a solver's solution) reach, else the one of the task's
-        reference solution, else the data set's answer."""
-        steps = steps or self.reference_solution(problem)
-        return self.extract_answer(problem, steps) if steps else problem.answer
-
     def from_text(self, text: str) -> Problem:
         """The problem a person names on the command line (`ponder solve`)."""
         raise TaskError(f"task {self.name!r} cannot read a problem from the command line")
-
-    def is_solvable(self, problem: Problem) -> bool | None:
-        """Whether the problem has a solution at all, where the task can tell (None: it cannot)."""
-        return None
 
     def rebuild(self, problem_id: str, question: str) -> Problem:
         """The problem a stored record names (its id and question), with whatever the task's checks need."""
@@ -126,6 +106,10 @@ class Task(ABC):
 
     def join_steps(self, steps: list[str]) -> str:
         return "".join(step + self.step_end for step in steps)
+
+    def is_final(self, steps: list[str]) -> bool:
+        """Whether a solution prefix is complete (it has given its final answer)."""
+        return bool(steps) and steps[-1].lower().startswith("answer:")
 
     @abstractmethod
     def extract_answer(self, problem: Problem, steps: list[str]) -> str | None:
@@ -148,30 +132,48 @@ class Task(ABC):
         value = parse_number(answer.strip().rstrip("."))
         return format_number(value) if value is not None else " ".join(answer.split()).lower()
 
-    def check_step(self, problem: Problem, steps: list[str]) -> bool | None:
-        """Exact oracle for a prefix of steps; None when the task has none."""
-        return None
-
     def solves(self, problem: Problem, steps: list[str]) -> bool:
         """Whether the answer these steps give is right (the outcome)."""
         return self.grade(problem, self.extract_answer(problem, steps))
 
-    def step_labels(self, problem: Problem, steps: list[str]) -> list[float] | None:
-        """The exact oracle's label of every step: 1 while the prefix can still reach a correct answer, then 0;
-        None when the task has no step oracle."""
+
+# --- optional capabilities: what some methods need beyond the core ------------------------------------------------
+
+
+class StepOracle(Task):
+    """An exact step oracle: whether any prefix of steps is right AND can still reach a correct answer, and the
+    steps that can follow a prefix. Oracle labels (`ponder collect`), the oracle verifier on partial solutions,
+    labelling states without a policy, SFT on every correct move or on revision walks, and the benchmarks that
+    judge steps need one."""
+
+    @abstractmethod
+    def check_step(self, problem: Problem, steps: list[str]) -> bool:
+        """Whether every step of the prefix is right and a correct final answer can still be reached."""
+
+    @abstractmethod
+    def moves(self, problem: Problem, steps: list[str]) -> list[str]:
+        """Every correct next step after a correct prefix, dead ends included (none after a wrong one)."""
+
+    @abstractmethod
+    def step_candidates(self, problem: Problem, steps: list[str]) -> list[str]:
+        """Plausible next steps after a prefix, right and wrong (for labelling states without a policy)."""
+
+    def step_labels(self, problem: Problem, steps: list[str]) -> list[float]:
+        """The oracle's label of every step: 1 while the prefix can still reach a correct answer, then 0."""
         labels, ok = [], True
         for i in range(1, len(steps) + 1):
-            check = self.check_step(problem, steps[:i])
-            if check is None:
-                return None
-            ok = ok and check
+            ok = ok and self.check_step(problem, steps[:i])
             labels.append(float(ok))
         return labels
+
+    def is_solvable(self, problem: Problem) -> bool:
+        """Whether the problem has a solution at all: the empty prefix can reach a correct answer."""
+        return self.check_step(problem, [])
 
     def error_kind(self, problem: Problem, steps: list[str]) -> str:
         """What is wrong with the last step, its prefix being right (for per-kind verifier metrics): `answer`
         (a wrong answer line), `format` (not a step), `arithmetic` (the equation is false), or a task's own
-        kinds; `wrong` when the task cannot tell."""
+        kinds (`other_error`)."""
         step = steps[-1]
         if step.lower().startswith("answer:"):
             return "answer"
@@ -185,35 +187,65 @@ class Task(ABC):
         """The kind of a wrong last step whose equation is true."""
         return "wrong"
 
-    def step_candidates(self, problem: Problem, steps: list[str]) -> list[str] | None:
-        """Plausible next steps after a correct prefix, right and wrong (for labelling states without a policy);
-        None when the task cannot enumerate them."""
-        return None
 
-    def moves(self, problem: Problem, steps: list[str]) -> list[str] | None:
-        """Every correct next step after a correct prefix, dead ends included (none after a wrong one); None when
-        the task cannot enumerate them."""
-        return None
+class ReferenceSolver(Task):
+    """Right step-by-step solutions: the task's own solver's, or a data set's worked ones. SFT on solver
+    solutions, STaR's seed set and a learned verifier's self-test need them."""
 
-    def is_final(self, steps: list[str]) -> bool:
-        """Whether a solution prefix is complete (it has given its final answer)."""
-        return bool(steps) and steps[-1].lower().startswith("answer:")
-
+    @abstractmethod
     def reference_solution(self, problem: Problem) -> list[str] | None:
-        """A correct step-by-step solution written by the task's own solver, if it has one."""
-        return None
-
-    def action_solution(self, problem: Problem, rng: random.Random) -> list[str]:
-        """A right solution that takes rStar's actions at random (`actions`), to teach a policy their formats."""
-        raise TaskError(f"task {self.name!r} has no solutions written with rStar's actions")
-
-    def step_result(self, step: str) -> str | None:
-        """What a step computes (sub-answers are voted on by it): the result of its last equation by default."""
-        parsed = last_equation(step)
-        return None if parsed is None else format_number(parsed[3])
+        """A right step-by-step solution, or None where the task has none for this problem."""
 
     def solutions(self, problem: Problem) -> list[list[str]]:
         """Every solution the task's solver writes, what SFT trains a policy on: the reference solution by
         default; a task whose problems have many solutions lists them all (game24: every canonical path)."""
         reference = self.reference_solution(problem)
         return [reference] if reference else []
+
+
+class Hintable(Task):
+    """A prompt that gives the answer away, for STaR's rationalization: the policy writes steps that reach a known
+    answer, and the pair is kept (with the plain prompt) only if they really reach it."""
+
+    def hinted_prompt(self, problem: Problem, hint: str) -> str:
+        return f"{self.prompt(problem)}Hint: the answer is {hint}\n"
+
+    def answer_hint(self, problem: Problem, steps: list[str] | None = None) -> str | None:
+        """The answer to give as a hint: the one `steps` (a solver's solution) reach, else the one of the task's
+        reference solution (where it has a solver), else the data set's answer."""
+        if not steps and isinstance(self, ReferenceSolver):
+            steps = self.reference_solution(problem)
+        return self.extract_answer(problem, steps) if steps else problem.answer
+
+
+class Revisable(Task):
+    """A prompt that shows earlier attempts, for a policy that revises (Snell et al., 2024, §6): the `revisions`
+    method and the SFT walk that trains such a policy need it."""
+
+    def revision_prompt(self, problem: Problem, attempts: list[list[str]]) -> str:
+        """Each attempt under `Attempt k:`, then `Revision:`; the plain prompt when there are none."""
+        if not attempts:
+            return self.prompt(problem)
+        shown = "".join(f"Attempt {k}:\n{self.join_steps(steps)}" for k, steps in enumerate(attempts, 1))
+        return f"{self.prompt(problem)}{shown}Revision:\n"
+
+
+class RStarActions(Task):
+    """rStar's actions (Qi et al., 2024) written in the task's solutions: `actions` names the text that opens each
+    action's line; the `rstar` method and the SFT walk that teaches a policy the formats need them."""
+
+    actions: Actions
+
+    @abstractmethod
+    def action_solution(self, problem: Problem, rng: random.Random) -> list[str]:
+        """A right solution that takes rStar's actions at random, to teach a policy their formats."""
+
+    def step_result(self, step: str) -> str | None:
+        """What a step computes (sub-answers are voted on by it): the result of its last equation by default."""
+        parsed = last_equation(step)
+        return None if parsed is None else format_number(parsed[3])
+
+
+CAPABILITIES: dict[type[Task], str] = {
+    StepOracle: "exact step oracle", ReferenceSolver: "reference solutions", Hintable: "prompt that gives a hint",
+    Revisable: "prompt that shows earlier attempts", RStarActions: "formats for rStar's actions"}

@@ -19,7 +19,7 @@ from importlib import resources
 from itertools import combinations_with_replacement
 from pathlib import Path
 
-from ponder.tasks.base import Problem, Task, TaskError
+from ponder.tasks.base import Hintable, Problem, ReferenceSolver, Revisable, StepOracle, TaskError
 from ponder.tasks.exact import apply_op, evaluate_expression, format_number, parse_equation, parse_number
 
 TARGET = Fraction(24)
@@ -240,7 +240,7 @@ def _synthetic_max(split: str) -> int:
 # --- the task -------------------------------------------------------------------------------------------
 
 
-class Game24(Task):
+class Game24(StepOracle, ReferenceSolver, Hintable, Revisable):
     name = "game24"
     max_tokens = 160
     max_steps = 4  # three moves and, if the model writes one, an answer line
@@ -280,9 +280,6 @@ class Game24(Task):
 
     def from_text(self, text: str) -> Problem:
         return self.problem(text)
-
-    def is_solvable(self, problem: Problem) -> bool:
-        return solvable(_key([Fraction(n) for n in self.numbers(problem)]))
 
     def reference_solution(self, problem: Problem) -> list[str] | None:
         found = solutions(self.numbers(problem), limit=1)

@@ -25,7 +25,7 @@ from importlib import resources
 from typing import Any
 
 from ponder.tasks.answers import equivalent, extract, extract_number, normalize, states_answer
-from ponder.tasks.base import NoReference, Problem, Task, TaskError
+from ponder.tasks.base import NoReference, Problem, ReferenceSolver, Task, TaskError
 
 Messages = list[dict[str, str]]
 STYLES = ("zero_shot", "few_shot")
@@ -155,7 +155,7 @@ class TextMath(Task):
         return problem.meta.get("level")
 
 
-class GSM8K(TextMath):
+class GSM8K(TextMath, ReferenceSolver):
     """Grade-school word problems; the reference answer is the number after `####`."""
 
     name = "gsm8k"
@@ -185,7 +185,7 @@ class GSM8K(TextMath):
         return self.split_steps(worked(self.records(split)[int(index)]["answer"]))
 
 
-class MATH500(TextMath):
+class MATH500(TextMath, ReferenceSolver):
     """Competition problems (algebra to precalculus, levels 1-5); the reference answer is LaTeX."""
 
     name = "math500"

@@ -7,11 +7,11 @@ Two ways to draw a solution of a problem (`walk` in a recipe):
   reached so far (a walk down the trie of its solutions). A policy trained so spreads its samples evenly over the
   moves that keep the answer reachable, which is what makes 16 proposals contain a right one (proposal recall,
   `ponder bench proposals`);
-- `actions`: the task's solutions written with rStar's actions at random (`Task.action_solution`: a rephrased
+- `actions`: the task's solutions written with rStar's actions at random (`RStarActions.action_solution`: a rephrased
   question, sub-questions and their answers among plain steps), which teaches a policy the formats rStar asks for;
 - `revisions`: revision pairs for a policy that revises (Snell et al., 2024, §6): one to three wrong attempts
   (`wrong_attempt`: random walks through the task's own candidate steps, legal moves and slips) shown in the
-  prompt (`Task.revision_prompt`), then a right solution that keeps the last attempt's right steps, so the policy
+  prompt (`Revisable.revision_prompt`), then a right solution that keeps the last attempt's right steps, so the policy
   learns to mend from the first wrong one; a `plain` share of examples has no attempt (the first of a chain).
 
 Several splits can be mixed with weights (game24's `synthetic` puzzles beside its `train` split). Every stream
@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
 
+from ponder.tasks import Hintable, ReferenceSolver, Revisable, RStarActions, StepOracle, require
 from ponder.tasks.base import Problem, Task, TaskError
 
 Trie = dict[str, "Trie"]
@@ -40,12 +41,13 @@ def check_walk(walk: str) -> None:
         raise TaskError(f"walk must be one of {', '.join(WALKS)}; got {walk!r}")
 
 
-def _solve(task: Task, problems: list[Problem]) -> list[list[list[str]]]:
+def _solve(task: ReferenceSolver, problems: list[Problem]) -> list[list[list[str]]]:
     return [task.solutions(p) for p in problems]
 
 
 def all_solutions(task: Task, problems: list[Problem]) -> list[list[list[str]]]:
     """`task.solutions` of every problem, in order; on every core when there are many problems."""
+    task = require(task, ReferenceSolver, "training on the solver's solutions")
     workers = min(os.cpu_count() or 1, 16)
     if len(problems) < 2000 or workers == 1:
         return _solve(task, problems)
@@ -58,12 +60,14 @@ def all_solutions(task: Task, problems: list[Problem]) -> list[list[list[str]]]:
 def solver_pairs(task: Task, problems: list[Problem], hinted: bool = False) -> list[tuple[str, str]]:
     """(prompt, solution) for every solver solution; `hinted` adds each again behind a prompt that gives its answer
     (what STaR's rationalization asks the policy to read)."""
+    hinting = require(task, Hintable, "STaR's hinted examples") if hinted else None
     pairs = []
     for problem, found in zip(problems, all_solutions(task, problems)):
         for steps in found:
             pairs.append((task.prompt(problem), task.join_steps(steps)))
-            if hinted:
-                pairs.append((task.hinted_prompt(problem, task.answer_hint(problem, steps)), task.join_steps(steps)))
+            if hinting:
+                hint = hinting.answer_hint(problem, steps)
+                pairs.append((hinting.hinted_prompt(problem, hint), task.join_steps(steps)))
     return pairs
 
 
@@ -108,12 +112,13 @@ def move_walks(task: Task, problems: list[Problem], seed: int) -> Iterator[tuple
 def action_walks(task: Task, problems: list[Problem], seed: int) -> Iterator[tuple[str, str]]:
     """The problems over and over, reshuffled each epoch, each solved with actions drawn afresh (see the module
     doc)."""
+    acting = require(task, RStarActions, "the SFT walk 'actions'")
     rng = random.Random(seed)
     for problem in endless_items(problems, rng):
-        yield task.prompt(problem), task.join_steps(task.action_solution(problem, rng))
+        yield task.prompt(problem), task.join_steps(acting.action_solution(problem, rng))
 
 
-def wrong_attempt(task: Task, problem: Problem, rng: random.Random) -> list[str] | None:
+def wrong_attempt(task: StepOracle, problem: Problem, rng: random.Random) -> list[str] | None:
     """A walk to a final step, each step a legal move or (half the time) any candidate, slips included; None when
     it went right or ran into a dead end without finishing."""
     steps: list[str] = []
@@ -126,7 +131,7 @@ def wrong_attempt(task: Task, problem: Problem, rng: random.Random) -> list[str]
     return None if not task.is_final(steps) or task.solves(problem, steps) else steps
 
 
-def revision_target(task: Task, problem: Problem, solutions: list[list[str]], attempt: list[str],
+def revision_target(task: StepOracle, problem: Problem, solutions: list[list[str]], attempt: list[str],
                     rng: random.Random) -> list[str]:
     """A solver solution that starts with the attempt's longest right prefix (a shorter one where none does)."""
     right = next(i for i in range(len(attempt), -1, -1) if task.check_step(problem, attempt[:i]))
@@ -139,16 +144,18 @@ def revision_target(task: Task, problem: Problem, solutions: list[list[str]], at
 
 def revision_walks(task: Task, problems: list[Problem], seed: int) -> Iterator[tuple[str, str]]:
     """Revision pairs (see the module doc), over the solvable problems reshuffled each epoch."""
+    oracle = require(task, StepOracle, "the SFT walk 'revisions' (its wrong attempts walk through the task's states)")
+    revising = require(task, Revisable, "the SFT walk 'revisions'")
     solved = [(p, found) for p, found in zip(problems, all_solutions(task, problems)) if found]
     if not solved:
         raise TaskError(f"{task.name}: the solver solves none of these {len(problems)} problems")
     rng = random.Random(seed)
     for problem, found in endless_items(solved, rng):
-        attempts = [] if rng.random() < PLAIN else [wrong_attempt(task, problem, rng)
+        attempts = [] if rng.random() < PLAIN else [wrong_attempt(oracle, problem, rng)
                                                     for _ in range(rng.randint(1, MAX_ATTEMPTS))]
         attempts = [a for a in attempts if a]
-        target = revision_target(task, problem, found, attempts[-1], rng) if attempts else rng.choice(found)
-        yield task.revision_prompt(problem, attempts), task.join_steps(target)
+        target = revision_target(oracle, problem, found, attempts[-1], rng) if attempts else rng.choice(found)
+        yield revising.revision_prompt(problem, attempts), task.join_steps(target)
 
 
 def mixture(streams: list[Iterator[tuple[str, str]]], weights: list[float],

@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from ponder.collect.records import StepRecord, read_records
 from ponder.lm.hf import resolve_model
-from ponder.tasks import Task, TaskError, get_task
+from ponder.tasks import StepOracle, Task, TaskError, get_task, require
 from ponder.train.data import check_walk, endless, solver_examples
 from ponder.train.loop import STATE_FILE, LoopResult, TrainConfig, hardware, save_checkpoint, train_loop
 from ponder.train.recipe import load_recipe_yaml, remake_section
@@ -66,20 +66,18 @@ class SFTRecipe:
 
 
 def move_pairs(task: Task, records: list[StepRecord]) -> list[tuple[str, str]]:
-    """(prompt and prefix, step) for every correct next step (`Task.moves`) from every state that a record's
+    """(prompt and prefix, step) for every correct next step (`StepOracle.moves`) from every state that a record's
     correct prefix reaches. A policy trained on solver solutions sees only the moves that lead to 24 and learns
     which results are likely, not the arithmetic (`ponder bench arithmetic`: the game24 policy writes 52% of
     its test puzzles' first-move results right, 40% of quotients); drilled on all of them, 92%."""
+    task = require(task, StepOracle, "SFT on every correct move (a recipe's `data`)")
     found: dict[str, list[str]] = {}
     for record in records:
         problem = task.rebuild(record.problem_id, record.question)
         for k, step in enumerate(record.steps):
             prompt = task.prompt(problem) + task.join_steps(record.steps[:k])
             if prompt not in found:
-                moves = task.moves(problem, record.steps[:k])
-                if moves is None:
-                    raise TaskError(f"task {task.name!r} cannot enumerate its moves: train on solver solutions")
-                found[prompt] = moves
+                found[prompt] = task.moves(problem, record.steps[:k])
             if step not in found[prompt]:
                 break
     return [(prompt, move) for prompt, moves in found.items() for move in moves]

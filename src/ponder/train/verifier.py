@@ -28,7 +28,7 @@ from transformers import AutoTokenizer, PreTrainedModel
 from ponder.collect.mc import exact_labels
 from ponder.collect.records import StepRecord, read_records
 from ponder.lm.hf import resolve_model
-from ponder.tasks import Task, TaskError, get_task
+from ponder.tasks import ReferenceSolver, StepOracle, Task, TaskError, get_task, require
 from ponder.tasks.base import Problem
 from ponder.train.loop import STATE_FILE, TrainConfig, hardware, save_checkpoint, train_loop
 from ponder.train.recipe import load_recipe_yaml, remake_section
@@ -142,18 +142,20 @@ def known_example(task: Task) -> dict[str, Any]:
     result changed by one, so the oracle marks it wrong; and, for an outcome model, a whole solution as the task's
     policies write it beside a wrong one: its answer's last number changed by one, or its last step a move that
     misses the goal."""
+    solver = require(task, ReferenceSolver, "a learned verifier's self-test (its example is a reference solution)")
+    oracle = require(task, StepOracle, "a learned verifier's self-test (its example's labels are the oracle's)")
     problem = task.problems("test", limit=1)[0]
-    steps = [s for s in task.reference_solution(problem) or [] if not s.lower().startswith("answer:")]
+    steps = [s for s in solver.reference_solution(problem) or [] if not s.lower().startswith("answer:")]
     steps[-1] = re.sub(r"= (\d+)", lambda m: f"= {int(m.group(1)) + 1}", steps[-1], count=1)
     example = {"question": problem.question, "prompt": task.prompt(problem), "steps": steps,
                "labels": [bool(x) for x in exact_labels(task, problem, steps)]}
-    written = task.solutions(problem)  # as the task's policies write a solution (game24's write no answer line)
+    written = solver.solutions(problem)  # as the task's policies write a solution (game24's write no answer line)
     right = written[0] if written else None
     if right and task.solves(problem, right):
         # the answer's last number changed by one; where the task grades what the steps compute (game24), the last
         # step replaced by a legal move that does not reach the goal
         bumped = [*right[:-1], re.sub(r"(\d+)(\D*)$", lambda m: f"{int(m.group(1)) + 1}{m.group(2)}", right[-1])]
-        moved = [[*right[:-1], move] for move in task.moves(problem, right[:-1]) or []]
+        moved = [[*right[:-1], move] for move in oracle.moves(problem, right[:-1])]
         wrong = next((w for w in [bumped, *moved] if not task.solves(problem, w)), None)
         if wrong is not None:
             example["outcomes"] = {"right": right, "wrong": wrong}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import Counter
 
-from ponder.tasks.base import Problem, Task
+from ponder.tasks.base import Problem, StepOracle, Task
 from ponder.trace import METER, Meter, Usage
 
 
@@ -62,10 +62,10 @@ class OracleVerifier(Verifier):
     async def score(self, task: Task, problem: Problem, solutions: list[list[str]]) -> list[list[float]]:
         out = []
         for steps in solutions:
-            scores = task.step_labels(problem, steps)
-            if scores is None:
+            if not isinstance(task, StepOracle):
                 out.append([float(task.solves(problem, steps))] * len(steps))
                 continue
+            scores = task.step_labels(problem, steps)
             if steps and not task.is_final(steps):  # steps all fine but no answer given: not a solution
                 scores[-1] = 0.0
             out.append(scores)
@@ -73,10 +73,9 @@ class OracleVerifier(Verifier):
 
     async def score_prefixes(self, task: Task, problem: Problem, prefixes: list[list[str]]) -> list[list[float]]:
         """1 for each step while the prefix is right and can still reach a correct answer."""
-        out = [task.step_labels(problem, steps) for steps in prefixes]
-        if any(scores is None for scores in out):
+        if not isinstance(task, StepOracle):
             raise PrefixError(f"task {task.name!r} has no step oracle: the oracle cannot judge a partial solution")
-        return out  # type: ignore[return-value]
+        return [task.step_labels(problem, steps) for steps in prefixes]
 
 
 class VoteVerifier(Verifier):
