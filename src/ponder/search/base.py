@@ -278,7 +278,7 @@ async def sample_solutions(task: Task, problem: Problem, lm: LanguageModel, cfg:
     self-consistency and best-of-n at equal n are compared on identical solutions. A tuple tag names the
     request's place in a larger search (a rollout's solution and step)."""
     if hint:
-        prompt = require(task, Hintable, "a prompt with a hint").hinted_prompt(problem, hint)
+        prompt = require(task, Hintable, "STaR's rationalization").hinted_prompt(problem, hint)
     elif attempts:
         prompt = require(task, Revisable, "the revisions method").revision_prompt(problem, attempts)
     else:
