@@ -46,7 +46,7 @@ def test_action_walks_teach_every_action_format_in_right_solutions():
         problem = problems[prompt.removeprefix("Question: ").strip()]
         assert task.check_step(problem, task.split_steps(solution)) and task.solves(problem, task.split_steps(solution))
     assert drawn[:20] == list(islice(solver_examples(task, {"train": 1.0}, "actions", seed=0, limit=40), 20))
-    with pytest.raises(TaskError, match="no solutions written with rStar's actions"):
+    with pytest.raises(TaskError, match="task 'game24' has no formats for rStar's actions"):
         next(solver_examples(Game24(), {"train": 1.0}, "actions", seed=0, limit=3))
 
 
