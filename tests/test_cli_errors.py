@@ -34,6 +34,7 @@ BAD_INPUT = [
     ("solve --method best_of_n --verifier psychic 1 2 3 4", "unknown verifier 'psychic'"),
     ("solve --model /no/such/model 1 2 3 4", "is not a shipped model"),
     ("solve --aggregate median 1 2 3 4", "unknown aggregation 'median'"),
+    ("solve --task gsm8k --style weird 1", "unknown prompting style 'weird'"),
     ("solve --min-p 2 4 5 6 10", "min_p 2.0 (must be in [0, 1))"),
     ("solve --n lots 1 2 3 4", "Invalid value for '--n'"),
     ("solve --nn 3 1 2 3 4", "No such option: --nn"),
@@ -54,6 +55,9 @@ BAD_INPUT = [
     ("eval --verifier psychic", "unknown verifier 'psychic'"),
     ("eval --aggregate median", "unknown aggregation 'median'"),
     ("eval --model /nonexistent/model", "is not a shipped model"),
+    ("eval --device tpu", "unknown device 'tpu'; choose cpu, cuda or cuda:N"),
+    ("eval --backend weird", "unknown backend 'weird'"),
+    ("eval --template-from smollm2", "template_from is for server URLs"),
     ("eval --set beam.width", "Invalid value for --set: 'beam.width' is not METHOD.KNOB=VALUE"),
     ("eval --methods cot --set beam.beam_width=8", "knobs set for beam, which this run does not use"),
     # collect
@@ -61,6 +65,7 @@ BAD_INPUT = [
     ("collect mc --n 0", "samples, n, concurrency and max_batch must be positive"),
     ("collect omegaprm --limit -1", "Invalid value for '--limit'"),
     ("collect search --n 0", "Invalid value for '--n'"),
+    ("collect omegaprm --k 0", "OmegaPRM needs k, budget >= 1"),
     ("collect convert {tmp}/bad-line.jsonl {tmp}/out.jsonl --from ponder --to trl", "bad-line.jsonl:2: not JSON"),
     ("collect convert {tmp}/missing.jsonl {tmp}/out.jsonl --from ponder --to trl", "cannot read"),
     ("collect convert {tmp}/bad-line.jsonl {tmp}/out.jsonl --from nope --to trl", "unknown format 'nope'"),
@@ -70,9 +75,14 @@ BAD_INPUT = [
     ("train sft {tmp}/malformed.yaml", "malformed YAML"),
     ("train verifier {tmp}/missing.yaml", "cannot read recipe"),
     ("train grpo {tmp}/median.yaml", "unknown aggregate"),
+    ("train verifier game24-prm --data {tmp}/bad-line.jsonl", "bad-line.jsonl:2: not JSON"),
     # bench
     ("bench selection --pool 64 --ns 1,128", "every N must lie in 1..64"),
     ("bench engine --workloads warp", "unknown workload(s) warp"),
+    ("bench selection --verifiers psychic", "unknown verifier 'psychic'"),
+    ("bench verifiers psychic", "unknown verifier 'psychic'"),
+    ("bench verifiers oracle --source dreams", "unknown source 'dreams'"),
+    ("bench backends --model {tmp}/nowhere.gguf", "no GGUF file at"),
     ("bench labels --task chess", "unknown task 'chess'"),
     ("bench routing --tokens lots", "Invalid value for --tokens"),
     ("bench http --in-flight 0", "Invalid value for --in-flight: every value must be >= 1"),
@@ -84,6 +94,7 @@ BAD_INPUT = [
     ("plot {tmp}/nowhere", "has no summary.json"),
     ("plot {tmp}", "summary.json is not a `ponder eval` summary"),
     ("selftest psychic", "is not a shipped model"),
+    ("selftest game24-prm --preset weird", "unknown verifier preset 'weird'"),
 ]
 
 

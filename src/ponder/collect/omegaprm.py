@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from ponder.collect.formats import APSRecord
 from ponder.collect.mc import new_record, rollout
 from ponder.collect.records import StepRecord
+from ponder.errors import ConfigError
 from ponder.lm.base import LanguageModel
 from ponder.search.base import SearchConfig
 from ponder.tasks.base import Problem, Task
@@ -43,6 +44,12 @@ class OmegaConfig:
     L: float = 10.0  # steps; the paper normalises by 500 tokens
     k: int = 8  # rollouts per Monte-Carlo estimate
     budget: int = 100  # rollouts per problem, the root's included
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.budget < 1 or self.c_puct < 0 or min(self.alpha, self.beta, self.L) <= 0:
+            raise ConfigError(f"OmegaPRM needs k, budget >= 1, c_puct >= 0 and alpha, beta, L > 0; got k={self.k}, "
+                              f"budget={self.budget}, c_puct={self.c_puct}, alpha={self.alpha}, beta={self.beta}, "
+                              f"L={self.L}")
 
 
 @dataclass

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ponder.errors import ConfigError
 from ponder.jsonl import ResumableJsonl, check_config, error_fields, is_error
 from ponder.lm.base import LanguageModel, SamplingParams
-from ponder.lm.load import load_model, model_fingerprint
+from ponder.lm.load import check_placement, load_model, model_fingerprint
 from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, parse_options, pick_policy, search, typed_options
 from ponder.search.base import describe, field_types, fits
 from ponder.tasks import Task, get_task
@@ -111,6 +111,7 @@ class EvalConfig:
                 parse_options(m, options.get(m, {}), budget)
         check_aggregation(self.aggregate)
         model = pick_policy(task.name, self.methods, self.model, task.default_model)
+        check_placement(model, self.backend, self.device, self.template_from)
         max_tokens = self.max_tokens or task.max_tokens
         needs = any(m in NEEDS_VERIFIER for m in self.methods)
         verifier = self.verifier or (task.default_verifier if needs else "")

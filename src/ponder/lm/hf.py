@@ -24,17 +24,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.utils import logging as hf_logging
 
-from ponder.errors import PonderError
+from ponder.errors import ModelLoadError
 from ponder.lm.base import Backend, Completion, Message, OnBackend, Request, prompt_ids
 from ponder.lm.kv import cache_argument, concat_rows, left_pad, new_cache, prefill_inputs, row_kv
 from ponder.lm.prefix_cache import KV, PrefixCache, common_length
 from ponder.lm.sampling import Distinct, completion, draws, finish_reason, sample, share_time, truncate
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-
-
-class ModelLoadError(PonderError, ValueError):
-    """A model that cannot be found or loaded; the message names it and what was tried."""
 
 
 def resolve_model(spec: str) -> tuple[Path, str | None]:

@@ -50,7 +50,7 @@ try:
 except ImportError as err:
     raise MissingExtra("the llama.cpp backend", "llama-cpp-python", "llamacpp") from err
 
-from ponder.errors import ConfigError
+from ponder.errors import ConfigError, ModelLoadError
 from ponder.lm.base import Backend, Completion, ContextLengthError, Message, Request, prompt_ids
 from ponder.lm.sampling import Distinct, completion, draws, finish_reason, sample, share_time, truncate
 
@@ -126,6 +126,8 @@ class LlamaCppBackend(Backend):
 
     def __init__(self, path: str, threads: int | None = None, max_rows: int = 64, n_ctx: int | None = None) -> None:
         super().__init__()
+        if not Path(path).is_file():
+            raise ModelLoadError(f"no GGUF file at {path}")
         n_seq = max_rows + SPARE
         if max_rows < 1 or n_seq > llama_cpp.llama_max_parallel_sequences():
             raise ConfigError(f"max_rows must be 1 to {llama_cpp.llama_max_parallel_sequences() - SPARE}")

