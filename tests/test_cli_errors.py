@@ -40,6 +40,8 @@ BAD_INPUT = [
     ("solve --nn 3 1 2 3 4", "No such option: --nn"),
     ("solve", "Missing argument 'puzzle'"),
     ("-v -q solve 1 2 3 4", "give --verbose or --quiet, not both"),
+    ("solve --method beam --set beam.beam_widht=8 4 5 6 10", "beam: unknown knob 'beam_widht'; beam's knobs: "),
+    ("solve --method beam --set beam.width=lots 4 5 6 10", "beam: width='lots' is not int"),
     # eval (each with --out {tmp}/run: nothing may be written there)
     ("eval --task chess", "unknown task 'chess'"),
     ("eval --split validation", "got 'validation'"),
@@ -58,6 +60,9 @@ BAD_INPUT = [
     ("eval --device tpu", "unknown device 'tpu'; choose cpu, cuda or cuda:N"),
     ("eval --backend weird", "unknown backend 'weird'"),
     ("eval --template-from smollm2", "template_from is for server URLs"),
+    ("eval --methods mcts --set mcts.width=0", "mcts: width=0 is out of range: >= 1"),
+    ("eval --config {tmp}/nowhere.yaml", "cannot read the eval config"),
+    ("eval --config {tmp}/malformed.yaml", "cannot read the eval config"),
     ("eval --set beam.width", "Invalid value for --set: 'beam.width' is not METHOD.KNOB=VALUE"),
     ("eval --methods cot --set beam.beam_width=8", "knobs set for beam, which this run does not use"),
     # collect
@@ -90,7 +95,8 @@ BAD_INPUT = [
     ("bench sft no-such-recipe", "unknown recipe 'no-such-recipe'"),
     ("bench star --filter vibes", "unknown STaR filter 'vibes'"),
     ("bench arithmetic /no/such/model", "is not a shipped model"),
-    # plot, selftest
+    # methods, plot, selftest
+    ("methods telepathy", "unknown search method 'telepathy'"),
     ("plot {tmp}/nowhere", "has no summary.json"),
     ("plot {tmp}", "summary.json is not a `ponder eval` summary"),
     ("selftest psychic", "is not a shipped model"),
