@@ -58,6 +58,10 @@ def test_solve_bad_names_fail_before_any_model_loads() -> None:
         ponder.solve("4 5 6 10", method="telepathy")
     with pytest.raises(ValueError, match="aggregat"):
         ponder.solve("4 5 6 10", aggregate="median")
+    with pytest.raises(ponder.ConfigError, match="widht"):  # a method's knobs are checked by name
+        ponder.solve("4 5 6 10", method="beam", widht=4)
+    with pytest.raises(ponder.ConfigError, match="beam"):  # and against the budget: beam keeps width <= n
+        ponder.solve("4 5 6 10", method="beam", budget=2, width=4)
 
 
 @pytest.mark.slow
