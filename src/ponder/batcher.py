@@ -67,9 +67,9 @@ class Compute:
                 self._thread.start()
 
     def join(self, timeout: float | None = None) -> None:
-        """Wait for the thread to run out of jobs and end (at once when none runs)."""
+        """Wait for the thread to run out of jobs and end; at once when none runs or others' jobs are queued."""
         with self._lock:
-            thread = self._thread
+            thread = None if self._jobs else self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
