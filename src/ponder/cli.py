@@ -358,15 +358,17 @@ def eval_cmd(
         concurrency=concurrency)))
     out = out or Path("runs") / f"eval-{cfg.task}-{cfg.split}-seed{cfg.seed}"
     table = run_eval(cfg, out)
-    over_http = [("http_seconds", "model HTTP wall s", ".2f"), ("verifier_http_seconds", "verifier HTTP wall s", ".2f")]
+    over_http = [("http_seconds", "HTTP s", ".2f"), ("verifier_http_seconds", "v. HTTP s", ".2f")]
     print_table(f"{cfg.task} {cfg.split}: accuracy against compute (per problem)", table, [
         ("method", "method", ""), ("budget", "n", ""), ("problems", "problems", ""), ("errors", "errors", ""),
         ("accuracy", "accuracy", ".3f"), ("pass", "any right", ".3f"), ("generated_tokens", "gen tokens", ".0f"),
-        ("model_calls", "model calls", ".1f"), ("verifier_calls", "verifier calls", ".1f"),
-        ("verifier_tokens", "verifier tokens", ".0f"), ("computed_verifier_tokens", "computed v. tokens", ".0f"),
-        ("seconds", "model compute s", ".2f"), ("verifier_seconds", "verifier compute s", ".2f"),
-        *(c for c in over_http if any(r.get(c[0]) for r in table)), ("wall_seconds", "wall s", ".2f"),
+        ("model_calls", "calls", ".1f"), ("verifier_calls", "v. calls", ".1f"), ("verifier_tokens", "v. tokens", ".0f"),
+        ("computed_verifier_tokens", "v. computed", ".0f"), ("seconds", "compute s", ".2f"),
+        ("verifier_seconds", "v. compute s", ".2f"), *(c for c in over_http if any(r.get(c[0]) for r in table)),
+        ("wall_seconds", "wall s", ".2f"),
         *([("budget_uncounted", "budget uncounted", ".2f")] if any(r.get("budget_uncounted") for r in table) else [])])
+    console.print("v.: the verifier's. compute s: a share of the batches' compute; HTTP s: the HTTP calls' wall time "
+                  "(not compute); wall s: each search from start to end. What each counts: docs/METHODOLOGY.md")
     graded = out / "summary-by-difficulty.json"
     if graded.exists():
         print_table(f"{cfg.task} {cfg.split}: by difficulty", json.loads(graded.read_text()), [
