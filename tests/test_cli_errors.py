@@ -183,3 +183,15 @@ def test_a_library_warning_reaches_stderr_through_the_ponder_logger() -> None:
         shown[flag] = CliRunner().invoke(probe, []).stderr
     assert shown == {"-q": "warning: the server takes no min_p\n",
                      None: "step 1/2\nwarning: the server takes no min_p\n"}
+
+
+def test_loading_models_leaves_transformers_progress_bars_as_they_were() -> None:
+    from transformers.utils import logging as hf_logging
+
+    from ponder.lm.hf import HFBackend
+    from ponder.verifiers.learned import LearnedVerifier
+
+    assert hf_logging.is_progress_bar_enabled()
+    HFBackend("game24-policy")
+    LearnedVerifier("game24-prm")
+    assert hf_logging.is_progress_bar_enabled()

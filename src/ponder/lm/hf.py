@@ -8,6 +8,7 @@ from a prefix cache as far as another request has computed them (`ponder.lm.pref
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -15,7 +16,7 @@ import itertools
 import os
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,19 @@ from ponder.lm.prefix_cache import KV, PrefixCache, common_length
 from ponder.lm.sampling import Distinct, completion, draws, finish_reason, sample, share_time, truncate
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+@contextlib.contextmanager
+def loading_quietly() -> Iterator[None]:
+    """transformers' progress bars off while a model loads, and as they were after: the process's other
+    transformers users keep theirs."""
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def resolve_model(spec: str) -> tuple[Path, str | None]:
@@ -125,13 +139,13 @@ class HFBackend(Backend):
                  prefix_cache_mb: float | None = None, grow_in_place: bool = True) -> None:
         super().__init__()
         directory, gguf = resolve_model(spec)
-        hf_logging.disable_progress_bar()
         if threads:
             torch.set_num_threads(threads)
         kwargs = {"gguf_file": gguf} if gguf else {}
         self.name = Path(spec).stem if gguf else Path(spec).name
-        self.tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
-        self.model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **kwargs)
+        with loading_quietly():
+            self.tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
+            self.model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **kwargs)
         self.model.to(device).eval()
         self.device = device
         free = self._free_memory()

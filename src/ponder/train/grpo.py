@@ -29,10 +29,9 @@ import torch
 from datasets import Dataset
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
-from transformers.utils import logging as hf_logging
 
 from ponder.errors import MissingExtra
-from ponder.lm.hf import resolve_model
+from ponder.lm.hf import loading_quietly, resolve_model
 from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
 from ponder.train.loop import TrainConfig, save_checkpoint, use_bf16
@@ -234,9 +233,9 @@ def train_grpo(recipe: GRPORecipe, out_dir: Path, steps: int | None = None) -> d
     funcs, weights = reward_functions(recipe, task, problems)
     init = cfg.init or f"{recipe.task}-policy"
     directory, _ = resolve_model(init)
-    hf_logging.disable_progress_bar()
-    tok = AutoTokenizer.from_pretrained(directory)
-    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+    with loading_quietly():
+        tok = AutoTokenizer.from_pretrained(directory)
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
     longest = max(len(tok(p, add_special_tokens=False).input_ids) for p in data["prompt"])
     limit = model.config.max_position_embeddings
     if longest + recipe.max_completion_length > limit:  # RoPE past the trained positions gives garbage

@@ -54,7 +54,7 @@ from transformers.utils import logging as hf_logging
 
 from ponder.batcher import Batcher
 from ponder.errors import PonderError
-from ponder.lm.hf import resolve_model
+from ponder.lm.hf import loading_quietly, resolve_model
 from ponder.lm.kv import cache_argument, new_cache, prefill_inputs, row_kv
 from ponder.lm.prefix_cache import PrefixCache
 from ponder.tasks.base import Problem, Task
@@ -192,10 +192,10 @@ class LearnedVerifier(Verifier):
             head = HeadSpec(**config["ponder_verifier"])
         self.head = head
         self.name = f"{head.kind}:{Path(spec).name}"
-        hf_logging.disable_progress_bar()
         extra = {"gguf_file": gguf} if gguf else {}
-        self.tokenizer = AutoTokenizer.from_pretrained(directory, **extra)
-        self.model = load_head_model(directory, head.kind, **extra)
+        with loading_quietly():
+            self.tokenizer = AutoTokenizer.from_pretrained(directory, **extra)
+            self.model = load_head_model(directory, head.kind, **extra)
         self.model.eval()
         limit = getattr(self.model.config, "max_position_embeddings", 2048)
         self.layout = StepLayout(self.tokenizer, head, limit)
