@@ -131,6 +131,16 @@ def test_commands_needing_the_step_oracle_name_the_tasks_that_have_one():
         next(solver_examples(gsm8k, {"train": 1.0}, "actions", seed=0, limit=1))
 
 
+def test_a_data_file_is_a_core_task_and_says_what_it_lacks(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    path.write_text('{"question": "What is 2 + 3?", "answer": "5"}\n')
+    task = get_task(f"data:{path}")
+    assert not any(isinstance(task, capability) for capability in CAPABILITIES)
+    with pytest.raises(TaskError, match=r"^task 'data:mine.jsonl' has no exact step oracle, .*tasks with one: game24, "
+                                        r"arith$"):
+        state_walks(task, task.problems()[0], walks=1, seed=0)
+
+
 def test_require_returns_the_task_itself_when_it_has_the_capability():
     game24 = Game24()
     assert require(game24, StepOracle, "anything") is game24
