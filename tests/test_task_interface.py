@@ -9,6 +9,7 @@ import random
 import pytest
 
 from ponder.collect.mc import exact_labels
+from ponder.collect.run import CollectConfig
 from ponder.collect.states import state_walks
 from ponder.lm.engine import Engine
 from ponder.search import SearchConfig, get_method, search
@@ -123,6 +124,10 @@ def test_commands_needing_the_step_oracle_name_the_tasks_that_have_one():
                                         r"through its states \(`ponder collect states`\) needs; "
                                         r"tasks with one: game24, arith$"):
         state_walks(gsm8k, problem, walks=1, seed=0)
+    for labeller in ("oracle", "states", "search"):  # refused before a model loads
+        with pytest.raises(TaskError, match=rf"^task 'gsm8k' has no exact step oracle, which `ponder collect "
+                                            rf"{labeller}` needs; tasks with one: game24, arith$"):
+            CollectConfig(task="gsm8k", labeller=labeller).resolved()
     with pytest.raises(TaskError, match="no exact step oracle, which the oracle labeller"):
         exact_labels(pens, pens.problems(limit=1)[0], ["Answer: 36"])
     with pytest.raises(TaskError, match="task 'pens' has no reference solutions, which training on the solver's"):

@@ -31,13 +31,14 @@ from ponder.lm.base import LanguageModel, SamplingParams
 from ponder.lm.hf import fingerprint
 from ponder.search import get_method, search
 from ponder.search.base import SearchConfig, sample_solutions
-from ponder.tasks import Task, get_task
+from ponder.tasks import StepOracle, Task, get_task, require
 from ponder.tasks.base import Problem
 from ponder.verifiers import Verifier, get_verifier
 
 logger = logging.getLogger(__name__)
 
 LABELLERS = ("oracle", "mc", "omegaprm", "states", "search")
+ORACLE_LABELLERS = ("oracle", "states", "search")  # the labellers whose labels are the exact oracle's
 
 
 @dataclass
@@ -65,7 +66,10 @@ class CollectConfig:
     def resolved(self) -> CollectConfig:
         if self.labeller not in LABELLERS:
             raise ConfigError(f"unknown labeller {self.labeller!r}; choose from {', '.join(LABELLERS)}")
-        get_task(self.task).problems(self.split, limit=0)
+        task = get_task(self.task)
+        task.problems(self.split, limit=0)
+        if self.labeller in ORACLE_LABELLERS:
+            require(task, StepOracle, f"`ponder collect {self.labeller}`")
         if self.split == "test":
             raise ConfigError("labels are training data: collect from the train split (test stays held out)")
         if self.samples < 1 or self.n < 1 or self.concurrency < 1 or self.max_batch < 1:
