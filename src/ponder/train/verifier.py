@@ -173,6 +173,7 @@ def train_verifier(recipe: VerifierRecipe, out_dir: Path, data: str = "", steps:
     path = ",".join(str(x) for x in paths)
     torch.manual_seed(cfg.seed)
     task = get_task(recipe.task)
+    self_test = known_example(task)  # before training: a task without the oracle and a solver fails here, not after
     model, tok, layout = prepare(recipe)
     train_set = examples(records, task, layout, recipe.head.kind, recipe.labels)
     if not train_set:
@@ -190,7 +191,7 @@ def train_verifier(recipe: VerifierRecipe, out_dir: Path, data: str = "", steps:
     stream = batches(train_set, cfg.batch_size, tok.pad_token_id, random.Random(cfg.seed))
     result = train_loop(model, stream, cfg, n_steps, loss, f"{recipe.head.kind} {recipe.name}",
                         state=out_dir / STATE_FILE, run={**asdict(recipe), "data": path})
-    head = HeadSpec(**{**asdict(recipe.head), "task": recipe.task, "self_test": known_example(task)})
+    head = HeadSpec(**{**asdict(recipe.head), "task": recipe.task, "self_test": self_test})
     summary = {"recipe": recipe.name, "task": recipe.task, "kind": recipe.head.kind, "labels": recipe.labels,
                "data": path, "records": len(records), "examples": len(train_set),
                "labelled_steps": sum(len(t) for _, _, t, _ in train_set),
