@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 
 import pytest
 
 from ponder.collect.mc import exact_labels
+from ponder.collect.records import StepRecord, write_jsonl
 from ponder.collect.run import CollectConfig
 from ponder.collect.states import state_walks
 from ponder.lm.engine import Engine
@@ -32,6 +34,7 @@ from ponder.tasks import (
 )
 from ponder.tasks.base import CAPABILITIES
 from ponder.train.data import solver_examples
+from ponder.train.verifier import VerifierRecipe, train_verifier
 from ponder.verifiers import get_verifier
 
 
@@ -144,6 +147,16 @@ def test_a_data_file_is_a_core_task_and_says_what_it_lacks(tmp_path):
     with pytest.raises(TaskError, match=r"^task 'data:mine.jsonl' has no exact step oracle, .*tasks with one: game24, "
                                         r"arith$"):
         state_walks(task, task.problems()[0], walks=1, seed=0)
+
+
+def test_training_a_verifier_on_a_task_without_an_oracle_fails_before_training(tmp_path):
+    records = tmp_path / "records.jsonl"
+    write_jsonl([StepRecord("What is 2 + 3?", ["2 + 3 = 5", "The answer is 5."], [1.0, 1.0], task="gsm8k",
+                            problem_id="gsm8k-train-0").to_dict()], records)
+    recipe = replace(VerifierRecipe.load("arith-orm"), task="gsm8k", data=str(records))
+    with pytest.raises(TaskError, match="task 'gsm8k' has no exact step oracle, which a learned verifier's self-test"):
+        train_verifier(recipe, tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing trained, nothing saved
 
 
 def test_require_returns_the_task_itself_when_it_has_the_capability():
