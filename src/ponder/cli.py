@@ -503,14 +503,14 @@ def bench_routing(
 @bench_app.command("engine")
 def bench_engine(
     workloads: str = typer.Option("beam,arith,sc,greedy", help="comma-separated: beam, arith, sc, greedy"),
-    engines: str = typer.Option("static,continuous", help="static (step 1's engine) and/or continuous"),
+    engines: str = typer.Option("static,continuous", help="static (the whole-batch engine) and/or continuous"),
     problems: int = typer.Option(64, help="game24 test puzzles per workload (arith: half as many problems)"),
     cache_mb: float = typer.Option(256, help="the continuous engine's prefix cache budget, MiB"),
     sequential: int = typer.Option(64, help="sc workload: requests run one per call for the sequential baseline"),
     seed: int = typer.Option(0),
     out: Path = typer.Option(Path("runs/bench-engine.json"), help="where the numbers are written"),
 ) -> None:
-    """Step 1's engine vs continuous batching with prefix reuse and a verifier engine: tree, long-prompt and
+    """The whole-batch engine vs continuous batching with prefix reuse and a verifier engine: tree, long-prompt and
     sampling workloads, the same seeded searches, one run."""
     from ponder.bench.engine import engine_benchmark
 
@@ -530,7 +530,8 @@ def bench_engine(
             ("bound", "bound: static s / (forward + PRM s)", ".2f"), ("requests_compared", "requests", ""),
             ("texts_differ", "texts differ", ".1%"), ("same_trees", "same trees/answers", ".1%")])
     if result["sc_baselines"]:
-        print_table("SC@8: the continuous engine against step 1's baselines", result["sc_baselines"], [
+        print_table("SC@8: the continuous engine against one-request calls and one maximal batch",
+                    result["sc_baselines"], [
             ("mode", "mode", ""), ("requests", "requests", ""), ("seconds", "seconds", ".2f"),
             ("tokens_per_s", "gen tok/s", ".0f"), ("same_texts", "same texts", ""),
             ("engine_vs_this", "engine vs this", ".2f")])

@@ -1,7 +1,8 @@
-"""`ponder bench engine`: the engine for tree search against step 1's engine, the same workloads in one run.
+"""`ponder bench engine`: the engine for tree search against the whole-batch engine, the same workloads in one run.
 
 Engines:
-- `static` (step 1): a batch starts once every search waits, runs in the event loop until its longest row ends,
+- `static` (the whole-batch engine): a batch starts once every search waits, runs in the event loop until its
+  longest row ends,
   nothing joins it; every prompt is computed from scratch; the key-value cache is copied whole with every token;
   the PRM scores each search's call at once, alone.
 - `continuous`: `Engine` (rows join and leave at every decoding step, in a worker thread), the prefix cache
@@ -12,7 +13,7 @@ Workloads (every request seeded, so both engines run the same searches):
 - `beam`: step-level beam search over game24 test puzzles: ToT-BFS with b = 4 states kept, k = 4 independent
   candidate steps each, every new state scored by the shipped PRM.
 - `arith`: self-consistency@16 on arith test problems (a longer prompt, 16 samples of it).
-- `sc`: self-consistency@8 on game24 (step 1's workload), also against sequential one-request calls and one
+- `sc`: self-consistency@8 on game24 (a workload of single samples), also against sequential one-request calls and one
   maximal batch.
 - `greedy`: greedy CoT on game24, whose texts must not change with the engine.
 """
@@ -149,8 +150,8 @@ def run_workload(w: Workload, engine: str, backend: HFBackend, max_rows: int, ca
     backend.grow_in_place = engine == "continuous"
     lm: LanguageModel = Engine(backend, max_rows=max_rows) if engine == "continuous" else StaticEngine(
         backend, max_rows=max_rows)
-    # step 1 scored each search's PRM call at once, alone, every text from scratch; the continuous engine batches
-    # them and the PRM reads on from its own prefix cache
+    # the whole-batch engine scores each search's PRM call at once, alone, every text from scratch; the continuous
+    # engine batches them and the PRM reads on from its own prefix cache
     verifier = LearnedVerifier(w.verifier, batched=engine == "continuous",
                                prefix_cache_mb=128 if engine == "continuous" else 0) if w.verifier else None
     recorder = _Recorder(lm)
@@ -209,8 +210,8 @@ def compare(static: dict[str, Any], fast: dict[str, Any]) -> dict[str, Any]:
 
 
 def baselines(w: Workload, backend: HFBackend, recorded: _Recorder, sequential: int) -> list[dict[str, Any]]:
-    """Step 1's comparison on a workload of single samples: every request as its own call (the first
-    `sequential` requests), and all of them as one maximal batch (today's decoding loop, no prefix cache)."""
+    """The baselines of a workload of single samples: every request as its own call (the first `sequential`
+    requests), and all of them as one maximal batch (the same decoding loop, no prefix cache)."""
     backend.prefixes, backend.grow_in_place = None, True
     requests, reference = recorded.requests, recorded.completions
     start = time.perf_counter()

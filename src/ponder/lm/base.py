@@ -228,7 +228,7 @@ class Backend(ABC):
         return ids[0]
 
     def generate_many(self, requests: list[Request]) -> list[list[Completion]]:
-        """The requests as one batch run to its end, nothing joining it (step 1's engine and direct use)."""
+        """The requests as one batch run to its end, nothing joining it (the whole-batch engine and direct use)."""
         with self.lock:
             admitted = self.admit(requests)
             keys = [k for k in admitted if isinstance(k, int)]

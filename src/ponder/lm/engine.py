@@ -8,7 +8,7 @@ Every search is an async function; when it awaits `generate`, its requests join 
   requests waiting join the running batch, up to `max_rows` rows and `max_tokens` cache positions; a request
   leaves the moment it finishes and its search goes on while the others decode. The event loop never waits on
   the model. A cancelled search's rows leave at the next step.
-- `StaticEngine` (step 1's engine, kept to measure against): once every runnable search has reached its next
+- `StaticEngine` (the whole-batch engine, kept to measure against): once every runnable search has reached its next
   model call, the whole queue runs as one batch to its end, in the event loop's thread; nothing joins it.
 
 A request's text depends only on its own seed, whatever batch it lands in and whenever it arrives (up to the
@@ -234,7 +234,7 @@ def _deliver(entry: _Waiting, result: list[Completion] | None = None, error: Bas
 
 
 class StaticEngine(OnBackend):
-    """Step 1's engine: gather every waiting request, run them as one batch to the end, repeat."""
+    """The whole-batch engine: gather every waiting request, run them as one batch to the end, repeat."""
 
     def __init__(self, backend: Backend, max_rows: int = 512) -> None:
         super().__init__(backend)

@@ -133,7 +133,8 @@ class HFBackend(Backend):
     (the default) gives it a sixth of the memory free at load, as the running batch gets (a fixed 256 MiB held
     only 5,800 of SmolLM2's positions: 64 GSM8K searches with a few-shot header evicted each other's judge
     questions between steps, and the judge recomputed them).
-    `grow_in_place=False` copies the whole cache with every token, as step 1's loop did (to measure against)."""
+    `grow_in_place=False` copies the whole cache with every token, as transformers' own cache does (to measure
+    against)."""
 
     def __init__(self, spec: str, threads: int | None = None, device: str = "cpu",
                  prefix_cache_mb: float | None = None, grow_in_place: bool = True) -> None:

@@ -94,7 +94,7 @@ class Growing(DynamicLayer):
 
 
 class Concatenating(Growing):
-    """transformers' `DynamicLayer` way, the whole cache copied with every token: step 1's decoding loop, kept to
+    """transformers' `DynamicLayer` way, the whole cache copied with every token: the simple decoding loop, kept to
     measure against (`HFBackend(grow_in_place=False)`)."""
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object,

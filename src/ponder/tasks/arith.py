@@ -264,9 +264,9 @@ class Arith(StepOracle, ReferenceSolver, Hintable, Revisable, RStarActions):
 
     def step_candidates(self, problem: Problem, steps: list[str]) -> list[str]:
         """The next step and the slips a policy makes on it: the result off by one or ten (a carry or a borrow;
-        the step-3 policy's errors are nearly all of this kind), an operand's value misread, the other operator,
-        an answer given too early. After a wrong step the chain goes on from the value that step wrote, as a
-        policy carries on from its own slip."""
+        nearly all the errors of a policy trained on an earlier step format were of this kind), an operand's value
+        misread, the other operator, an answer given too early. After a wrong step the chain goes on from the value
+        that step wrote, as a policy carries on from its own slip."""
         chain = list(_derived(problem).values())
         values = {q.name: Fraction(q.value) for q in problem.meta["quantities"] if q.op is None}
         if self.is_final(steps) or len(steps) > len(chain):

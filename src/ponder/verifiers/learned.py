@@ -200,7 +200,8 @@ class LearnedVerifier(Verifier):
         limit = getattr(self.model.config, "max_position_embeddings", 2048)
         self.layout = StepLayout(self.tokenizer, head, limit)
         self.batch_size = batch_size
-        # the verifier engine; unbatched, each call is scored at once in its caller's coroutine (step 1's way)
+        # the verifier engine; unbatched, each call is scored at once in its caller's coroutine (the baseline the
+        # verifier engine is measured against)
         self.engine = Batcher(self._judge, max_items=8 * batch_size, name="verifier") if batched else None
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         # a causal LM (step tags) can read on from cached keys and values; the other heads read each text whole
