@@ -283,7 +283,9 @@ def test_readme_set_examples_parse():
     import re
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    settings = re.findall(r"--set (\w+)\.(\w+)=(\S+)", readme)
+    settings = re.findall(r"--set ([a-z_]+)\.([a-z_]+)=(\S+)", readme)  # real examples, not METHOD.KNOB
     assert settings
+    defined_there = set(re.findall(r'@register\("(\w+)"', readme))  # the README's own example method
     for method, knob, value in settings:
-        parse_options(method, {knob: value.strip("`")})
+        if method not in defined_there:
+            parse_options(method, {knob: value.strip("`")})

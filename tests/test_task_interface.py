@@ -9,10 +9,12 @@ from dataclasses import replace
 
 import pytest
 
+import ponder
 from ponder.collect.mc import exact_labels
 from ponder.collect.records import StepRecord, write_jsonl
 from ponder.collect.run import CollectConfig
 from ponder.collect.states import state_walks
+from ponder.evaluate import EvalConfig
 from ponder.lm.engine import Engine
 from ponder.search import SearchConfig, get_method, search
 from ponder.tasks import (
@@ -194,3 +196,13 @@ def test_game24_solvability_comes_from_the_oracle():
     game24 = Game24()
     assert game24.is_solvable(game24.problem("4 5 6 10"))
     assert not game24.is_solvable(game24.problem("1 1 1 1"))
+
+
+@pytest.mark.parametrize(("task", "method", "missing"), [("game24", "rstar", "formats for rStar's actions"),
+                                                        ("gsm8k", "revisions", "prompt that shows earlier attempts")])
+def test_eval_and_solve_refuse_a_method_whose_capability_the_task_lacks_before_any_model_loads(task, method, missing,
+                                                                                               tmp_path):
+    with pytest.raises(TaskError, match=f"^task '{task}' has no {missing}, which the {method} method needs"):
+        EvalConfig(task=task, methods=[method]).resolved()
+    with pytest.raises(TaskError, match=f"which the {method} method needs"):
+        ponder.solve("0" if task == "gsm8k" else "4 5 6 10", task=task, method=method, model="/no/such/model")

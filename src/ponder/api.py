@@ -24,7 +24,15 @@ from ponder.evaluate import EvalConfig, run_eval
 from ponder.lm.base import LanguageModel
 from ponder.lm.engine import Engine
 from ponder.lm.load import load_model
-from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, parse_options, pick_policy, search
+from ponder.search import (
+    NEEDS_VERIFIER,
+    SearchConfig,
+    check_capabilities,
+    get_method,
+    parse_options,
+    pick_policy,
+    search,
+)
 from ponder.tasks import Task, get_task
 from ponder.trace import Trace
 from ponder.verifiers import ASKING, Verifier, check_aggregation, get_verifier
@@ -94,6 +102,7 @@ def solve(question: str, task: str | Task = "game24", *, model: str | LanguageMo
     run = get_method(method)
     knobs = parse_options(method, options, budget)
     check_aggregation(aggregate)
+    check_capabilities(t, [method])
     lm = model if isinstance(model, LanguageModel) else shared_model(
         pick_policy(t.name, [method], model or "", t.default_model), backend, device)
     t.template = lm.chat_prompt

@@ -165,7 +165,15 @@ def solve(
     import asyncio
 
     from ponder.lm.load import load_model
-    from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, parse_options, pick_policy, search
+    from ponder.search import (
+        NEEDS_VERIFIER,
+        SearchConfig,
+        check_capabilities,
+        get_method,
+        parse_options,
+        pick_policy,
+        search,
+    )
     from ponder.tasks import StepOracle, get_task
     from ponder.verifiers import check_aggregation, get_verifier
 
@@ -180,6 +188,7 @@ def solve(
                           "use (--method)")
     knobs = parse_options(method, settings.get(method, {}), n)
     check_aggregation(aggregate)
+    check_capabilities(t, [method])
     lm = load_model(pick_policy(t.name, [method], model, t.default_model))
     t.template = lm.chat_prompt
     ver = get_verifier(verifier or t.default_verifier, lm) if method in NEEDS_VERIFIER else None
@@ -267,7 +276,8 @@ def method_options(settings: list[str]) -> dict[str, dict[str, object]]:
 def methods_cmd(name: str = typer.Argument("", help="one method (default: all)")) -> None:
     """The search methods: what the budget n counts, whether a verifier is needed, the policy needed on a task,
     and every knob (`--set METHOD.KNOB=VALUE`) with its type, default and allowed values."""
-    from ponder.search import CONFIGS, NEEDS_VERIFIER, POLICIES, get_method
+    from ponder.search import CONFIGS, NEEDS_VERIFIER, POLICIES, REQUIRES, get_method
+    from ponder.tasks.base import CAPABILITIES
 
     if name:
         get_method(name)
@@ -275,6 +285,7 @@ def methods_cmd(name: str = typer.Argument("", help="one method (default: all)")
         config = CONFIGS[method]
         needs = ["needs a verifier" if method in NEEDS_VERIFIER else "no verifier"]
         needs += [f"on {task} needs the policy {policy}" for task, policy in POLICIES.get(method, {}).items()]
+        needs += [f"needs a task with a {CAPABILITIES[c]}" for c in REQUIRES.get(method, ())]
         table = Table(title=f"[bold]{method}[/bold]: budget n = {config.budget}", caption="; ".join(needs),
                       title_justify="left", caption_justify="left")
         for header in ("knob", "type", "default", "allowed", "what it is"):

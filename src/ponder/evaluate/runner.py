@@ -24,7 +24,16 @@ from ponder.errors import ConfigError
 from ponder.jsonl import ResumableJsonl, check_config, error_fields, is_error
 from ponder.lm.base import LanguageModel, SamplingParams
 from ponder.lm.load import check_placement, load_model, model_fingerprint
-from ponder.search import NEEDS_VERIFIER, SearchConfig, get_method, parse_options, pick_policy, search, typed_options
+from ponder.search import (
+    NEEDS_VERIFIER,
+    SearchConfig,
+    check_capabilities,
+    get_method,
+    parse_options,
+    pick_policy,
+    search,
+    typed_options,
+)
 from ponder.search.base import describe, field_types, fits
 from ponder.tasks import Task, get_task
 from ponder.tasks.base import Problem
@@ -110,6 +119,7 @@ class EvalConfig:
             for budget in budgets(m, self.budgets):
                 parse_options(m, options.get(m, {}), budget)
         check_aggregation(self.aggregate)
+        check_capabilities(task, self.methods)
         model = pick_policy(task.name, self.methods, self.model, task.default_model)
         check_placement(model, self.backend, self.device, self.template_from)
         max_tokens = self.max_tokens or task.max_tokens

@@ -18,7 +18,17 @@ from ponder.search import (  # noqa: F401  (registration)
     self_consistency,
     tot,
 )
-from ponder.search.base import CONFIGS, METHODS, NEEDS_VERIFIER, POLICIES, MethodConfig, SearchConfig, SearchMethod
+from ponder.search.base import (
+    CONFIGS,
+    METHODS,
+    NEEDS_VERIFIER,
+    POLICIES,
+    REQUIRES,
+    MethodConfig,
+    SearchConfig,
+    SearchMethod,
+)
+from ponder.tasks import require
 from ponder.tasks.base import Problem, Task
 from ponder.trace import Trace, Usage
 from ponder.verifiers.base import MeteredVerifier, Verifier
@@ -44,6 +54,14 @@ def typed_options(method: str, values: Mapping[str, object]) -> dict[str, object
     that the same knobs written differently are the same config."""
     knobs = parse_options(method, values)
     return {k: getattr(knobs, k) for k in values}
+
+
+def check_capabilities(task: Task, methods: list[str]) -> None:
+    """A `TaskError` naming what is missing when `task` lacks a capability one of `methods` asks for (rStar's
+    actions, revision prompts): checked before any model loads."""
+    for method in methods:
+        for capability in REQUIRES.get(method, ()):
+            require(task, capability, f"the {method} method")
 
 
 def pick_policy(task: str, methods: list[str], model: str, default: str) -> str:
@@ -78,5 +96,6 @@ async def search(task: Task, problem: Problem, lm: LanguageModel, verifier: Veri
     return trace
 
 
-__all__ = ["CONFIGS", "METHODS", "NEEDS_VERIFIER", "POLICIES", "MethodConfig", "SearchConfig", "SearchMethod",
-           "get_method", "parse_options", "pick_policy", "search", "typed_options"]
+__all__ = ["CONFIGS", "METHODS", "NEEDS_VERIFIER", "POLICIES", "REQUIRES", "MethodConfig", "SearchConfig",
+           "SearchMethod", "check_capabilities", "get_method", "parse_options", "pick_policy", "search",
+           "typed_options"]

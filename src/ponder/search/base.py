@@ -199,12 +199,15 @@ METHODS: dict[str, SearchMethod] = {}
 NEEDS_VERIFIER: set[str] = set()
 CONFIGS: dict[str, type[MethodConfig]] = {}  # each method's knobs
 POLICIES: dict[str, dict[str, str]] = {}  # per method, per task: the policy it needs there (one trained for it)
+REQUIRES: dict[str, tuple[type[Task], ...]] = {}  # per method, the task capabilities it asks for
 
 
 def register(name: str, config: type[MethodConfig], needs_verifier: bool = False,
-             policies: Mapping[str, str] | None = None) -> Callable[[SearchMethod], SearchMethod]:
+             policies: Mapping[str, str] | None = None,
+             requires: tuple[type[Task], ...] = ()) -> Callable[[SearchMethod], SearchMethod]:
     """Register a search method under `name` with its knobs' config; `policies`: task -> the shipped policy the
-    method needs on that task (one trained for its prompts)."""
+    method needs on that task (one trained for its prompts); `requires`: the task capabilities it asks for (a run
+    on a task without one fails before any model loads)."""
     def wrap(fn: SearchMethod) -> SearchMethod:
         METHODS[name] = fn
         CONFIGS[name] = config
@@ -213,6 +216,7 @@ def register(name: str, config: type[MethodConfig], needs_verifier: bool = False
             NEEDS_VERIFIER.add(name)
         if policies:
             POLICIES[name] = dict(policies)
+        REQUIRES[name] = requires
         return fn
 
     return wrap

@@ -73,7 +73,8 @@ def answered(task: Task, problem: Problem, attempts: list[Finished]) -> list[Fin
     return [f for f in attempts if task.extract_answer(problem, f.steps) is not None] or attempts
 
 
-@register("revisions", config=RevisionsConfig, needs_verifier=True, policies={"game24": "game24-revision-policy"})
+@register("revisions", config=RevisionsConfig, needs_verifier=True, policies={"game24": "game24-revision-policy"},
+          requires=(Revisable,))
 async def revisions(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
                     cfg: SearchConfig) -> Trace:
     if verifier is None:

@@ -270,7 +270,7 @@ def majority(keys: list[str | None]) -> tuple[int, float] | None:
     return keys.index(top), count / len(keys)
 
 
-@register("rstar", config=RStarConfig, policies={"arith": "arith-rstar-policy"})
+@register("rstar", config=RStarConfig, policies={"arith": "arith-rstar-policy"}, requires=(RStarActions,))
 async def rstar(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
                 cfg: SearchConfig) -> Trace:
     return await RStar(task, problem, lm, verifier, cfg).run()
