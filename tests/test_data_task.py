@@ -153,3 +153,10 @@ def test_a_question_of_your_own_is_answered_not_graded() -> None:
                    "--method", "cot")
     assert asked.returncode == 0, asked.stderr
     assert "->  not graded: no reference answer to grade by" in asked.stdout and "->  wrong" not in asked.stdout
+
+
+def test_the_default_results_folder_of_a_data_file_is_one_folder_named_by_its_stem() -> None:
+    from ponder.evaluate import EvalConfig
+
+    assert EvalConfig(task="data:some/dir/qa set.jsonl").default_out == Path("runs/eval-data-qa-set-test-seed0")
+    assert EvalConfig(task="arith", split="long", seed=3).default_out == Path("runs/eval-arith-long-seed3")

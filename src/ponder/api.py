@@ -130,7 +130,7 @@ def evaluate(out: str | Path | None = None, *, model: LanguageModel | None = Non
         raise ConfigError(f"evaluate() got unknown settings {', '.join(unknown)}; it takes {', '.join(sorted(known))}")
     cfg = EvalConfig(**settings)
     if out is None:
-        out = Path("runs") / f"eval-{cfg.task}-{cfg.split}-seed{cfg.seed}"
+        out = cfg.default_out
     if model is None:
         model = shared_model(cfg.resolved().model, cfg.backend, cfg.device, cfg.max_batch, cfg.template_from)
     return run_eval(cfg, Path(out), lm=model, show_progress=show_progress)

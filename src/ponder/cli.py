@@ -367,7 +367,7 @@ def eval_cmd(
         budgets=_numbers(budgets, int, "--budgets", 1), verifier=verifier, aggregate=aggregate,
         temperature=temperature, min_p=min_p, max_tokens=max_tokens, max_step_tokens=max_step_tokens, seed=seed,
         concurrency=concurrency)))
-    out = out or Path("runs") / f"eval-{cfg.task}-{cfg.split}-seed{cfg.seed}"
+    out = out or cfg.default_out
     table = run_eval(cfg, out)
     over_http = [("http_seconds", "HTTP s", ".2f"), ("verifier_http_seconds", "v. HTTP s", ".2f")]
     print_table(f"{cfg.task} {cfg.split}: accuracy against compute (per problem)", table, [

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -96,6 +97,14 @@ class EvalConfig:
 
     def make_task(self) -> Task:
         return get_task(self.task, **({"style": self.style} if self.style else {}))
+
+    @property
+    def default_out(self) -> Path:
+        """The folder a run writes to unless told: `runs/eval-TASK-SPLIT-seedS`, a data file named by its stem
+        (`data:dir/qa.jsonl` -> `eval-data-qa-...`), never a path inside the name."""
+        kind, _, source = self.task.partition(":")
+        name = f"{kind}-{Path(source).stem}" if source else kind
+        return Path("runs") / f"eval-{re.sub(r'[^A-Za-z0-9_.-]+', '-', name)}-{self.split}-seed{self.seed}"
 
     def resolved(self) -> EvalConfig:
         task = self.make_task()
