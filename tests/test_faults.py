@@ -526,15 +526,18 @@ def test_the_process_exits_cleanly_while_the_compute_thread_is_inside_torch() ->
 
 @pytest.mark.slow
 def test_an_eval_whose_prompts_exceed_the_context_finishes_with_error_rows_and_exit_code_0(tmp_path: Path) -> None:
-    # revisions on the default game24 policy: its revision prompts (193 and 204 tokens) exceed the 192 positions
-    args = ["eval", "--methods", "revisions", "--verifier", "game24-prm", "--limit", "2", "--no-ceiling", "--out",
-            str(tmp_path)]
+    # a question set asked of the game24 policy (192 positions, one token a character): two questions fit, two do not
+    questions = ["What is 2 + 2?", "x" * 300 + "?", "What is 3 + 3?", "y" * 250 + "?"]
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"question": q, "answer": "4"}) + "\n" for q in questions))
+    args = ["eval", "--task", f"data:{data}", "--model", "game24-policy", "--methods", "cot", "--no-ceiling", "--out",
+            str(tmp_path / "run")]
     done = subprocess.run([sys.executable, "-m", "ponder.cli", *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "terminate called" not in done.stderr and "Traceback" not in done.stderr
-    assert done.stderr.count("ContextLengthError") == 2 and "2 errors in 2 rows" in done.stderr
-    [row] = json.loads((tmp_path / "summary.json").read_text())
-    assert row["errors"] == 2 and row["accuracy"] == 0
+    assert done.stderr.count("ContextLengthError") == 2 and "2 errors in 4 rows" in done.stderr
+    [row] = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert row["errors"] == 2 and row["problems"] == 4
 
 
 @pytest.mark.parametrize("field", ["temperature", "top_p", "min_p", "concurrency"])

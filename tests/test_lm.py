@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from ponder.errors import ConfigError
 from ponder.lm.base import ContextLengthError, Request, SamplingParams
 from ponder.lm.engine import Engine
 from ponder.lm.hf import HFBackend, ModelLoadError
@@ -96,9 +97,9 @@ def test_unknown_model_is_a_clear_error(tmp_path):
 def test_a_device_is_chosen_for_the_transformers_backend_only(tmp_path):
     from ponder.lm.load import load_model
 
-    with pytest.raises(ModelLoadError, match="transformers backend"):
+    with pytest.raises(ConfigError, match="transformers backend"):
         load_model("http://127.0.0.1:9/v1", device="cuda")
-    with pytest.raises(ModelLoadError, match="transformers backend"):
+    with pytest.raises(ConfigError, match="transformers backend"):
         load_model(str(tmp_path / "model.gguf"), backend="llama.cpp", device="cuda")
     assert load_model("game24-policy", device="cpu").backend.device == "cpu"  # type: ignore[attr-defined]
 
