@@ -27,15 +27,14 @@ from ponder.lm.load import load_model
 from ponder.search import (
     NEEDS_VERIFIER,
     SearchConfig,
-    check_capabilities,
+    check_search,
     get_method,
-    parse_options,
     pick_policy,
     search,
 )
 from ponder.tasks import Task, get_task
 from ponder.trace import Trace
-from ponder.verifiers import ASKING, Verifier, check_aggregation, get_verifier
+from ponder.verifiers import ASKING, Verifier, get_verifier
 
 # `solve`'s search defaults, those of `ponder solve`: on game24 Tree of Thoughts over 32 distinct proposals a state
 # solves 93% of the test split (docs/BENCHMARKS.md); a low min-p keeps proposals that are unlikely but right
@@ -100,9 +99,7 @@ def solve(question: str, task: str | Task = "game24", *, model: str | LanguageMo
     problem = t.from_text(question)
     method = method or t.default_method
     run = get_method(method)
-    knobs = parse_options(method, options, budget)
-    check_aggregation(aggregate)
-    check_capabilities(t, [method])
+    knobs = check_search(t, method, options, budget, aggregate)
     lm = model if isinstance(model, LanguageModel) else shared_model(
         pick_policy(t.name, [method], model or "", t.default_model), backend, device)
     t.template = lm.chat_prompt

@@ -165,17 +165,9 @@ def solve(
     import asyncio
 
     from ponder.lm.load import load_model
-    from ponder.search import (
-        NEEDS_VERIFIER,
-        SearchConfig,
-        check_capabilities,
-        get_method,
-        parse_options,
-        pick_policy,
-        search,
-    )
+    from ponder.search import NEEDS_VERIFIER, SearchConfig, check_search, get_method, pick_policy, search
     from ponder.tasks import StepOracle, get_task
-    from ponder.verifiers import check_aggregation, get_verifier
+    from ponder.verifiers import get_verifier
 
     text = " ".join(puzzle)
     t = get_task(task, **({"style": style} if style else {}))
@@ -186,9 +178,7 @@ def solve(
     if set(settings) - {method}:
         raise ConfigError(f"knobs set for {', '.join(sorted(set(settings) - {method}))}, which this run does not "
                           "use (--method)")
-    knobs = parse_options(method, settings.get(method, {}), n)
-    check_aggregation(aggregate)
-    check_capabilities(t, [method])
+    knobs = check_search(t, method, settings.get(method, {}), n, aggregate)
     lm = load_model(pick_policy(t.name, [method], model, t.default_model))
     t.template = lm.chat_prompt
     ver = get_verifier(verifier or t.default_verifier, lm) if method in NEEDS_VERIFIER else None

@@ -31,6 +31,7 @@ from ponder.search.base import (
 from ponder.tasks import require
 from ponder.tasks.base import Problem, Task
 from ponder.trace import Trace, Usage
+from ponder.verifiers import check_aggregation
 from ponder.verifiers.base import MeteredVerifier, Verifier
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,15 @@ def pick_policy(task: str, methods: list[str], model: str, default: str) -> str:
     return model
 
 
+def check_search(task: Task, method: str, options: Mapping[str, object], n: int, aggregate: str) -> MethodConfig:
+    """The knobs of one search of `method` on `task` (`parse_options`), with the aggregation and the task's
+    capabilities checked too: everything a search can refuse, before any model loads."""
+    knobs = parse_options(method, options, n)
+    check_aggregation(aggregate)
+    check_capabilities(task, [method])
+    return knobs
+
+
 async def search(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
                  method: SearchMethod, cfg: SearchConfig) -> Trace:
     """Run one search with its model and verifier calls metered into the trace's usage."""
@@ -96,6 +106,20 @@ async def search(task: Task, problem: Problem, lm: LanguageModel, verifier: Veri
     return trace
 
 
-__all__ = ["CONFIGS", "METHODS", "NEEDS_VERIFIER", "POLICIES", "REQUIRES", "MethodConfig", "SearchConfig",
-           "SearchMethod", "check_capabilities", "get_method", "parse_options", "pick_policy", "search",
-           "typed_options"]
+__all__ = [
+    "CONFIGS",
+    "METHODS",
+    "NEEDS_VERIFIER",
+    "POLICIES",
+    "REQUIRES",
+    "MethodConfig",
+    "SearchConfig",
+    "SearchMethod",
+    "check_capabilities",
+    "check_search",
+    "get_method",
+    "parse_options",
+    "pick_policy",
+    "search",
+    "typed_options",
+]
