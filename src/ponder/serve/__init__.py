@@ -1,0 +1,1 @@
+"""Search served as an OpenAI-compatible model (`ponder serve`), and the search-tree viewer."""
