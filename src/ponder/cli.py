@@ -388,11 +388,14 @@ def train_sft_cmd(
     """Train a tiny Llama policy by SFT on the task's own solver's solutions."""
     from ponder.train.sft import SFTRecipe, train_sft
 
-    r = SFTRecipe.load(recipe)
-    out = out or Path("runs") / "sft" / r.name
-    summary = train_sft(r, out, steps=steps or None)
-    summary.pop("config")
-    console.print_json(json.dumps(summary))
+    _train("sft", SFTRecipe.load(recipe), train_sft, out, steps)
+
+
+def _train(kind: str, recipe: Any, trainer: Callable[..., dict[str, Any]], out: Path | None, steps: int) -> None:
+    """Run one trainer on a loaded recipe into `out` (default runs/KIND/RECIPE) and print its summary."""
+    out = out or Path("runs") / kind / recipe.name
+    summary = trainer(recipe, out, steps=steps or None)
+    console.print_json(json.dumps({k: v for k, v in summary.items() if k not in ("config", "log")}))
     console.print(f"saved to {out}")
 
 
@@ -713,13 +716,7 @@ def train_grpo_cmd(
     """GRPO of a policy through TRL: exact outcome reward, optionally plus a PRM's process reward."""
     from ponder.train.grpo import GRPORecipe, train_grpo
 
-    r = GRPORecipe.load(recipe)
-    out = out or Path("runs") / "grpo" / r.name
-    summary = train_grpo(r, out, steps=steps or None)
-    summary.pop("config")
-    summary.pop("log")
-    console.print_json(json.dumps(summary))
-    console.print(f"saved to {out}")
+    _train("grpo", GRPORecipe.load(recipe), train_grpo, out, steps)
 
 
 @app.command("selftest")
