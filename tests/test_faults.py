@@ -15,12 +15,12 @@ import sys
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from scripted_http import Reply, scripted_server
 
 from ponder.batcher import COMPUTE
 from ponder.bench.engine import run_workload, workloads
@@ -432,47 +432,27 @@ def flaky_server(trigger: str) -> Iterator[tuple[str, dict[str, str]]]:
     mode = {"fault": ""}
     stopping = threading.Event()
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
+    def on_post(path: str, body: dict[str, Any], headers: dict[str, str], reply: Reply) -> None:
+        if not path.endswith("/completions"):
+            reply(404, {"error": {"message": f"no {path} here"}})
+        elif trigger not in body["prompt"] or not mode["fault"]:
+            reply(200, {"choices": [{"index": 0, "text": "4 + 5 = 9 (left: 6 9 10)", "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 5, "completion_tokens": 9}})
+        elif mode["fault"] == "500":
+            reply(500, {"error": {"message": "the scripted server failed"}})
+        elif mode["fault"] == "hang":
+            stopping.wait(60)
+        elif mode["fault"] == "garbage":
+            reply(200, "<html>a proxy's error page</html>")
+        elif mode["fault"] == "empty":
+            reply(200, {"choices": []})
+        # "drop": no reply, so the connection closes with no answer
 
-        def do_GET(self) -> None:
-            self.send(200, {"object": "list", "data": [{"id": "m", "object": "model"}]})
-
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            if not self.path.endswith("/completions"):
-                self.send(404, {"error": {"message": f"no {self.path} here"}})
-            elif trigger not in body["prompt"] or not mode["fault"]:
-                self.send(200, {"choices": [{"index": 0, "text": "4 + 5 = 9 (left: 6 9 10)", "finish_reason": "stop"}],
-                                "usage": {"prompt_tokens": 5, "completion_tokens": 9}})
-            elif mode["fault"] == "500":
-                self.send(500, {"error": {"message": "the scripted server failed"}})
-            elif mode["fault"] == "hang":
-                stopping.wait(60)
-            elif mode["fault"] == "garbage":
-                self.send(200, "<html>a proxy's error page</html>")
-            elif mode["fault"] == "empty":
-                self.send(200, {"choices": []})
-            else:
-                self.close_connection = True
-
-        def send(self, status: int, obj: Any) -> None:
-            data = obj.encode() if isinstance(obj, str) else json.dumps(obj).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", mode
+        with scripted_server(on_post) as url:
+            yield url, mode
     finally:
         stopping.set()
-        server.shutdown()
-        server.server_close()
 
 
 # fault -> what the error row says

