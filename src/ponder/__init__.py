@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it, imported on first use (PEP 562)
 _LAZY = {
-    "solve": "ponder.api", "shared_model": "ponder.api", "shared_verifier": "ponder.api",
+    "solve": "ponder.api", "shared_model": "ponder.lm.load", "shared_verifier": "ponder.verifiers",
     "clear_cache": "ponder.api",
     "Task": "ponder.tasks", "Problem": "ponder.tasks", "TaskError": "ponder.tasks", "NoReference": "ponder.tasks",
     "get_task": "ponder.tasks",
@@ -84,16 +84,16 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from ponder.api import clear_cache, evaluate, shared_model, shared_verifier, solve
+    from ponder.api import clear_cache, evaluate, solve
     from ponder.evaluate import EvalConfig, run_eval
     from ponder.lm.base import Completion, LanguageModel, Request, SamplingParams
     from ponder.lm.engine import Engine
     from ponder.lm.hf import ModelLoadError
-    from ponder.lm.load import load_model
+    from ponder.lm.load import load_model, shared_model
     from ponder.search import METHODS, SearchConfig, get_method, search
     from ponder.tasks import NoReference, Problem, Task, TaskError, get_task
     from ponder.trace import Node, Trace, Usage
-    from ponder.verifiers import Verifier, get_verifier
+    from ponder.verifiers import Verifier, get_verifier, shared_verifier
 
 
 def __getattr__(name: str) -> Any:

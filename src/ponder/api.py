@@ -14,7 +14,6 @@ a second `solve` with the same model starts at once. Objects passed in (a `Task`
 from __future__ import annotations
 
 import asyncio
-import threading
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,7 @@ from typing import Any
 from ponder.errors import ConfigError
 from ponder.evaluate import EvalConfig, run_eval
 from ponder.lm.base import LanguageModel
-from ponder.lm.engine import Engine
-from ponder.lm.load import load_model
+from ponder.lm.load import clear_models, shared_model
 from ponder.search import (
     NEEDS_VERIFIER,
     SearchConfig,
@@ -34,51 +32,19 @@ from ponder.search import (
 )
 from ponder.tasks import Task, get_task
 from ponder.trace import Trace
-from ponder.verifiers import ASKING, Verifier, get_verifier
+from ponder.verifiers import Verifier, clear_verifiers, shared_verifier
 
 # `solve`'s search defaults, those of `ponder solve`: on game24 Tree of Thoughts over 32 distinct proposals a state
 # solves 93% of the test split (docs/BENCHMARKS.md); a low min-p keeps proposals that are unlikely but right
 BUDGET = 32
 MIN_P = 0.001
 
-_lock = threading.Lock()
-_models: dict[tuple[str, str, str, int, str], LanguageModel] = {}
-_verifiers: dict[str, Verifier] = {}
-
-
-def shared_model(spec: str, backend: str = "auto", device: str = "cpu", max_rows: int = 512,
-                 template_from: str = "") -> LanguageModel:
-    """The model `spec` names (`load_model`: a shipped policy, a directory, a `.gguf` file, a server URL,
-    `smollm2`), loaded on the first call with these arguments and kept for the process."""
-    key = (spec, backend, device, max_rows, template_from)
-    with _lock:
-        if key not in _models:
-            _models[key] = load_model(spec, max_rows=max_rows, backend=backend, template_from=template_from,
-                                      device=device)
-        return _models[key]
-
-
-def shared_verifier(name: str, lm: LanguageModel) -> Verifier:
-    """The verifier `name` names (`get_verifier`). A learned one (a PRM or ORM) is loaded once and kept; one that
-    asks a model (`judge`, `consistency`) is made anew around `lm` each time, so its memory of questions asked
-    belongs to one call."""
-    if name.partition(":")[0] in ASKING:
-        return get_verifier(name, lm)
-    with _lock:
-        if name not in _verifiers:
-            _verifiers[name] = get_verifier(name, lm)
-        return _verifiers[name]
-
 
 def clear_cache() -> None:
     """Forget the models and verifiers kept by `shared_model` and `shared_verifier`, closing the engines among
     them."""
-    with _lock:
-        engines = [m for m in _models.values() if isinstance(m, Engine)]
-        _models.clear()
-        _verifiers.clear()
-    for engine in engines:
-        engine.close()
+    clear_verifiers()
+    clear_models()
 
 
 def solve(question: str, task: str | Task = "game24", *, model: str | LanguageModel | None = None,

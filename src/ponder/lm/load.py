@@ -15,6 +15,7 @@ In-process backends run under the continuous-batching `Engine`.
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 
 from ponder.errors import ConfigError, MissingExtra
@@ -22,6 +23,9 @@ from ponder.lm.base import LanguageModel
 from ponder.lm.hf import ModelLoadError, fingerprint
 
 BACKENDS = ("auto", "hf", "llama.cpp")
+
+_lock = threading.Lock()
+_models: dict[tuple[str, str, str, int, str], LanguageModel] = {}
 
 
 def is_url(spec: str) -> bool:
@@ -85,3 +89,27 @@ def model_fingerprint(spec: str) -> str:
     """A hash of the model's weights, so that a resumed run notices a changed model; a server's URL stands for
     itself (the client cannot see the weights)."""
     return spec if is_url(spec) else fingerprint(resolve_alias(spec))
+
+
+def shared_model(spec: str, backend: str = "auto", device: str = "cpu", max_rows: int = 512,
+                 template_from: str = "") -> LanguageModel:
+    """The model `spec` names (`load_model`: a shipped policy, a directory, a `.gguf` file, a server URL,
+    `smollm2`), loaded on the first call with these arguments and kept for the process: every caller shares its
+    engine, so their requests batch together."""
+    key = (spec, backend, device, max_rows, template_from)
+    with _lock:
+        if key not in _models:
+            _models[key] = load_model(spec, max_rows=max_rows, backend=backend, template_from=template_from,
+                                      device=device)
+        return _models[key]
+
+
+def clear_models() -> None:
+    """Forget the models `shared_model` keeps, closing their engines."""
+    from ponder.lm.engine import Engine
+
+    with _lock:
+        engines = [m for m in _models.values() if isinstance(m, Engine)]
+        _models.clear()
+    for engine in engines:
+        engine.close()

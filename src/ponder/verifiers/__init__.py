@@ -1,5 +1,7 @@
 """Verifiers score solutions step by step; aggregation turns step scores into one score per solution."""
 
+import threading
+
 from ponder.errors import ConfigError
 from ponder.lm.base import LanguageModel
 from ponder.verifiers.aggregate import AGGREGATIONS, aggregate, check_aggregation
@@ -7,6 +9,8 @@ from ponder.verifiers.base import VERIFIERS, Verifier
 
 JUDGES = {"judge": "process", "judge-outcome": "outcome"}
 ASKING = (*JUDGES, "consistency")  # the verifiers that ask a model: the policy, or another one after a colon
+_lock = threading.Lock()
+_verifiers: dict[str, Verifier] = {}
 
 
 def get_verifier(name: str, lm: LanguageModel | None = None) -> Verifier:
@@ -35,6 +39,24 @@ def get_verifier(name: str, lm: LanguageModel | None = None) -> Verifier:
         raise _unknown(name, err) from err
 
 
+def shared_verifier(name: str, lm: LanguageModel) -> Verifier:
+    """The verifier `name` names (`get_verifier`). A learned one (a PRM or ORM) is loaded once and kept, so every
+    caller shares its verifier engine; one that asks a model (`judge`, `consistency`) is made anew around `lm` each
+    time, so its memory of questions asked belongs to one call."""
+    if name.partition(":")[0] in ASKING:
+        return get_verifier(name, lm)
+    with _lock:
+        if name not in _verifiers:
+            _verifiers[name] = get_verifier(name, lm)
+        return _verifiers[name]
+
+
+def clear_verifiers() -> None:
+    """Forget the verifiers `shared_verifier` keeps."""
+    with _lock:
+        _verifiers.clear()
+
+
 def verifier_fingerprint(name: str) -> str:
     """The weights' hash of a learned verifier ("" for the built-in ones), so that a resumed run notices a
     retrained one; an unknown name fails here, without loading a model."""
@@ -56,4 +78,5 @@ def _unknown(name: str, err: Exception) -> ConfigError:
     return ConfigError(f"unknown verifier {name!r}: not one of {', '.join(sorted(VERIFIERS))} and {err}")
 
 
-__all__ = ["AGGREGATIONS", "Verifier", "aggregate", "check_aggregation", "get_verifier", "verifier_fingerprint"]
+__all__ = ["AGGREGATIONS", "Verifier", "aggregate", "check_aggregation", "clear_verifiers", "get_verifier",
+           "shared_verifier", "verifier_fingerprint"]
