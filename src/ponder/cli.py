@@ -262,6 +262,42 @@ def method_options(settings: list[str]) -> dict[str, dict[str, object]]:
     return out
 
 
+@app.command("serve")
+def serve_cmd(
+    host: str = typer.Option("127.0.0.1", help="address to bind (0.0.0.0 exposes the server to the network)"),
+    port: int = typer.Option(8000, min=0, max=65535),
+    recipes: Path | None = typer.Option(None, help="a YAML file of serving recipes, model name -> task, method, "
+                                                   "verifier, budget, knobs (default: the shipped game24, arith and "
+                                                   "gsm8k recipes)"),
+    models: str = typer.Option("", help="serve only these recipes (comma-separated model names)"),
+    api_key: str = typer.Option("", envvar="PONDER_API_KEY", help="require this bearer token (default: none)"),
+    max_body_bytes: int = typer.Option(64 * 1024, min=1, help="largest request body"),
+    max_prompt_tokens: int = typer.Option(1024, min=1, help="longest question prompt, in the policy's tokens"),
+    max_n: int = typer.Option(8, min=1, help="most choices a request asks for (one search each)"),
+    max_tokens: int = typer.Option(2048, min=1, help="largest max_tokens (a solution's token budget)"),
+    max_budget: int = typer.Option(64, min=1, help="largest search budget a request may set"),
+    max_searches: int = typer.Option(32, min=1, help="searches running at once; more wait their turn"),
+    max_waiting: int = typer.Option(128, min=0, help="searches waiting for a turn; a request beyond gets 429"),
+) -> None:
+    """Serve search as an OpenAI-compatible model: /v1/models, /v1/chat/completions (streaming too) and
+    /v1/completions; a model name picks a recipe (task, policy, method, verifier, budget). A request may set the
+    method, budget and knobs, within the limits, in a `ponder` field: {"ponder": {"method": "beam", "budget": 8,
+    "return_trace": true}}. Runs until Ctrl-C or SIGTERM, finishing the requests in flight."""
+    from ponder.serve.app import Limits, Served, serve
+    from ponder.serve.recipes import load_recipes, shipped_recipes
+
+    chosen = load_recipes(recipes) if recipes else shipped_recipes()
+    names = _csv(models)
+    unknown = sorted(set(names) - {r.name for r in chosen})
+    if unknown:
+        raise ConfigError(f"no recipe named {', '.join(unknown)}; recipes: {', '.join(r.name for r in chosen)}")
+    limits = Limits(max_body_bytes, max_prompt_tokens, max_n, max_tokens, max_budget, max_searches, max_waiting)
+    served = [Served(r) for r in chosen if not names or r.name in names]
+    console.print(f"serving {', '.join(s.name for s in served)} at http://{host}:{port}/v1"
+                  f"{' (API key required)' if api_key else ''}; Ctrl-C stops", highlight=False)
+    serve(served, host, port, limits, api_key or None)
+
+
 @app.command("methods")
 def methods_cmd(name: str = typer.Argument("", help="one method (default: all)")) -> None:
     """The search methods: what the budget n counts, whether a verifier is needed, the policy needed on a task,

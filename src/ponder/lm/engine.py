@@ -76,6 +76,11 @@ class Engine(OnBackend):
         self._questions = Batcher(self._answer, max_items=64, name="next-token")
         self._closed = False
 
+    @property
+    def active_rows(self) -> int:
+        """The rows running or being admitted now (a request for n completions holds n); 0 when idle."""
+        return self._rows
+
     def __enter__(self) -> Engine:
         return self
 

@@ -1,0 +1,552 @@
+"""Search served as an OpenAI-compatible model: `ponder serve`.
+
+A model name picks a serving recipe (`ponder.serve.recipes`): task, policy, search method, verifier, budget and
+knobs. Endpoints (OpenAI's shapes):
+
+- `GET /v1/models`: the recipes served.
+- `POST /v1/chat/completions`: the last user message is the question; `stream: true` answers with server-sent
+  events (`data: {chunk}` lines, then `data: [DONE]`): the role at once, the chosen solution's steps once the
+  search ends, then the finish reason.
+- `POST /v1/completions`: the prompt is the question, or the task's own prompt for a question (what Ponder's HTTP
+  backend sends when a search runs over this server: search served as a model, consumed by search).
+- `GET /stats`: searches running and waiting, and each loaded policy's engine rows.
+
+A question is read as `ponder solve` reads it (`Task.from_text`: a game24 puzzle, an arith or gsm8k test index, a
+question of your own). Each of the request's `n` choices is one search, seeded `seed + i` (`seed`: the request's,
+else the recipe's), so an answer equals `ponder.solve`'s for the same settings and seed. OpenAI's sampling fields
+(temperature, top_p) do not apply: the recipe's search samples. `max_tokens` is a solution's token budget. A
+request may override the method, budget and knobs in a `ponder` field (the `openai` client's `extra_body`):
+`{"ponder": {"method": "beam", "budget": 8, "knobs": {"width": 2}, "return_trace": true}}`; `return_trace` puts
+each search's tree and usage in the reply (`ponder.traces`). `usage` counts what the searches cost:
+`completion_tokens` every token generated, `completion_tokens_details.reasoning_tokens` those not in the returned
+texts, `prompt_tokens` every prompt token asked for (`prompt_tokens_details.cached_tokens` read from the prefix
+cache).
+
+Limits (`Limits`, set by the server): the body's bytes (413), the question's prompt tokens, `n`, `max_tokens` and
+the budget (400). At most `max_searches` searches run at once; up to `max_waiting` more wait their turn in arrival
+order; a request whose searches would not fit gets 429 with `Retry-After`. An API key, when set, is required as a
+bearer token (401). Every refusal is OpenAI's error JSON (`{"error": {"message", "type", "param", "code"}}`) saying
+what is wrong. A client that disconnects (mid-stream too) cancels its searches; their rows leave the engine at its
+next step. A backend failure is a 500 for the requests whose searches it hit; the engine drops their rows and the
+server goes on serving.
+
+All clients share one engine per policy and one verifier engine per learned verifier (`shared_model`,
+`shared_verifier`), so concurrent requests batch. `create_app` builds the app and takes more routers (a viewer's,
+a scoring endpoint's); `serve` runs it under uvicorn until SIGINT/SIGTERM, finishing the requests in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from ponder.errors import ConfigError, PonderError
+from ponder.lm.base import LanguageModel
+from ponder.lm.engine import Engine, EngineClosedError
+from ponder.lm.load import shared_model
+from ponder.search import NEEDS_VERIFIER, SearchConfig, check_search, get_method, pick_policy, search
+from ponder.serve.recipes import Recipe
+from ponder.tasks import get_task
+from ponder.tasks.base import Problem
+from ponder.trace import Trace, Usage
+from ponder.verifiers import Verifier, shared_verifier
+
+try:
+    from fastapi import APIRouter, Depends, FastAPI, Request
+    from fastapi.responses import JSONResponse, StreamingResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+except ImportError as err:  # pragma: no cover  (the serve extra is missing)
+    from ponder.errors import MissingExtra
+
+    raise MissingExtra("ponder serve", "fastapi and uvicorn", "serve") from err
+
+log = logging.getLogger(__name__)
+_MARK = "\x00question\x00"  # stands for the question when a task's prompt is taken apart (`question_of`)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of the server, and how many searches run at once."""
+
+    max_body_bytes: int = 64 * 1024
+    max_prompt_tokens: int = 1024  # the question's prompt, as the policy tokenizes it
+    max_n: int = 8  # choices a request asks for (one search each)
+    max_tokens: int = 2048  # a solution's token budget
+    max_budget: int = 64  # the method's n
+    max_searches: int = 32  # searches running at once
+    max_waiting: int = 128  # searches waiting for a turn; beyond: 429
+
+    def __post_init__(self) -> None:
+        bad = [f"{k}={v}" for k, v in vars(self).items() if v < (0 if k == "max_waiting" else 1)]
+        if bad:
+            raise ConfigError(f"server limits must be positive: {', '.join(bad)}")
+
+
+class HTTPError(PonderError):
+    """A refused request: its HTTP status, OpenAI's error type, the field at fault."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error",
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.param, self.kind, self.headers = status, param, kind, headers or {}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": {"message": str(self), "type": self.kind, "param": self.param,
+                                       "code": self.status}}, status_code=self.status, headers=self.headers)
+
+
+class Served:
+    """A recipe made ready to serve: its task and method checked, its policy and verifier loaded on first use and
+    shared with every other user of the same names. `lm`, `verifier`: ones to use instead (a model of your own)."""
+
+    def __init__(self, recipe: Recipe, lm: LanguageModel | None = None, verifier: Verifier | None = None) -> None:
+        self.recipe = recipe
+        self.task = get_task(recipe.task, **({"style": recipe.style} if recipe.style else {}))
+        self.method = recipe.method or self.task.default_method
+        self.check(self.method, recipe.budget, recipe.knobs)
+        self._lm, self._verifier = lm, verifier
+        self.loaded: dict[str, LanguageModel] = {}  # the policies loaded so far, by name
+
+    @property
+    def name(self) -> str:
+        return self.recipe.name
+
+    def check(self, method: str, budget: int, knobs: dict[str, Any]) -> SearchConfig:
+        """The search config of `method` at `budget` with `knobs` (seed 0), or a ConfigError: what a request
+        may set, checked before any search starts."""
+        r = self.recipe
+        get_method(method)
+        checked = check_search(self.task, method, knobs, budget, r.aggregate)
+        return SearchConfig(n=budget, temperature=r.temperature, min_p=r.min_p, aggregate=r.aggregate,
+                            max_tokens=r.max_tokens or self.task.max_tokens, knobs=checked)
+
+    def policy(self, method: str) -> LanguageModel:
+        """The policy `method` runs on (loaded on first use)."""
+        if self._lm is not None:
+            lm = self._lm
+        else:
+            lm = shared_model(pick_policy(self.task.name, [method], self.recipe.model, self.task.default_model))
+        if not self.loaded:
+            self.task.template = lm.chat_prompt
+        self.loaded[lm.name] = lm
+        return lm
+
+    def judge(self, method: str, lm: LanguageModel) -> Verifier | None:
+        if method not in NEEDS_VERIFIER:
+            return None
+        return self._verifier or shared_verifier(self.recipe.verifier or self.task.default_verifier, lm)
+
+    def load(self) -> None:
+        """Load the recipe's own policy and verifier now."""
+        self.judge(self.method, self.policy(self.method))
+
+
+@dataclass
+class Ask:
+    """One request, checked: the searches it runs and how it wants the answer."""
+
+    served: Served
+    problem: Problem
+    prompt_tokens: int
+    method: str
+    cfg: SearchConfig
+    n: int
+    stream: bool
+    return_trace: bool
+    stop: list[str] = field(default_factory=list)
+
+
+class Gate:
+    """At most `slots` searches run at once, the others wait in arrival order; a request whose searches would take
+    the waiting searches past `queue` is refused (429)."""
+
+    def __init__(self, slots: int, queue: int) -> None:
+        self.slots, self.queue = slots, queue
+        self.held = 0  # searches admitted: running or waiting
+        self.running = 0
+        self._slots: asyncio.Semaphore | None = None
+
+    def admit(self, n: int) -> None:
+        if self.held + n > self.slots + self.queue:
+            raise HTTPError(429, f"the server is busy: {self.running} searches running and {self.held - self.running}"
+                                 f" waiting (at most {self.slots} + {self.queue}); retry later",
+                            kind="rate_limit_error", headers={"Retry-After": "1"})
+        self.held += n
+
+    async def run(self, work: Callable[[], Awaitable[Trace]]) -> Trace:
+        """Run one admitted search when a slot is free."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.slots)
+        try:
+            async with self._slots:
+                self.running += 1
+                try:
+                    return await work()
+                finally:
+                    self.running -= 1
+        finally:
+            self.held -= 1
+
+
+class Server:
+    """What the endpoints share: the served recipes by name, the limits, the gate and the API key."""
+
+    def __init__(self, served: Sequence[Served], limits: Limits, api_key: str | None) -> None:
+        self.models = {s.name: s for s in served}
+        if len(self.models) != len(served):
+            raise ConfigError("two recipes have the same model name")
+        self.limits, self.api_key = limits, api_key
+        self.gate = Gate(limits.max_searches, limits.max_waiting)
+
+    def authorize(self, request: Request) -> None:
+        if self.api_key is None:
+            return
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(key.strip().encode(), self.api_key.encode()):
+            raise HTTPError(401, "a valid API key is required (Authorization: Bearer KEY)", kind="authentication_error",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+    async def body(self, request: Request) -> dict[str, Any]:
+        """The request's JSON object, read up to `max_body_bytes`."""
+        limit = self.limits.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise HTTPError(413, f"the body has {declared} bytes; this server takes at most {limit}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPError(413, f"the body has more than {limit} bytes, the most this server takes")
+            chunks.append(chunk)
+        try:
+            data = json.loads(b"".join(chunks))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise HTTPError(400, f"the body is not valid JSON: {err}") from err
+        if not isinstance(data, dict):
+            raise HTTPError(400, "the body must be a JSON object")
+        return data
+
+    async def ask(self, data: dict[str, Any], chat: bool) -> Ask:
+        """Check a request against the served recipes and the limits: every refusal is an HTTPError saying what
+        is wrong."""
+        lim = self.limits
+        name = _field(data, "model", str, required=True)
+        served = self.models.get(name)
+        if served is None:
+            raise HTTPError(404, f"the model {name!r} does not exist; this server serves {', '.join(self.models)}",
+                            param="model", kind="not_found_error")
+        text = _chat_question(data) if chat else _prompt(data)
+        n = _field(data, "n", int, default=1)
+        if not 1 <= n <= lim.max_n:
+            raise HTTPError(400, f"n={n} is out of range: 1 to {lim.max_n} on this server", param="n")
+        max_tokens = _field(data, "max_tokens", int, default=None)
+        if chat and max_tokens is None:
+            max_tokens = _field(data, "max_completion_tokens", int, default=None)
+        if max_tokens is not None and not 1 <= max_tokens <= lim.max_tokens:
+            raise HTTPError(400, f"max_tokens={max_tokens} is out of range: 1 to {lim.max_tokens} on this server",
+                            param="max_tokens")
+        seed = _field(data, "seed", int, default=served.recipe.seed)
+        stop = _stop(data)
+        extra = _field(data, "ponder", dict, default={})
+        unknown = sorted(set(extra) - {"method", "budget", "knobs", "return_trace"})
+        if unknown:
+            raise HTTPError(400, f"ponder.{unknown[0]} is not an option; the ponder field takes method, budget, knobs "
+                                 "and return_trace", param=f"ponder.{unknown[0]}")
+        method = _field(extra, "method", str, default=served.method, where="ponder.")
+        budget = _field(extra, "budget", int, default=served.recipe.budget, where="ponder.")
+        if not 1 <= budget <= lim.max_budget:
+            raise HTTPError(400, f"ponder.budget={budget} is out of range: 1 to {lim.max_budget} on this server",
+                            param="ponder.budget")
+        knobs = _field(extra, "knobs", dict, default=served.recipe.knobs if method == served.method else {},
+                       where="ponder.")
+        try:
+            cfg = served.check(method, budget, knobs)
+            lm = await asyncio.to_thread(served.policy, method)
+            problem = served.task.from_text(question_of(served, text))
+        except PonderError as err:
+            raise HTTPError(400, str(err), param="ponder" if extra else None) from err
+        tokens = await lm.count_tokens(served.task.prompt(problem))
+        if tokens is not None and tokens > lim.max_prompt_tokens:
+            raise HTTPError(400, f"the prompt has {tokens} tokens; this server takes at most {lim.max_prompt_tokens}",
+                            param="messages" if chat else "prompt")
+        cfg = SearchConfig(**{**vars(cfg), "seed": seed, "max_tokens": max_tokens or cfg.max_tokens})
+        return Ask(served, problem, tokens or 0, method, cfg, n, _field(data, "stream", bool, default=False),
+                   _field(extra, "return_trace", bool, default=False, where="ponder."), stop)
+
+    def start(self, ask: Ask) -> list[asyncio.Task[Trace]]:
+        """The request's searches, admitted (or 429) and started: choice i seeded `seed + i`."""
+        self.gate.admit(ask.n)
+        return [asyncio.create_task(self.gate.run(lambda i=i: self._search(ask, i))) for i in range(ask.n)]
+
+    async def _search(self, ask: Ask, i: int) -> Trace:
+        served = ask.served
+        lm = await asyncio.to_thread(served.policy, ask.method)
+        judge = await asyncio.to_thread(served.judge, ask.method, lm)
+        cfg = SearchConfig(**{**vars(ask.cfg), "seed": ask.cfg.seed + i})
+        return await search(served.task, ask.problem, lm, judge, get_method(ask.method), cfg)
+
+    def stats(self) -> dict[str, Any]:
+        engines = {name: {"active_rows": lm.active_rows, "decoding_steps": lm.stats.batches}
+                   for s in self.models.values() for name, lm in s.loaded.items() if isinstance(lm, Engine)}
+        return {"searches_running": self.gate.running, "searches_waiting": self.gate.held - self.gate.running,
+                "engines": engines}
+
+
+def question_of(served: Served, text: str) -> str:
+    """The question in `text`: the text itself, or, when `text` is the task's own prompt for a question (what a
+    client running a search over this server sends), that question."""
+    head, _, tail = served.task.prompt(Problem("", _MARK)).partition(_MARK)
+    if (head or tail) and len(text) >= len(head) + len(tail) and text.startswith(head) and text.endswith(tail):
+        return text[len(head):len(text) - len(tail)].strip()
+    return text.strip()
+
+
+_TYPES = {str: "a string", int: "an integer", bool: "true or false", dict: "an object", list: "an array"}
+
+
+def _field(data: dict[str, Any], key: str, kind: type, default: Any = None, required: bool = False,
+           where: str = "") -> Any:
+    if key not in data or (data[key] is None and not required):
+        if required:
+            raise HTTPError(400, f"the request names no {key}", param=key)
+        return default
+    value = data[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise HTTPError(400, f"{where}{key} must be {_TYPES[kind]}, got {json.dumps(value)[:80]}", param=where + key)
+    return value
+
+
+def _text(content: object, where: str) -> str:
+    """A message's content: a string, or OpenAI's list of parts, whose text parts are joined."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
+                                         and isinstance(p.get("text"), str) for p in content):
+        return "".join(p["text"] for p in content)
+    raise HTTPError(400, f"{where} must be a string or a list of text parts", param=where)
+
+
+def _chat_question(data: dict[str, Any]) -> str:
+    messages = _field(data, "messages", list, required=True)
+    if not messages or not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
+        raise HTTPError(400, "messages must be a non-empty list of objects with a role and content", param="messages")
+    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    if not users:
+        raise HTTPError(400, "messages has no user message: the last one is the question", param="messages")
+    return _text(messages[users[-1]].get("content"), f"messages[{users[-1]}].content")
+
+
+def _prompt(data: dict[str, Any]) -> str:
+    prompt = data.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise HTTPError(400, "prompt must be a string (one prompt a request)", param="prompt")
+    return prompt
+
+
+def _stop(data: dict[str, Any]) -> list[str]:
+    stop = data.get("stop")
+    if stop is None:
+        return []
+    stops = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops) or len(stops) > 4:
+        raise HTTPError(400, "stop must be a string or a list of at most 4 non-empty strings", param="stop")
+    return stops
+
+
+def _cut(text: str, stop: list[str]) -> tuple[str, str]:
+    """The text cut at its first stop string, and the finish reason."""
+    cuts = [text.find(s) for s in stop if s in text]
+    return (text[:min(cuts)], "stop") if cuts else (text, "stop")
+
+
+async def _usage(ask: Ask, traces: list[Trace], texts: list[str]) -> dict[str, Any]:
+    total = Usage()
+    for t in traces:
+        total.add(t.usage)
+    lm = ask.served.policy(ask.method)
+    shown = sum([await lm.count_tokens(t) or 0 for t in texts])
+    return {"prompt_tokens": total.prompt_tokens, "completion_tokens": total.generated_tokens,
+            "total_tokens": total.prompt_tokens + total.generated_tokens,
+            "prompt_tokens_details": {"cached_tokens": total.prompt_tokens - total.computed_prompt_tokens},
+            "completion_tokens_details": {"reasoning_tokens": max(0, total.generated_tokens - shown)}}
+
+
+def _ponder(ask: Ask, traces: list[Trace]) -> dict[str, Any]:
+    """What the reply says of the searches beside OpenAI's fields: the method, budget and seed, each choice's
+    answer and usage, and the traces when asked."""
+    out: dict[str, Any] = {"recipe": ask.served.name, "method": ask.method, "budget": ask.cfg.n, "seed": ask.cfg.seed,
+                           "answers": [t.answer for t in traces], "usage": [vars(t.usage) for t in traces]}
+    if ask.return_trace:
+        out["traces"] = [t.to_dict() for t in traces]
+    return out
+
+
+async def _gather(searches: list[asyncio.Task[Trace]]) -> list[Trace]:
+    """The searches' traces; a search that fails fails the request (a 500 naming the backend's error, a 503 while
+    the server shuts down), the others cancelled."""
+    try:
+        return list(await asyncio.gather(*searches))
+    except EngineClosedError as err:
+        raise HTTPError(503, f"the server is shutting down: {err}", kind="server_error") from err
+    except PonderError as err:
+        raise HTTPError(500, f"the search failed: {err}", kind="server_error") from err
+    except Exception as err:
+        log.exception("a search failed")
+        raise HTTPError(500, f"the search failed: the backend raised {type(err).__name__}: {err}",
+                        kind="server_error") from err
+    finally:
+        for s in searches:
+            s.cancel()
+
+
+async def _until_disconnect(request: Request) -> None:
+    while not await request.is_disconnected():
+        await asyncio.sleep(0.1)
+
+
+async def _answer(request: Request, server: Server, chat: bool) -> Any:
+    ask = await server.ask(await server.body(request), chat)
+    searches = server.start(ask)
+    rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+    created, started = int(time.time()), time.perf_counter()
+    obj = "chat.completion" if chat else "text_completion"
+    if ask.stream:
+        return StreamingResponse(_events(ask, searches, rid, created, chat, started), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+    waiter = asyncio.ensure_future(_gather(searches))
+    watcher = asyncio.ensure_future(_until_disconnect(request))
+    try:
+        await asyncio.wait({waiter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not waiter.done():  # the client left: its searches stop, their rows leave the engine
+        waiter.cancel()
+        log.info("%s: the client disconnected; %d searches cancelled", rid, len(searches))
+        return None
+    traces = waiter.result()
+    texts = [_cut(t.solution or "", ask.stop) for t in traces]
+    choices = [{"index": i, "finish_reason": reason, "logprobs": None,
+                **({"message": {"role": "assistant", "content": text}} if chat else {"text": text})}
+               for i, (text, reason) in enumerate(texts)]
+    log.info("%s %s: %d searches (%s, budget %d) in %.2f s", rid, ask.served.name, ask.n, ask.method, ask.cfg.n,
+             time.perf_counter() - started)
+    return {"id": rid, "object": obj, "created": created, "model": ask.served.name, "choices": choices,
+            "usage": await _usage(ask, traces, [t for t, _ in texts]), "ponder": _ponder(ask, traces)}
+
+
+async def _events(ask: Ask, searches: list[asyncio.Task[Trace]], rid: str, created: int, chat: bool,
+                  started: float) -> AsyncIterator[str]:
+    """The stream: the role at once, each choice's steps when its search ends, the finish reasons, [DONE]. A
+    client that disconnects cancels the generator, and with it the searches."""
+    obj = "chat.completion.chunk" if chat else "text_completion"
+
+    def chunk(choices: list[dict[str, Any]], **more: Any) -> str:
+        return "data: " + json.dumps({"id": rid, "object": obj, "created": created, "model": ask.served.name,
+                                      "choices": choices, **more}) + "\n\n"
+
+    def piece(i: int, text: str | None, reason: str | None = None, role: bool = False) -> dict[str, Any]:
+        if chat:
+            delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text is not None else {})
+            return {"index": i, "delta": delta, "finish_reason": reason, "logprobs": None}
+        return {"index": i, "text": text or "", "finish_reason": reason, "logprobs": None}
+
+    try:
+        if chat:
+            yield chunk([piece(i, None, role=True) for i in range(ask.n)])
+        try:
+            traces = await _gather(searches)
+        except HTTPError as err:
+            yield "data: " + json.dumps({"error": {"message": str(err), "type": err.kind, "code": err.status}}) + "\n\n"
+            yield "data: [DONE]\n\n"
+            return
+        texts = [_cut(t.solution or "", ask.stop) for t in traces]
+        for i, (text, _) in enumerate(texts):
+            for line in text.splitlines(keepends=True):
+                yield chunk([piece(i, line)])
+        yield chunk([piece(i, None if chat else "", reason) for i, (_, reason) in enumerate(texts)],
+                    usage=await _usage(ask, traces, [t for t, _ in texts]), ponder=_ponder(ask, traces))
+        yield "data: [DONE]\n\n"
+        log.info("%s %s: %d searches streamed (%s, budget %d) in %.2f s", rid, ask.served.name, ask.n, ask.method,
+                 ask.cfg.n, time.perf_counter() - started)
+    finally:
+        for s in searches:
+            s.cancel()
+
+
+async def _route_error(_request: Request, err: StarletteHTTPException) -> JSONResponse:
+    """A path or HTTP method the server does not have, as OpenAI's error JSON."""
+    return HTTPError(err.status_code, str(err.detail), kind="not_found_error" if err.status_code == 404
+                     else "invalid_request_error").response()
+
+
+def create_app(served: Sequence[Served], limits: Limits | None = None, api_key: str | None = None,
+               routers: Iterable[APIRouter] = (), preload: bool = True) -> FastAPI:
+    """The app serving `served` (one model name each) under `limits`; `api_key`: the bearer token every request
+    must carry (None: none). `routers`: more endpoints mounted beside the API's (a viewer's, a scoring
+    endpoint's). `preload`: load every recipe's policy and verifier at start-up, so the first request does not
+    wait for them."""
+    server = Server(served, limits or Limits(), api_key)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if preload:
+            for s in served:
+                await asyncio.to_thread(s.load)
+                log.info("serving %s: %s, %s, budget %d", s.name, s.task.name, s.method, s.recipe.budget)
+        yield
+
+    app = FastAPI(title="Ponder", summary="Test-time search served as an OpenAI-compatible model",
+                  lifespan=lifespan)
+    app.state.server = server
+    app.add_exception_handler(HTTPError, lambda _request, err: err.response())  # type: ignore[arg-type, return-value]
+    app.add_exception_handler(StarletteHTTPException, _route_error)  # type: ignore[arg-type]
+    api = APIRouter(dependencies=[Depends(server.authorize)])
+
+    @api.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [
+            {"id": s.name, "object": "model", "created": 0, "owned_by": "ponder",
+             "ponder": {"task": s.task.name, "method": s.method, "budget": s.recipe.budget,
+                        "description": s.recipe.description}} for s in served]}
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Any:
+        return await _answer(request, server, chat=True)
+
+    @api.post("/v1/completions")
+    async def completions(request: Request) -> Any:
+        return await _answer(request, server, chat=False)
+
+    @api.get("/stats")
+    async def stats() -> dict[str, Any]:
+        return server.stats()
+
+    app.include_router(api)
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def serve(served: Sequence[Served], host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None,
+          api_key: str | None = None, routers: Iterable[APIRouter] = (), grace: float = 30.0) -> None:
+    """Run the app under uvicorn until SIGINT or SIGTERM; on either it stops taking connections, gives the requests
+    in flight up to `grace` seconds, then closes the engines."""
+    import uvicorn
+
+    from ponder.lm.load import clear_models
+
+    app = create_app(served, limits, api_key, routers)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=grace)
+    finally:
+        clear_models()
