@@ -28,6 +28,7 @@ BAD_INPUT = [
     ("solve 1 2 3", "expected four non-negative integers"),
     ("solve 4 5 6 ten", "expected four non-negative integers"),
     ("solve --task arith seven", "give a test-problem index"),
+    ("solve --device tpu 4 5 6 10", "unknown device 'tpu'; choose cpu, cuda or cuda:N"),
     ("solve --task chess 1 2 3 4", "unknown task 'chess'"),
     ("solve --task data:{tmp}/nowhere.jsonl 1+1", "no such data file or folder"),
     ("solve --method telepathy 1 2 3 4", "unknown search method 'telepathy'"),
@@ -68,6 +69,7 @@ BAD_INPUT = [
     # collect
     ("collect oracle --task chess", "unknown task 'chess'"),
     ("collect mc --n 0", "samples, n, concurrency and max_batch must be positive"),
+    ("collect search --device tpu", "unknown device 'tpu'; choose cpu, cuda or cuda:N"),
     ("collect omegaprm --limit -1", "Invalid value for '--limit'"),
     ("collect search --n 0", "Invalid value for '--n'"),
     ("collect omegaprm --k 0", "OmegaPRM needs k, budget >= 1"),

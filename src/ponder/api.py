@@ -71,7 +71,8 @@ def solve(question: str, task: str | Task = "game24", *, model: str | LanguageMo
     t.template = lm.chat_prompt
     judge: Verifier | None = None
     if method in NEEDS_VERIFIER:
-        judge = verifier if isinstance(verifier, Verifier) else shared_verifier(verifier or t.default_verifier, lm)
+        judge = verifier if isinstance(verifier, Verifier) else shared_verifier(verifier or t.default_verifier, lm,
+                                                                                device)
     cfg = SearchConfig(n=budget, temperature=temperature, min_p=min_p, max_tokens=max_tokens or t.max_tokens,
                        aggregate=aggregate, seed=seed, knobs=knobs)
     trace = asyncio.run(search(t, problem, lm, judge, run, cfg))

@@ -158,6 +158,7 @@ def solve(
     tree: int = typer.Option(3, min=0, help="print the searched tree, this many best children per node (0: no tree)"),
     option: list[str] = typer.Option([], "--set", help="a knob of the method, METHOD.KNOB=VALUE (repeatable), e.g. "
                                                        "tot_bfs.breadth=5; `ponder methods` lists the knobs"),
+    device: str = typer.Option("cpu", help="where the transformers backend and a learned verifier run: cpu or cuda"),
 ) -> None:
     """Solve one problem and print the reasoning with the task's default method. On game24 a Tree-of-Thoughts
     search: at each step the policy proposes 32 different next steps for each of the 5 best states so far, and
@@ -179,9 +180,9 @@ def solve(
         raise ConfigError(f"knobs set for {', '.join(sorted(set(settings) - {method}))}, which this run does not "
                           "use (--method)")
     knobs = check_search(t, method, settings.get(method, {}), n, aggregate)
-    lm = load_model(pick_policy(t.name, [method], model, t.default_model))
+    lm = load_model(pick_policy(t.name, [method], model, t.default_model), device=device)
     t.template = lm.chat_prompt
-    ver = get_verifier(verifier or t.default_verifier, lm) if method in NEEDS_VERIFIER else None
+    ver = get_verifier(verifier or t.default_verifier, lm, device) if method in NEEDS_VERIFIER else None
     if isinstance(t, StepOracle) and not t.is_solvable(problem):
         console.print(f"[yellow]{problem.question} has no solution (checked exhaustively); "
                       "any answer will be graded wrong.[/yellow]")
@@ -357,7 +358,7 @@ def eval_cmd(
     backend: str = typer.Option("auto", help="for a .gguf file: auto (= hf, faster at a batch here) or llama.cpp"),
     template_from: str = typer.Option("", help="for a server URL: render chat prompts with this local model's chat "
                                                "template (.gguf file, directory or smollm2)"),
-    device: str = typer.Option("cpu", help="where the transformers backend runs: cpu or cuda"),
+    device: str = typer.Option("cpu", help="where the transformers backend and a learned verifier run: cpu or cuda"),
     style: str = typer.Option("", help="prompting style of gsm8k/math500: zero_shot (default) or few_shot"),
     verifier: str = typer.Option("", help="verifier for the methods that need one: a PRM/ORM, oracle, vote, depth, "
                                           "judge (the policy asked Yes/No about each step), judge-outcome, "
@@ -583,11 +584,11 @@ def bench_engine(
 
 
 def _collect(labeller: str, task: str, limit: int, samples: int, n: int, omega: dict[str, float] | None,
-             model: str, seed: int, out: Path | None, concurrency: int = 64) -> None:
+             model: str, seed: int, out: Path | None, concurrency: int = 64, device: str = "cpu") -> None:
     from ponder.collect.run import CollectConfig
 
     _run(CollectConfig(labeller=labeller, task=task, limit=limit or None, samples=samples, n=n, omega=omega,
-                       model=model, seed=seed, concurrency=concurrency), out)
+                       model=model, seed=seed, concurrency=concurrency, device=device), out)
 
 
 def _run(cfg: CollectConfig, out: Path | None) -> None:
@@ -604,22 +605,25 @@ TASK_OPT = typer.Option("game24", help="game24 or arith")
 LIMIT_OPT = typer.Option(200, min=0, help="training-split problems (0: all)")
 MODEL_OPT = typer.Option("", help="policy (default: the task's shipped policy)")
 OUT_OPT = typer.Option(None, help="output folder; rerun with the same folder to resume")
+DEVICE_OPT = typer.Option("cpu", help="where the policy and a learned verifier run: cpu or cuda")
 
 
 @collect_app.command("oracle")
 def collect_oracle(task: str = TASK_OPT, limit: int = LIMIT_OPT, samples: int = typer.Option(8),
-                   model: str = MODEL_OPT, seed: int = typer.Option(0), out: Path = OUT_OPT) -> None:
+                   model: str = MODEL_OPT, seed: int = typer.Option(0), out: Path = OUT_OPT,
+                   device: str = DEVICE_OPT) -> None:
     """Label sampled solutions with the task's exact step checker."""
-    _collect("oracle", task, limit, samples, 1, None, model, seed, out)
+    _collect("oracle", task, limit, samples, 1, None, model, seed, out, device=device)
 
 
 @collect_app.command("mc")
 def collect_mc(task: str = TASK_OPT, limit: int = LIMIT_OPT, samples: int = typer.Option(8),
                n: int = typer.Option(8, help="rollouts per step prefix"), model: str = MODEL_OPT,
                seed: int = typer.Option(0), out: Path = OUT_OPT,
-               concurrency: int = typer.Option(64, help="problems in flight at once")) -> None:
+               concurrency: int = typer.Option(64, help="problems in flight at once"),
+               device: str = DEVICE_OPT) -> None:
     """Math-Shepherd labels: N rollouts from every step prefix (soft = share correct, hard = any)."""
-    _collect("mc", task, limit, samples, n, None, model, seed, out, concurrency)
+    _collect("mc", task, limit, samples, n, None, model, seed, out, concurrency, device)
 
 
 @collect_app.command("omegaprm")
@@ -628,10 +632,11 @@ def collect_omegaprm(task: str = TASK_OPT, limit: int = LIMIT_OPT,
                      k: int = typer.Option(8, help="rollouts per Monte-Carlo estimate"),
                      c_puct: float = typer.Option(0.125), alpha: float = typer.Option(0.5),
                      beta: float = typer.Option(0.9), length: float = typer.Option(10.0, "--L", help="steps"),
-                     model: str = MODEL_OPT, seed: int = typer.Option(0), out: Path = OUT_OPT) -> None:
+                     model: str = MODEL_OPT, seed: int = typer.Option(0), out: Path = OUT_OPT,
+                     device: str = DEVICE_OPT) -> None:
     """OmegaPRM: binary search for first errors over a Monte-Carlo tree; writes MATH-APS and step records."""
     omega = {"budget": budget, "k": k, "c_puct": c_puct, "alpha": alpha, "beta": beta, "L": length}
-    _collect("omegaprm", task, limit, 1, 1, omega, model, seed, out)
+    _collect("omegaprm", task, limit, 1, 1, omega, model, seed, out, device=device)
 
 
 @collect_app.command("states")
@@ -649,12 +654,14 @@ def collect_search(task: str = TASK_OPT, limit: int = LIMIT_OPT,
                    verifier: str = typer.Option("", help="verifier guiding the search (default: the task's PRM)"),
                    min_p: float = typer.Option(0.001, help="min-p sampling of the search's proposals"),
                    model: str = MODEL_OPT, seed: int = typer.Option(0), out: Path = OUT_OPT,
-                   concurrency: int = typer.Option(64, help="problems in flight at once")) -> None:
+                   concurrency: int = typer.Option(64, help="problems in flight at once"),
+                   device: str = DEVICE_OPT) -> None:
     """Oracle labels on every path a step-level search explores: the proposals its verifier has to judge."""
     from ponder.collect.run import CollectConfig
 
     _run(CollectConfig(labeller="search", task=task, limit=limit or None, samples=n, method=method,
-                       verifier=verifier, min_p=min_p, model=model, seed=seed, concurrency=concurrency), out)
+                       verifier=verifier, min_p=min_p, model=model, seed=seed, concurrency=concurrency,
+                       device=device), out)
 
 
 STAR_OPTS = {

@@ -29,6 +29,7 @@ from ponder.errors import ConfigError
 from ponder.jsonl import ResumableJsonl, check_config, error_fields
 from ponder.lm.base import LanguageModel, SamplingParams
 from ponder.lm.hf import fingerprint
+from ponder.lm.load import check_placement
 from ponder.search import get_method, search
 from ponder.search.base import SearchConfig, sample_solutions
 from ponder.tasks import StepOracle, Task, get_task, require
@@ -61,6 +62,7 @@ class CollectConfig:
     aggregate: str = "min"  # search: how the verifier's step scores make one
     concurrency: int = 64
     max_batch: int = 512
+    device: str = "cpu"  # where the policy and a learned verifier run: cpu or cuda
     model_fingerprint: str = ""
 
     def resolved(self) -> CollectConfig:
@@ -78,6 +80,7 @@ class CollectConfig:
         SamplingParams(temperature=self.temperature, top_p=self.top_p, min_p=self.min_p)
         omega = asdict(OmegaConfig(**(self.omega or {}))) if self.labeller == "omegaprm" else None
         model = self.model or f"{self.task}-policy"
+        check_placement(model, device=self.device)
         guide = {"method": "", "verifier": "", "aggregate": ""}
         if self.labeller == "search":
             get_method(self.method)
@@ -155,8 +158,8 @@ def run_collect(cfg: CollectConfig, out_dir: Path, lm: LanguageModel | None = No
         from ponder.lm.engine import Engine
         from ponder.lm.hf import HFBackend
 
-        lm = Engine(HFBackend(cfg.model), max_rows=cfg.max_batch)
-    verifier = get_verifier(cfg.verifier) if cfg.labeller == "search" else None
+        lm = Engine(HFBackend(cfg.model, device=cfg.device), max_rows=cfg.max_batch)
+    verifier = get_verifier(cfg.verifier, device=cfg.device) if cfg.labeller == "search" else None
     check_config(out_dir, cfg)  # saved once the model and the verifier have loaded
     files = {"records": ResumableJsonl(out_dir / "records.jsonl", key=record_key, what="step record"),
              "problems": ResumableJsonl(out_dir / "problems.jsonl", key=lambda r: r["problem_id"], what="problem row")}

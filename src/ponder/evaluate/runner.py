@@ -57,7 +57,7 @@ class EvalConfig:
     model: str = ""  # empty: the policy a method needs on the task, else the task's; a directory, .gguf file or URL
     backend: str = "auto"  # for a .gguf file: hf (auto) or llama.cpp
     template_from: str = ""  # for a server URL: a local model (.gguf or directory) whose chat template renders prompts
-    device: str = "cpu"  # where the transformers backend runs: cpu or cuda
+    device: str = "cpu"  # where the transformers backend and a learned verifier run: cpu or cuda
     style: str = ""  # the task's prompting style where it has several (gsm8k, math500: zero_shot, few_shot)
     methods: list[str] = field(default_factory=lambda: ["cot", "self_consistency", "best_of_n", "tot_bfs"])
     budgets: list[int] = field(default_factory=lambda: [16])
@@ -223,7 +223,7 @@ async def _run(cfg: EvalConfig, out: Path, lm: LanguageModel, verifier: Verifier
     results = ResumableJsonl(out / "results.jsonl")
     todo = [j for j in jobs(cfg, problems) if (j[0], j[1], j[2].id) not in results.done]
     if verifier is None and cfg.verifier:
-        verifier = get_verifier(cfg.verifier, lm)
+        verifier = get_verifier(cfg.verifier, lm, cfg.device)
     gate = asyncio.Semaphore(cfg.concurrency)
     total = len(results.done) + len(todo)
     right = sum(r["correct"] for r in results.rows if not is_error(r))

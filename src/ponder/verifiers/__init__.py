@@ -10,45 +10,47 @@ from ponder.verifiers.base import VERIFIERS, Verifier
 JUDGES = {"judge": "process", "judge-outcome": "outcome"}
 ASKING = (*JUDGES, "consistency")  # the verifiers that ask a model: the policy, or another one after a colon
 _lock = threading.Lock()
-_verifiers: dict[str, Verifier] = {}
+_verifiers: dict[tuple[str, str], Verifier] = {}
 
 
-def get_verifier(name: str, lm: LanguageModel | None = None) -> Verifier:
+def get_verifier(name: str, lm: LanguageModel | None = None, device: str = "cpu") -> Verifier:
     """A built-in verifier (`oracle`, `vote`, `depth`), one that asks a model (`judge` asks the policy `lm` itself
     about each step, `judge-outcome` about each solution, `consistency` has it finish each solution from a cut, rStar's
     discriminator; `KIND:MODEL` asks another model: a GGUF file, a directory or a server URL), or a learned one: a
-    shipped PRM/ORM name or a checkpoint directory whose config.json declares its head (`ponder_verifier`)."""
+    shipped PRM/ORM name or a checkpoint directory whose config.json declares its head (`ponder_verifier`).
+    `device` (`cpu`, `cuda`, `cuda:1`): where a learned verifier, or the in-process model a `KIND:MODEL` verifier asks,
+    runs (a server's URL runs where the server runs)."""
     if name in VERIFIERS:
         return VERIFIERS[name]()
     kind, _, spec = name.partition(":")
     if kind in ASKING:
-        from ponder.lm.load import load_model
+        from ponder.lm.load import is_url, load_model
         from ponder.verifiers.consistency import MutualConsistency
         from ponder.verifiers.judge import JudgeVerifier
 
         if not spec and lm is None:
             raise ConfigError(f"the {kind} verifier asks a model: name one ({kind}:MODEL) or pass the policy")
-        model = load_model(spec) if spec else lm
+        model = load_model(spec, device="cpu" if is_url(spec) else device) if spec else lm
         return MutualConsistency(model) if kind == "consistency" else JudgeVerifier(model, JUDGES[kind])
     from ponder.lm.hf import ModelLoadError
     from ponder.verifiers.learned import LearnedVerifier
 
     try:
-        return LearnedVerifier(name)
+        return LearnedVerifier(name, device=device)
     except ModelLoadError as err:
         raise _unknown(name, err) from err
 
 
-def shared_verifier(name: str, lm: LanguageModel) -> Verifier:
-    """The verifier `name` names (`get_verifier`). A learned one (a PRM or ORM) is loaded once and kept, so every
-    caller shares its verifier engine; one that asks a model (`judge`, `consistency`) is made anew around `lm` each
-    time, so its memory of questions asked belongs to one call."""
+def shared_verifier(name: str, lm: LanguageModel, device: str = "cpu") -> Verifier:
+    """The verifier `name` names (`get_verifier`), on `device`. A learned one (a PRM or ORM) is loaded once per device
+    and kept, so every caller shares its verifier engine; one that asks a model (`judge`, `consistency`) is made anew
+    around `lm` each time, so its memory of questions asked belongs to one call."""
     if name.partition(":")[0] in ASKING:
-        return get_verifier(name, lm)
+        return get_verifier(name, lm, device)
     with _lock:
-        if name not in _verifiers:
-            _verifiers[name] = get_verifier(name, lm)
-        return _verifiers[name]
+        if (name, device) not in _verifiers:
+            _verifiers[name, device] = get_verifier(name, lm, device)
+        return _verifiers[name, device]
 
 
 def clear_verifiers() -> None:

@@ -174,10 +174,11 @@ class StepLayout:
 
 
 class LearnedVerifier(Verifier):
-    """A PRM or ORM checkpoint (a shipped name, a directory) as a verifier."""
+    """A PRM or ORM checkpoint (a shipped name, a directory) as a verifier, its weights on `device` (`cpu`, `cuda`,
+    `cuda:1`); its prefix cache stays in host memory."""
 
     def __init__(self, spec: str, head: HeadSpec | str | None = None, batch_size: int = 64,
-                 batched: bool = True, prefix_cache_mb: float = 128) -> None:
+                 batched: bool = True, prefix_cache_mb: float = 128, device: str = "cpu") -> None:
         directory, gguf = resolve_model(spec)
         config_path = directory / "config.json"
         config = json.loads(config_path.read_text()) if config_path.is_file() else {}
@@ -196,7 +197,8 @@ class LearnedVerifier(Verifier):
         with loading_quietly():
             self.tokenizer = AutoTokenizer.from_pretrained(directory, **extra)
             self.model = load_head_model(directory, head.kind, **extra)
-        self.model.eval()
+        self.model.to(device).eval()
+        self.device = device
         limit = getattr(self.model.config, "max_position_embeddings", 2048)
         self.layout = StepLayout(self.tokenizer, head, limit)
         self.batch_size = batch_size
@@ -236,7 +238,7 @@ class LearnedVerifier(Verifier):
     def _read(self, encoded: list[Encoded]) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
         """Per item, at each of its positions: the head's margin and log P(token | the tokens before it); and the
         tokens computed (all of them)."""
-        batch = pad_batch([e.ids for e in encoded], self.pad)
+        batch = {k: v.to(self.device) for k, v in pad_batch([e.ids for e in encoded], self.pad).items()}
         logits = head_logits(self.model, self.layout, batch)
         margins = step_margins(self.layout, logits)
         ids = batch["input_ids"]
@@ -257,7 +259,8 @@ class LearnedVerifier(Verifier):
             hits.append((c, [(k[:, :c], v[:, :c]) for k, v in kv[:-1]] if c else []))
             known.append((kv[-1][0][0, :c, 0], kv[-1][1][0, : c + 1, 0]) if c else None)
         inputs, mask, positions, past = prefill_inputs(ids, hits, self.pad)
-        cache = new_cache(past, grow=False)
+        inputs, mask, positions = inputs.to(self.device), mask.to(self.device), positions.to(self.device)
+        cache = new_cache([(k.to(self.device), v.to(self.device)) for k, v in past], grow=False)
         logits = self.model(input_ids=inputs, attention_mask=mask, position_ids=positions, use_cache=True,
                             **{self._cache_arg: cache}).logits
         margins = step_margins(self.layout, logits)
@@ -267,8 +270,10 @@ class LearnedVerifier(Verifier):
         for j, (row, (c, _)) in enumerate(zip(ids, hits)):
             new = width - (len(row) - c)  # the row's first computed column
             before = known[j] or (margins.new_zeros(0), checked.new_zeros(1))
-            full = (torch.cat([before[0], margins[j, new:]]), torch.cat([before[1], checked[j, new + 1 :]]))
-            self.prefixes.insert(row, [*row_kv(cache, mask, j), (full[0][None, :, None], full[1][None, :, None])])
+            full = (torch.cat([before[0].to(margins.device), margins[j, new:]]),
+                    torch.cat([before[1].to(checked.device), checked[j, new + 1 :]]))
+            scored = (full[0][None, :, None].cpu(), full[1][None, :, None].cpu())  # the cache stays on the host
+            self.prefixes.insert(row, [*row_kv(cache, mask, j), scored])
             out.append((*full, len(row) - c))
         self.prefixes.evict()
         return out
