@@ -86,7 +86,7 @@ def _log_to_stderr(level: int) -> None:
 
 app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True,
                   help="Test-time search for LLM reasoning.")
-train_app = typer.Typer(no_args_is_help=True, help="Train policies (SFT) and verifiers (PRM, ORM).")
+train_app = typer.Typer(no_args_is_help=True, help="Train policies (SFT, GRPO, PPO) and verifiers (PRM, ORM).")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print ratios measured in one run.")
 collect_app = typer.Typer(no_args_is_help=True, help="The data engine: step labels for training verifiers.")
 
@@ -760,6 +760,25 @@ def train_grpo_cmd(
     from ponder.train.grpo import GRPORecipe, train_grpo
 
     _train("grpo", GRPORecipe.load(recipe), train_grpo, out, steps)
+
+
+@train_app.command("ppo")
+def train_ppo_cmd(
+    recipe: str = typer.Argument(..., help="shipped recipe (game24-ppo) or a YAML file"),
+    out: Path = typer.Option(None, help="output directory (default runs/ppo/RECIPE); a killed run resumes from it"),
+    steps: int = typer.Option(0, help="override the recipe's iteration count (0: as written)"),
+) -> None:
+    """PPO with a critic: a value head on the policy, GAE over steps, outcome and PRM step rewards, a KL penalty.
+    The saved directory is the policy and, as `--verifier DIR`, its critic."""
+    from ponder.train.ppo import PPORecipe, train_ppo
+
+    r = PPORecipe.load(recipe)
+    out = out or Path("runs") / "ppo" / r.name
+    summary = train_ppo(r, out, steps=steps or None)
+    summary.pop("config")
+    summary.pop("log")
+    console.print_json(json.dumps(summary))
+    console.print(f"saved to {out}")
 
 
 @app.command("selftest")

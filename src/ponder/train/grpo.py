@@ -83,13 +83,7 @@ class GRPORecipe:
 
     def check(self, where: str) -> None:
         """Raise TaskError for settings GRPO cannot run with (before any model is loaded)."""
-        if self.kind != "grpo":
-            raise TaskError(f"recipe {where}: kind must be grpo, got {self.kind!r}")
-        get_task(self.task)  # an unknown task names the known ones
-        if self.reward not in REWARDS:
-            raise TaskError(f"recipe {where}: unknown reward {self.reward!r}; choose from {', '.join(REWARDS)}")
-        if self.reward == "outcome+process" and not self.prm:
-            raise TaskError(f"recipe {where}: reward outcome+process needs a `prm:` (a PRM name or directory)")
+        check_rewards(where, self.kind, "grpo", self.task, self.reward, self.prm)
         if self.aggregate not in AGGREGATIONS:
             raise TaskError(f"recipe {where}: unknown aggregate {self.aggregate!r}; "
                             f"choose from {', '.join(AGGREGATIONS)}")
@@ -101,6 +95,17 @@ class GRPORecipe:
         if self.train.batch_size % self.num_generations:
             raise TaskError(f"recipe {where}: train.batch_size ({self.train.batch_size}) counts completions and must "
                             f"be a multiple of num_generations ({self.num_generations})")
+
+
+def check_rewards(where: str, kind: str, expected: str, task: str, reward: str, prm: str) -> None:
+    """Raise TaskError for a recipe of another kind, an unknown task or reward, or a process reward without a PRM."""
+    if kind != expected:
+        raise TaskError(f"recipe {where}: kind must be {expected}, got {kind!r}")
+    get_task(task)  # an unknown task names the known ones
+    if reward not in REWARDS:
+        raise TaskError(f"recipe {where}: unknown reward {reward!r}; choose from {', '.join(REWARDS)}")
+    if reward == "outcome+process" and not prm:
+        raise TaskError(f"recipe {where}: reward outcome+process needs a `prm:` (a PRM name or directory)")
 
 
 # --- rewards --------------------------------------------------------------------------------------------------
@@ -142,9 +147,12 @@ class ProcessReward:
         self.how = how
 
     def __call__(self, prompts: list[str], completions: list[str], **_: Any) -> list[float]:
-        items = [(p, self.task.split_steps(c)) for p, c in zip(prompts, completions)]
-        # A completion the PRM cannot read (longer than its context) is no solution: it scores 0, and the rest of
-        # the batch is still scored.
+        scores = self.step_scores([(p, self.task.split_steps(c)) for p, c in zip(prompts, completions)])
+        return [aggregate(s, self.how) if s is not None else 0.0 for s in scores]
+
+    def step_scores(self, items: list[tuple[str, list[str]]]) -> list[list[float] | None]:
+        """The PRM's score of each step of each (prompt, steps) pair. A completion the PRM cannot read (longer than
+        its context) is no solution: None, and the rest of the batch is still scored."""
         readable = []
         for i, (p, steps) in enumerate(items):
             try:
@@ -152,11 +160,10 @@ class ProcessReward:
                 readable.append(i)
             except VerifierError:
                 pass
-        scores = self.verifier.score_texts([items[i] for i in readable])
-        rewards = [0.0] * len(items)
-        for i, s in zip(readable, scores):
-            rewards[i] = aggregate(s, self.how)
-        return rewards
+        scores: list[list[float] | None] = [None] * len(items)
+        for i, s in zip(readable, self.verifier.score_texts([items[i] for i in readable])):
+            scores[i] = s
+        return scores
 
 
 def reward_functions(recipe: GRPORecipe, task: Task, problems: dict[str, Problem]
@@ -165,12 +172,17 @@ def reward_functions(recipe: GRPORecipe, task: Task, problems: dict[str, Problem
     funcs: list[OutcomeReward | ProcessReward] = [OutcomeReward(task, problems)]
     weights = [1.0]
     if recipe.reward == "outcome+process":
-        verifier = get_verifier(recipe.prm)
-        if not isinstance(verifier, LearnedVerifier):
-            raise TaskError(f"prm {recipe.prm!r} is not a learned verifier (a PRM checkpoint)")
-        funcs.append(ProcessReward(task, verifier, recipe.aggregate))
+        funcs.append(ProcessReward(task, load_prm(recipe.prm), recipe.aggregate))
         weights.append(recipe.process_weight)
     return funcs, weights
+
+
+def load_prm(name: str) -> LearnedVerifier:
+    """The process reward model a recipe names (a shipped PRM or a checkpoint directory)."""
+    verifier = get_verifier(name)
+    if not isinstance(verifier, LearnedVerifier):
+        raise TaskError(f"prm {name!r} is not a learned verifier (a PRM checkpoint)")
+    return verifier
 
 
 # --- training -------------------------------------------------------------------------------------------------

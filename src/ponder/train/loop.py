@@ -91,12 +91,6 @@ def train_loop(model: torch.nn.Module, data: Iterator[dict[str, torch.Tensor]], 
     optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
 
-    def lr_at(step: int) -> float:  # linear warm-up, cosine decay to 10%
-        if step < cfg.warmup:
-            return cfg.lr * (step + 1) / cfg.warmup
-        progress = (step - cfg.warmup) / max(1, n_steps - cfg.warmup)
-        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
     # A CUDA GPU is used when there is one (the same recipe trains in minutes there); the model comes back
     # to the CPU at the end, so saving and evaluating never depend on it.
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -123,7 +117,7 @@ def train_loop(model: torch.nn.Module, data: Iterator[dict[str, torch.Tensor]], 
         for step in range(first, n_steps):
             batch = {key: value.to(device) for key, value in next(data).items()}
             for group in optim.param_groups:
-                group["lr"] = lr_at(step)
+                group["lr"] = learning_rate(cfg, step, n_steps)
             with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
                 loss = loss_fn(step_model, batch)
             loss.backward()
@@ -138,7 +132,7 @@ def train_loop(model: torch.nn.Module, data: Iterator[dict[str, torch.Tensor]], 
                          sum(losses[-20:]) / len(losses[-20:]), before + time.time() - start)
                 shown = time.time()
             if state is not None and time.time() - saved_at >= cfg.save_every and step + 1 < n_steps:
-                _save_state(state, {"run": run, "step": step + 1, "model": model.state_dict(),
+                save_state(state, {"run": run, "step": step + 1, "model": model.state_dict(),
                                     "optim": optim.state_dict(), "losses": losses, "tokens": tokens,
                                     "seconds": before + time.time() - start})
                 saved_at = time.time()
@@ -146,6 +140,14 @@ def train_loop(model: torch.nn.Module, data: Iterator[dict[str, torch.Tensor]], 
         model.set_attn_implementation("sdpa")  # what the saved config and inference use
     model.to("cpu").eval()
     return LoopResult(losses, tokens, before + time.time() - start, bf16, device)
+
+
+def learning_rate(cfg: TrainConfig, step: int, n_steps: int) -> float:
+    """The learning rate at `step` of `n_steps`: linear warm-up over `cfg.warmup` steps, then cosine decay to 10%."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, n_steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def training_model(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
@@ -156,7 +158,7 @@ def training_model(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
     return torch.compile(model, dynamic=True) if cfg.compile else model
 
 
-def _save_state(path: Path, payload: dict[str, Any]) -> None:
+def save_state(path: Path, payload: dict[str, Any]) -> None:
     """Write then rename: a kill while saving leaves the previous state whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

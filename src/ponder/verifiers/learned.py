@@ -14,6 +14,11 @@ its end, and reads one logit per step at the marker's last token:
   labels alone but at the end of every step (each prefix labelled with how its whole solution ended), so it
   estimates the chance that a prefix ends right under the policy that wrote it: a judge of prefixes made
   without process labels.
+- `critic`, the value head of a policy trained by PPO (`ponder.train.ppo`): the policy's own causal LM with a
+  linear head on its last hidden state (`value_head.safetensors` beside the weights), read at the end of each
+  step; the score is the critic's value clamped to [0, 1]. PPO's returns lie in [0, 1] (the outcome, plus the
+  PRM's share when its recipe has one, less the KL penalty), so with the outcome reward alone the value is the
+  chance that the prefix ends right under the policy. One network proposes and evaluates, as in AlphaZero.
 
 The head is declared in the checkpoint's `config.json` under `ponder_verifier` (kind, marker, `+`/`-`
 tokens, a known example for the self-test); checkpoints made elsewhere take a preset (`math-shepherd`).
@@ -42,6 +47,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -61,8 +67,9 @@ from ponder.tasks.base import Problem, Task
 from ponder.trace import METER
 from ponder.verifiers.base import PrefixError, Verifier
 
-KINDS = ("step_tag", "token_classification", "orm", "value")
-ONE_LOGIT = ("orm", "value")  # sequence-classification heads: one logit, no marker
+KINDS = ("step_tag", "token_classification", "orm", "value", "critic")
+ONE_LOGIT = ("orm", "value", "critic")  # one output per position, no marker
+VALUE_HEAD_FILE = "value_head.safetensors"  # a critic's head, beside the policy's weights
 
 
 class VerifierError(PonderError, ValueError):
@@ -98,7 +105,29 @@ PRESETS = {
 
 def _model_class(kind: str) -> type:
     return {"step_tag": AutoModelForCausalLM, "token_classification": AutoModelForTokenClassification,
-            "orm": AutoModelForSequenceClassification, "value": AutoModelForSequenceClassification}[kind]
+            "orm": AutoModelForSequenceClassification, "value": AutoModelForSequenceClassification,
+            "critic": AutoModelForCausalLM}[kind]
+
+
+def value_head(hidden: int) -> torch.nn.Linear:
+    """A critic's head: one linear map from the policy's last hidden state to the value, starting at 0."""
+    head = torch.nn.Linear(hidden, 1)
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    return head
+
+
+def save_value_head(head: torch.nn.Linear, directory: Path) -> None:
+    save_file({k: v.detach().float().contiguous() for k, v in head.state_dict().items()}, directory / VALUE_HEAD_FILE)
+
+
+def load_value_head(directory: Path, hidden: int) -> torch.nn.Linear:
+    path = directory / VALUE_HEAD_FILE
+    if not path.is_file():
+        raise VerifierError(f"{directory} declares a critic but has no {VALUE_HEAD_FILE}")
+    head = value_head(hidden)
+    head.load_state_dict(load_file(path))
+    return head
 
 
 class Encoded(NamedTuple):
@@ -224,7 +253,8 @@ class LearnedVerifier(Verifier):
             read = self._read_cached(encoded) if self.prefixes is not None else self._read(encoded)
             chunk = []
             for e, (margins, checked, _) in zip(encoded, read):
-                scores = torch.sigmoid(margins[e.positions])
+                scores = (margins[e.positions].clamp(0.0, 1.0) if self.head.kind == "critic"
+                      else torch.sigmoid(margins[e.positions]))
                 if self.head.check_after:  # times P(every checked token so far), from the same forward pass
                     per_step = torch.stack([checked[c].sum() if c else checked.new_zeros(()) for c in e.checks])
                     scores = scores * per_step.cumsum(0).exp()
@@ -340,9 +370,12 @@ def load_head_model(directory: Path | str, kind: str, **kwargs: Any) -> PreTrain
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        return _model_class(kind).from_pretrained(directory, dtype=torch.float32, **kwargs)
+        model = _model_class(kind).from_pretrained(directory, dtype=torch.float32, **kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
+    if kind == "critic":
+        model.value_head = load_value_head(Path(directory), model.config.hidden_size)
+    return model
 
 
 def pad_batch(rows: list[list[int]], pad: int) -> dict[str, torch.Tensor]:
@@ -359,7 +392,8 @@ def pad_batch(rows: list[list[int]], pad: int) -> dict[str, torch.Tensor]:
 def head_logits(model: PreTrainedModel, layout: StepLayout, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """[batch, length, outputs]: the head's logits at every position (an ORM's too, not only at the end)."""
     if layout.head.kind in ONE_LOGIT:
-        return model.score(model.base_model(**batch).last_hidden_state)
+        head = model.value_head if layout.head.kind == "critic" else model.score
+        return head(model.base_model(**batch).last_hidden_state)
     return model(**batch).logits
 
 
