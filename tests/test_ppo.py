@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ponder.evaluate.runner import EvalConfig, run_eval
 from ponder.tasks import TaskError, get_task
 from ponder.train.loop import STATE_FILE
 from ponder.train.ppo import (
@@ -212,6 +213,11 @@ def test_the_critic_loads_as_a_verifier_and_scores_each_step_by_its_value(tiny_p
     assert scores == pytest.approx(values[0, ends].clamp(0, 1).tolist(), abs=1e-5)
     assert any(0.0 < s < 1.0 for s in scores)  # a trained value, not a clamped constant
     assert verifier.self_test()["kind"] == "critic"
+    # one network proposes and evaluates: the directory is the policy and the verifier of a step-level search
+    search = EvalConfig(task="game24", split="test", limit=2, model=str(out), methods=["tot_bfs"], budgets=[2],
+                        verifier=str(out), max_tokens=24, seed=0)
+    row = run_eval(search, tmp_path / "eval", show_progress=False)[0]
+    assert row["errors"] == 0 and row["verifier_calls"] > 0
 
 
 def test_shipped_ppo_recipe_loads_and_bad_recipes_fail_clearly(tmp_path):

@@ -936,6 +936,31 @@ def bench_grpo(
     console.print(f"models and eval runs: {result['out']}")
 
 
+@bench_app.command("ppo")
+def bench_ppo(
+    task: str = typer.Option("game24"),
+    steps: int = typer.Option(0, help="iterations of every method, each a batch of samples (0: the PPO recipe's)"),
+    seeds: int = typer.Option(3, help="seeds 0..N-1, each training every method"),
+    problems: int = typer.Option(100, help="test problems for greedy pass@1 and the search"),
+    budget: int = typer.Option(4, help="the search's budget where the critic and the PRM judge"),
+    out: Path = typer.Option(None, help="models, eval runs, bench.json and curves.png (default runs/bench-ppo-TASK); "
+                                        "a rerun skips the models already trained"),
+) -> None:
+    """PPO with a critic vs GRPO vs rejection-sampling fine-tuning at equal samples: greedy pass@1 per seed, mean
+    and spread; the critic as a search verifier against the shipped PRM; training curves as a PNG."""
+    from ponder.bench.ppo import PPOBenchConfig, ppo_benchmark
+
+    cfg = PPOBenchConfig(task=task, steps=steps, seeds=seeds, problems=problems, budget=budget)
+    result = ppo_benchmark(cfg, out or Path("runs") / f"bench-ppo-{task}")
+    print_table(f"{task} test: greedy pass@1 after {result['config']['steps']} iterations "
+                f"({result['runs'][0]['samples']} samples) per method, {problems} problems, {seeds} seed(s); "
+                f"search_*: {result['method']} at budget {budget} by the PPO policy, judged by its critic or the PRM",
+                [{**row, "per_seed": " / ".join(f"{v:.3f}" for v in row["per_seed"])} for row in result["summary"]],
+                [("method", "method", ""), ("mean", "mean", ".3f"), ("spread", "spread (sd)", ".3f"),
+                 ("per_seed", "per seed", "")])
+    console.print(f"curves: {result['curves']}")
+
+
 @bench_app.command("star")
 def bench_star(task: str = TASK_OPT, seed_problems: int = STAR_OPTS["seed_problems"],
                problems: int = STAR_OPTS["problems"], iterations: int = STAR_OPTS["iterations"],

@@ -230,6 +230,16 @@ def sample(policy: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: list[
     return pairs
 
 
+def iteration_seed(seed: int, step: int) -> int:
+    """The seed of one iteration's draws: the run's seed and the iteration, nothing else."""
+    return seed * 1_000_003 + step
+
+
+def batch_problems(problems: list[Problem], size: int, seed: int) -> list[Problem]:
+    """One iteration's problems: `size` different ones drawn with `seed`."""
+    return random.Random(seed).sample(problems, min(size, len(problems)))
+
+
 Rewarder = Callable[[list[Episode]], None]  # sets each episode's `solved` and `rewards` (one per action)
 
 
@@ -381,8 +391,8 @@ class PPO:
         """Sample a batch for `train.batch_size` training problems, score it and update on it; every draw is seeded
         from the recipe's seed and `step`, so a resumed run repeats an uninterrupted one."""
         cfg = self.recipe.train
-        seed = cfg.seed * 1_000_003 + step
-        problems = random.Random(seed).sample(self.train_problems, min(cfg.batch_size, len(self.train_problems)))
+        seed = iteration_seed(cfg.seed, step)
+        problems = batch_problems(self.train_problems, cfg.batch_size, seed)
         torch.manual_seed(seed)
         batch, stats = self.batch(self.rollouts(problems))
         for group in self.optim.param_groups:
