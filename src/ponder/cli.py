@@ -772,13 +772,7 @@ def train_ppo_cmd(
     The saved directory is the policy and, as `--verifier DIR`, its critic."""
     from ponder.train.ppo import PPORecipe, train_ppo
 
-    r = PPORecipe.load(recipe)
-    out = out or Path("runs") / "ppo" / r.name
-    summary = train_ppo(r, out, steps=steps or None)
-    summary.pop("config")
-    summary.pop("log")
-    console.print_json(json.dumps(summary))
-    console.print(f"saved to {out}")
+    _train("ppo", PPORecipe.load(recipe), train_ppo, out, steps)
 
 
 @app.command("selftest")
