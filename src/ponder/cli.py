@@ -159,6 +159,8 @@ def solve(
     option: list[str] = typer.Option([], "--set", help="a knob of the method, METHOD.KNOB=VALUE (repeatable), e.g. "
                                                        "tot_bfs.breadth=5; `ponder methods` lists the knobs"),
     device: str = typer.Option("cpu", help="where the transformers backend and a learned verifier run: cpu or cuda"),
+    save_trace: Path | None = typer.Option(None, help="write the whole trace (tree, answer, usage) to this JSON file, "
+                                                      "which `ponder view` draws"),
 ) -> None:
     """Solve one problem and print the reasoning with the task's default method. On game24 a Tree-of-Thoughts
     search: at each step the policy proposes 32 different next steps for each of the 5 best states so far, and
@@ -206,6 +208,13 @@ def solve(
     judge = f", picked by {ver.name} ({aggregate})" if ver is not None else ""
     console.print(f"[dim]{method}{judge}: {len(trace.nodes) - 1} nodes, {u.model_calls} model calls, "
                   f"{u.generated_tokens} generated tokens[/dim]")
+    if save_trace is not None:
+        trace.correct = t.grade(problem, trace.answer) if t.gradable(problem) else None
+        save_trace.parent.mkdir(parents=True, exist_ok=True)
+        save_trace.write_text(json.dumps({**trace.to_dict(), "config": {
+            "task": task, "method": method, "n": n, "min_p": min_p, "verifier": ver.name if ver else None,
+            "aggregate": aggregate, "model": lm.name, "seed": seed, "options": settings.get(method, {})}}, indent=1))
+        console.print(f"trace saved to {save_trace} (ponder view {save_trace} draws it)")
 
 
 def render_tree(trace, best: int) -> list[str]:
@@ -233,6 +242,25 @@ def render_tree(trace, best: int) -> list[str]:
 
     walk(0, 1)
     return lines
+
+
+@app.command()
+def view(
+    source: Path = typer.Argument(..., help="an eval run folder (its rows hold each problem's trace; followed as "
+                                            "`ponder eval` writes it) or a trace JSON (`ponder solve --save-trace`)"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every interface)"),
+    port: int = typer.Option(8765, min=0, max=65535, help="port (0: a free one)"),
+) -> None:
+    """Draw saved search trees in the browser: every problem of a run, each method's tree with its scores, visits
+    and values and the chosen path; a click on a node shows its text and scores."""
+    from ponder.serve.viewer import TraceHub, bind, server, url, viewer_app
+
+    hub = TraceHub()
+    count = hub.load(source)
+    sock = bind(host, port)
+    console.print(f"{count} trace{'s' if count != 1 else ''} from {source}; the viewer is at {url(sock)} "
+                  "(Ctrl-C stops it)")
+    server(viewer_app(hub)).run(sockets=[sock])
 
 
 @app.command()
@@ -286,6 +314,7 @@ def serve_cmd(
     "return_trace": true}}. Runs until Ctrl-C or SIGTERM, finishing the requests in flight."""
     from ponder.serve.app import Limits, Served, serve
     from ponder.serve.recipes import load_recipes, shipped_recipes
+    from ponder.serve.viewer import TraceHub, viewer_router
 
     chosen = load_recipes(recipes) if recipes else shipped_recipes()
     names = _csv(models)
@@ -296,7 +325,11 @@ def serve_cmd(
     served = [Served(r) for r in chosen if not names or r.name in names]
     console.print(f"serving {', '.join(s.name for s in served)} at http://{host}:{port}/v1"
                   f"{' (API key required)' if api_key else ''}; Ctrl-C stops", highlight=False)
-    serve(served, host, port, limits, api_key or None)
+    # the viewer shows every question asked: only where no API key guards them
+    viewer = [] if api_key else [viewer_router(TraceHub())]
+    console.print(f"search trees: {f'http://{host}:{port}/viewer/' if viewer else 'no viewer (an API key is set)'}",
+                  highlight=False)
+    serve(served, host, port, limits, api_key or None, routers=viewer)
 
 
 @app.command("methods")

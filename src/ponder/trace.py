@@ -7,6 +7,9 @@ finally chose; `usage` is what it cost. Evaluation, the server and the tree view
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -109,6 +112,13 @@ class Trace:
     def __post_init__(self) -> None:
         if not self.nodes:
             self.nodes.append(Node(id=0, parent=None, text=""))
+        self.changed()
+
+    def changed(self, final: bool = False) -> None:
+        """Tell the observers (`observing`) that this trace changed; `final`: the search that makes it has ended.
+        A trace calls it when it is made and whenever it grows a node; `ponder.search.search` when it ends."""
+        for observer in _observers:
+            observer(self, final)
 
     @property
     def root(self) -> Node:
@@ -117,6 +127,7 @@ class Trace:
     def add(self, parent: int, text: str, **fields: Any) -> Node:
         node = Node(id=len(self.nodes), parent=parent, text=text, **fields)
         self.nodes.append(node)
+        self.changed()
         return node
 
     def add_path(self, steps: list[str], **leaf_fields: Any) -> Node:
@@ -150,3 +161,25 @@ class Trace:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# Called with (trace, final) whenever any trace changes (`Trace.changed`), from the thread that changed it.
+TraceObserver = Callable[[Trace, bool], None]
+_observers: list[TraceObserver] = []
+_observers_lock = threading.Lock()
+
+
+@contextmanager
+def observing(observer: TraceObserver) -> Iterator[None]:
+    """While inside, `observer(trace, final)` is called whenever a trace is made or grows a node in this process (in
+    any thread, any search method), and once with `final=True` when the search that makes it ends: a running
+    search publishes its tree as it grows (the tree viewer draws it live). The observer runs in the search's
+    thread, so it should only take note (keep the trace, count a version), not do slow work."""
+    global _observers
+    with _observers_lock:  # a new list each time: a trace iterating the old one is not disturbed
+        _observers = [*_observers, observer]
+    try:
+        yield
+    finally:
+        with _observers_lock:
+            _observers = [o for o in _observers if o is not observer]

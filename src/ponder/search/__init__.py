@@ -98,11 +98,13 @@ def check_search(task: Task, method: str, options: Mapping[str, object], n: int,
 
 async def search(task: Task, problem: Problem, lm: LanguageModel, verifier: Verifier | None,
                  method: SearchMethod, cfg: SearchConfig) -> Trace:
-    """Run one search with its model and verifier calls metered into the trace's usage."""
+    """Run one search with its model and verifier calls metered into the trace's usage; the trace's observers
+    (`ponder.trace.observing`) hear of it as it grows and once more when it ends."""
     usage = Usage()
     judge = MeteredVerifier(verifier, usage) if verifier is not None else None
     trace = await method(task, problem, Metered(lm, usage), judge, cfg)
     trace.usage.add(usage)
+    trace.changed(final=True)
     return trace
 
 

@@ -63,10 +63,12 @@ def choose(keys: list[object], scores: list[float | None], how: str) -> int | No
 
 
 def answer(trace: Trace, task: Task, problem: Problem, finished: list[Finished], how: str) -> Trace:
-    """Write the selected solution's answer into the trace (left empty when nothing finished)."""
+    """Write the selected solution's answer into the trace (left empty when nothing finished), and its node as
+    `extra["chosen"]` (the tree viewer highlights the path to it)."""
     chosen = select(task, problem, finished, how)
     trace.extra["select"] = how
     if chosen is not None:
+        trace.extra["chosen"] = chosen.node
         trace.answer = task.extract_answer(problem, chosen.steps)
         trace.solution = task.join_steps(chosen.steps)
     return trace
