@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from typer.testing import CliRunner
 
 from ponder.cli import app
@@ -23,7 +25,9 @@ from ponder.errors import ConfigError
 from ponder.evaluate import EvalConfig, run_eval
 from ponder.lm.engine import Engine
 from ponder.search import SearchConfig, get_method, parse_options, search
-from ponder.serve.viewer import TraceHub, bind, page_form, server, url, viewer_app
+from ponder.serve.app import Served, create_app
+from ponder.serve.recipes import shipped_recipes
+from ponder.serve.viewer import TraceHub, bind, page_form, server, url, viewer_app, viewer_router
 from ponder.tasks import get_task
 from ponder.trace import Trace, observing
 from ponder.verifiers import get_verifier
@@ -112,10 +116,11 @@ def browser():
 
 
 @contextmanager
-def served(hub: TraceHub) -> Iterator[str]:
-    """The viewer app on a free port of 127.0.0.1, in a thread, for the block's duration; yields the page's URL."""
+def served(hub_or_app: TraceHub | FastAPI) -> Iterator[str]:
+    """The viewer app (or a whole app mounting it) on a free port of 127.0.0.1, in a thread, for the block's
+    duration; yields the page's URL."""
     sock = bind("127.0.0.1", 0)
-    srv = server(viewer_app(hub))
+    srv = server(viewer_app(hub_or_app) if isinstance(hub_or_app, TraceHub) else hub_or_app)
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     while not srv.started:
@@ -289,3 +294,23 @@ def test_page_draws_a_tree_of_thousands_of_nodes_within_seconds(browser):
         assert page.locator("#details ol li").all_inner_texts() == trace.path(leaf.id)
     print(f"opened and drew {len(trace.nodes)} nodes in {seconds:.2f} s")
     assert seconds < 20
+
+
+@pytest.mark.slow
+def test_ponder_serve_lists_each_search_it_runs_in_its_viewer(browser, game24):
+    _, engine, prm = game24
+    recipe = next(r for r in shipped_recipes() if r.name == "game24-beam")
+    hub = TraceHub()
+    app = create_app([Served(recipe, lm=engine, verifier=prm)], routers=[viewer_router(hub)], preload=False)
+    with served(app) as address:
+        reply = httpx.post(address.replace("/viewer/", "/v1/chat/completions"), timeout=600, json={
+            "model": "game24-beam", "messages": [{"role": "user", "content": "4 5 6 10"}],
+            "ponder": {"budget": 4, "return_trace": True}})
+        assert reply.status_code == 200, reply.text
+        [trace] = reply.json()["ponder"]["traces"]
+        [listed] = httpx.get(address + "api/traces").json()["traces"]
+        assert (listed["method"], listed["nodes"], listed["running"]) == ("beam", len(trace["nodes"]), False)
+        page = browser.new_page()
+        page.goto(address)
+        page.wait_for_function("n => document.querySelectorAll('#tree g.node').length === n", arg=len(trace["nodes"]))
+        assert f"answer {trace['answer']}" in page.locator("#summary").inner_text()
