@@ -808,6 +808,23 @@ def train_ppo_cmd(
     _train("ppo", PPORecipe.load(recipe), train_ppo, out, steps)
 
 
+@app.command("export")
+def export_cmd(
+    checkpoint: str = typer.Argument(..., help="a policy or step-tag PRM: shipped name or checkpoint directory"),
+    gguf: bool = typer.Option(False, "--gguf", help="write a GGUF file for llama.cpp (the one format so far)"),
+    out: Path = typer.Option(None, "--out", "-o", help="the file to write (default NAME-OUTTYPE.gguf here)"),
+    outtype: str = typer.Option("f32", help="tensor type: f32 and bf16 keep bfloat16 weights exactly; f16, q8_0"),
+) -> None:
+    """Export a Llama checkpoint with Ponder's character tokenizer for llama.cpp (`--backend llama.cpp`)."""
+    from ponder.lm.gguf_export import export_gguf
+
+    if not gguf:
+        raise ConfigError("choose the format to export: --gguf")
+    done = export_gguf(checkpoint, out, outtype)
+    console.print(f"wrote {done.path}: {done.tensors} tensors, {done.vocab} tokens, {done.outtype}, "
+                  f"{done.bytes / 1e6:.1f} MB")
+
+
 @app.command("selftest")
 def selftest(verifier: str = typer.Argument(..., help="a PRM/ORM: shipped name or checkpoint directory"),
              preset: str = typer.Option("", help="head preset for checkpoints made elsewhere (math-shepherd)")) -> None:

@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from gguf import GGUFReader, Keys
+from tokenizers import Tokenizer
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    DynamicCache,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
 from transformers.utils import logging as hf_logging
 
 from ponder.errors import ModelLoadError
@@ -63,6 +71,26 @@ def resolve_model(spec: str) -> tuple[Path, str | None]:
         f"model {spec!r} is not a shipped model ({', '.join(shipped) or 'none'}), a directory with "
         "config.json, or a .gguf file"
     )
+
+
+def load_tokenizer(directory: Path, gguf_file: str | None = None) -> PreTrainedTokenizerBase:
+    """A checkpoint's tokenizer. From a GGUF file, the Hugging Face tokenizer stored in it under
+    `tokenizer.huggingface.json` when it has one (`ponder export --gguf` stores it: transformers rebuilds a GGUF's
+    tokenizer from llama.cpp's vocabulary with that model's defaults, and for the character tokenizer's Unigram
+    vocabulary they add a space prefix and drop newlines), else transformers' rebuild."""
+    if gguf_file:
+        reader = GGUFReader(directory / gguf_file)
+        stored = reader.get_field(Keys.Tokenizer.HF_JSON)
+        if stored is not None:
+            core = Tokenizer.from_str(stored.contents())
+            special = {}
+            for name, key in (("bos_token", Keys.Tokenizer.BOS_ID), ("eos_token", Keys.Tokenizer.EOS_ID),
+                              ("unk_token", Keys.Tokenizer.UNK_ID), ("pad_token", Keys.Tokenizer.PAD_ID)):
+                field = reader.get_field(key)
+                if field is not None:
+                    special[name] = core.id_to_token(int(field.contents()))
+            return PreTrainedTokenizerFast(tokenizer_object=core, clean_up_tokenization_spaces=False, **special)
+    return AutoTokenizer.from_pretrained(directory, **({"gguf_file": gguf_file} if gguf_file else {}))
 
 
 def fingerprint(spec: str) -> str:
@@ -145,7 +173,7 @@ class HFBackend(Backend):
         kwargs = {"gguf_file": gguf} if gguf else {}
         self.name = Path(spec).stem if gguf else Path(spec).name
         with loading_quietly():
-            self.tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
+            self.tokenizer = load_tokenizer(directory, gguf)
             self.model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **kwargs)
         self.model.to(device).eval()
         self.device = device

@@ -52,7 +52,6 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
-    AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -60,7 +59,7 @@ from transformers.utils import logging as hf_logging
 
 from ponder.batcher import Batcher
 from ponder.errors import PonderError
-from ponder.lm.hf import loading_quietly, resolve_model
+from ponder.lm.hf import load_tokenizer, loading_quietly, resolve_model
 from ponder.lm.kv import cache_argument, new_cache, prefill_inputs, row_kv
 from ponder.lm.prefix_cache import PrefixCache
 from ponder.tasks.base import Problem, Task
@@ -224,7 +223,7 @@ class LearnedVerifier(Verifier):
         self.name = f"{head.kind}:{Path(spec).name}"
         extra = {"gguf_file": gguf} if gguf else {}
         with loading_quietly():
-            self.tokenizer = AutoTokenizer.from_pretrained(directory, **extra)
+            self.tokenizer = load_tokenizer(directory, gguf)
             self.model = load_head_model(directory, head.kind, **extra)
         self.model.to(device).eval()
         self.device = device
@@ -251,14 +250,7 @@ class LearnedVerifier(Verifier):
             began = time.perf_counter()
             encoded = [self.layout.encode(p, s) for p, s in items[start : start + self.batch_size]]
             read = self._read_cached(encoded) if self.prefixes is not None else self._read(encoded)
-            chunk = []
-            for e, (margins, checked, _) in zip(encoded, read):
-                scores = (margins[e.positions].clamp(0.0, 1.0) if self.head.kind == "critic"
-                      else torch.sigmoid(margins[e.positions]))
-                if self.head.check_after:  # times P(every checked token so far), from the same forward pass
-                    per_step = torch.stack([checked[c].sum() if c else checked.new_zeros(()) for c in e.checks])
-                    scores = scores * per_step.cumsum(0).exp()
-                chunk.append(scores.tolist())
+            chunk = [step_scores(self.head, e, margins, checked) for e, (margins, checked, _) in zip(encoded, read)]
             seconds = time.perf_counter() - began
             computed = sum(c for _, _, c in read)
             out += [Judged(scores, len(e.ids), c, seconds * c / computed)
@@ -405,6 +397,16 @@ def step_margins(layout: StepLayout, logits: torch.Tensor) -> torch.Tensor:
         good, bad = layout.label_ids
         return logits[..., good] - logits[..., bad]
     return logits[..., 0] if logits.shape[-1] == 1 else logits[..., 1] - logits[..., 0]
+
+
+def step_scores(head: HeadSpec, encoded: Encoded, margins: torch.Tensor, checked: torch.Tensor) -> list[float]:
+    """One text's step scores from the head's margin and the checked log-probability at each of its positions."""
+    scores = (margins[encoded.positions].clamp(0.0, 1.0) if head.kind == "critic"
+              else torch.sigmoid(margins[encoded.positions]))
+    if head.check_after:  # times P(every checked token so far), from the same forward pass
+        per_step = torch.stack([checked[c].sum() if c else checked.new_zeros(()) for c in encoded.checks])
+        scores = scores * per_step.cumsum(0).exp()
+    return scores.tolist()
 
 
 def next_token_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,179 @@
+"""`ponder export --gguf`: shipped policies and the game24 PRM as GGUF files that llama.cpp runs with the tokens,
+greedy text and step scores of the Hugging Face checkpoints; a freshly trained checkpoint too; anything else is one
+line and exit code 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+import pytest
+import torch
+from tokenizers import Tokenizer, models
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from typer.testing import CliRunner
+
+from ponder.cli import app
+from ponder.lm.base import Request, SamplingParams
+from ponder.lm.gguf_export import export_gguf
+from ponder.lm.hf import HFBackend, load_tokenizer
+from ponder.lm.llamacpp import LlamaCppBackend
+from ponder.tasks import get_task
+from ponder.train.tokenizer import CHARS
+from ponder.verifiers.learned import LearnedVerifier, next_token_logprobs, step_margins, step_scores
+
+PROMPTS = 20
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("gguf")
+    return {name: export_gguf(name, out / f"{name}.gguf").path for name in ("game24-policy", "arith-policy",
+                                                                          "game24-prm")}
+
+
+def llama(path: Path, rows: int = PROMPTS) -> LlamaCppBackend:
+    return LlamaCppBackend(str(path), threads=1, max_rows=rows)  # one thread: no second core to wait for
+
+
+def task_texts(name: str) -> list[str]:
+    """Every test prompt of the task, alone and followed by its reference solution."""
+    task = get_task(name)
+    texts = []
+    for problem in task.problems("test"):
+        prompt = task.prompt(problem)
+        texts += [prompt, prompt + task.join_steps(task.reference_solution(problem) or [])]
+    return texts
+
+
+def test_llama_cpp_tokenises_every_test_prompt_as_the_character_tokenizer_does(exported):
+    prm = llama(exported["game24-prm"], rows=1)
+    hf = HFBackend("game24-prm")
+    verifier = LearnedVerifier("game24-prm", batched=False)
+    texts = task_texts("game24") + task_texts("arith")
+    # every character, the special tokens, the step tag, and characters outside the vocabulary (one at a time: a run
+    # of them is one <unk> in llama.cpp's Unigram tokenizer)
+    every_char = "".join(CHARS) + "<s></s><pad><unk> ки \u00e9x\ty\rz\x0c!\u2028"
+    for text in [*texts, every_char]:
+        assert list(prm.encode(text)) == hf.encode(text), text
+    for text in [*texts, "".join(CHARS)]:  # and back (the backend writes nothing for special and unknown tokens)
+        assert prm.text(prm.encode(text)) == text
+    assert hf.encode("\u00e9x\t") == [3, 92, 3] == list(prm.encode("\u00e9x\t"))  # unknown characters are <unk>
+    steps = ["4 + 5 = 9 (left: 6 9 10)", "10 - 6 = 4 (left: 4 9)"]
+    layout = verifier.layout.encode("Input: 4 5 6 10\n", steps)  # the PRM's own layout: steps, then " ки"
+    assert list(prm.encode("Input: 4 5 6 10\n" + "".join(f"{s} ки\n" for s in steps))) == layout.ids
+    assert prm.eos == {2} and not prm.model.add_bos_token()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["game24-policy", "arith-policy"])
+def test_greedy_text_from_the_gguf_in_llama_cpp_is_the_checkpoints_in_transformers(exported, name):
+    task = get_task(name.split("-")[0])
+    requests = [Request(task.prompt(p), SamplingParams(max_tokens=160)) for p in task.problems("test", PROMPTS)]
+    hf, gguf = HFBackend(name, threads=1), llama(exported[name])
+    theirs, ours = hf.generate_batch(requests), gguf.generate_batch(requests)
+    assert [c.text for c in ours] == [c.text for c in theirs]
+    assert [c.generated_tokens for c in ours] == [c.generated_tokens for c in theirs]
+    assert [gguf.encode(r.prompt + c.text) for r, c in zip(requests, ours)] == [
+        tuple(hf.encode(r.prompt + c.text)) for r, c in zip(requests, theirs)]
+    assert sum(c.generated_tokens for c in ours) > 20 * PROMPTS  # whole solutions, not a token or two
+    # transformers reading the same file (the tokenizer it stores) gives the same text too
+    assert [c.text for c in HFBackend(str(exported[name]), threads=1).generate_batch(requests)] == [
+        c.text for c in theirs]
+
+
+def llama_cpp_scores(path: Path, verifier: LearnedVerifier, items: list[tuple[str, list[str]]],
+                     **kv_types: int) -> list[list[float]]:
+    """Step scores read from llama.cpp's logits at every position, by the verifier's own formula."""
+    model = llama_cpp.Llama(str(path), n_ctx=256, logits_all=True, n_threads=1, n_threads_batch=1,
+                            verbose=False, **kv_types)
+    out = []
+    for prompt, steps in items:
+        encoded = verifier.layout.encode(prompt, steps)
+        model.reset()
+        model.eval(encoded.ids)
+        logits = torch.from_numpy(np.array(model.scores[: len(encoded.ids)]))[None]
+        ids = torch.tensor([encoded.ids])
+        out.append(step_scores(verifier.head, encoded, step_margins(verifier.layout, logits)[0],
+                               next_token_logprobs(logits, ids)[0]))
+    model.close()
+    return out
+
+
+def test_prm_step_scores_through_llama_cpp_match_transformers(exported):
+    """Scores of right and wrong steps (each tag's P(+) times the checked result's probability). The f32 file holds
+    the bfloat16 weights exactly, so with a float32 key-value cache only the kernels' summation order differs (1e-5);
+    llama.cpp's default cache stores keys and values in float16 (2e-3: 7.5e-4 measured)."""
+    task = get_task("game24")
+    verifier = LearnedVerifier("game24-prm", batched=False)
+    items = []
+    for problem in task.problems("test", 10):
+        steps = list(task.reference_solution(problem) or [])
+        items += [(task.prompt(problem), steps), (task.prompt(problem), [steps[0].replace("= ", "= 1"), *steps[1:]])]
+    theirs = np.array([s for row in verifier.score_texts(items) for s in row])
+    exact = np.array([s for row in llama_cpp_scores(exported["game24-prm"], verifier, items,
+                                                   type_k=llama_cpp.GGML_TYPE_F32,
+                                                   type_v=llama_cpp.GGML_TYPE_F32) for s in row])
+    half = np.array([s for row in llama_cpp_scores(exported["game24-prm"], verifier, items) for s in row])
+    assert np.abs(exact - theirs).max() < 1e-5
+    assert np.abs(half - theirs).max() < 2e-3
+    assert theirs.max() > 0.9 and theirs.min() < 0.1  # the scores separate: the comparison is not of constants
+
+
+@pytest.mark.slow
+def test_a_trained_checkpoint_exports_and_loads(tmp_path):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text("kind: sft\ntask: game24\nmodel: {hidden: 64, layers: 2, heads: 2, intermediate: 128, "
+                      "max_positions: 96}\ntrain: {steps: 2, batch_size: 4, warmup: 1, bf16: false}\n")
+    runner = CliRunner()
+    trained = runner.invoke(app, ["train", "sft", str(recipe), "--out", str(tmp_path / "sft"), "--steps", "2"])
+    assert trained.exit_code == 0, trained.output
+    for outtype in ("f32", "q8_0"):
+        result = runner.invoke(app, ["export", str(tmp_path / "sft"), "--gguf", "-o", str(tmp_path / f"{outtype}.gguf"),
+                                     "--outtype", outtype])
+        assert result.exit_code == 0, result.output
+    assert (tmp_path / "q8_0.gguf").stat().st_size < (tmp_path / "f32.gguf").stat().st_size / 2
+    prompts = ["Input: 1 2 3 4\n", "Input: 4 5 6 10\n5 * 4 = 20 (left: 6 10 20)\n"]
+    theirs = HFBackend(str(tmp_path / "sft")).next_token_logits(prompts)
+    ours = llama(tmp_path / "f32.gguf", rows=1).next_token_logits(prompts)
+    assert (ours - theirs).abs().max() < 1e-3  # head_dim 32, 2 layers: the Q/K reordering holds for any shape
+
+
+def not_a_character_tokenizer(path: Path) -> Path:
+    """A Llama causal LM whose tokenizer has tokens of several characters."""
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "ab": 3, "c": 4}
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<unk>")),
+                                        unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    LlamaForCausalLM(LlamaConfig(vocab_size=5, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=2)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["game24-orm", "--gguf"], "game24-orm is a LlamaForSequenceClassification (llama); GGUF export takes a Llama "
+                               "causal LM"),
+    (["{tmp}/bpe", "--gguf"], "bpe's tokenizer is not Ponder's character tokenizer"),
+    (["{tmp}/model.gguf", "--gguf"], "is a GGUF file already"),
+    (["game24-policy"], "choose the format to export: --gguf"),
+    (["game24-policy", "--gguf", "--outtype", "q4_0"], "unknown outtype 'q4_0'; choose from f32, f16, bf16, q8_0"),
+    (["no-such-model", "--gguf"], "model 'no-such-model' is not a shipped model"),
+], ids=["orm", "tokenizer", "gguf", "no-format", "outtype", "missing"])
+def test_what_cannot_be_exported_is_one_line_and_exit_code_2(tmp_path, args, message):
+    not_a_character_tokenizer(tmp_path / "bpe")
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    result = CliRunner().invoke(app, ["export", *(a.format(tmp=tmp_path) for a in args), "-o",
+                                      str(tmp_path / "out.gguf")])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert not (tmp_path / "out.gguf").exists()
+
+
+def test_outtypes_shrink_the_file_and_keep_its_vocabulary(tmp_path):
+    sizes = {t: export_gguf("game24-policy", tmp_path / f"{t}.gguf", t).bytes for t in ("f32", "bf16", "f16", "q8_0")}
+    assert sizes["q8_0"] < sizes["f16"] == sizes["bf16"] < sizes["f32"]
+    stored = load_tokenizer(tmp_path, "q8_0.gguf")  # the tokenizer the file carries for transformers
+    text = "Input: 4 5 6 10\n10 - 4 = 6 (left: 5 6 6)\n"
+    assert stored(text).input_ids == HFBackend("game24-policy").encode(text)
