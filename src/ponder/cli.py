@@ -507,6 +507,8 @@ def bench_backends(
     max_tokens: int = typer.Option(128),
     threads: int = typer.Option(0, help="threads for both backends (0: torch's default; 1 on a shared machine)"),
     seed: int = typer.Option(0),
+    prompt: str = typer.Option("", help="a raw prompt instead of a question through the chat template (a model "
+                               "without one, such as an exported policy: $'Input: 4 5 6 10\\n')"),
 ) -> None:
     """llama.cpp in process against transformers on the same GGUF: generated tokens/s for one request and for
     PROMPTS at once through the engine, both ratios."""
@@ -514,7 +516,8 @@ def bench_backends(
     from ponder.bench.backends import run
     from ponder.lm.load import resolve_alias
 
-    show(run(resolve_alias(model), prompts=prompts, max_tokens=max_tokens, threads=threads or None, seed=seed))
+    show(run(resolve_alias(model), prompts=prompts, max_tokens=max_tokens, threads=threads or None, seed=seed,
+             prompt=prompt))
 
 
 @bench_app.command("http")

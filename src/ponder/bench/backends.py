@@ -47,13 +47,14 @@ def _measure(backend: Backend, prompt: str, requests: int, max_tokens: int, seed
 
 
 def run(model_path: str, prompts: int = 32, max_tokens: int = 128, threads: int | None = None,
-        seed: int = 0) -> dict[str, Any]:
+        seed: int = 0, prompt: str = "") -> dict[str, Any]:
     """Generated tokens per second of llama.cpp and transformers on `model_path` (a .gguf file), one request and
-    `prompts` at once, and llama.cpp's ratio to transformers at each."""
+    `prompts` at once, and llama.cpp's ratio to transformers at each. `prompt`: a raw prompt instead of the question
+    through the chat template (a model without one, such as an exported policy)."""
     llama = LlamaCppBackend(model_path, threads=threads, max_rows=prompts, n_ctx=max_tokens + 512)
-    prompt = llama.chat_prompt([{"role": "user", "content": f"{QUESTION}\nLet's think step by step."}])
+    prompt = prompt or llama.chat_prompt([{"role": "user", "content": f"{QUESTION}\nLet's think step by step."}])
     if prompt is None:
-        raise ConfigError(f"{model_path} has no chat template")
+        raise ConfigError(f"{model_path} has no chat template: give a raw prompt")
     rows = []
     for name, backend in [("llama.cpp", llama), ("transformers", HFBackend(model_path, threads=threads))]:
         _measure(backend, prompt, 1, 4, seed=seed - 1)  # warm up: the first call allocates
