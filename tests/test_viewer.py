@@ -238,18 +238,22 @@ def test_page_redraws_a_running_search_as_it_grows(browser, game24):
         page.locator("#status").wait_for()
         worker = threading.Thread(target=lambda: finished.append(asyncio.run(
             search(task, problem, engine, prm, get_method("mcts"), cfg))))
+        start = time.perf_counter()
         worker.start()
         seen: list[int] = []
         while worker.is_alive():
             seen.append(page.locator("#tree g.node").count())
             time.sleep(0.05)
         worker.join()
+        seconds = time.perf_counter() - start
         [trace] = finished
         page.wait_for_function("n => document.querySelectorAll('#tree g.node').length === n", arg=len(trace.nodes))
         page.wait_for_function("() => !document.querySelector('#summary .running')")
         grown = sorted({n for n in seen if 1 < n < len(trace.nodes)})
         assert len(grown) >= 2, f"the page drew {grown} nodes while the search ran, {len(trace.nodes)} at the end"
         assert seen == sorted(seen)  # the drawn tree only grows
+        print(f"the page drew the running search at {len(grown)} sizes ({grown[0]} to {grown[-1]} nodes) in "
+              f"{seconds:.1f} s, then its final {len(trace.nodes)}")
         top = max(trace.nodes[1:], key=lambda n: n.visits)
         assert f"n={top.visits}" in page.locator(f"#tree g.node[data-id='{top.id}'] text").text_content()
 
@@ -283,6 +287,8 @@ def test_page_draws_a_tree_of_thousands_of_nodes_within_seconds(browser):
     hub.add(page_form(trace.to_dict(), "wide"), "wide")
     with served(hub) as address:
         page = browser.new_page()
+        fetched: list[str] = []
+        page.on("request", lambda r: fetched.append(r.url))
         start = time.perf_counter()
         page.goto(address)
         page.wait_for_function("n => document.querySelectorAll('#tree g.node').length === n", arg=len(trace.nodes),
@@ -292,6 +298,8 @@ def test_page_draws_a_tree_of_thousands_of_nodes_within_seconds(browser):
         page.locator(f"#tree g.node[data-id='{leaf.id}']").click()
         assert page.locator("#details pre.step").inner_text() == leaf.text
         assert page.locator("#details ol li").all_inner_texts() == trace.path(leaf.id)
+    origin = address.removesuffix("/viewer/")
+    assert fetched and all(u.startswith(origin) for u in fetched), fetched  # nothing from elsewhere: works offline
     print(f"opened and drew {len(trace.nodes)} nodes in {seconds:.2f} s")
     assert seconds < 20
 
