@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -67,25 +70,46 @@ def test_hub_lists_live_traces_with_versions_and_keeps_only_the_newest_finished(
     assert page is not None and [n["text"] for n in page["nodes"]] == ["", "a"] and page["running"]
 
 
+# an eval row as `ponder eval` wrote it before searches recorded their chosen node
+ROW = {"method": "beam", "budget": 4, "problem_id": "p", "answer": "24", "correct": True, "solution": "a\nb2",
+       "usage": {}, "trace": {"extra": {}, "nodes": [
+           {"id": 0, "parent": None, "text": ""}, {"id": 1, "parent": 0, "text": "a"},
+           {"id": 2, "parent": 1, "text": "b1", "terminal": True, "score": float("nan")},
+           {"id": 3, "parent": 1, "text": "b2", "terminal": True, "score": 0.9}]}}
+
+
 def test_saved_rows_without_a_chosen_node_find_it_by_their_solution(tmp_path):
-    row = {"method": "beam", "budget": 4, "problem_id": "p", "answer": "24", "correct": True,
-           "solution": "a\nb2", "usage": {}, "trace": {"extra": {}, "nodes": [
-               {"id": 0, "parent": None, "text": ""}, {"id": 1, "parent": 0, "text": "a"},
-               {"id": 2, "parent": 1, "text": "b1", "terminal": True, "score": float("nan")},
-               {"id": 3, "parent": 1, "text": "b2", "terminal": True, "score": 0.9}]}}
-    page = page_form(row, "row")
+    page = page_form(ROW, "row")
     assert page["chosen"] == 3 and page["nodes"][2]["score"] is None  # NaN is no JSON number
-    (tmp_path / "results.jsonl").write_text(json.dumps(row) + "\n" + json.dumps({**row, "problem_id": "q"})[:40])
+    (tmp_path / "results.jsonl").write_text(json.dumps(ROW) + "\n" + json.dumps({**ROW, "problem_id": "q"})[:40])
     hub = TraceHub()
     assert hub.load(tmp_path) == 1  # the half-written last line waits
     with (tmp_path / "results.jsonl").open("a") as f:
-        f.write(json.dumps({**row, "problem_id": "q"})[40:] + "\n")
+        f.write(json.dumps({**ROW, "problem_id": "q"})[40:] + "\n")
     assert [e["label"] for e in hub.listing()] == ["beam@4 · p", "beam@4 · q"]  # followed as the run grows
     (tmp_path / "bad.json").write_text('{"nodes": "many"}')
     with pytest.raises(ConfigError, match="not a trace"):
         TraceHub().load(tmp_path / "bad.json")
     with pytest.raises(ConfigError, match="neither an eval run folder"):
         TraceHub().load(tmp_path / "nowhere")
+
+
+def test_ponder_view_prints_its_address_and_serves_the_run(tmp_path):
+    (tmp_path / "results.jsonl").write_text(json.dumps(ROW) + "\n")
+    proc = subprocess.Popen([sys.executable, "-c", "from ponder.cli import app; app()", "view", str(tmp_path),
+                             "--port", "0"], stdout=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "300"})
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        address = re.search(r"http://127\.0\.0\.1:\d+/viewer/", line)
+        assert line.startswith("1 trace from") and address, line
+        [listed] = httpx.get(address.group() + "api/traces").json()["traces"]
+        assert (listed["label"], listed["nodes"], listed["correct"]) == ("beam@4 · p", 4, True)
+        assert httpx.get(address.group() + "static/viewer.js").status_code == 200
+        assert httpx.get(address.group() + "static/..%2Fviewer.py").status_code == 404
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 @pytest.mark.parametrize("args, message", [
