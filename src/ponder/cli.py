@@ -579,22 +579,26 @@ def bench_routing(
 
 @bench_app.command("engine")
 def bench_engine(
-    workloads: str = typer.Option("beam,arith,sc,greedy", help="comma-separated: beam, arith, sc, greedy"),
+    workloads: str = typer.Option("beam,arith,sc,greedy", help="comma-separated: beam, arith, sc, greedy, gsm8k "
+                                                               "(beam search with SmolLM2, problems/16 of them)"),
     engines: str = typer.Option("static,continuous", help="static (the whole-batch engine) and/or continuous"),
     problems: int = typer.Option(64, help="game24 test puzzles per workload (arith: half as many problems)"),
     cache_mb: float = typer.Option(256, help="the continuous engine's prefix cache budget, MiB"),
     sequential: int = typer.Option(64, help="sc workload: requests run one per call for the sequential baseline"),
     seed: int = typer.Option(0),
+    device: str = typer.Option("cpu", help="where the policies and learned verifiers run: cpu or cuda"),
     out: Path = typer.Option(Path("runs/bench-engine.json"), help="where the numbers are written"),
 ) -> None:
     """The whole-batch engine vs continuous batching with prefix reuse and a verifier engine: tree, long-prompt and
     sampling workloads, the same seeded searches, one run."""
     from ponder.bench.engine import engine_benchmark
+    from ponder.lm.load import check_placement
 
+    check_placement("", device=device)
     result = engine_benchmark(_csv(workloads), problems, seed, _csv(engines), cache_mb=cache_mb,
-                              sequential=sequential)
+                              sequential=sequential, device=device)
     cores = os.cpu_count()
-    print_table(f"engine benchmark, seed {seed} ({cores} cores); per workload, totals", result["rows"], [
+    print_table(f"engine benchmark, seed {seed} ({cores} cores, {device}); per workload, totals", result["rows"], [
         ("workload", "workload", ""), ("engine", "engine", ""), ("seconds", "seconds", ".1f"),
         ("gen_tokens", "gen tokens", ""), ("tokens_per_s", "gen tok/s", ".0f"),
         ("prompt_tokens", "prompt tokens", ""), ("computed", "computed", ".1%"), ("model_calls", "model calls", ""),
@@ -615,7 +619,35 @@ def bench_engine(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"config": {"workloads": workloads, "engines": engines, "problems": problems,
                                           "cache_mb": cache_mb, "sequential": sequential, "seed": seed,
-                                          "cores": cores}, **result}, indent=2) + "\n")
+                                          "device": device, "cores": cores}, **result}, indent=2) + "\n")
+    console.print(f"saved to {out}")
+
+
+@bench_app.command("decode")
+def bench_decode(
+    model: str = typer.Option("smollm2", help="the policy: smollm2 (SmolLM2-135M, 49,152 tokens), a shipped name, "
+                                              "a directory or a .gguf file"),
+    batches: str = typer.Option("1,16", help="comma-separated batch sizes (rows decoding at once)"),
+    tokens: int = typer.Option(64, min=1, help="tokens each row decodes"),
+    device: str = typer.Option("cpu", help="where the model runs: cpu or cuda"),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(Path("runs/bench-decode.json"), help="where the numbers are written"),
+) -> None:
+    """A decoding step's host work (its time outside the model's forward pass) with sampling and stop checks on
+    the device against the baseline that samples every step's logits on the host, side by side, one run."""
+    from ponder.bench.decode import decode_benchmark
+    from ponder.lm.load import check_placement
+
+    check_placement(model, device=device)
+    rows = decode_benchmark(model, device, tuple(_numbers(batches, int, "--batches", 1)), tokens, seed)
+    print_table(f"decoding steps, {model} on {device} ({os.cpu_count()} cores), {tokens} tokens a row, seed {seed}",
+                rows, [("path", "sampling on", ""), ("batch", "batch", ""), ("steps", "steps", ""),
+                       ("mean_rows", "mean rows", ".1f"), ("step_ms", "ms/step", ".2f"),
+                       ("forward_ms", "forward ms", ".2f"), ("host_ms", "host ms/step", ".2f"),
+                       ("tokens_per_s", "tok/s", ".1f"), ("same_texts", "same texts", "")])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"config": {"model": model, "batches": batches, "tokens": tokens, "device": device,
+                                          "seed": seed, "cores": os.cpu_count()}, "rows": rows}, indent=2) + "\n")
     console.print(f"saved to {out}")
 
 

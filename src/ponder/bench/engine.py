@@ -16,6 +16,11 @@ Workloads (every request seeded, so both engines run the same searches):
 - `sc`: self-consistency@8 on game24 (a workload of single samples), also against sequential one-request calls and one
   maximal batch.
 - `greedy`: greedy CoT on game24, whose texts must not change with the engine.
+- `gsm8k`: step-level beam search (N = 4 beams, M = 2 proposals each) on GSM8K test problems with SmolLM2-135M
+  (`smollm2`, a vocabulary of 49,152), each step judged by the policy itself (the `judge` verifier): the workload
+  whose decoding steps are dominated by host work when the forward pass is fast (`--device cuda`).
+
+`device` places the policies and the learned verifiers (`cpu`, `cuda`).
 """
 
 from __future__ import annotations
@@ -35,18 +40,21 @@ from ponder.errors import ConfigError
 from ponder.lm.base import Completion, LanguageModel, Request, Wrapper
 from ponder.lm.engine import Engine, StaticEngine
 from ponder.lm.hf import HFBackend
+from ponder.lm.load import resolve_alias
 from ponder.lm.prefix_cache import PrefixCache
 from ponder.search import SearchConfig, get_method, search
+from ponder.search.beam import BeamConfig
 from ponder.search.tot import ToTBFSConfig
 from ponder.tasks import get_task
 from ponder.tasks.base import Problem
 from ponder.trace import Trace, Usage
+from ponder.verifiers import ASKING, Verifier, get_verifier
 from ponder.verifiers.learned import LearnedVerifier
 
 logger = logging.getLogger(__name__)
 
 ENGINES = ("static", "continuous")
-WORKLOADS = ("beam", "arith", "sc", "greedy")
+WORKLOADS = ("beam", "arith", "sc", "greedy", "gsm8k")
 
 
 @dataclass(frozen=True)
@@ -57,12 +65,18 @@ class Workload:
     problems: int
     cfg: SearchConfig
     verifier: str | None = None
+    model: str = ""  # the policy (default: the task's shipped one)
+
+    @property
+    def policy(self) -> str:
+        return self.model or f"{self.task}-policy"
 
     @property
     def title(self) -> str:
         return {"beam": f"beam search (b=4, k=4, PRM), {self.problems} game24",
                 "arith": f"SC@16, {self.problems} arith", "sc": f"SC@8, {self.problems} game24",
-                "greedy": f"greedy CoT, {self.problems} game24"}[self.name]
+                "greedy": f"greedy CoT, {self.problems} game24",
+                "gsm8k": f"beam search (N=4, M=2, judge), {self.problems} gsm8k"}[self.name]
 
 
 def workloads(names: list[str], problems: int, seed: int) -> list[Workload]:
@@ -76,6 +90,9 @@ def workloads(names: list[str], problems: int, seed: int) -> list[Workload]:
                        SearchConfig(n=8, temperature=0.8, max_tokens=160, seed=seed)),
         "greedy": Workload("greedy", "game24", "cot", problems, SearchConfig(n=1, temperature=0.0, max_tokens=160,
                                                                           seed=seed)),
+        "gsm8k": Workload("gsm8k", "gsm8k", "beam", max(1, problems // 16), SearchConfig(
+            n=4, temperature=0.8, min_p=0.01, max_tokens=256, max_step_tokens=64, seed=seed,
+            knobs=BeamConfig(width=2)), verifier="judge", model=resolve_alias("smollm2")),
     }
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -150,11 +167,17 @@ def run_workload(w: Workload, engine: str, backend: HFBackend, max_rows: int, ca
     backend.grow_in_place = engine == "continuous"
     lm: LanguageModel = Engine(backend, max_rows=max_rows) if engine == "continuous" else StaticEngine(
         backend, max_rows=max_rows)
-    # the whole-batch engine scores each search's PRM call at once, alone, every text from scratch; the continuous
-    # engine batches them and the PRM reads on from its own prefix cache
-    verifier = LearnedVerifier(w.verifier, batched=engine == "continuous",
-                               prefix_cache_mb=128 if engine == "continuous" else 0) if w.verifier else None
+    task.template = lm.chat_prompt
     recorder = _Recorder(lm)
+    # the whole-batch engine scores each search's PRM call at once, alone, every text from scratch; the continuous
+    # engine batches them and the PRM reads on from its own prefix cache. A verifier that asks the policy asks it
+    # through the engine.
+    verifier: Verifier | None = None
+    if w.verifier in ASKING:
+        verifier = get_verifier(w.verifier, recorder)
+    elif w.verifier:
+        verifier = LearnedVerifier(w.verifier, batched=engine == "continuous",
+                                   prefix_cache_mb=128 if engine == "continuous" else 0, device=backend.device)
     method = get_method(w.method)
 
     async def one(problem: Problem) -> Trace | None:
@@ -231,17 +254,17 @@ def baselines(w: Workload, backend: HFBackend, recorded: _Recorder, sequential: 
 
 
 def engine_benchmark(names: list[str], problems: int, seed: int, engines: list[str], max_rows: int = 512,
-                     cache_mb: float = 256, sequential: int = 64) -> dict[str, Any]:
+                     cache_mb: float = 256, sequential: int = 64, device: str = "cpu") -> dict[str, Any]:
     unknown = [e for e in engines if e not in ENGINES]
     if unknown:
         raise ConfigError(f"unknown engine(s) {', '.join(unknown)}; known: {', '.join(ENGINES)}")
     backends: dict[str, HFBackend] = {}
     rows, comparisons, extra = [], [], []
     for w in workloads(names, problems, seed):
-        if w.task not in backends:
-            backends[w.task] = HFBackend(f"{w.task}-policy")
-            backends[w.task].generate_batch([Request("Input: 1 2 3 4\n")])  # warm-up: one-off costs
-        backend = backends[w.task]
+        if w.policy not in backends:
+            backends[w.policy] = HFBackend(w.policy, device=device)
+            backends[w.policy].generate_batch([Request("Input: 1 2 3 4\n")])  # warm-up: one-off costs
+        backend = backends[w.policy]
         runs = {e: run_workload(w, e, backend, max_rows, cache_mb) for e in engines}
         for run in runs.values():
             u = run["usage"]

@@ -21,6 +21,7 @@ from ponder.trace import Usage
 @dataclass(frozen=True)
 class SamplingParams:
     temperature: float = 0.0
+    top_k: int = 0  # keep the k likeliest tokens only (0: all)
     top_p: float = 1.0
     min_p: float = 0.0  # drop tokens less likely than min_p times the likeliest (Nguyen et al., 2024)
     max_tokens: int = 256
@@ -30,6 +31,7 @@ class SamplingParams:
     def __post_init__(self) -> None:
         bad = [f"{name} {value} (must be {rule})" for name, value, ok, rule in (
             ("temperature", self.temperature, self.temperature >= 0, ">= 0; 0 is greedy"),
+            ("top_k", self.top_k, self.top_k >= 0, ">= 0; 0 keeps every token"),
             ("top_p", self.top_p, 0 < self.top_p <= 1, "in (0, 1]"),
             ("min_p", self.min_p, 0 <= self.min_p < 1, "in [0, 1)"),
             ("max_tokens", self.max_tokens, self.max_tokens >= 1, ">= 1")) if not ok]

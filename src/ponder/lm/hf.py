@@ -4,6 +4,10 @@ Its own decoding loop rather than `model.generate`, because one batch mixes rows
 row has its own temperature, top-p, token limit, stop strings and seed; requests join the running batch between
 decoding steps (continuous batching, Yu et al., 2022, "Orca") and a row that finishes leaves it. Prompts are read
 from a prefix cache as far as another request has computed them (`ponder.lm.prefix_cache`).
+
+The running batch lives on the model's device: its logits, mask and positions; sampling and the first test of the
+stop checks run there too (`ponder.lm.sampling`), so a decoding step copies to the host only what it chose (each
+row's token, its log-probability and whether it may have stopped: one small copy), whatever the vocabulary.
 """
 
 from __future__ import annotations
@@ -37,7 +41,17 @@ from ponder.errors import ModelLoadError
 from ponder.lm.base import Backend, Completion, Message, OnBackend, Request, prompt_ids
 from ponder.lm.kv import cache_argument, concat_rows, left_pad, new_cache, prefill_inputs, row_kv
 from ponder.lm.prefix_cache import KV, PrefixCache, common_length
-from ponder.lm.sampling import Distinct, completion, draws, finish_reason, sample, share_time, truncate
+from ponder.lm.sampling import (
+    Distinct,
+    Knobs,
+    completion,
+    draws,
+    finish_reason,
+    sample,
+    share_time,
+    stop_candidates,
+    truncate,
+)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -115,7 +129,7 @@ class _Live:
 
     request: Request
     prompt: list[int]
-    uniforms: torch.Tensor | None  # n = 1: the request's own uniforms, one per token it may generate
+    uniforms: list[float] | None  # n = 1: the request's own uniforms, one per token it may generate
     group: Distinct | None  # n > 1
     cached: int = 0  # prompt tokens read from a cache
     seconds: float = 0.0
@@ -124,12 +138,13 @@ class _Live:
 @dataclass(eq=False)
 class _Rows:
     """Rows of a KV cache: left-padded, with holes where a cached prefix meets the rest of a prompt (the mask says
-    which columns each row reads). `pos` is the position of each row's next token and `logits` its distribution."""
+    which columns each row reads). `pos` is the position of each row's next token and `logits` its distribution; the
+    tensors are on the model's device, the token lists on the host."""
 
     cache: DynamicCache
     mask: torch.Tensor  # [rows, columns]
     pos: torch.Tensor  # [rows]
-    logits: torch.Tensor  # [rows, vocabulary]
+    logits: torch.Tensor  # [rows, vocabulary] (on the host with `sample_on_host`)
     owner: list[int]  # the request key of each row
     outs: list[list[int]]  # the tokens each row has generated
     logp: list[float]  # their log-probability under the model (temperature 1, nothing truncated)
@@ -161,11 +176,13 @@ class HFBackend(Backend):
     (the default) gives it a sixth of the memory free at load, as the running batch gets (a fixed 256 MiB held
     only 5,800 of SmolLM2's positions: 64 GSM8K searches with a few-shot header evicted each other's judge
     questions between steps, and the judge recomputed them).
-    `grow_in_place=False` copies the whole cache with every token, as transformers' own cache does (to measure
-    against)."""
+    `grow_in_place=False` copies the whole cache with every token, as transformers' own cache does, and
+    `sample_on_host=True` copies every step's logits to the host, samples there and decodes every row's stop strings
+    (both to measure against)."""
 
     def __init__(self, spec: str, threads: int | None = None, device: str = "cpu",
-                 prefix_cache_mb: float | None = None, grow_in_place: bool = True) -> None:
+                 prefix_cache_mb: float | None = None, grow_in_place: bool = True,
+                 sample_on_host: bool = False) -> None:
         super().__init__()
         directory, gguf = resolve_model(spec)
         if threads:
@@ -187,6 +204,9 @@ class HFBackend(Backend):
         self.prefixes = PrefixCache(budget) if budget > 0 else None
         self.pass_positions = PASS_POSITIONS
         self.grow_in_place = grow_in_place
+        self.sample_on_host = sample_on_host
+        self._texts: list[str] | None = None  # what each token adds to a text (`stop_candidates`), read once
+        self._stop_tables: dict[frozenset[str], torch.Tensor] = {}
         self._rng = random.Random(0)
         # the engine sizes a request (`cost`) just before admitting it: both read one tokenization
         self._token_ids = functools.lru_cache(maxsize=4096)(
@@ -194,7 +214,7 @@ class HFBackend(Backend):
         self._next_key = itertools.count()
         self._live: dict[int, _Live] = {}
         self._rows: _Rows | None = None
-        self.forward_seconds = 0.0  # time in the model's forward passes alone (prefill and decoding)
+        self._clock = _ForwardClock(device)
         self._cache_arg = cache_argument(self.model)
         forward_args = inspect.signature(self.model.forward).parameters
         # only the last position's logits are needed: skip the (rows x prompt x vocabulary) prefill logits
@@ -202,6 +222,11 @@ class HFBackend(Backend):
 
     def encode(self, text: str) -> list[int]:
         return list(self._token_ids(text))
+
+    @property
+    def forward_seconds(self) -> float:
+        """Time in the model's forward passes alone (prefill and decoding)."""
+        return self._clock.seconds
 
     @property
     def keys(self) -> list[int]:
@@ -241,7 +266,8 @@ class HFBackend(Backend):
                 out.append(ids)
                 continue
             key = next(self._next_key)
-            self._live[key] = _Live(request, list(ids), *draws(request, self._rng))
+            uniforms, group = draws(request, self._rng)
+            self._live[key] = _Live(request, list(ids), None if uniforms is None else uniforms.tolist(), group)
             out.append(key)
             new.append(key)
         if new:
@@ -317,10 +343,11 @@ class HFBackend(Backend):
         layers = [(k.to(self.device), v.to(self.device)) for k, v in past]
         n = len(prompts)
         cache = new_cache(layers, grow=self.grow_in_place)
-        logits = self._timed_forward(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+        mask = mask.to(self.device)
+        logits = self._timed_forward(input_ids=ids.to(self.device), attention_mask=mask,
                                      position_ids=positions.to(self.device), use_cache=True,
                                      **{self._cache_arg: cache}, **self._extra)
-        rows = _Rows(cache, mask, torch.tensor([len(p) for p in prompts]), logits, list(keys or []),
+        rows = _Rows(cache, mask, torch.tensor([len(p) for p in prompts], device=self.device), logits, list(keys or []),
                      [[] for _ in prompts], [0.0] * n, [False] * n)
         if store is not None:
             seen: set[tuple[int, ...]] = set()
@@ -337,11 +364,11 @@ class HFBackend(Backend):
         return rows
 
     def _timed_forward(self, **inputs: Any) -> torch.Tensor:
-        """The last position's logits, on the CPU; the pass's time goes to `forward_seconds`."""
-        start = time.perf_counter()
-        logits = self.model(**inputs).logits[:, -1].float().cpu()
-        self.forward_seconds += time.perf_counter() - start
-        return logits
+        """The last position's logits, on the device (on the host with `sample_on_host`); the pass's time goes to
+        `forward_seconds`."""
+        with self._clock:
+            logits = self.model(**inputs).logits[:, -1].float()
+        return logits.cpu() if self.sample_on_host else logits
 
     def _row_kv(self, rows: _Rows, j: int) -> KV:
         return row_kv(rows.cache, rows.mask, j)
@@ -369,9 +396,9 @@ class HFBackend(Backend):
         if not keep:
             self._rows = None
             return
-        index = torch.tensor(keep)
-        rows.cache.batch_select_indices(index.to(self.device))
-        rows.mask, rows.pos, rows.logits = rows.mask[index], rows.pos[index], rows.logits[index]
+        index = torch.tensor(keep, device=self.device)
+        rows.cache.batch_select_indices(index)
+        rows.mask, rows.pos, rows.logits = rows.mask[index], rows.pos[index], rows.logits[index.to(rows.logits.device)]
         rows.owner = [rows.owner[b] for b in keep]
         rows.outs = [rows.outs[b] for b in keep]
         rows.logp = [rows.logp[b] for b in keep]
@@ -381,7 +408,7 @@ class HFBackend(Backend):
             cols = used.nonzero().squeeze(-1)
             rows.mask = rows.mask[:, cols]
             for layer in rows.cache.layers:
-                layer.keep_columns(cols.to(self.device))
+                layer.keep_columns(cols)
 
     def step(self) -> dict[int, list[Completion]]:
         try:
@@ -399,42 +426,49 @@ class HFBackend(Backend):
         start = time.perf_counter()
         finished: dict[int, list[Completion]] = {}
         live = self._live
-        raw = rows.logits.log_softmax(-1)  # for each completion's log-probability (a policy's prior in MCTS)
         sampled = [b for b, k in enumerate(rows.owner) if not rows.dead[b] and live[k].group is None]
         nxt: dict[int, int] = {}  # the next token of each sample row that goes on
         if sampled:
-            params = [live[rows.owner[b]].request.params for b in sampled]
-            uniforms = torch.tensor([float(u[min(len(rows.outs[b]), len(u) - 1)])
-                                     for b in sampled for u in [live[rows.owner[b]].uniforms]], dtype=torch.float64)
-            tokens = sample(rows.logits[sampled], torch.tensor([p.temperature for p in params]),
-                            torch.tensor([p.top_p for p in params]), torch.tensor([p.min_p for p in params]), uniforms)
-            for b, token in zip(sampled, tokens.tolist()):
+            lvs = [live[rows.owner[b]] for b in sampled]
+            params = [lv.request.params for lv in lvs]
+            logits = rows.logits if len(sampled) == len(rows) else rows.logits[sampled]
+            u = torch.tensor([lv.uniforms[min(len(rows.outs[b]), len(lv.uniforms) - 1)]
+                              for b, lv in zip(sampled, lvs) if lv.uniforms is not None], dtype=torch.float64)
+            tokens = sample(logits, Knobs.of(params, logits.device), u.to(logits.device))
+            picked = self._read_back(logits, tokens, {p.stop for p in params})
+            for b, lv, token, gain, may_stop in zip(sampled, lvs, *picked):
                 key = rows.owner[b]
-                out = [*rows.outs[b], token]
-                rows.logp[b] += float(raw[b, token])
-                reason = self._finished(out, live[key])
+                out = rows.outs[b]
+                out.append(token)
+                rows.logp[b] += gain  # for each completion's log-probability (a policy's prior in MCTS)
+                reason = self._finished(out, lv, may_stop)
                 if reason is None:
                     nxt[b] = token
                 else:
                     rows.dead[b] = True
                     self._remember(rows, b, out)
-                    finished[key] = [self._complete(out, rows.logp[b], live[key], reason, cached=live[key].cached)]
-        beams: list[tuple[int, int, float]] = []  # (parent row, token, log-probability) of the groups' next beams
+                    finished[key] = [self._complete(out, rows.logp[b], lv, reason, cached=lv.cached)]
+        beams: list[tuple[int, list[int], float]] = []  # (parent row, tokens, log-probability) of the next beams
         for key in dict.fromkeys(k for b, k in enumerate(rows.owner) if not rows.dead[b] and live[k].group is not None):
             lv = live[key]
             group = lv.group
             assert group is not None
             members = [b for b, o in enumerate(rows.owner) if o == key]
             p = lv.request.params  # temperature 0: beam search on the model's own log-probabilities
-            scaled = truncate(rows.logits[members].double() / (p.temperature or 1.0), p.top_p, p.min_p)
+            logits = rows.logits[members]
+            scaled = truncate(logits.double() / (p.temperature or 1.0), Knobs.of([p], logits.device))
+            chosen = group.step(scaled.log_softmax(-1), noisy=p.temperature > 0)
+            parents = [parent for parent, _ in chosen]
+            picked = self._read_back(logits[parents], torch.tensor([t for _, t in chosen], device=logits.device),
+                                     {p.stop}) if chosen else ([], [], [])
             outcomes = []
-            for parent, token in group.step(scaled.log_softmax(-1), noisy=p.temperature > 0):
+            for parent, token, gain, may_stop in zip(parents, *picked):
                 b = members[parent]
-                out, logp = [*rows.outs[b], token], rows.logp[b] + float(raw[b, token])
-                reason = self._finished(out, lv)
+                out, logp = [*rows.outs[b], token], rows.logp[b] + gain
+                reason = self._finished(out, lv, may_stop)
                 outcomes.append(((out, logp), reason))
                 if reason is None:
-                    beams.append((b, token, logp))
+                    beams.append((b, out, logp))
                 else:
                     self._remember(rows, b, out)
             group.advance(outcomes)
@@ -447,29 +481,56 @@ class HFBackend(Backend):
         # cost more than the rows it saves); beams always need their parents' rows.
         n_dead = sum(rows.dead)
         if beams or n_dead >= max(1, len(rows) // 4):
-            going = [b for b in nxt] + [b for b, _, _ in beams]
-            tokens = [*nxt.values(), *(t for _, t, _ in beams)]
+            outs = [*(rows.outs[b] for b in nxt), *(out for _, out, _ in beams)]
             logp = [*(rows.logp[b] for b in nxt), *(lp for _, _, lp in beams)]
-            self._select(going)
+            self._select([*nxt, *(b for b, _, _ in beams)])
             rows = self._rows
             if rows is not None:
-                rows.logp = logp
-        else:
-            tokens = [nxt.get(b, 0) for b in range(len(rows))]
+                rows.outs, rows.logp = outs, logp
         if rows is None:
             self._charge(finished, start, [])
             return finished
-        for b, token in enumerate(tokens):
-            if not rows.dead[b]:
-                rows.outs[b] = [*rows.outs[b], token]
-        rows.mask = torch.cat([rows.mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
+        tokens = [out[-1] if out and not dead else 0 for out, dead in zip(rows.outs, rows.dead)]
+        rows.mask = torch.cat([rows.mask, rows.mask.new_ones((len(rows), 1))], dim=1)
         rows.logits = self._timed_forward(input_ids=torch.tensor(tokens)[:, None].to(self.device),
-                                          attention_mask=rows.mask.to(self.device),
-                                          position_ids=rows.pos[:, None].to(self.device), use_cache=True,
+                                          attention_mask=rows.mask, position_ids=rows.pos[:, None], use_cache=True,
                                           **{self._cache_arg: rows.cache})
         rows.pos = rows.pos + 1
         self._charge(finished, start, [rows.owner[b] for b in range(len(rows)) if not rows.dead[b]])
         return finished
+
+    def _read_back(self, logits: torch.Tensor, tokens: torch.Tensor,
+                   stops: set[tuple[str, ...]]) -> tuple[list[int], list[float], list[bool]]:
+        """The chosen tokens of these rows, their log-probabilities under the model (temperature 1, nothing
+        truncated) and whether the row may have stopped with them (an end-of-sequence token, or one that can end
+        one of `stops`: `stop_candidates`), in one copy from the device."""
+        gains = logits.log_softmax(-1).gather(-1, tokens[:, None]).squeeze(-1)
+        picked = [tokens.double(), gains.double()]
+        if not self.sample_on_host:
+            picked.append(self._stop_table(frozenset(s for group in stops for s in group), logits.shape[-1],
+                                           logits.device)[tokens].double())
+        values = torch.stack(picked).tolist()
+        flags = [bool(f) for f in values[2]] if len(values) > 2 else [True] * len(values[0])
+        return [int(t) for t in values[0]], values[1], flags
+
+    def _stop_table(self, stops: frozenset[str], width: int, device: torch.device) -> torch.Tensor:
+        """[vocabulary] booleans on the device: the end-of-sequence tokens and the tokens that can end one of
+        `stops` (`stop_candidates`), made once per set of stop strings."""
+        table = self._stop_tables.get(stops)
+        if table is None:
+            if self._texts is None:  # what each token adds after a text, read by decoding it after another token
+                anchor = self.encode("a")
+                base = self.tokenizer.decode(anchor, skip_special_tokens=True)
+                decoded = self.tokenizer.batch_decode([[*anchor, t] for t in range(min(width, len(self.tokenizer)))],
+                                                      skip_special_tokens=True)
+                self._texts = [d[len(base):] if d.startswith(base) else "" for d in decoded]
+            texts = self._texts + [""] * (width - len(self._texts))  # ids the tokenizer lacks: candidates
+            flags = stop_candidates(texts, stops) if stops else [False] * width
+            for t in self.eos:
+                if t < width:
+                    flags[t] = True
+            table = self._stop_tables[stops] = torch.tensor(flags, device=device)
+        return table
 
     def _charge(self, finished: dict[int, list[Completion]], start: float, going: list[int]) -> None:
         """Split the step's time among the rows that decoded; forget finished requests."""
@@ -484,14 +545,52 @@ class HFBackend(Backend):
             self.prefixes.insert(self._live[rows.owner[b]].prompt + out[:-1], self._row_kv(rows, b))
             self.prefixes.evict()
 
-    def _finished(self, out: list[int], lv: _Live) -> str | None:
+    def _finished(self, out: list[int], lv: _Live, may_stop: bool) -> str | None:
         return finish_reason(out, lv.request.params, self.eos,
                              lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
-                             self.max_positions - len(lv.prompt))
+                             self.max_positions - len(lv.prompt), may_stop)
 
     def _complete(self, out: list[int], logprob: float, lv: _Live, reason: str, cached: int) -> Completion:
         return completion(self.tokenizer.decode(out, skip_special_tokens=True), len(out), len(lv.prompt),
                           lv.request.params.stop, reason, cached, logprob)
+
+
+class _ForwardClock:
+    """Time in the model's forward passes: wall time on the CPU; on CUDA, events recorded around each pass and read
+    once they have run (timing a pass on the host would make the host wait for it)."""
+
+    def __init__(self, device: str) -> None:
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        self.done = 0.0
+        self._started = 0.0
+        self._pending: list[tuple[Any, Any]] = []  # (start, end) events of passes not yet read
+
+    def __enter__(self) -> None:
+        if self.cuda:
+            self._pending.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
+            self._pending[-1][0].record(torch.cuda.current_stream(self.device))
+        else:
+            self._started = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.cuda:
+            self.done += time.perf_counter() - self._started
+            return
+        self._pending[-1][1].record(torch.cuda.current_stream(self.device))
+        while self._pending and self._pending[0][1].query():  # read the passes that have run, without waiting
+            self._read()
+
+    def _read(self) -> None:
+        start, end = self._pending.pop(0)
+        end.synchronize()
+        self.done += start.elapsed_time(end) / 1000
+
+    @property
+    def seconds(self) -> float:
+        while self._pending:
+            self._read()
+        return self.done
 
 
 def _available_memory() -> int:

@@ -52,7 +52,7 @@ except ImportError as err:
 
 from ponder.errors import ConfigError, ModelLoadError
 from ponder.lm.base import Backend, Completion, ContextLengthError, Message, Request, prompt_ids
-from ponder.lm.sampling import Distinct, completion, draws, finish_reason, sample, share_time, truncate
+from ponder.lm.sampling import Distinct, Knobs, completion, draws, finish_reason, sample, share_time, truncate
 
 BATCH = 2048  # tokens per llama_decode call (a prefill of more is split)
 UBATCH = 512  # tokens per forward pass inside llama.cpp
@@ -396,8 +396,7 @@ class LlamaCppBackend(Backend):
             uniforms = torch.tensor([float(u[min(len(rows[b].out), len(u) - 1)])
                                      for b, lv in zip(sampled, lvs) for u in [lv.uniforms] if u is not None],
                                     dtype=torch.float64)
-            tokens = sample(logits[sampled], torch.tensor([p.temperature for p in params]),
-                            torch.tensor([p.top_p for p in params]), torch.tensor([p.min_p for p in params]), uniforms)
+            tokens = sample(logits[sampled], Knobs.of(params), uniforms)
             gains = (logits[sampled, tokens] - lse[sampled]).tolist()
             for b, lv, token, gain in zip(sampled, lvs, tokens.tolist(), gains):
                 row = rows[b]
@@ -434,7 +433,7 @@ class LlamaCppBackend(Backend):
         lv, rows = self._live[key], self._rows
         group, p = lv.group, lv.request.params
         assert group is not None
-        scaled = truncate(logits[members].double() / (p.temperature or 1.0), p.top_p, p.min_p)
+        scaled = truncate(logits[members].double() / (p.temperature or 1.0), Knobs.of([p]))
         outcomes, children = [], []
         for parent, token in group.step(scaled.log_softmax(-1), noisy=p.temperature > 0):
             b = members[parent]

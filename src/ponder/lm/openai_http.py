@@ -16,11 +16,12 @@ Endpoints:
   prompt that extends an earlier prompt (a partial solution) raises ValueError. `chat_prompt` is then None, so
   that tasks send plain questions.
 
-Sampling: temperature, top-p, max tokens and seed are OpenAI fields. min-p is not: it is sent as `min_p` together
-with `top_k: 0` and `repeat_penalty: 1.0` (llama-cpp-python's server otherwise applies top-k 40, min-p 0.05 and a
-repeat penalty of 1.1; vLLM reads the first two and ignores the third). A server that rejects those fields is
-sent them as a `generation_config` instead (`transformers serve`, which also samples only when that config says
-`do_sample`), and one that rejects that too gets plain OpenAI fields (its own top-k and min-p then apply).
+Sampling: temperature, top-p, max tokens and seed are OpenAI fields. min-p and top-k are not: they are sent as
+`min_p` and `top_k` (0, no top-k, unless the request sets one) with `repeat_penalty: 1.0` (llama-cpp-python's
+server otherwise applies top-k 40, min-p 0.05 and a repeat penalty of 1.1; vLLM reads the first two and ignores the
+third). A server that rejects those fields is sent them as a `generation_config` instead (`transformers serve`,
+which also samples only when that config says `do_sample`), and one that rejects that too gets plain OpenAI fields
+(its own top-k and min-p then apply).
 At most 4 stop strings go to the server (the OpenAI limit); the text is cut at the first of all of them here.
 Seeds go as 31-bit integers; a server that honours them (llama.cpp's) gives the same text for the same seed.
 
@@ -95,8 +96,9 @@ COUNTED = 4096  # token counts remembered (a state's proposals share its prefix)
 
 # Sampling fields outside the OpenAI schema, in the order tried (module docstring).
 DIALECTS: tuple[Callable[[SamplingParams], dict[str, Any]], ...] = (
-    lambda p: {"min_p": p.min_p, "top_k": 0, "repeat_penalty": 1.0},
-    lambda p: {"generation_config": json.dumps({"do_sample": p.temperature > 0, "top_k": 0, "min_p": p.min_p or None})},
+    lambda p: {"min_p": p.min_p, "top_k": p.top_k, "repeat_penalty": 1.0},
+    lambda p: {"generation_config": json.dumps({"do_sample": p.temperature > 0, "top_k": p.top_k,
+                                                "min_p": p.min_p or None})},
     lambda p: {},
 )
 

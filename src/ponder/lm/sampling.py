@@ -1,47 +1,100 @@
-"""Choosing the next token: temperature, nucleus and min-p truncation, inverse-CDF sampling from a request's own
+"""Choosing the next token: temperature, top-k, nucleus and min-p truncation, inverse-CDF sampling from a request's own
 uniforms, and `Distinct` groups (n completions without replacement); and when a row stops. Shared by the in-process
-backends, so that a seed means the same draws in each."""
+backends, so that a seed means the same draws in each.
+
+Everything here runs on the logits' device and reads nothing back to the host: what the host needs to know to
+branch (is every row greedy, does any truncate) comes with the rows' parameters (`Knobs`), and the truncations take
+the k likeliest tokens (`torch.topk`) before sorting anything, so no step sorts the whole vocabulary unless a
+nucleus reaches past `CANDIDATES` tokens.
+"""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Container
-from dataclasses import replace
+from collections.abc import Callable, Container, Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from ponder.lm.base import Completion, Request, SamplingParams
 
+CANDIDATES = 256  # the likeliest tokens a nucleus (top-p) is looked for among before the whole vocabulary is sorted
 
-def sample(logits: torch.Tensor, temps: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor,
-           u: torch.Tensor) -> torch.Tensor:
-    """Temperature, nucleus (top-p) and min-p sampling by inverse CDF with the given uniforms; temperature 0
-    is greedy."""
+
+@dataclass(frozen=True)
+class Knobs:
+    """The sampling parameters of a batch's rows as [rows] tensors on the logits' device (one copy there), with what
+    the host knows of them, so that sampling branches without reading the device."""
+
+    temperature: torch.Tensor  # float64
+    top_k: torch.Tensor  # int64, 0: no top-k
+    top_p: torch.Tensor  # float64
+    min_p: torch.Tensor  # float64
+    greedy: bool  # every row has temperature 0
+    k: int  # the candidates to take before sorting: the largest top-k, CANDIDATES if a row has top-p alone; 0: none
+    min_p_used: bool
+    top_p_used: bool
+
+    @classmethod
+    def of(cls, params: Sequence[SamplingParams], device: torch.device | str = "cpu") -> Knobs:
+        table = torch.tensor([[p.temperature, p.top_k, p.top_p, p.min_p] for p in params],
+                             dtype=torch.float64).to(device)
+        top_p_alone = any(p.top_p < 1 and not p.top_k for p in params)
+        k = max([p.top_k for p in params] + [CANDIDATES if top_p_alone else 0])
+        return cls(table[:, 0], table[:, 1].long(), table[:, 2], table[:, 3],
+                   greedy=all(p.temperature == 0 for p in params), k=k,
+                   min_p_used=any(p.min_p > 0 for p in params), top_p_used=any(p.top_p < 1 for p in params))
+
+
+def sample(logits: torch.Tensor, knobs: Knobs, u: torch.Tensor) -> torch.Tensor:
+    """Temperature, top-k, nucleus (top-p) and min-p sampling by inverse CDF over the token ids in order, with the
+    given uniforms (one per row); temperature 0 is greedy."""
     greedy = logits.argmax(-1)
-    if bool((temps == 0).all()):
+    if knobs.greedy:
         return greedy
-    scaled = truncate(logits.double() / temps.clamp(min=1e-5).double()[:, None], top_p, min_p)
+    scaled = truncate(logits.double() / knobs.temperature.clamp(min=1e-5)[:, None], knobs)
     cdf = scaled.softmax(-1).cumsum(-1)
     sampled = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(-1).clamp(max=logits.shape[-1] - 1)
-    return torch.where(temps == 0, greedy, sampled)
+    return torch.where(knobs.temperature == 0, greedy, sampled)
 
 
-def truncate(scaled: torch.Tensor, top_p: torch.Tensor | float, min_p: torch.Tensor | float) -> torch.Tensor:
-    """Logits with -inf for the tokens outside each row's smallest set of mass >= top_p (nucleus sampling,
-    Holtzman et al., 2020) and for those less likely than min_p times the row's likeliest (min-p sampling,
-    Nguyen et al., 2024)."""
-    min_p = torch.as_tensor(min_p, dtype=torch.float64).expand(scaled.shape[0])
-    if bool((min_p > 0).any()):  # p < min_p * p_max  <=>  logit < max logit + log(min_p)
-        low = scaled < scaled.max(-1, keepdim=True).values + min_p.log()[:, None]
+def truncate(scaled: torch.Tensor, knobs: Knobs) -> torch.Tensor:
+    """Logits with -inf for the tokens each row drops: those less likely than min_p times the row's likeliest
+    (min-p sampling, Nguyen et al., 2024), those outside its top_k likeliest, and those outside the smallest set of
+    the rest whose mass is >= top_p (nucleus sampling, Holtzman et al., 2020). `knobs` rows broadcast over
+    `scaled`'s."""
+    if knobs.min_p_used:  # p < min_p * p_max  <=>  logit < max logit + log(min_p)
+        low = scaled < scaled.max(-1, keepdim=True).values + knobs.min_p.log()[:, None]
         scaled = scaled.masked_fill(low, float("-inf"))
-    top_p = torch.as_tensor(top_p, dtype=torch.float64).expand(scaled.shape[0])
-    if not bool((top_p < 1).any()):
+    if not knobs.k:
         return scaled
-    sorted_logits, order = scaled.sort(-1, descending=True)
-    probs_sorted = sorted_logits.softmax(-1)
-    sorted_logits[probs_sorted.cumsum(-1) - probs_sorted >= top_p[:, None]] = float("-inf")
-    return torch.full_like(scaled, float("-inf")).scatter(-1, order, sorted_logits)
+    values, ids = _candidates(scaled, knobs)
+    ranked = torch.full_like(scaled, float("-inf")).scatter(-1, ids, values)
+    truncates = ((knobs.top_k > 0) | (knobs.top_p < 1))[:, None]
+    return torch.where(truncates, ranked, scaled)
+
+
+def _candidates(scaled: torch.Tensor, knobs: Knobs, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `k` likeliest tokens of each row, likeliest first (`torch.topk`: only they are sorted), their logits -inf
+    where top-k or top-p drops them. A row's nucleus is measured in its top-k when it has one, else in the whole
+    distribution; a nucleus that reaches past the candidates (one flag read back, on this path only) sorts the whole
+    vocabulary."""
+    width = scaled.shape[-1]
+    k = min(k or knobs.k, width)
+    values, ids = scaled.topk(k, dim=-1)
+    rank = torch.arange(k, device=scaled.device)
+    top_k = knobs.top_k.expand(scaled.shape[0])[:, None]
+    values = values.masked_fill((top_k > 0) & (rank >= top_k), float("-inf"))
+    if not knobs.top_p_used:
+        return values, ids
+    total = torch.where(top_k[:, 0] > 0, values.logsumexp(-1), scaled.logsumexp(-1))
+    probs = (values - total[:, None]).exp()
+    mass = probs.cumsum(-1)
+    top_p = knobs.top_p.expand(scaled.shape[0])[:, None]
+    if k < width and bool(((top_k[:, 0] == 0) & (mass[:, -1] < top_p[:, 0])).any()):
+        return _candidates(scaled, knobs, width)
+    return values.masked_fill(mass - probs >= top_p, float("-inf")), ids
 
 
 def _log1mexp(x: torch.Tensor) -> torch.Tensor:
@@ -63,7 +116,8 @@ class Distinct:
 
     def __init__(self, n: int, seed: int) -> None:
         self.n = n
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)  # moved to the logits' device at the first step
         self.phi = torch.zeros(1, dtype=torch.float64)  # of the live beams, in cache-row order
         self.key = torch.zeros(1, dtype=torch.float64)
         self.finished: list[tuple[float, Any, str]] = []  # (key, the caller's record of it, finish reason)
@@ -73,25 +127,29 @@ class Distinct:
     def step(self, logp: torch.Tensor, noisy: bool) -> list[tuple[int, int]]:
         """The (beam, token) children that take the live places among the n best; finished sequences that
         fall out of the n best are dropped."""
-        phi = self.phi[:, None] + logp
+        phi = self.phi.to(logp.device)[:, None] + logp
         keys = phi
         if noisy:
-            u = torch.rand(phi.shape, generator=self.generator, dtype=torch.float64)
+            if self.generator.device != logp.device:  # (a CUDA generator draws other numbers than the CPU's)
+                self.generator = torch.Generator(device=logp.device).manual_seed(self.seed)
+            u = torch.rand(phi.shape, generator=self.generator, dtype=torch.float64, device=logp.device)
             perturbed = phi - torch.log(-torch.log(u))
             top = perturbed.max(-1, keepdim=True).values
-            v = self.key[:, None] - perturbed + _log1mexp(perturbed - top)
-            keys = self.key[:, None] - v.clamp(min=0) - torch.log1p(torch.exp(-v.abs()))
+            key = self.key.to(logp.device)[:, None]
+            v = key - perturbed + _log1mexp(perturbed - top)
+            keys = key - v.clamp(min=0) - torch.log1p(torch.exp(-v.abs()))
         flat = keys.flatten()
         best = flat.topk(min(self.n, flat.numel()))
         width = logp.shape[-1]
-        children = [(k, divmod(int(j), width)) for k, j in zip(best.values.tolist(), best.indices.tolist())
-                    if k > float("-inf")]
-        ranked = sorted([(k, True, c) for k, c in children] + [(f[0], False, f) for f in self.finished],
+        # one copy to the host: the best keys, where they are and their log-probabilities
+        values, at, logps = torch.stack([best.values, best.indices.double(), phi.flatten()[best.indices]]).tolist()
+        children = [(k, divmod(int(j), width), lp) for k, j, lp in zip(values, at, logps) if k > float("-inf")]
+        ranked = sorted([(k, True, (c, lp)) for k, c, lp in children] + [(f[0], False, f) for f in self.finished],
                         key=lambda x: -x[0])[: self.n]
         self.finished = [f for _, is_child, f in ranked if not is_child]
         chosen = [(k, c) for k, is_child, c in ranked if is_child]
-        self._chosen = [(float(phi[b, t]), k) for k, (b, t) in chosen]
-        return [c for _, c in chosen]
+        self._chosen = [(lp, k) for k, (_, lp) in chosen]
+        return [c for _, (c, _) in chosen]
 
     def advance(self, outcomes: list[tuple[Any, str | None]]) -> None:
         """The chosen children's records (their tokens, say) and finish reasons (None: it goes on), in the order
@@ -118,6 +176,15 @@ def find_stop(text: str, stops: tuple[str, ...]) -> int | None:
     return min(cuts) if cuts else None
 
 
+def stop_candidates(texts: Sequence[str], stops: Iterable[str]) -> list[bool]:
+    """Per token, given the text it adds after other text: whether a stop string can end with it. A stop string that
+    a new token completes ends in the text that token adds, so a token whose text holds none of the stop strings' last
+    characters cannot complete one; a token whose text alone is not plain text (empty, or part of a character: U+FFFD)
+    is a candidate too. Only the candidates need a row's text decoded and searched."""
+    lasts = {s[-1] for s in stops if s}
+    return [not t or "\ufffd" in t or any(c in t for c in lasts) for t in texts]
+
+
 def draws(request: Request, rng: random.Random) -> tuple[torch.Tensor | None, Distinct | None]:
     """A request's randomness, from its seed (from `rng` when it has none). n = 1 draws all its uniforms up front, one
     per token it may generate: sampling is then one vectorised inverse-CDF lookup per step, and the request gives the
@@ -130,13 +197,13 @@ def draws(request: Request, rng: random.Random) -> tuple[torch.Tensor | None, Di
 
 
 def finish_reason(out: list[int], params: SamplingParams, eos: Container[int], decode: Callable[[list[int]], str],
-                  room: int) -> str | None:
+                  room: int, may_stop: bool = True) -> str | None:
     """Why a row ends with its newest token `out[-1]`: "stop" at an end-of-sequence token or a stop string
     (`find_stop`), "length" at its token limit or when its context has no `room` left after the prompt; None while
-    it goes on."""
-    if out[-1] in eos:
+    it goes on. `may_stop=False`: the token is known to be neither (`stop_candidates`); only the limits are checked."""
+    if may_stop and out[-1] in eos:
         return "stop"
-    if params.stop:
+    if may_stop and params.stop:
         longest = max(len(s) for s in params.stop)
         tail = decode(out[-longest - 1 :])
         if any(s in tail for s in params.stop) and find_stop(decode(out), params.stop) is not None:
