@@ -367,7 +367,7 @@ class HFBackend(Backend):
         """The last position's logits, on the device (on the host with `sample_on_host`); the pass's time goes to
         `forward_seconds`."""
         with self._clock:
-            logits = self.model(**inputs).logits[:, -1].float()
+            logits = self.model(**inputs).logits[:, -1].float().contiguous()  # (not a view holding every position)
         return logits.cpu() if self.sample_on_host else logits
 
     def _row_kv(self, rows: _Rows, j: int) -> KV:
