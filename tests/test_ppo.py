@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ponder.bench.ppo import rejection_sampling_finetune
 from ponder.evaluate.runner import EvalConfig, run_eval
 from ponder.tasks import TaskError, get_task
 from ponder.train.loop import STATE_FILE
@@ -230,3 +231,13 @@ def test_shipped_ppo_recipe_loads_and_bad_recipes_fail_clearly(tmp_path):
         path.write_text(text)
         with pytest.raises(TaskError, match=message):
             PPORecipe.load(str(path))
+
+
+def test_rejection_sampling_keeps_only_what_the_answer_check_accepts_and_trains_on_it(tmp_path):
+    recipe = PPORecipe.load("game24-ppo")
+    recipe = replace(recipe, train=replace(recipe.train, batch_size=8))
+    summary = rejection_sampling_finetune(recipe, steps=1, epochs=2, lr=5e-5, out_dir=tmp_path / "rft")
+    assert summary["samples"] == 8 and 0 < summary["kept"] <= 8  # the policy solves most training puzzles
+    assert summary["steps"] == -(-2 * summary["kept"] // 8)
+    policy, _ = load_policy(str(tmp_path / "rft"))
+    assert policy.config.vocab_size > 0 and (tmp_path / "rft" / "recipe.yaml").is_file()

@@ -114,7 +114,9 @@ def ppo_benchmark(cfg: PPOBenchConfig, out: Path) -> dict[str, Any]:
                             out_dir=folder / "rft"),
         }
         row: dict[str, Any] = {"seed": seed, "samples": steps * base.train.batch_size,
-                               "rft_kept": trained["rft"]["kept"], "log": {m: trained[m].get("log") for m in trained}}
+                               "rft_kept": trained["rft"]["kept"],
+                               "ppo_final_eval": trained["ppo"].get("greedy_pass@1_end"),
+                               "log": {m: trained[m].get("log") for m in trained}}
         for method in METHODS:
             row[method] = greedy_accuracy(cfg.task, str(folder / method), cfg.problems, seed,
                                           folder / f"eval-{method}")
@@ -150,15 +152,17 @@ def plot_curves(runs: list[dict[str, Any]], batch: int, start_pass: float, path:
     for r in runs:
         ppo_log, grpo_log = r["log"]["ppo"] or [], r["log"]["grpo"] or []
         x = [row["step"] * batch for row in ppo_log]
-        axes[0, 0].plot(x, [row["solved"] for row in ppo_log], color=colours["ppo"], lw=1,
+        axes[0, 0].plot(x, [row["solved"] for row in ppo_log], color=colours["ppo"], lw=1, marker=".",
                         label="PPO" if r["seed"] == 0 else None)
-        axes[0, 1].plot(x, [row["kl"] for row in ppo_log], color=colours["ppo"], lw=1)
-        axes[1, 0].plot(x, [row["value_loss"] for row in ppo_log], color=colours["ppo"], lw=1)
+        axes[0, 1].plot(x, [row["kl"] for row in ppo_log], color=colours["ppo"], lw=1, marker=".")
+        axes[1, 0].plot(x, [row["value_loss"] for row in ppo_log], color=colours["ppo"], lw=1, marker=".")
         gx = [row["step"] * batch for row in grpo_log]
         axes[0, 0].plot(gx, [row.get("rewards/outcome/mean") for row in grpo_log], color=colours["grpo"], lw=1,
                         label="GRPO" if r["seed"] == 0 else None)
         axes[0, 1].plot(gx, [row.get("kl") for row in grpo_log], color=colours["grpo"], lw=1)
         evals = [((row["step"] - 1) * batch, row["greedy_pass@1"]) for row in ppo_log if "greedy_pass@1" in row]
+        if evals and r.get("ppo_final_eval") is not None:
+            evals.append((r["samples"], r["ppo_final_eval"]))
         if evals:
             axes[1, 1].plot(*zip(*evals), color=colours["ppo"], lw=1, marker=".",
                             label="PPO (recipe's eval problems)" if r["seed"] == 0 else None)
