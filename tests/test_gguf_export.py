@@ -6,14 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import llama_cpp
 import numpy as np
 import pytest
-import torch
 from tokenizers import Tokenizer, models
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from typer.testing import CliRunner
 
+from ponder.bench.gguf import llama_cpp_step_scores, right_and_wrong_steps
 from ponder.cli import app
 from ponder.lm.base import Request, SamplingParams
 from ponder.lm.gguf_export import export_gguf
@@ -21,7 +20,7 @@ from ponder.lm.hf import HFBackend, load_tokenizer
 from ponder.lm.llamacpp import LlamaCppBackend
 from ponder.tasks import get_task
 from ponder.train.tokenizer import CHARS
-from ponder.verifiers.learned import LearnedVerifier, next_token_logprobs, step_margins, step_scores
+from ponder.verifiers.learned import LearnedVerifier
 
 PROMPTS = 20
 
@@ -83,39 +82,15 @@ def test_greedy_text_from_the_gguf_in_llama_cpp_is_the_checkpoints_in_transforme
         c.text for c in theirs]
 
 
-def llama_cpp_scores(path: Path, verifier: LearnedVerifier, items: list[tuple[str, list[str]]],
-                     **kv_types: int) -> list[list[float]]:
-    """Step scores read from llama.cpp's logits at every position, by the verifier's own formula."""
-    model = llama_cpp.Llama(str(path), n_ctx=256, logits_all=True, n_threads=1, n_threads_batch=1,
-                            verbose=False, **kv_types)
-    out = []
-    for prompt, steps in items:
-        encoded = verifier.layout.encode(prompt, steps)
-        model.reset()
-        model.eval(encoded.ids)
-        logits = torch.from_numpy(np.array(model.scores[: len(encoded.ids)]))[None]
-        ids = torch.tensor([encoded.ids])
-        out.append(step_scores(verifier.head, encoded, step_margins(verifier.layout, logits)[0],
-                               next_token_logprobs(logits, ids)[0]))
-    model.close()
-    return out
-
-
 def test_prm_step_scores_through_llama_cpp_match_transformers(exported):
     """Scores of right and wrong steps (each tag's P(+) times the checked result's probability). The f32 file holds
     the bfloat16 weights exactly, so with a float32 key-value cache only the kernels' summation order differs (1e-5);
     llama.cpp's default cache stores keys and values in float16 (2e-3: 7.5e-4 measured)."""
-    task = get_task("game24")
     verifier = LearnedVerifier("game24-prm", batched=False)
-    items = []
-    for problem in task.problems("test", 10):
-        steps = list(task.reference_solution(problem) or [])
-        items += [(task.prompt(problem), steps), (task.prompt(problem), [steps[0].replace("= ", "= 1"), *steps[1:]])]
+    items = right_and_wrong_steps("game24", 10)
     theirs = np.array([s for row in verifier.score_texts(items) for s in row])
-    exact = np.array([s for row in llama_cpp_scores(exported["game24-prm"], verifier, items,
-                                                   type_k=llama_cpp.GGML_TYPE_F32,
-                                                   type_v=llama_cpp.GGML_TYPE_F32) for s in row])
-    half = np.array([s for row in llama_cpp_scores(exported["game24-prm"], verifier, items) for s in row])
+    exact, half = (np.array([s for row in llama_cpp_step_scores(exported["game24-prm"], verifier, items, kv_f32)
+                             for s in row]) for kv_f32 in (True, False))
     assert np.abs(exact - theirs).max() < 1e-5
     assert np.abs(half - theirs).max() < 2e-3
     assert theirs.max() > 0.9 and theirs.min() < 0.1  # the scores separate: the comparison is not of constants
@@ -177,3 +152,13 @@ def test_outtypes_shrink_the_file_and_keep_its_vocabulary(tmp_path):
     stored = load_tokenizer(tmp_path, "q8_0.gguf")  # the tokenizer the file carries for transformers
     text = "Input: 4 5 6 10\n10 - 4 = 6 (left: 5 6 6)\n"
     assert stored(text).input_ids == HFBackend("game24-policy").encode(text)
+
+
+@pytest.mark.slow
+def test_the_benchmark_counts_equal_texts_and_score_differences_per_outtype():
+    result = CliRunner().invoke(app, ["bench", "gguf", "arith-policy", "--prm", "arith-prm", "--task", "arith",
+                                      "--prompts", "4", "--outtypes", "f32,q8_0"])
+    assert result.exit_code == 0, result.output
+    assert "arith-policy" in result.stdout and "q8_0" in result.stdout and "f32 cache" in result.stdout
+    f32 = next(line for line in result.stdout.splitlines() if "arith-policy" in line and "f32" in line)
+    assert f32.replace("│", " ").split()[-2:] == ["4", "4"], f32  # the exact export: every greedy text the same

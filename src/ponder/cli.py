@@ -916,6 +916,28 @@ def bench_verifiers(
                 [("verifier", "verifier", ""), *((k, f"{k} ({result['kinds'][k]})", ".4f") for k in kinds)])
 
 
+@bench_app.command("gguf")
+def bench_gguf(
+    policies: str = typer.Argument("game24-policy", help="comma-separated policies (shipped names or directories)"),
+    prm: str = typer.Option("", help="comma-separated step-tag PRMs whose scores to compare too"),
+    task: str = typer.Option("game24"), prompts: int = typer.Option(20, help="test problems"),
+    outtypes: str = typer.Option("f32,bf16,f16,q8_0"),
+) -> None:
+    """GGUF exports in llama.cpp against the checkpoints in transformers: file size, greedy texts equal, PRM scores."""
+    from ponder.bench.gguf import gguf_benchmark
+
+    result = gguf_benchmark(_csv(policies), _csv(prm), task, prompts, _csv(outtypes))
+    print_table(f"{task} test: greedy texts of the GGUF in llama.cpp equal to transformers' on the checkpoint "
+                f"({result['prompts']} prompts)", result["policies"],
+                [("model", "model", ""), ("outtype", "outtype", ""), ("mb", "MB", ".2f"),
+                 ("same_text", "same text", ""), ("same_tokens", "same token count", "")])
+    if result["prms"]:
+        print_table(f"{task}: PRM step scores through llama.cpp, largest difference from transformers'",
+                    result["prms"], [("model", "model", ""), ("outtype", "outtype", ""), ("mb", "MB", ".2f"),
+                                     ("scores", "scores", ""), ("max_diff_kv_f16", "f16 cache", ".1e"),
+                                     ("max_diff_kv_f32", "f32 cache", ".1e")])
+
+
 @bench_app.command("arithmetic")
 def bench_arithmetic(
     models: str = typer.Argument(..., help="comma-separated models (shipped names or directories)"),
