@@ -307,6 +307,8 @@ def serve_cmd(
     max_budget: int = typer.Option(64, min=1, help="largest search budget a request may set"),
     max_searches: int = typer.Option(32, min=1, help="searches running at once; more wait their turn"),
     max_waiting: int = typer.Option(128, min=0, help="searches waiting for a turn; a request beyond gets 429"),
+    verifiers: str = typer.Option("", help="verifiers served to remote searches on /v1/score and /pooling "
+                                           "(comma-separated; default: the recipes' verifiers that need no policy)"),
 ) -> None:
     """Serve search as an OpenAI-compatible model: /v1/models, /v1/chat/completions (streaming too) and
     /v1/completions; a model name picks a recipe (task, policy, method, verifier, budget). A request may set the
@@ -329,7 +331,10 @@ def serve_cmd(
     viewer = [] if api_key else [viewer_router(TraceHub())]
     console.print(f"search trees: {f'http://{host}:{port}/viewer/' if viewer else 'no viewer (an API key is set)'}",
                   highlight=False)
-    serve(served, host, port, limits, api_key or None, routers=viewer)
+    from ponder.serve.score import learned_or_built_in, score_router, scoring_verifiers
+
+    scored = _csv(verifiers) or learned_or_built_in([s.recipe.verifier or s.task.default_verifier for s in served])
+    serve(served, host, port, limits, api_key or None, routers=[*viewer, score_router(scoring_verifiers(scored))])
 
 
 @app.command("methods")

@@ -17,14 +17,22 @@ def get_verifier(name: str, lm: LanguageModel | None = None, device: str = "cpu"
     """A built-in verifier (`oracle`, `vote`, `depth`), one that asks a model (`judge` asks the policy `lm` itself
     about each step, `judge-outcome` about each solution, `consistency` has it finish each solution from a cut, rStar's
     discriminator; `KIND:MODEL` asks another model: a GGUF file, a directory or a server URL), or a learned one: a
-    shipped PRM/ORM name or a checkpoint directory whose config.json declares its head (`ponder_verifier`).
+    shipped PRM/ORM name or a checkpoint directory whose config.json declares its head (`ponder_verifier`), or one
+    behind a server: `http://HOST:PORT` (Ponder's scoring endpoint) or `http://HOST:PORT/pooling` (vLLM's pooling
+    API for PRMs; `ponder.verifiers.remote`).
     `device` (`cpu`, `cuda`, `cuda:1`): where a learned verifier, or the in-process model a `KIND:MODEL` verifier asks,
     runs (a server's URL runs where the server runs)."""
     if name in VERIFIERS:
         return VERIFIERS[name]()
+    from ponder.lm.load import is_url
+
+    if is_url(name):
+        from ponder.verifiers.remote import remote_verifier
+
+        return remote_verifier(name)
     kind, _, spec = name.partition(":")
     if kind in ASKING:
-        from ponder.lm.load import is_url, load_model
+        from ponder.lm.load import load_model
         from ponder.verifiers.consistency import MutualConsistency
         from ponder.verifiers.judge import JudgeVerifier
 
@@ -41,7 +49,7 @@ def get_verifier(name: str, lm: LanguageModel | None = None, device: str = "cpu"
         raise _unknown(name, err) from err
 
 
-def shared_verifier(name: str, lm: LanguageModel, device: str = "cpu") -> Verifier:
+def shared_verifier(name: str, lm: LanguageModel | None = None, device: str = "cpu") -> Verifier:
     """The verifier `name` names (`get_verifier`), on `device`. A learned one (a PRM or ORM) is loaded once per device
     and kept, so every caller shares its verifier engine; one that asks a model (`judge`, `consistency`) is made anew
     around `lm` each time, so its memory of questions asked belongs to one call."""
@@ -61,9 +69,16 @@ def clear_verifiers() -> None:
 
 def verifier_fingerprint(name: str) -> str:
     """The weights' hash of a learned verifier ("" for the built-in ones), so that a resumed run notices a
-    retrained one; an unknown name fails here, without loading a model."""
+    retrained one; an unknown name fails here, without loading a model. Behind a URL: the hash the scoring server
+    reports for its verifier ("" for vLLM's pooling API, which reports none)."""
     if not name or name in VERIFIERS or name in ASKING:
         return ""
+    from ponder.lm.load import is_url
+
+    if is_url(name):
+        from ponder.verifiers.remote import remote_fingerprint
+
+        return remote_fingerprint(name)
     from ponder.lm.hf import ModelLoadError, fingerprint
     from ponder.lm.load import model_fingerprint
 

@@ -46,6 +46,13 @@ class MeteredVerifier(Verifier):
             METER.reset(token)
 
 
+def one_line(step: str, marker: str = "") -> str:
+    """A step as one line, without the text of the marker a PRM reads its score at (so a step never carries a
+    spurious marker)."""
+    step = " ".join(step.split("\n"))
+    return step.replace(marker.strip(), "") if marker.strip() else step
+
+
 class PrefixError(ValueError):
     """A verifier that judges only whole solutions was asked about a partial one."""
 

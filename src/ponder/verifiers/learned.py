@@ -64,7 +64,7 @@ from ponder.lm.kv import cache_argument, new_cache, prefill_inputs, row_kv
 from ponder.lm.prefix_cache import PrefixCache
 from ponder.tasks.base import Problem, Task
 from ponder.trace import METER
-from ponder.verifiers.base import PrefixError, Verifier
+from ponder.verifiers.base import PrefixError, Verifier, one_line
 
 KINDS = ("step_tag", "token_classification", "orm", "value", "critic")
 ONE_LOGIT = ("orm", "value", "critic")  # one output per position, no marker
@@ -170,8 +170,7 @@ class StepLayout:
 
     def clean(self, step: str) -> str:
         """A step as one line, without the marker's text (so the model never sees a spurious marker)."""
-        step = " ".join(step.split("\n"))
-        return step.replace(self.head.marker.strip(), "") if self.head.marker.strip() else step
+        return one_line(step, self.head.marker)
 
     def encode(self, prompt: str, steps: list[str]) -> Encoded:
         ids = list(self.tok(prompt).input_ids)
@@ -305,13 +304,16 @@ class LearnedVerifier(Verifier):
         thread; the tokens read (those computed apart) and the compute time are charged to the calling problem
         (`METER`)."""
         prompt = task.prompt(problem)
-        items = [(prompt, steps) for steps in solutions]
-        judged = await self.engine.run(items) if self.engine is not None else self._judge(items)
+        judged = await self.judge([(prompt, steps) for steps in solutions])
         meter = METER.get()
         if meter is not None:
             meter.judged(tokens=sum(j.tokens for j in judged), computed=sum(j.computed for j in judged),
                          seconds=sum(j.seconds for j in judged))
         return [j.scores for j in judged]
+
+    async def judge(self, items: list[tuple[str, list[str]]]) -> list[Judged]:
+        """(prompt, steps) pairs judged through the verifier engine (at once, unbatched): scores, tokens, seconds."""
+        return await self.engine.run(items) if self.engine is not None else self._judge(items)
 
     async def score_prefixes(self, task: Task, problem: Problem, prefixes: list[list[str]]) -> list[list[float]]:
         if self.head.kind == "orm":
@@ -403,7 +405,7 @@ def step_scores(head: HeadSpec, encoded: Encoded, margins: torch.Tensor, checked
     """One text's step scores from the head's margin and the checked log-probability at each of its positions."""
     scores = (margins[encoded.positions].clamp(0.0, 1.0) if head.kind == "critic"
               else torch.sigmoid(margins[encoded.positions]))
-    if head.check_after:  # times P(every checked token so far), from the same forward pass
+    if head.check_after and encoded.checks:  # times P(every checked token so far), from the same forward pass
         per_step = torch.stack([checked[c].sum() if c else checked.new_zeros(()) for c in encoded.checks])
         scores = scores * per_step.cumsum(0).exp()
     return scores.tolist()
