@@ -543,6 +543,27 @@ def bench_http(
              in_flight=tuple(_numbers(in_flight, int, "--in-flight", 1)), seed=seed))
 
 
+@bench_app.command("remote")
+def bench_remote(
+    task: str = typer.Option("game24", help="game24 or arith: its shipped PRM is served"),
+    method: str = typer.Option("beam", help="a search method that needs a verifier"),
+    budget: int = typer.Option(4, min=1),
+    problems: int = typer.Option(10, min=1, help="test problems"),
+    rounds: int = typer.Option(2, min=1, help="timed rounds, interleaved across the three verifiers"),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(None, help="folder for remote.json (default runs/bench-remote-TASK)"),
+) -> None:
+    """The task's PRM in process against the same PRM behind `ponder serve` (its own process on 127.0.0.1), through
+    /v1/score and through the vLLM-style /pooling: the same searches, seconds side by side, answers compared."""
+    from ponder.bench.remote import print_table, run
+
+    result = run(task, method, budget, problems, rounds, seed)
+    out = out or Path("runs") / f"bench-remote-{task}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "remote.json").write_text(json.dumps(result, indent=2) + "\n")
+    print_table(result)
+
+
 @bench_app.command("routing")
 def bench_routing(
     task: str = typer.Option("game24", help="task (its train split fits the tables, its test split measures them)"),
