@@ -21,6 +21,7 @@ from ponder.lm.base import LanguageModel
 from ponder.lm.load import shared_model
 from ponder.search import SearchConfig, get_method, parse_options, search
 from ponder.search.compute_optimal import Remembered
+from ponder.serve.recipes import shipped_recipes
 from ponder.tasks import get_task
 from ponder.tasks.base import Problem, Task
 from ponder.trace import Trace
@@ -37,8 +38,8 @@ def run(task_name: str = "game24", method: str = "beam", budget: int = 4, proble
     policy = Remembered(shared_model(task.default_model))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "ponder.cli", "serve", "--port", str(port), "--models", task_name,
-           "--verifiers", prm]
+    recipe = next(r.name for r in shipped_recipes() if r.task == task_name)  # any: the server loads its policy too
+    cmd = [sys.executable, "-m", "ponder.cli", "serve", "--port", str(port), "--models", recipe, "--verifiers", prm]
     with serving(cmd, f"{url}/v1"):
         modes = {"in process": get_verifier(prm), "/v1/score": get_verifier(url),
                  "/pooling": get_verifier(f"{url}/pooling?model={prm}")}
