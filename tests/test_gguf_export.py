@@ -4,6 +4,7 @@ line and exit code 2."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from ponder.lm.hf import HFBackend, load_tokenizer
 from ponder.lm.llamacpp import LlamaCppBackend
 from ponder.tasks import get_task
 from ponder.train.tokenizer import CHARS
-from ponder.verifiers.learned import LearnedVerifier
+from ponder.verifiers.learned import LearnedVerifier, VerifierError
 
 PROMPTS = 20
 
@@ -94,6 +95,29 @@ def test_prm_step_scores_through_llama_cpp_match_transformers(exported):
     assert np.abs(exact - theirs).max() < 1e-5
     assert np.abs(half - theirs).max() < 2e-3
     assert theirs.max() > 0.9 and theirs.min() < 0.1  # the scores separate: the comparison is not of constants
+
+
+def test_the_exported_prm_is_a_verifier_in_transformers_too(exported):
+    """The file carries the PRM's head and tokenizer: the same scores as the checkpoint's, weights and all exact."""
+    items = right_and_wrong_steps("game24", 4)
+    theirs = np.array([s for row in LearnedVerifier("game24-prm", batched=False).score_texts(items) for s in row])
+    verifier = LearnedVerifier(str(exported["game24-prm"]), batched=False)
+    assert verifier.head == LearnedVerifier("game24-prm").head
+    ours = np.array([s for row in verifier.score_texts(items) for s in row])
+    assert np.abs(ours - theirs).max() < 1e-6
+    assert verifier.self_test()["separates_known_example"]
+    with pytest.raises(VerifierError, match="declares no `ponder_verifier` head"):
+        LearnedVerifier(str(exported["game24-policy"]))  # a policy's file has no head to score with
+
+
+def test_without_llama_cpp_python_the_benchmark_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    for name in ("ponder.bench.gguf", "ponder.lm.llamacpp"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    result = CliRunner().invoke(app, ["bench", "gguf"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: `ponder bench gguf` needs llama-cpp-python: pip install "
+                                     "'ponder[llamacpp]'")
 
 
 @pytest.mark.slow

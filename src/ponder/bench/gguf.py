@@ -14,9 +14,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import llama_cpp
 import numpy as np
 import torch
+
+from ponder.errors import MissingExtra
+
+try:
+    import llama_cpp
+except ImportError as err:
+    raise MissingExtra("`ponder bench gguf`", "llama-cpp-python", "llamacpp") from err
 
 from ponder.lm.base import Request, SamplingParams
 from ponder.lm.gguf_export import OUTTYPES, export_gguf

@@ -16,6 +16,8 @@ file that llama.cpp runs: `ponder export CHECKPOINT --gguf`.
 - The Hugging Face `tokenizer.json` also goes in, under the GGUF key for it (`tokenizer.huggingface.json`), so that
   transformers' reader of the file gets the exact tokenizer back (`ponder.lm.hf.load_tokenizer`): transformers
   rebuilds a `t5` GGUF tokenizer with SentencePiece's defaults (a space prefix, newlines dropped).
+- A step-tag PRM's head (`ponder_verifier` in its config.json) goes in under `ponder.verifier`, so that
+  `LearnedVerifier` on the file scores steps as on the checkpoint.
 - `outtype`: `f32` keeps the weights exactly (the shipped checkpoints are bfloat16); `bf16` too, in half the size;
   `f16` and `q8_0` (8-bit blocks of 32) round them. Norms stay float32, as llama.cpp's converter keeps them.
 """
@@ -32,7 +34,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from ponder.errors import ConfigError
-from ponder.lm.hf import loading_quietly, resolve_model
+from ponder.lm.hf import GGUF_VERIFIER, loading_quietly, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,8 @@ def export_gguf(checkpoint: str, out: Path | str | None = None, outtype: str = "
     writer.add_vocab_size(cfg.vocab_size)
     writer.add_file_type(OUTTYPES[outtype][1])
     _write_tokenizer(writer, tokenizer, tokens, types)
+    if "ponder_verifier" in config:  # a step-tag PRM's head, for `LearnedVerifier` on the file
+        writer.add_string(GGUF_VERIFIER, json.dumps(config["ponder_verifier"]))
     n = _write_tensors(writer, model, cfg, head_dim, OUTTYPES[outtype][0])
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import inspect
 import itertools
+import json
 import os
 import random
 import time
@@ -85,6 +86,19 @@ def resolve_model(spec: str) -> tuple[Path, str | None]:
         f"model {spec!r} is not a shipped model ({', '.join(shipped) or 'none'}), a directory with "
         "config.json, or a .gguf file"
     )
+
+
+GGUF_VERIFIER = "ponder.verifier"  # a GGUF key: a verifier checkpoint's `ponder_verifier` head, as JSON
+
+
+def checkpoint_config(directory: Path, gguf_file: str | None = None) -> dict[str, Any]:
+    """A checkpoint's config.json (empty when it has none); for a GGUF file, the `ponder_verifier` head that
+    `ponder export --gguf` stores in it, when there is one."""
+    if gguf_file:
+        field = GGUFReader(directory / gguf_file).get_field(GGUF_VERIFIER)
+        return {} if field is None else {"ponder_verifier": json.loads(field.contents())}
+    path = directory / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def load_tokenizer(directory: Path, gguf_file: str | None = None) -> PreTrainedTokenizerBase:

@@ -40,7 +40,6 @@ children of a node, which share the node's whole path, compute only their own la
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +58,7 @@ from transformers.utils import logging as hf_logging
 
 from ponder.batcher import Batcher
 from ponder.errors import PonderError
-from ponder.lm.hf import load_tokenizer, loading_quietly, resolve_model
+from ponder.lm.hf import checkpoint_config, load_tokenizer, loading_quietly, resolve_model
 from ponder.lm.kv import cache_argument, new_cache, prefill_inputs, row_kv
 from ponder.lm.prefix_cache import PrefixCache
 from ponder.tasks.base import Problem, Task
@@ -207,15 +206,14 @@ class LearnedVerifier(Verifier):
     def __init__(self, spec: str, head: HeadSpec | str | None = None, batch_size: int = 64,
                  batched: bool = True, prefix_cache_mb: float = 128, device: str = "cpu") -> None:
         directory, gguf = resolve_model(spec)
-        config_path = directory / "config.json"
-        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        config = checkpoint_config(directory, gguf)
         if isinstance(head, str):
             if head not in PRESETS:
                 raise VerifierError(f"unknown verifier preset {head!r}; known: {', '.join(PRESETS)}")
             head = PRESETS[head]
         if head is None:
             if "ponder_verifier" not in config:
-                raise VerifierError(f"{directory} declares no `ponder_verifier` head in config.json; pass a preset "
+                raise VerifierError(f"{spec} declares no `ponder_verifier` head in its config; pass a preset "
                                     f"({', '.join(PRESETS)})")
             head = HeadSpec(**config["ponder_verifier"])
         self.head = head
