@@ -21,6 +21,7 @@ from ponder.errors import ConfigError, PonderError
 
 if TYPE_CHECKING:
     from ponder.collect.run import CollectConfig
+    from ponder.jobs import Pool
 
 
 def _error(message: str) -> None:
@@ -382,6 +383,22 @@ def _eval_fields(ctx: typer.Context, config: Path | None, given: dict[str, Any])
     return out
 
 
+RAY_HELP = ("fan the problems out over a Ray cluster, each worker loading its own models (the rows are a local "
+            "run's): local (start one here), auto (this machine's, `ray start --head`) or HOST:PORT")
+RAY_WORKERS_HELP = "with --ray: how many workers (0: one per CPU of the cluster, one per GPU with --device cuda)"
+
+
+def _pool(ray: str, workers: int, device: str = "cpu") -> Pool | None:
+    """Where a run's problems run: a Ray cluster for `--ray`, else this process (None)."""
+    if not ray:
+        if workers:
+            raise ConfigError("--ray-workers needs --ray")
+        return None
+    from ponder.distributed import RayPool
+
+    return RayPool(ray, workers, device)
+
+
 @app.command("eval")
 def eval_cmd(
     ctx: typer.Context,
@@ -422,6 +439,8 @@ def eval_cmd(
                                                        "overrides the file's field, --set knobs add to its options"),
     out: Path = typer.Option(None, help="results folder (default runs/eval-TASK-SPLIT-seedSEED); rerun with the "
                                         "same folder to resume"),
+    ray: str = typer.Option("", "--ray", help=RAY_HELP),
+    ray_workers: int = typer.Option(0, "--ray-workers", min=0, help=RAY_WORKERS_HELP),
 ) -> None:
     """Evaluate methods x budgets on a task; resumable; prints accuracy against compute."""
     from ponder.evaluate import EvalConfig, run_eval
@@ -433,7 +452,7 @@ def eval_cmd(
         temperature=temperature, min_p=min_p, max_tokens=max_tokens, max_step_tokens=max_step_tokens, seed=seed,
         concurrency=concurrency)))
     out = out or cfg.default_out
-    table = run_eval(cfg, out)
+    table = run_eval(cfg, out, pool=_pool(ray, ray_workers, cfg.device))
     over_http = [("http_seconds", "HTTP s", ".2f"), ("verifier_http_seconds", "v. HTTP s", ".2f")]
     print_table(f"{cfg.task} {cfg.split}: accuracy against compute (per problem)", table, [
         ("method", "method", ""), ("budget", "n", ""), ("problems", "problems", ""), ("errors", "errors", ""),
@@ -678,18 +697,19 @@ def bench_decode(
 
 
 def _collect(labeller: str, task: str, limit: int, samples: int, n: int, omega: dict[str, float] | None,
-             model: str, seed: int, out: Path | None, concurrency: int = 64, device: str = "cpu") -> None:
+             model: str, seed: int, out: Path | None, ray: str, ray_workers: int, concurrency: int = 64,
+             device: str = "cpu") -> None:
     from ponder.collect.run import CollectConfig
 
     _run(CollectConfig(labeller=labeller, task=task, limit=limit or None, samples=samples, n=n, omega=omega,
-                       model=model, seed=seed, concurrency=concurrency, device=device), out)
+                       model=model, seed=seed, concurrency=concurrency, device=device), out, ray, ray_workers)
 
 
-def _run(cfg: CollectConfig, out: Path | None) -> None:
+def _run(cfg: CollectConfig, out: Path | None, ray: str, ray_workers: int) -> None:
     from ponder.collect.run import run_collect
 
     out = out or Path("runs") / f"collect-{cfg.labeller}-{cfg.task}-seed{cfg.seed}"
-    summary = run_collect(cfg, out)
+    summary = run_collect(cfg, out, pool=_pool(ray, ray_workers, cfg.device))
     console.print_json(json.dumps(summary))
     console.print(f"records: {out}/records.jsonl  config: {out}/config.json"
                   + (f"  MATH-APS: {out}/math-aps.jsonl" if cfg.labeller == "omegaprm" else ""))
@@ -700,14 +720,16 @@ LIMIT_OPT = typer.Option(200, min=0, help="training-split problems (0: all)")
 MODEL_OPT = typer.Option("", help="policy (default: the task's shipped policy)")
 OUT_OPT = typer.Option(None, help="output folder; rerun with the same folder to resume")
 DEVICE_OPT = typer.Option("cpu", help="where the policy and a learned verifier run: cpu or cuda")
+RAY_OPT = typer.Option("", "--ray", help=RAY_HELP)
+RAY_WORKERS_OPT = typer.Option(0, "--ray-workers", min=0, help=RAY_WORKERS_HELP)
 
 
 @collect_app.command("oracle")
 def collect_oracle(task: str = TASK_OPT, limit: int = LIMIT_OPT, samples: int = typer.Option(8),
                    model: str = MODEL_OPT, seed: int = typer.Option(0), out: Path = OUT_OPT,
-                   device: str = DEVICE_OPT) -> None:
+                   device: str = DEVICE_OPT, ray: str = RAY_OPT, ray_workers: int = RAY_WORKERS_OPT) -> None:
     """Label sampled solutions with the task's exact step checker."""
-    _collect("oracle", task, limit, samples, 1, None, model, seed, out, device=device)
+    _collect("oracle", task, limit, samples, 1, None, model, seed, out, ray, ray_workers, device=device)
 
 
 @collect_app.command("mc")
@@ -715,9 +737,9 @@ def collect_mc(task: str = TASK_OPT, limit: int = LIMIT_OPT, samples: int = type
                n: int = typer.Option(8, help="rollouts per step prefix"), model: str = MODEL_OPT,
                seed: int = typer.Option(0), out: Path = OUT_OPT,
                concurrency: int = typer.Option(64, help="problems in flight at once"),
-               device: str = DEVICE_OPT) -> None:
+               device: str = DEVICE_OPT, ray: str = RAY_OPT, ray_workers: int = RAY_WORKERS_OPT) -> None:
     """Math-Shepherd labels: N rollouts from every step prefix (soft = share correct, hard = any)."""
-    _collect("mc", task, limit, samples, n, None, model, seed, out, concurrency, device)
+    _collect("mc", task, limit, samples, n, None, model, seed, out, ray, ray_workers, concurrency, device)
 
 
 @collect_app.command("omegaprm")
@@ -727,18 +749,18 @@ def collect_omegaprm(task: str = TASK_OPT, limit: int = LIMIT_OPT,
                      c_puct: float = typer.Option(0.125), alpha: float = typer.Option(0.5),
                      beta: float = typer.Option(0.9), length: float = typer.Option(10.0, "--L", help="steps"),
                      model: str = MODEL_OPT, seed: int = typer.Option(0), out: Path = OUT_OPT,
-                     device: str = DEVICE_OPT) -> None:
+                     device: str = DEVICE_OPT, ray: str = RAY_OPT, ray_workers: int = RAY_WORKERS_OPT) -> None:
     """OmegaPRM: binary search for first errors over a Monte-Carlo tree; writes MATH-APS and step records."""
     omega = {"budget": budget, "k": k, "c_puct": c_puct, "alpha": alpha, "beta": beta, "L": length}
-    _collect("omegaprm", task, limit, 1, 1, omega, model, seed, out, device=device)
+    _collect("omegaprm", task, limit, 1, 1, omega, model, seed, out, ray, ray_workers, device=device)
 
 
 @collect_app.command("states")
 def collect_states(task: str = TASK_OPT, limit: int = LIMIT_OPT,
                    walks: int = typer.Option(12, help="walks per problem"), seed: int = typer.Option(0),
-                   out: Path = OUT_OPT) -> None:
+                   out: Path = OUT_OPT, ray: str = RAY_OPT, ray_workers: int = RAY_WORKERS_OPT) -> None:
     """Oracle labels without a policy: random walks through the task's states, slips included (game24, arith)."""
-    _collect("states", task, limit, walks, 1, None, "", seed, out)
+    _collect("states", task, limit, walks, 1, None, "", seed, out, ray, ray_workers)
 
 
 @collect_app.command("search")
@@ -749,13 +771,13 @@ def collect_search(task: str = TASK_OPT, limit: int = LIMIT_OPT,
                    min_p: float = typer.Option(0.001, help="min-p sampling of the search's proposals"),
                    model: str = MODEL_OPT, seed: int = typer.Option(0), out: Path = OUT_OPT,
                    concurrency: int = typer.Option(64, help="problems in flight at once"),
-                   device: str = DEVICE_OPT) -> None:
+                   device: str = DEVICE_OPT, ray: str = RAY_OPT, ray_workers: int = RAY_WORKERS_OPT) -> None:
     """Oracle labels on every path a step-level search explores: the proposals its verifier has to judge."""
     from ponder.collect.run import CollectConfig
 
     _run(CollectConfig(labeller="search", task=task, limit=limit or None, samples=n, method=method,
                        verifier=verifier, min_p=min_p, model=model, seed=seed, concurrency=concurrency,
-                       device=device), out)
+                       device=device), out, ray, ray_workers)
 
 
 STAR_OPTS = {

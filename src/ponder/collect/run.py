@@ -3,11 +3,11 @@
 Labellers: `oracle` (the task's exact checker), `mc` (Math-Shepherd rollouts), `omegaprm` (binary search over
 an MC tree; also writes MATH-APS), `states` (oracle-labelled random walks through the task's states, no
 policy), `search` (every path a step-level search explored, labelled by the oracle: the states a verifier meets
-when it judges that search's proposals). Each problem runs as one concurrent job through the shared engine; a
-record is written the moment it is labelled, keyed so that a killed run resumes without losing or duplicating
-one (a problem cut off half-way runs again with the same seeds and skips what it wrote). A problem whose labelling
-raises (a prompt longer than the model's context, a server error) gets an error row in problems.jsonl, logged, and
-the run goes on; a resumed run retries it.
+when it judges that search's proposals). Each problem runs as one concurrent job through the shared engine (or
+on a pool of workers, `ponder.jobs`); its records are written by this process the moment it is labelled, keyed so
+that a killed run resumes without losing or duplicating one (a problem cut off half-way runs again with the same
+seeds and skips what it wrote). A problem whose labelling raises (a prompt longer than the model's context, a
+server error) gets an error row in problems.jsonl, logged, and the run goes on; a resumed run retries it.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from ponder.collect.omegaprm import OmegaConfig, omegaprm, tree_records
 from ponder.collect.records import StepRecord
 from ponder.collect.states import state_walks
 from ponder.errors import ConfigError
+from ponder.jobs import LocalPool, Pool, Work
 from ponder.jsonl import ResumableJsonl, check_config, error_fields
 from ponder.lm.base import LanguageModel, SamplingParams
 from ponder.lm.hf import fingerprint
@@ -120,10 +121,21 @@ async def searched_paths(task: Task, problem: Problem, lm: LanguageModel, cfg: C
     return [oracle_labels(task, problem, trace.path(leaf), i) for i, leaf in enumerate(leaves)]
 
 
+@dataclass
+class Labelled:
+    """A problem's labels: its step records, its line in problems.jsonl (written last: it marks the problem done)
+    and, for OmegaPRM, its MATH-APS record."""
+
+    records: list[StepRecord]
+    problem: dict[str, Any]
+    aps: dict[str, Any] | None = None
+
+
 async def label_problem(task: Task, problem: Problem, lm: LanguageModel, cfg: CollectConfig,
-                        files: dict[str, ResumableJsonl], verifier: Verifier | None = None) -> None:
-    """Label one problem; its line in problems.jsonl, written last, marks it done."""
+                        verifier: Verifier | None = None) -> Labelled:
+    """Label one problem."""
     spent = 0
+    aps = None
     if cfg.labeller == "search":
         assert verifier is not None
         records = await searched_paths(task, problem, lm, cfg, verifier)
@@ -132,7 +144,7 @@ async def label_problem(task: Task, problem: Problem, lm: LanguageModel, cfg: Co
     elif cfg.labeller == "omegaprm":
         tree = await omegaprm(task, problem, lm, cfg.search_config(), OmegaConfig(**(cfg.omega or {})))
         aps_record, records = tree_records(task, problem, tree)
-        files["math-aps"].append(aps_record.to_dict())
+        aps = aps_record.to_dict()
         spent = tree.spent
     else:
         solutions = await distinct_samples(task, problem, lm, cfg.search_config(), cfg.samples)
@@ -142,56 +154,85 @@ async def label_problem(task: Task, problem: Problem, lm: LanguageModel, cfg: Co
                 return oracle_labels(task, problem, steps, i)
             return await mc_labels(task, problem, lm, steps, cfg.n, cfg.search_config(), i)
 
-        records = await asyncio.gather(*(one(i, s) for i, s in enumerate(solutions)))
+        records = list(await asyncio.gather(*(one(i, s) for i, s in enumerate(solutions))))
         spent = sum(r.rollouts for r in records)
-    for record in records:
-        files["records"].append(record.to_dict())
-    files["problems"].append({"problem_id": problem.id, "records": len(records), "rollouts": spent})
+    return Labelled(records, {"problem_id": problem.id, "records": len(records), "rollouts": spent}, aps)
+
+
+@dataclass
+class Loaded:
+    """What one worker of a collection holds: the run's config, its task, the policy and the verifier."""
+
+    cfg: CollectConfig
+    task: Task
+    lm: LanguageModel
+    verifier: Verifier | None
+
+
+@dataclass
+class Setup:
+    """Loads a worker's policy (`cfg.model`) and, for the `search` labeller, its verifier; or takes the policy
+    given (this process only)."""
+
+    cfg: CollectConfig
+    lm: LanguageModel | None = None
+
+    def __call__(self) -> Loaded:
+        lm = self.lm
+        if lm is None:
+            from ponder.lm.engine import Engine
+            from ponder.lm.hf import HFBackend
+
+            lm = Engine(HFBackend(self.cfg.model, device=self.cfg.device), max_rows=self.cfg.max_batch)
+        verifier = get_verifier(self.cfg.verifier, device=self.cfg.device) if self.cfg.labeller == "search" else None
+        return Loaded(self.cfg, get_task(self.cfg.task), lm, verifier)
+
+
+async def label_job(loaded: Loaded, problem: Problem) -> Labelled:
+    """One problem's labels, on a worker's models."""
+    return await label_problem(loaded.task, problem, loaded.lm, loaded.cfg, loaded.verifier)
 
 
 def run_collect(cfg: CollectConfig, out_dir: Path, lm: LanguageModel | None = None,
-                show_progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) a collection into `out_dir`; returns a summary (also saved as summary.json)."""
+                show_progress: bool = True, pool: Pool | None = None) -> dict[str, Any]:
+    """Run (or resume) a collection into `out_dir`; returns a summary (also saved as summary.json). `lm`: a policy
+    to use in place of loading `cfg.model`. `pool`: where the problems are labelled (`ponder.jobs`; default this
+    process), each of its workers loading the models; the records are the same."""
     cfg = cfg.resolved()
     check_config(out_dir, cfg, save=False)
-    if lm is None:
-        from ponder.lm.engine import Engine
-        from ponder.lm.hf import HFBackend
-
-        lm = Engine(HFBackend(cfg.model, device=cfg.device), max_rows=cfg.max_batch)
-    verifier = get_verifier(cfg.verifier, device=cfg.device) if cfg.labeller == "search" else None
-    check_config(out_dir, cfg)  # saved once the model and the verifier have loaded
+    if pool is not None and lm is not None:
+        raise ConfigError("a model passed as an object stays in this process: name it in the config to run on a "
+                          "pool of workers")
     files = {"records": ResumableJsonl(out_dir / "records.jsonl", key=record_key, what="step record"),
              "problems": ResumableJsonl(out_dir / "problems.jsonl", key=lambda r: r["problem_id"], what="problem row")}
     if cfg.labeller == "omegaprm":
         files["math-aps"] = ResumableJsonl(out_dir / "math-aps.jsonl", key=lambda r: r["question_id"],
                                            what="MATH-APS record")
     records = files["records"]
-    task = get_task(cfg.task)
-    problems = task.problems(cfg.split, limit=cfg.limit)
+    problems = get_task(cfg.task).problems(cfg.split, limit=cfg.limit)
     todo = [p for p in problems if p.id not in files["problems"].done]
-
-    async def main() -> None:
-        gate = asyncio.Semaphore(cfg.concurrency)
+    with (pool or LocalPool()).open(Work(Setup(cfg, lm), label_job)) as workers:
+        check_config(out_dir, cfg)  # saved once the model and the verifier have loaded
         with Progress(TextColumn(f"[bold]collect {cfg.labeller} {cfg.task}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[records]} records"), TimeElapsedColumn(), TimeRemainingColumn(),
                       disable=not show_progress) as bar:
             job = bar.add_task("collect", total=len(problems), completed=len(problems) - len(todo),
                                records=len(records.rows))
 
-            async def one(problem: Problem) -> None:
-                async with gate:
-                    try:
-                        await label_problem(task, problem, lm, cfg, files, verifier)
-                    except Exception as err:  # this problem fails alone: an error row, retried on resuming
-                        logger.warning("collect %s, problem %s: %s: %s", cfg.labeller, problem.id,
-                                       type(err).__name__, err)
-                        files["problems"].append({"problem_id": problem.id, **error_fields(err)})
+            def done(problem: Problem, labelled: Labelled | Exception) -> None:
+                if isinstance(labelled, Exception):  # this problem fails alone: an error row, retried on resuming
+                    logger.warning("collect %s, problem %s: %s: %s", cfg.labeller, problem.id,
+                                   type(labelled).__name__, labelled)
+                    files["problems"].append({"problem_id": problem.id, **error_fields(labelled)})
+                else:
+                    if labelled.aps is not None:
+                        files["math-aps"].append(labelled.aps)
+                    for record in labelled.records:
+                        records.append(record.to_dict())
+                    files["problems"].append(labelled.problem)
                 bar.update(job, advance=1, records=len(records.rows))
 
-            await asyncio.gather(*(one(p) for p in todo))
-
-    asyncio.run(main())
+            workers.map(todo, cfg.concurrency, done)
     summary = summarize_records(records.rows)
     summary["problems"] = len(problems)
     summary["errors"] = len(files["problems"].errors)

@@ -8,7 +8,6 @@ it (`ponder.jsonl`).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -22,6 +21,7 @@ import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ponder.errors import ConfigError
+from ponder.jobs import LocalPool, Pool, Work
 from ponder.jsonl import ResumableJsonl, check_config, error_fields, is_error
 from ponder.lm.base import LanguageModel, SamplingParams
 from ponder.lm.load import check_placement, load_model, model_fingerprint
@@ -215,55 +215,82 @@ def summarize(rows: list[dict[str, Any]], by_difficulty: bool = False) -> list[d
     return table
 
 
-async def _run(cfg: EvalConfig, out: Path, lm: LanguageModel, verifier: Verifier | None,
-               show_progress: bool) -> list[dict[str, Any]]:
-    task = cfg.make_task()
-    task.template = lm.chat_prompt
-    problems = task.problems(cfg.split, limit=cfg.limit)
-    results = ResumableJsonl(out / "results.jsonl")
-    todo = [j for j in jobs(cfg, problems) if (j[0], j[1], j[2].id) not in results.done]
-    if verifier is None and cfg.verifier:
-        verifier = get_verifier(cfg.verifier, lm, cfg.device)
-    gate = asyncio.Semaphore(cfg.concurrency)
-    total = len(results.done) + len(todo)
-    right = sum(r["correct"] for r in results.rows if not is_error(r))
-    with Progress(TextColumn("[bold]eval {task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("acc {task.fields[acc]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                  disable=not show_progress) as bar:
-        job = bar.add_task(cfg.task, total=total, completed=len(results.done), acc="-")
-        finished = len(results.done)
+@dataclass
+class Loaded:
+    """What one worker of an eval holds: the run's config, its task (prompting through the policy's chat template),
+    the policy and the verifier."""
 
-        async def one(method: str, budget: int, problem: Problem) -> None:
-            nonlocal right, finished
-            async with gate:
-                try:
-                    row = await run_job(task, problem, method, budget, lm, verifier, cfg)
-                except Exception as err:  # this problem fails alone: an error row, retried on resuming
-                    logger.warning("eval %s@%d, problem %s: %s: %s", method, budget, problem.id, type(err).__name__,
-                                   err)
-                    row = error_row(task, problem, method, budget, err)
-            results.append(row)
-            right += row["correct"]
-            finished += 1
-            bar.update(job, advance=1, acc=f"{right / finished:.2f}")
+    cfg: EvalConfig
+    task: Task
+    lm: LanguageModel
+    verifier: Verifier | None
 
-        await asyncio.gather(*(one(*j) for j in todo))
-    return results.rows
+
+@dataclass
+class Setup:
+    """Loads a worker's models (`cfg.model` and `cfg.verifier`), or takes the ones given (this process only)."""
+
+    cfg: EvalConfig
+    lm: LanguageModel | None = None
+    verifier: Verifier | None = None
+
+    def __call__(self) -> Loaded:
+        cfg = self.cfg
+        lm = self.lm or load_model(cfg.model, max_rows=cfg.max_batch, backend=cfg.backend,
+                                   template_from=cfg.template_from, device=cfg.device)
+        task = cfg.make_task()
+        task.template = lm.chat_prompt
+        verifier = self.verifier or (get_verifier(cfg.verifier, lm, cfg.device) if cfg.verifier else None)
+        return Loaded(cfg, task, lm, verifier)
+
+
+async def solve_job(loaded: Loaded, job: tuple[str, int, Problem]) -> dict[str, Any]:
+    """One (method, budget, problem) job's row, on a worker's models."""
+    method, budget, problem = job
+    return await run_job(loaded.task, problem, method, budget, loaded.lm, loaded.verifier, loaded.cfg)
 
 
 def run_eval(cfg: EvalConfig, out: Path, lm: LanguageModel | None = None, show_progress: bool = True,
-             verifier: Verifier | None = None) -> list[dict[str, Any]]:
+             verifier: Verifier | None = None, pool: Pool | None = None) -> list[dict[str, Any]]:
     """Run (or resume) an evaluation into `out`; returns the summary table, also saved as summary.json (and, for
     a task whose problems have a difficulty, the same by difficulty as summary-by-difficulty.json). `lm` and
-    `verifier`: objects to use in place of loading `cfg.model` and `cfg.verifier`. A problem whose search raised is
-    an error row (`summarize` says how they count); the run ends by logging how many there are."""
+    `verifier`: objects to use in place of loading `cfg.model` and `cfg.verifier`. `pool`: where the jobs run
+    (`ponder.jobs`; default this process), each of its workers loading the models; the rows are the same. A
+    problem whose search raised is an error row (`summarize` says how they count); the run ends by logging how
+    many there are."""
     cfg = cfg.resolved()
     check_config(out, cfg, free=SCHEDULING, save=False)
-    if lm is None:
-        lm = load_model(cfg.model, max_rows=cfg.max_batch, backend=cfg.backend, template_from=cfg.template_from,
-                        device=cfg.device)
-    check_config(out, cfg, free=SCHEDULING)  # saved once the model has loaded
-    rows = asyncio.run(_run(cfg, out, lm, verifier, show_progress))
+    if pool is not None and (lm is not None or verifier is not None):
+        raise ConfigError("a model or verifier passed as an object stays in this process: name it in the config to "
+                          "run on a pool of workers")
+    task = cfg.make_task()
+    problems = task.problems(cfg.split, limit=cfg.limit)
+    results = ResumableJsonl(out / "results.jsonl")
+    todo = [j for j in jobs(cfg, problems) if (j[0], j[1], j[2].id) not in results.done]
+    with (pool or LocalPool()).open(Work(Setup(cfg, lm, verifier), solve_job)) as workers:
+        check_config(out, cfg, free=SCHEDULING)  # saved once the models have loaded
+        right = sum(r["correct"] for r in results.rows if not is_error(r))
+        with Progress(TextColumn("[bold]eval {task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("acc {task.fields[acc]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                      disable=not show_progress) as bar:
+            bar_job = bar.add_task(cfg.task, total=len(results.done) + len(todo), completed=len(results.done),
+                                   acc="-")
+            finished = len(results.done)
+
+            def done(job: tuple[str, int, Problem], row: dict[str, Any] | Exception) -> None:
+                nonlocal right, finished
+                method, budget, problem = job
+                if isinstance(row, Exception):  # this problem fails alone: an error row, retried on resuming
+                    logger.warning("eval %s@%d, problem %s: %s: %s", method, budget, problem.id,
+                                   type(row).__name__, row)
+                    row = error_row(task, problem, method, budget, row)
+                results.append(row)
+                right += row["correct"]
+                finished += 1
+                bar.update(bar_job, advance=1, acc=f"{right / finished:.2f}")
+
+            workers.map(todo, cfg.concurrency, done)
+    rows = results.rows
     errors = sum(map(is_error, rows))
     if errors:
         logger.warning("%d errors in %d rows of %s: rerun with the same folder to retry them", errors, len(rows),
