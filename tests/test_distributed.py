@@ -17,6 +17,7 @@ import pytest
 ray = pytest.importorskip("ray")
 cloudpickle = pytest.importorskip("ray.cloudpickle")
 
+import ponder  # noqa: E402
 from ponder.collect.run import CollectConfig, run_collect  # noqa: E402
 from ponder.distributed import RayPool  # noqa: E402
 from ponder.errors import ConfigError  # noqa: E402
@@ -79,7 +80,7 @@ def test_ray_rows_equal_local_rows_and_a_dead_worker_becomes_error_rows_that_res
     assert len(expected) == 12 and not any(row[-1] for row in expected.values())
 
     whole = tmp_path / "ray"
-    run_eval(EvalConfig(**SMALL), whole, show_progress=False, pool=RayPool(workers=2))
+    ponder.evaluate(whole, pool=RayPool(workers=2), **SMALL)
     assert computed(whole) == expected
 
     # a worker killed as the first rows come back: its problems are error rows, the run still ends

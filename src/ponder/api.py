@@ -20,6 +20,7 @@ from typing import Any
 
 from ponder.errors import ConfigError
 from ponder.evaluate import EvalConfig, run_eval
+from ponder.jobs import Pool
 from ponder.lm.base import LanguageModel
 from ponder.lm.load import clear_models, shared_model
 from ponder.search import (
@@ -81,13 +82,15 @@ def solve(question: str, task: str | Task = "game24", *, model: str | LanguageMo
 
 
 def evaluate(out: str | Path | None = None, *, model: LanguageModel | None = None, show_progress: bool = False,
-             **settings: Any) -> list[dict[str, Any]]:
+             pool: Pool | None = None, **settings: Any) -> list[dict[str, Any]]:
     """Evaluate methods x budgets on a task's problems (`ponder eval`) and return the summary rows: per method and
     budget, the problems, `accuracy`, `pass` (some solution right) and the compute per problem (`Usage`'s fields).
 
     `settings` are `EvalConfig`'s fields (`task`, `split`, `limit`, `methods`, `budgets`, `model` as a name,
     `verifier`, `seed`, ...). Rows are written to `out` (default `runs/eval-TASK-SPLIT-seedSEED`, as `ponder eval`):
-    the same call resumes there. `model`: a loaded model to use instead of loading the one `settings` name."""
+    the same call resumes there. `model`: a loaded model to use instead of loading the one `settings` name. `pool`:
+    where the problems run (`ponder.distributed.RayPool("auto")`: a Ray cluster's workers, each loading the models
+    `settings` name)."""
     known = {f.name for f in fields(EvalConfig)}
     unknown = sorted(set(settings) - known)
     if unknown:
@@ -95,6 +98,6 @@ def evaluate(out: str | Path | None = None, *, model: LanguageModel | None = Non
     cfg = EvalConfig(**settings)
     if out is None:
         out = cfg.default_out
-    if model is None:
+    if model is None and pool is None:
         model = shared_model(cfg.resolved().model, cfg.backend, cfg.device, cfg.max_batch, cfg.template_from)
-    return run_eval(cfg, Path(out), lm=model, show_progress=show_progress)
+    return run_eval(cfg, Path(out), lm=model, show_progress=show_progress, pool=pool)
