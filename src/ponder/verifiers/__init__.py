@@ -17,7 +17,8 @@ def get_verifier(name: str, lm: LanguageModel | None = None, device: str = "cpu"
     """A built-in verifier (`oracle`, `vote`, `depth`), one that asks a model (`judge` asks the policy `lm` itself
     about each step, `judge-outcome` about each solution, `consistency` has it finish each solution from a cut, rStar's
     discriminator; `KIND:MODEL` asks another model: a GGUF file, a directory or a server URL), or a learned one: a
-    shipped PRM/ORM name or a checkpoint directory whose config.json declares its head (`ponder_verifier`), or one
+    shipped PRM/ORM name, a checkpoint directory whose config.json declares its head (`ponder_verifier`) or a GGUF file
+    `ponder export --gguf` wrote from one, or one
     behind a server: `http://HOST:PORT` (Ponder's scoring endpoint) or `http://HOST:PORT/pooling` (vLLM's pooling
     API for PRMs; `ponder.verifiers.remote`).
     `device` (`cpu`, `cuda`, `cuda:1`): where a learned verifier, or the in-process model a `KIND:MODEL` verifier asks,
