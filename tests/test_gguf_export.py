@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from tokenizers import Tokenizer, models
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from typer.testing import CliRunner
@@ -20,7 +21,7 @@ from ponder.lm.gguf_export import export_gguf
 from ponder.lm.hf import HFBackend, load_tokenizer
 from ponder.lm.llamacpp import LlamaCppBackend
 from ponder.tasks import get_task
-from ponder.train.tokenizer import CHARS
+from ponder.train.tokenizer import CHARS, char_tokenizer
 from ponder.verifiers.learned import LearnedVerifier, VerifierError
 
 PROMPTS = 20
@@ -136,7 +137,25 @@ def test_a_trained_checkpoint_exports_and_loads(tmp_path):
     prompts = ["Input: 1 2 3 4\n", "Input: 4 5 6 10\n5 * 4 = 20 (left: 6 10 20)\n"]
     theirs = HFBackend(str(tmp_path / "sft")).next_token_logits(prompts)
     ours = llama(tmp_path / "f32.gguf", rows=1).next_token_logits(prompts)
-    assert (ours - theirs).abs().max() < 1e-3  # head_dim 32, 2 layers: the Q/K reordering holds for any shape
+    assert (ours - theirs).abs().max() < 1e-3  # its shape (head_dim 32, 2 layers) runs with its logits
+
+
+def test_grouped_query_attention_and_a_separate_output_matrix_export_too(tmp_path):
+    """Q/K reordering with fewer key-value heads than query heads (K by its own head count), an untied LM head,
+    head_dim 16; the file goes into a directory given as -o."""
+    torch.manual_seed(0)  # weights at 5x the usual scale: leaving out the reordering, or reordering K by the query
+    # heads, moves these logits by about 2; llama.cpp's float16 key-value cache by about 2e-3
+    LlamaForCausalLM(LlamaConfig(vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                 initializer_range=0.1, tie_word_embeddings=False)).save_pretrained(tmp_path / "gqa")
+    char_tokenizer().save_pretrained(tmp_path / "gqa")
+    (tmp_path / "out").mkdir()
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "gqa"), "--gguf", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    prompts = ["Input: 1 2 3 4\n", "Question: Ann has 3 apples.\n"]
+    theirs = HFBackend(str(tmp_path / "gqa")).next_token_logits(prompts)
+    ours = llama(tmp_path / "out" / "gqa-f32.gguf", rows=1).next_token_logits(prompts)
+    assert (ours - theirs).abs().max() < 2e-2 and (theirs[0] - theirs[1]).abs().max() > 1
 
 
 def not_a_character_tokenizer(path: Path) -> Path:

@@ -58,8 +58,8 @@ class Exported:
 
 def export_gguf(checkpoint: str, out: Path | str | None = None, outtype: str = "f32") -> Exported:
     """Write `checkpoint` (a shipped name or a directory) as a GGUF file, by default `NAME-OUTTYPE.gguf` in the current
-    directory. Raises ConfigError for a checkpoint llama.cpp's `llama` architecture cannot
-    hold or whose tokenizer is not Ponder's character tokenizer."""
+    directory (or in `out` when it is a directory). Raises ConfigError for a checkpoint llama.cpp's `llama`
+    architecture cannot hold or whose tokenizer is not Ponder's character tokenizer."""
     if outtype not in OUTTYPES:
         raise ConfigError(f"unknown outtype {outtype!r}; choose from {', '.join(OUTTYPES)}")
     directory, gguf_file = resolve_model(checkpoint)
@@ -71,7 +71,9 @@ def export_gguf(checkpoint: str, out: Path | str | None = None, outtype: str = "
         tokenizer = AutoTokenizer.from_pretrained(directory)
         model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
     tokens, types = _vocabulary(directory, tokenizer, model.config.vocab_size)
-    path = Path(out) if out else Path(f"{directory.name}-{outtype}.gguf")
+    path = Path(out) if out else Path(".")
+    if path.is_dir():
+        path = path / f"{directory.name}-{outtype}.gguf"
     path.parent.mkdir(parents=True, exist_ok=True)
     cfg = model.config
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
