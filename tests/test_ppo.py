@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ponder.bench.ppo import rejection_sampling_finetune
+from ponder.bench.ppo import PPOBenchConfig, ppo_benchmark, rejection_sampling_finetune
+from ponder.errors import ConfigError
 from ponder.evaluate.runner import EvalConfig, run_eval
 from ponder.tasks import TaskError, get_task
 from ponder.train.loop import STATE_FILE
@@ -241,3 +242,10 @@ def test_rejection_sampling_keeps_only_what_the_answer_check_accepts_and_trains_
     assert summary["steps"] == -(-2 * summary["kept"] // 8)
     policy, _ = load_policy(str(tmp_path / "rft"))
     assert policy.config.vocab_size > 0 and (tmp_path / "rft" / "recipe.yaml").is_file()
+
+
+@pytest.mark.parametrize("knob", [{"seeds": 0}, {"problems": 0}, {"budget": 0}, {"steps": -1}])
+def test_the_benchmark_refuses_settings_it_cannot_measure_before_training(knob, tmp_path):
+    with pytest.raises(ConfigError, match="bench ppo needs"):
+        ppo_benchmark(PPOBenchConfig(**knob), tmp_path / "bench")
+    assert not (tmp_path / "bench").exists()

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from ponder.errors import ConfigError
 from ponder.evaluate.runner import EvalConfig, greedy_accuracy, run_eval
 from ponder.tasks import TaskError, get_task
 from ponder.train.data import endless
@@ -91,6 +92,9 @@ def _trained(train: Callable[..., dict[str, Any]], *args: Any, out_dir: Path, **
 def ppo_benchmark(cfg: PPOBenchConfig, out: Path) -> dict[str, Any]:
     """Train and measure every method for each seed under `out`; returns the configuration, the rows per seed and
     per method (mean and spread), the critic-as-verifier rows and the curves' path."""
+    if cfg.seeds < 1 or cfg.problems < 1 or cfg.budget < 1 or cfg.steps < 0:
+        raise ConfigError(f"bench ppo needs at least one seed, problem and unit of budget, and steps >= 0; got seeds "
+                          f"{cfg.seeds}, problems {cfg.problems}, budget {cfg.budget}, steps {cfg.steps}")
     out.mkdir(parents=True, exist_ok=True)
     base = PPORecipe.load(f"{cfg.task}-ppo")
     grpo_base = GRPORecipe.load(f"{cfg.task}-grpo")
