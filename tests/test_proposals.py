@@ -7,7 +7,7 @@ from math import comb
 
 import pytest
 
-from ponder.bench.proposals import ProposalConfig, measure, recall_at, solver_states, summarize
+from ponder.evaluate.proposals import ProposalConfig, measure, recall_at, solver_states, summarize
 from ponder.lm.base import Completion, LanguageModel, Request
 from ponder.tasks import Game24, TaskError, get_task
 from ponder.tasks.base import Problem, Task

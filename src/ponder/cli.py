@@ -1134,6 +1134,37 @@ def bench_star(task: str = TASK_OPT, seed_problems: int = STAR_OPTS["seed_proble
     console.print(f"models, rationales and config: {result['out']}")
 
 
+@app.command("improve")
+def improve_cmd(
+    recipe: str = typer.Argument(..., help="a shipped loop recipe (game24, game24-weak, arith-long, game24-far, "
+                                           "gsm8k-smollm2) or a YAML file"),
+    out: Path = typer.Option(None, help="run folder (default runs/improve-RECIPE-seedS); a killed run resumes there"),
+    rounds: int = typer.Option(None, help="rounds to run (default: the recipe's); a finished run goes on with more"),
+    seed: int = typer.Option(None, help="the run's seed (default: the recipe's)"),
+) -> None:
+    """The generator-verifier loop: rounds of search over the training problems, keep what the outcome check accepts,
+    distil the policy (with replay), retrain the verifier from the search trees, measure; one table row per round."""
+    from dataclasses import replace
+
+    from ponder.improve.loop import run_improve
+    from ponder.improve.recipe import ImproveRecipe
+
+    r = ImproveRecipe.load(recipe)
+    r = replace(r, rounds=r.rounds if rounds is None else rounds, seed=r.seed if seed is None else seed)
+    r.check()
+    out = out or Path("runs") / f"improve-{r.name}-seed{r.seed}"
+    command = " ".join(["ponder improve", recipe, f"--out {out}", *([f"--rounds {rounds}"] if rounds is not None
+                                                                    else []),
+                        *([f"--seed {seed}"] if seed is not None else [])])
+    rows = run_improve(r, out, command)
+    columns = [("round", "round", ""), ("kept", "kept", ""), ("generated_tokens", "gen. tokens", ",.0f"),
+               ("cpu_minutes", "CPU min", ".1f"),
+               *[(k, k.replace("_", " "), ".3f") for k in rows[0] if k == "greedy" or k == "step_auroc" or "@" in k]]
+    print_table(f"ponder improve {r.name}: {r.measure.split} split, {r.measure.problems} problems per measure",
+                rows, columns)
+    console.print(f"rounds: {out / 'rounds.jsonl'}, plot: {out / 'rounds.png'}, config: {out / 'config.json'}")
+
+
 def main() -> None:
     app(prog_name="ponder")
 

@@ -11,8 +11,9 @@ import yaml
 from ponder.tasks.base import TaskError
 
 
-def load_recipe_yaml(name_or_path: str) -> tuple[str, dict[str, Any]]:
-    """(recipe name, parsed YAML mapping); unknown names list the shipped recipes."""
+def load_recipe_yaml(name_or_path: str, package: str = "ponder.train") -> tuple[str, dict[str, Any]]:
+    """(recipe name, parsed YAML mapping); a name is looked up among `package`'s shipped recipes (its `recipes/`
+    folder), and an unknown one lists them."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
         try:
@@ -20,9 +21,9 @@ def load_recipe_yaml(name_or_path: str) -> tuple[str, dict[str, Any]]:
         except OSError as err:
             raise TaskError(f"cannot read recipe {path}: {err.strerror}") from err
     else:
-        shipped = resources.files("ponder.train").joinpath(f"recipes/{name_or_path}.yaml")
+        shipped = resources.files(package).joinpath(f"recipes/{name_or_path}.yaml")
         if not shipped.is_file():
-            known = sorted(p.name[:-5] for p in resources.files("ponder.train").joinpath("recipes").iterdir()
+            known = sorted(p.name[:-5] for p in resources.files(package).joinpath("recipes").iterdir()
                            if p.name.endswith(".yaml"))
             raise TaskError(f"unknown recipe {name_or_path!r}; shipped recipes: {', '.join(known)}")
         text = shipped.read_text()

@@ -1,0 +1,378 @@
+"""The generator-verifier loop (`ponder improve RECIPE`): search makes the data, the policy and the verifier learn from
+it, round after round, as AlphaZero's policy and value networks improve each other (Silver et al., 2017; for language
+models TS-LLM, Feng et al., 2024, and rStar-Math's self-evolution, Guan et al., 2025).
+
+Round r (r >= 1), each phase in `OUT/round-r/`:
+1. `search`: the recipe's method with round r-1's policy and verifier over the training problems (an eval run on the
+   train split, `search/results.jsonl`, every tree kept in its row).
+2. `keep`: the finished solutions the task's *outcome* check accepts (`kept.jsonl`, the policy's data) and every
+   tree path with the value targets the search estimated (`records.jsonl`, the verifier's data; `ponder.improve.trees`).
+   The exact step oracle is never asked here: real tasks have none; it only measures.
+3. `policy`: round r-1's policy fine-tuned on the kept solutions (or the search's visit distribution), each batch
+   mixed with replay of earlier data (earlier rounds' kept solutions and the data that made the start policy) so the
+   policy keeps its spread of good proposals (expert iteration on its own choices alone loses proposal recall).
+4. `verifier`: round r-1's verifier fine-tuned on the round's value targets (soft labels).
+5. `measure`: on the held-out split: greedy, pass@N and best-of-N by the round's verifier, the step searches' top-1 at
+   each budget, the verifier's step AUROC against the exact oracle on the round's own policy's samples, proposal
+   recall@K; with the round's generated tokens and CPU minutes, one row per round (round 0: the start).
+
+Every phase writes a marker (`PHASE.json`, with its CPU seconds) when it is done; a run killed at any moment (SIGKILL
+included) resumes at the first phase without one: the search from its resumable rows, training from its saved state.
+Each round's policy and verifier are Hugging Face directories with a card naming the command that made them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ponder.collect.mc import exact_labels
+from ponder.collect.records import write_jsonl
+from ponder.errors import ConfigError, PonderError
+from ponder.evaluate.metrics import auroc
+from ponder.evaluate.proposals import ProposalConfig, measure, summarize
+from ponder.evaluate.runner import EvalConfig, run_eval
+from ponder.improve.recipe import ImproveRecipe
+from ponder.improve.trees import Tree
+from ponder.jsonl import ResumableJsonl, check_config, is_error
+from ponder.lm.base import LanguageModel
+from ponder.lm.engine import Engine
+from ponder.lm.hf import resolve_model
+from ponder.lm.load import load_model
+from ponder.tasks import StepOracle, Task, get_task
+from ponder.tasks.base import Problem
+from ponder.train.data import endless, mixture, solver_examples
+from ponder.train.loop import STATE_FILE, TrainConfig, save_checkpoint
+from ponder.train.sft import ModelShape, SFTRecipe, fit, start_model
+from ponder.train.verifier import VerifierRecipe, train_verifier
+from ponder.verifiers import Verifier, get_verifier
+from ponder.verifiers.learned import HeadSpec
+
+logger = logging.getLogger(__name__)
+
+# free to change on resuming: how many rounds to run (a finished run goes on with more)
+FREE = ("rounds",)
+
+
+class Phase:
+    """One phase of one round: done when its marker file exists; the marker holds what it measured."""
+
+    def __init__(self, folder: Path, name: str) -> None:
+        self.folder, self.name = folder, name
+        self.marker = folder / f"{name}.json"
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        return json.loads(self.marker.read_text()) if self.marker.exists() else None
+
+    def finish(self, result: dict[str, Any], cpu_start: float) -> dict[str, Any]:
+        """Write the marker (whole or not at all), with the phase's CPU seconds."""
+        result = {**result, "cpu_seconds": round(time.process_time() - cpu_start, 1)}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.replace(self.marker)
+        return result
+
+
+class Loop:
+    """A run of a recipe in `out` (see the module doc). `command`: what the cards say made the checkpoints."""
+
+    def __init__(self, recipe: ImproveRecipe, out: Path, command: str) -> None:
+        self.recipe, self.out, self.command = recipe, out, command
+        self.task = get_task(recipe.task)
+        check_config(out, recipe, free=FREE)
+
+    def folder(self, n: int) -> Path:
+        return self.out / f"round-{n}"
+
+    def policy(self, n: int) -> str:
+        return self.recipe.policy if n == 0 else str(self.folder(n) / "policy")
+
+    def verifier(self, n: int) -> str:
+        return self.recipe.verifier if n == 0 else str(self.folder(n) / "verifier")
+
+    def run(self) -> list[dict[str, Any]]:
+        """Every round not done yet; returns one row per round (round 0 measures the start), also written to
+        `rounds.jsonl`, with `rounds.png` plotting accuracy per round."""
+        rows = [self.measure_round(0)]
+        for n in range(1, self.recipe.rounds + 1):
+            logger.info("round %d of %d", n, self.recipe.rounds)
+            self.search_phase(n)
+            self.keep_phase(n)
+            self.policy_phase(n)
+            self.verifier_phase(n)
+            rows.append(self.measure_round(n))
+        write_jsonl(rows, self.out / "rounds.jsonl")
+        plot_rounds(rows, self.out / "rounds.png", f"ponder improve {self.recipe.name}")
+        return rows
+
+    # --- 1. search -----------------------------------------------------------------------------------------------
+
+    def search_config(self, n: int) -> EvalConfig:
+        s = self.recipe.search
+        return EvalConfig(task=self.recipe.task, split=s.split, limit=s.problems, model=self.policy(n - 1),
+                          methods=[s.method], budgets=[s.n], verifier=self.verifier(n - 1),
+                          options={s.method: s.options} if s.options else {}, temperature=s.temperature,
+                          min_p=s.min_p, max_tokens=s.max_tokens, seed=self.recipe.seed + n)
+
+    def search_phase(self, n: int) -> dict[str, Any]:
+        phase = Phase(self.folder(n), "search")
+        if phase.result is not None:
+            return phase.result
+        cpu = time.process_time()
+        lm = load_model(self.policy(n - 1))
+        try:
+            row = run_eval(self.search_config(n), self.folder(n) / "search", lm=lm)[0]
+        finally:
+            close(lm)
+        return phase.finish({"problems": row["problems"], "errors": row["errors"], "solved": row["pass"],
+                             "top1": row["accuracy"],
+                             "generated_tokens": round(row["generated_tokens"] * (row["problems"] - row["errors"]))},
+                            cpu)
+
+    # --- 2. keep -------------------------------------------------------------------------------------------------
+
+    def trees(self, n: int) -> Iterator[tuple[Problem, Tree]]:
+        """The round's searched trees, graded by the outcome check only."""
+        s = self.recipe.search
+        problems = {p.id: p for p in self.task.problems(s.split, limit=s.problems)}
+        for row in ResumableJsonl(self.folder(n) / "search" / "results.jsonl").rows:
+            if not is_error(row):
+                problem = problems[row["problem_id"]]
+                yield problem, Tree.from_row(self.task, problem, row["trace"]["nodes"])
+
+    def keep_phase(self, n: int) -> dict[str, Any]:
+        phase = Phase(self.folder(n), "keep")
+        if phase.result is not None:
+            return phase.result
+        cpu = time.process_time()
+        d = self.recipe.distil
+        kept, records = [], []
+        for problem, tree in self.trees(n):
+            records += [r.to_dict() for r in tree.records(self.task, problem, self.recipe.value.targets)]
+            if d.target == "visits":
+                pairs = tree.visit_pairs(self.task, problem, d.visit_copies)
+            else:
+                pairs = [(self.task.prompt(problem), self.task.join_steps(s))
+                         for s in tree.right_solutions()[: d.per_problem]]
+            kept += [{"problem_id": problem.id, "prompt": p, "completion": c} for p, c in pairs]
+        write_jsonl(kept, self.folder(n) / "kept.jsonl")
+        write_jsonl(records, self.folder(n) / "records.jsonl")
+        return phase.finish({"kept": len(kept), "kept_problems": len({k["problem_id"] for k in kept}),
+                             "records": len(records)}, cpu)
+
+    def kept_pairs(self, n: int) -> list[tuple[str, str]]:
+        return [(r["prompt"], r["completion"]) for r in map(json.loads, (self.folder(n) / "kept.jsonl").open())]
+
+    # --- 3. policy -----------------------------------------------------------------------------------------------
+
+    def examples(self, n: int) -> Iterator[tuple[str, str]]:
+        """The round's kept pairs, each batch mixed with `replay` of earlier data: earlier rounds' kept pairs and
+        the data of the SFT recipe that made the start policy, in equal parts."""
+        d, seed = self.recipe.distil, self.recipe.seed + n
+        current = self.kept_pairs(n)
+        if not current:
+            raise PonderError(f"round {n} kept no solution of {self.recipe.search.problems} training problems: "
+                              "nothing to distil (search with a larger budget, or from a stronger start)")
+        earlier = [p for k in range(1, n) for p in self.kept_pairs(k)]
+        replay = [endless(earlier, seed + 1)] if earlier else []
+        if d.replay_from:
+            start = SFTRecipe.load(d.replay_from)
+            if start.data:
+                raise ConfigError(f"distil.replay_from {d.replay_from}: a recipe trained on a data file cannot be "
+                                  "replayed; name one trained on the task's solver walks")
+            replay.append(solver_examples(self.task, start.splits, start.walk, seed, limit=start.problems or None))
+        if not replay or d.replay == 0:
+            return endless(current, seed)
+        weights = [1 - d.replay] + [d.replay / len(replay)] * len(replay)
+        return mixture([endless(current, seed), *replay], weights, seed)
+
+    def policy_phase(self, n: int) -> dict[str, Any]:
+        phase = Phase(self.folder(n), "policy")
+        if phase.result is not None:
+            return phase.result
+        cpu = time.process_time()
+        cfg = self.recipe.distil.train
+        out = self.folder(n) / "policy"
+        torch.manual_seed(cfg.seed + n)
+        model, tok = start_model(self.policy(n - 1), ModelShape(max_positions=0))
+        name = f"improve {self.recipe.name}: round {n} policy"
+        result = fit(model, tok, self.examples(n), cfg, cfg.steps, model.config.max_position_embeddings, name,
+                     state=out / STATE_FILE, run={"recipe": self.recipe.to_dict(), "round": n})
+        summary = {"name": name, "init": self.policy(n - 1), "kept": len(self.kept_pairs(n)), **result.summary()}
+        save_checkpoint(model, tok, out, summary, {"kind": "improve-policy", "round": n, **self.recipe.to_dict()})
+        self.card(out, n, "policy", summary)
+        return phase.finish(summary, cpu)
+
+    # --- 4. verifier ---------------------------------------------------------------------------------------------
+
+    def verifier_phase(self, n: int) -> dict[str, Any]:
+        phase = Phase(self.folder(n), "verifier")
+        if phase.result is not None:
+            return phase.result
+        cpu = time.process_time()
+        start = self.verifier(n - 1)
+        recipe = VerifierRecipe(name=f"{self.recipe.name}-round{n}-verifier", task=self.recipe.task,
+                                head=start_head(start), data=str(self.folder(n) / "records.jsonl"), labels="soft",
+                                train=TrainConfig(**{**self.recipe.value.train.__dict__, "init": start,
+                                                     "seed": self.recipe.value.train.seed + n}))
+        out = self.folder(n) / "verifier"
+        summary = train_verifier(recipe, out)
+        self.card(out, n, "verifier", summary)
+        return phase.finish({k: summary[k] for k in ("records", "examples", "labelled_steps", "steps", "seconds",
+                                                      "final_loss")}, cpu)
+
+    # --- 5. measure ----------------------------------------------------------------------------------------------
+
+    def measure_round(self, n: int) -> dict[str, Any]:
+        phase = Phase(self.folder(n), "measure")
+        if phase.result is None:
+            cpu = time.process_time()
+            phase.finish(measure_policy(self.task, self.recipe, self.policy(n), self.verifier(n),
+                                        self.folder(n) / "measure"), cpu)
+        return self.row(n, phase.result or {})
+
+    def row(self, n: int, measured: dict[str, Any]) -> dict[str, Any]:
+        """The round's table row: what making it cost (round 0 cost nothing here) and what it measures."""
+        made = [Phase(self.folder(n), p).result or {} for p in ("search", "keep", "policy", "verifier")]
+        measured = {k: v for k, v in measured.items() if k != "cpu_seconds"}
+        return {"round": n, "policy": self.policy(n), "verifier": self.verifier(n),
+                "kept": made[1].get("kept", 0), "train_solved": made[0].get("solved"),
+                "generated_tokens": made[0].get("generated_tokens", 0),
+                "cpu_minutes": round(sum(m.get("cpu_seconds", 0.0) for m in made) / 60, 2), **measured}
+
+    def card(self, out: Path, n: int, what: str, summary: dict[str, Any]) -> None:
+        """README.md of a round's checkpoint: what it is and the command that made it."""
+        made = "the kept solutions" if self.recipe.distil.target == "choices" else "the search's visit distribution"
+        data = (f"{made} of round {n}'s search (`{self.folder(n) / 'kept.jsonl'}`), mixed with "
+                f"{self.recipe.distil.replay:.0%} replay" if what == "policy" else
+                f"the value targets ({self.recipe.value.targets}) of round {n}'s search trees "
+                f"(`{self.folder(n) / 'records.jsonl'}`)")
+        start = self.policy(n - 1) if what == "policy" else self.verifier(n - 1)
+        (out / "README.md").write_text(
+            f"# {self.recipe.name}, round {n} {what}\n\nThe {self.recipe.task} {what} of round {n} of the "
+            f"generator-verifier loop (`ponder.improve`), fine-tuned from `{start}` on {data}. The search used "
+            f"{self.recipe.search.method} at budget {self.recipe.search.n} on {self.recipe.search.problems} "
+            f"{self.recipe.search.split} problems; the exact step oracle made none of its data.\n\n"
+            f"- Training: {summary['steps']} steps, {summary['seconds'] / 60:.1f} minutes, final loss "
+            f"{summary['final_loss']}.\n- Measured: `{self.out / 'rounds.jsonl'}`, row {n}.\n\n"
+            f"## Made by\n\n`{self.command}` (the recipe and seed in `{self.out / 'config.json'}`)\n")
+
+
+def close(lm: LanguageModel) -> None:
+    """Stop an engine's worker thread (a model over HTTP has none)."""
+    if isinstance(lm, Engine):
+        lm.close()
+
+
+def start_head(verifier: str) -> HeadSpec:
+    """The head the start verifier declares (what its retrained rounds keep)."""
+    directory, _ = resolve_model(verifier)
+    head = json.loads((Path(directory) / "config.json").read_text()).get("ponder_verifier")
+    if not head:
+        raise ConfigError(f"{verifier} declares no verifier head (`ponder_verifier` in config.json): the loop "
+                          "retrains a learned PRM")
+    return HeadSpec(**{k: v for k, v in head.items() if k not in ("task", "self_test")})
+
+
+def measure_policy(task: Task, recipe: ImproveRecipe, policy: str, verifier: str, out: Path) -> dict[str, Any]:
+    """A round's measurements on the held-out split (see the module doc)."""
+    m = recipe.measure
+    lm = load_model(policy)
+    judge = get_verifier(verifier)
+    try:
+        base = dict(task=recipe.task, split=m.split, limit=m.problems, model=policy, verifier=verifier,
+                    seed=recipe.seed)
+        run_eval(EvalConfig(**base, methods=["cot", "best_of_n"], budgets=[m.samples]), out / "sampled", lm=lm,
+                 verifier=judge)
+        sampled = json.loads((out / "sampled" / "summary.json").read_text())
+        found = {r["method"]: r for r in sampled}
+        row: dict[str, Any] = {"greedy": found["cot"]["accuracy"], f"pass@{m.samples}": found["best_of_n"]["pass"],
+                               f"bon@{m.samples}": found["best_of_n"]["accuracy"]}
+        if m.methods:
+            table = run_eval(EvalConfig(**base, methods=m.methods, budgets=m.budgets,
+                                        options={k: v for k, v in m.options.items() if k in m.methods}),
+                             out / "search", lm=lm, verifier=judge)
+            row.update({f"{r['method']}@{r['budget']}": r["accuracy"] for r in table})
+        row["step_auroc"] = step_auroc(task, judge, out / "sampled" / "results.jsonl", m.split, m.problems)
+        row[f"recall@{m.recall_k}"] = proposal_recall(task, lm, m.split, m.problems, m.recall_k, recipe.seed)
+    finally:
+        close(lm)
+    below = [k for k, v in row.items() if "@" in k and not k.startswith(("pass", "recall")) and v < row["greedy"]]
+    if below:
+        logger.warning("%s: %s below greedy (%.2f): the verifier misjudges these problems", policy, ", ".join(below),
+                       row["greedy"])
+    row["below_greedy"] = below
+    return row
+
+
+def step_auroc(task: Task, verifier: Verifier, results: Path, split: str, limit: int) -> float | None:
+    """The verifier's step-level AUROC against the exact oracle on the best-of-N samples (the round's own policy's
+    solutions); None for a task without a step oracle."""
+    if not isinstance(task, StepOracle):
+        return None
+    problems = {p.id: p for p in task.problems(split, limit=limit)}
+    sampled = []
+    for row in ResumableJsonl(results).rows:
+        if row["method"] == "best_of_n" and not is_error(row):
+            tree = Tree.from_row(task, problems[row["problem_id"]], row["trace"]["nodes"])
+            solutions = [tree.path(leaf) for leaf in tree.outcomes]
+            sampled.append((problems[row["problem_id"]], [s for s in solutions if s]))
+
+    async def score() -> list[list[list[float]]]:
+        return [await verifier.score(task, p, sols) for p, sols in sampled]
+
+    scores = asyncio.run(score())
+    flat = [x for per in scores for s in per for x in s]
+    labels = [y > 0 for p, sols in sampled for s in sols for y in exact_labels(task, p, s)]
+    value = auroc(flat, labels)
+    return None if value != value else round(value, 4)  # NaN: one class missing
+
+
+def proposal_recall(task: Task, lm: LanguageModel, split: str, limit: int, k: int, seed: int) -> float | None:
+    """Proposal recall@k over the states along a solver solution of each problem (`ponder bench proposals`' solver
+    states); None for a task without a step oracle."""
+    if not isinstance(task, StepOracle):
+        return None
+    cfg = ProposalConfig(k=k, recall_at=(k,), seed=seed)
+    records, usage = asyncio.run(measure(task, task.problems(split, limit=limit), lm, cfg, sources=("solver",)))
+    overall = next(r for r in summarize(records, cfg, usage) if r["depth"] == "all")
+    return round(overall[f"recall@{k}"], 4)
+
+
+def plot_rounds(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Accuracy per round, one line per measured column."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = [k for k in rows[0] if k == "greedy" or ("@" in k and k != "below_greedy")]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for column in columns:
+        ax.plot([r["round"] for r in rows], [r.get(column) for r in rows], marker="o", label=column)
+    ax.set_xlabel("round (0: the start)")
+    ax.set_ylabel("accuracy / recall")
+    ax.set_xticks([r["round"] for r in rows])
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    ax.set_title(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_improve(recipe: ImproveRecipe, out: Path, command: str) -> list[dict[str, Any]]:
+    """Run (or resume) the loop into `out`; returns one row per round."""
+    return Loop(recipe, out, command).run()
+

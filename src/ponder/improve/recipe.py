@@ -1,0 +1,116 @@
+"""`ponder improve RECIPE`: a loop's recipe, a small YAML file (shipped ones in `ponder/improve/recipes/`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ponder.errors import ConfigError
+from ponder.improve.trees import DISTIL, TARGETS
+from ponder.search import get_method, parse_options
+from ponder.tasks import get_task
+from ponder.train.loop import TrainConfig
+from ponder.train.recipe import load_recipe_yaml
+
+
+@dataclass
+class SearchPhase:
+    """How each round searches the training problems with its policy and verifier."""
+
+    method: str = "tot_bfs"
+    n: int = 16  # the method's budget
+    options: dict[str, Any] = field(default_factory=dict)  # the method's knobs (`ponder methods METHOD`)
+    split: str = "train"
+    problems: int = 200  # training problems searched each round
+    temperature: float = 0.8
+    min_p: float = 0.01
+    max_tokens: int = 0  # 0: the task's default
+
+
+@dataclass
+class DistilPhase:
+    """How the policy learns from what the outcome check kept, mixed with replay of earlier data."""
+
+    target: str = "choices"  # choices: the right solutions the search found; visits: its visit distribution
+    per_problem: int = 4  # right solutions kept per problem (choices)
+    visit_copies: int = 8  # examples per visited state (visits)
+    replay: float = 0.5  # share of each batch drawn from earlier data (earlier rounds' and `replay_from`'s)
+    replay_from: str = ""  # an SFT recipe whose data made the start policy, replayed ("" : earlier rounds only)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class ValuePhase:
+    """How the verifier learns from the round's trees (its head is the start verifier's)."""
+
+    targets: str = "mc"  # mc: the tree's Monte-Carlo share of right finished solutions; q: the search's Q-values
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class MeasurePhase:
+    """What each round is measured on: greedy, pass@samples and best-of-samples by the round's verifier, the step
+    searches' top-1 at each budget, the verifier's step AUROC against the exact oracle on the round's policy, and
+    proposal recall@recall_k."""
+
+    split: str = "test"
+    problems: int = 100
+    samples: int = 16
+    methods: list[str] = field(default_factory=lambda: ["mcts", "beam"])
+    budgets: list[int] = field(default_factory=lambda: [4, 16])
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method, its knobs
+    recall_k: int = 16
+
+
+@dataclass
+class ImproveRecipe:
+    name: str
+    task: str
+    policy: str  # the start policy: a shipped name or a checkpoint directory
+    verifier: str  # the start verifier: a learned PRM (shipped name or directory)
+    rounds: int = 2
+    seed: int = 0
+    search: SearchPhase = field(default_factory=SearchPhase)
+    distil: DistilPhase = field(default_factory=DistilPhase)
+    value: ValuePhase = field(default_factory=ValuePhase)
+    measure: MeasurePhase = field(default_factory=MeasurePhase)
+
+    @classmethod
+    def load(cls, name_or_path: str) -> ImproveRecipe:
+        """A shipped recipe by name (`game24`) or a YAML file path; every field checked before anything runs."""
+        name, raw = load_recipe_yaml(name_or_path, "ponder.improve")
+        try:
+            distil = dict(raw.pop("distil", {}))
+            value = dict(raw.pop("value", {}))
+            recipe = cls(name=name, search=SearchPhase(**raw.pop("search", {})),
+                         distil=DistilPhase(**{**distil, "train": TrainConfig(**distil.get("train", {}))}),
+                         value=ValuePhase(**{**value, "train": TrainConfig(**value.get("train", {}))}),
+                         measure=MeasurePhase(**raw.pop("measure", {})), **raw)
+        except TypeError as err:
+            raise ConfigError(f"improve recipe {name_or_path}: {err}") from err
+        recipe.check()
+        return recipe
+
+    def check(self) -> None:
+        """A bad knob fails here, before any model loads or any folder is written."""
+        task = get_task(self.task)
+        task.problems(self.search.split, limit=0)
+        task.problems(self.measure.split, limit=0)
+        if self.search.split == "test":
+            raise ConfigError("the loop trains on what it searches: search the train split (test stays held out)")
+        if self.rounds < 0 or self.search.problems < 1 or self.measure.problems < 1:
+            raise ConfigError("rounds must be >= 0, search.problems and measure.problems >= 1")
+        if self.distil.target not in DISTIL:
+            raise ConfigError(f"unknown distil target {self.distil.target!r}; choose from {', '.join(DISTIL)}")
+        if self.value.targets not in TARGETS:
+            raise ConfigError(f"unknown value targets {self.value.targets!r}; choose from {', '.join(TARGETS)}")
+        if not 0 <= self.distil.replay < 1:
+            raise ConfigError(f"distil.replay is a share in [0, 1), got {self.distil.replay}")
+        get_method(self.search.method)
+        parse_options(self.search.method, self.search.options, self.search.n)
+        for method in self.measure.methods:
+            for budget in self.measure.budgets:
+                parse_options(method, self.measure.options.get(method, {}), budget)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,135 @@
+"""What one search tree teaches: the solutions the outcome check accepts, the policy's distillation pairs, and a value
+target for every step the search wrote.
+
+Only the task's answer grading (`Task.solves`) looks at the tree; the exact step oracle never does, because a real
+task has none. A tree is the node list of a `Trace` (as an eval row stores it: dicts with `id`, `parent`, `text`,
+`visits`, `value`, `terminal`).
+
+Value targets (`targets`):
+- `mc`: the tree's own Monte-Carlo estimate: of the finished solutions below a step (the step's own, if it ends one),
+  the share that the outcome check accepts; none below: no target. The search's continuations are the rollouts
+  of Math-Shepherd (Wang et al., 2024) and ReST-MCTS* (Zhang et al., 2024), which infer a step's process reward
+  from how often the tree's completions through it reach the right answer.
+- `q`: the search's own backed-up value Q(s, a) wherever it visited the step (MCTS: TS-LLM, Feng et al., 2024,
+  learns its value from the tree's returns; rStar-Math, Guan et al., 2025, reads its Q-values the same way), the
+  `mc` estimate where it did not; a finished solution's target is always its outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ponder.collect.records import StepRecord
+from ponder.errors import ConfigError
+from ponder.tasks.base import Problem, Task
+from ponder.trace import Node
+
+TARGETS = ("mc", "q")
+DISTIL = ("choices", "visits")
+
+
+@dataclass
+class Tree:
+    """A searched tree with the outcome of each finished solution in it."""
+
+    nodes: list[Node]
+    outcomes: dict[int, bool]  # finished solution's leaf id -> whether the task grades its answer right
+
+    @classmethod
+    def from_row(cls, task: Task, problem: Problem, nodes: Sequence[dict[str, Any] | Node]) -> Tree:
+        tree = [n if isinstance(n, Node) else Node(**n) for n in nodes]
+        tree_ = cls(tree, {})
+        tree_.outcomes = {n.id: task.solves(problem, tree_.path(n.id)) for n in tree if n.terminal}
+        return tree_
+
+    def children(self) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {n.id: [] for n in self.nodes}
+        for n in self.nodes:
+            if n.parent is not None:
+                out[n.parent].append(n.id)
+        return out
+
+    def path(self, node_id: int) -> list[str]:
+        steps: list[str] = []
+        node: Node | None = self.nodes[node_id]
+        while node is not None and node.parent is not None:
+            steps.append(node.text)
+            node = self.nodes[node.parent]
+        return steps[::-1]
+
+    def right_solutions(self) -> list[list[str]]:
+        """The distinct finished solutions the outcome check accepts, in the order the search wrote them."""
+        seen: dict[tuple[str, ...], list[str]] = {}
+        for leaf, right in self.outcomes.items():
+            if right:
+                steps = self.path(leaf)
+                seen.setdefault(tuple(steps), steps)
+        return list(seen.values())
+
+    def mc_values(self) -> dict[int, float | None]:
+        """Per node: the share of the finished solutions at or below it that are right (None: none finished)."""
+        right = {n.id: 0 for n in self.nodes}
+        done = {n.id: 0 for n in self.nodes}
+        for node in reversed(self.nodes):  # children come after their parents
+            if node.id in self.outcomes:
+                done[node.id] += 1
+                right[node.id] += self.outcomes[node.id]
+            if node.parent is not None:
+                done[node.parent] += done[node.id]
+                right[node.parent] += right[node.id]
+        return {i: right[i] / done[i] if done[i] else None for i in right}
+
+    def targets(self, how: str) -> dict[int, float | None]:
+        """The value target of every node (see the module doc)."""
+        if how not in TARGETS:
+            raise ConfigError(f"unknown value target {how!r}; choose from {', '.join(TARGETS)}")
+        mc = self.mc_values()
+        if how == "mc":
+            return mc
+        return {n.id: (float(self.outcomes[n.id]) if n.id in self.outcomes else
+                       min(1.0, max(0.0, n.value)) if n.visits > 0 else mc[n.id]) for n in self.nodes}
+
+    def records(self, task: Task, problem: Problem, how: str) -> list[StepRecord]:
+        """A step record per root-to-leaf path, each step labelled with its target (None: no target); paths with no
+        target at all are left out."""
+        values = self.targets(how)
+        kids = self.children()
+        out = []
+        for node in self.nodes[1:]:
+            if kids[node.id]:
+                continue
+            ids = self._ids(node.id)
+            labels = [values[i] for i in ids]
+            if all(x is None for x in labels):
+                continue
+            out.append(StepRecord(question=problem.question, steps=[self.nodes[i].text for i in ids], labels=labels,
+                                  task=task.name, problem_id=problem.id, answer=problem.answer,
+                                  outcome=self.outcomes.get(node.id), source=f"tree-{how}"))
+        return out
+
+    def visit_pairs(self, task: Task, problem: Problem, copies: int) -> list[tuple[str, str]]:
+        """The search's visit distribution as (prompt and prefix, next step) pairs: at every state whose children
+        the search visited and below which it finished a right solution, each child `copies` x N(child) / sum N
+        times, rounded (AlphaZero's and TS-LLM's policy target pi(a|s) proportional to N(s, a))."""
+        mc = self.mc_values()
+        kids = self.children()
+        out = []
+        for node in self.nodes:
+            visited = [self.nodes[c] for c in kids[node.id] if self.nodes[c].visits > 0]
+            total = sum(c.visits for c in visited)
+            if not total or not mc[node.id]:
+                continue
+            prompt = task.prompt(problem) + task.join_steps(self.path(node.id))
+            for child in visited:
+                out += [(prompt, child.text + task.step_end)] * round(copies * child.visits / total)
+        return out
+
+    def _ids(self, node_id: int) -> list[int]:
+        ids = []
+        node = self.nodes[node_id]
+        while node.parent is not None:
+            ids.append(node.id)
+            node = self.nodes[node.parent]
+        return ids[::-1]
