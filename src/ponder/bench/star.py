@@ -41,7 +41,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -55,8 +54,8 @@ from ponder.search.base import SearchConfig, sample_solutions
 from ponder.tasks import Hintable, StepOracle, Task, get_task, require
 from ponder.tasks.base import Problem
 from ponder.train.data import endless, mixture, solver_pairs
-from ponder.train.loop import TrainConfig, save_checkpoint
-from ponder.train.sft import ModelShape, SFTRecipe, fit, start_model
+from ponder.train.loop import TrainConfig
+from ponder.train.sft import ModelShape, SFTRecipe, train_policy
 
 logger = logging.getLogger(__name__)
 
@@ -122,19 +121,15 @@ def train_model(cfg: StarConfig, pairs: list[tuple[str, str]], steps: int, out: 
     """Train (from `init`, or from scratch) on `pairs` and the `kept` rationales for `steps` steps; save to `out`.
     With `seed_share` set, that share of the examples is drawn from `pairs` and the rest from `kept`; else all are
     drawn alike."""
-    train = cfg.train_config()
-    torch.manual_seed(cfg.seed)
-    model, tok = start_model(init, ModelShape(**(cfg.model or {})))
     kept = kept or []
     if cfg.seed_share is None or not kept:
         examples = endless(pairs + kept, cfg.seed)
     else:
         share = cfg.seed_share
         examples = mixture([endless(pairs, cfg.seed), endless(kept, cfg.seed + 1)], [share, 1 - share], cfg.seed)
-    result = fit(model, tok, examples, train, steps, (cfg.model or {})["max_positions"], name)
-    summary = {"name": name, "examples": len(pairs) + len(kept), **result.summary()}
-    save_checkpoint(model, tok, out, summary, {"kind": "star", "init": init, **asdict(cfg)})
-    return summary
+    return train_policy(examples, steps, out, name, cfg.train_config(), ModelShape(**(cfg.model or {})),
+                        {"kind": "star", "init": init, **asdict(cfg)}, init=init,
+                        summary={"examples": len(pairs) + len(kept)})
 
 
 async def rationales(task: Task, problems: list[Problem], lm: LanguageModel, cfg: StarConfig, iteration: int,

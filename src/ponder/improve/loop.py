@@ -28,10 +28,9 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from ponder.collect.mc import exact_labels
 from ponder.collect.records import write_jsonl
@@ -48,9 +47,8 @@ from ponder.lm.hf import resolve_model
 from ponder.lm.load import load_model
 from ponder.tasks import StepOracle, Task, get_task
 from ponder.tasks.base import Problem
-from ponder.train.data import endless, mixture, solver_examples
-from ponder.train.loop import STATE_FILE, TrainConfig, save_checkpoint
-from ponder.train.sft import ModelShape, SFTRecipe, fit, start_model
+from ponder.train.data import endless, mixture, solver_examples, solver_pairs
+from ponder.train.sft import ModelShape, SFTRecipe, train_policy
 from ponder.train.verifier import VerifierRecipe, train_verifier
 from ponder.verifiers import Verifier, get_verifier
 from ponder.verifiers.learned import HeadSpec
@@ -59,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 # free to change on resuming: how many rounds to run (a finished run goes on with more)
 FREE = ("rounds",)
+# a verifier grown from the policy when the loop starts without one: Math-Shepherd's step-tag convention
+NEW_HEAD = {"kind": "step_tag", "marker": " ки", "good_token": "+", "bad_token": "-"}
 
 
 class Phase:
@@ -94,14 +94,17 @@ class Loop:
         return self.out / f"round-{n}"
 
     def policy(self, n: int) -> str:
-        return self.recipe.policy if n == 0 else str(self.folder(n) / "policy")
+        return self.recipe.policy if n == 0 and not self.recipe.start.seed_problems else str(self.folder(n) / "policy")
 
     def verifier(self, n: int) -> str:
+        """Round n's verifier ("" : none yet)."""
         return self.recipe.verifier if n == 0 else str(self.folder(n) / "verifier")
 
     def run(self) -> list[dict[str, Any]]:
         """Every round not done yet; returns one row per round (round 0 measures the start), also written to
         `rounds.jsonl`, with `rounds.png` plotting accuracy per round."""
+        if self.recipe.start.seed_problems:
+            self.start_phase()
         rows = [self.measure_round(0)]
         for n in range(1, self.recipe.rounds + 1):
             logger.info("round %d of %d", n, self.recipe.rounds)
@@ -114,13 +117,37 @@ class Loop:
         plot_rounds(rows, self.out / "rounds.png", f"ponder improve {self.recipe.name}")
         return rows
 
+    # --- 0. a weak start ---------------------------------------------------------------------------------------------
+
+    def start_phase(self) -> dict[str, Any]:
+        """The start policy, trained from scratch on the solver's solutions of the seed problems."""
+        phase = Phase(self.folder(0), "policy")
+        if phase.result is not None:
+            return phase.result
+        cpu = time.process_time()
+        s = self.recipe.start
+        pairs = self.seed_pairs()
+        shape = ModelShape(**s.model) if s.model else SFTRecipe.load(f"{self.recipe.task}-policy").model
+        name = f"improve {self.recipe.name}: start policy"
+        summary = train_policy(endless(pairs, s.train.seed), s.train.steps, self.folder(0) / "policy", name, s.train,
+                               shape, {"kind": "improve-start", **self.recipe.to_dict()},
+                               summary={"examples": len(pairs)}, resumable=True)
+        self.card(self.folder(0) / "policy", 0, "policy", summary)
+        return phase.finish(summary, cpu)
+
+    def seed_pairs(self) -> list[tuple[str, str]]:
+        """A weak start's supervised data: the solver's solutions of the training problems after those searched."""
+        searched, seeds = self.recipe.search.problems, self.recipe.start.seed_problems
+        return solver_pairs(self.task, self.task.problems("train", limit=searched + seeds)[searched:]) if seeds else []
+
     # --- 1. search -----------------------------------------------------------------------------------------------
 
     def search_config(self, n: int) -> EvalConfig:
         s = self.recipe.search
-        return EvalConfig(task=self.recipe.task, split=s.split, limit=s.problems, model=self.policy(n - 1),
-                          methods=[s.method], budgets=[s.n], verifier=self.verifier(n - 1),
-                          options={s.method: s.options} if s.options else {}, temperature=s.temperature,
+        guided = bool(self.verifier(n - 1))
+        return EvalConfig(task=self.recipe.task, split=self.recipe.split(n), limit=s.problems, model=self.policy(n - 1),
+                          methods=[s.method if guided else s.unguided], budgets=[s.n], verifier=self.verifier(n - 1),
+                          options={s.method: s.options} if s.options and guided else {}, temperature=s.temperature,
                           min_p=s.min_p, max_tokens=s.max_tokens, seed=self.recipe.seed + n)
 
     def search_phase(self, n: int) -> dict[str, Any]:
@@ -141,12 +168,12 @@ class Loop:
     # --- 2. keep -------------------------------------------------------------------------------------------------
 
     def trees(self, n: int) -> Iterator[tuple[Problem, Tree]]:
-        """The round's searched trees, graded by the outcome check only."""
-        s = self.recipe.search
-        problems = {p.id: p for p in self.task.problems(s.split, limit=s.problems)}
-        for row in ResumableJsonl(self.folder(n) / "search" / "results.jsonl").rows:
-            if not is_error(row):
-                problem = problems[row["problem_id"]]
+        """The round's searched trees in the split's order (not the order the searches finished in), graded by the
+        outcome check only; a problem whose search failed has none."""
+        rows = {r["problem_id"]: r for r in ResumableJsonl(self.folder(n) / "search" / "results.jsonl").rows}
+        for problem in self.task.problems(self.recipe.split(n), limit=self.recipe.search.problems):
+            row = rows.get(problem.id)
+            if row is not None and not is_error(row):
                 yield problem, Tree.from_row(self.task, problem, row["trace"]["nodes"])
 
     def keep_phase(self, n: int) -> dict[str, Any]:
@@ -170,26 +197,28 @@ class Loop:
                              "records": len(records)}, cpu)
 
     def kept_pairs(self, n: int) -> list[tuple[str, str]]:
-        return [(r["prompt"], r["completion"]) for r in map(json.loads, (self.folder(n) / "kept.jsonl").open())]
+        lines = (self.folder(n) / "kept.jsonl").read_text().splitlines()
+        return [(r["prompt"], r["completion"]) for r in map(json.loads, lines)]
 
     # --- 3. policy -----------------------------------------------------------------------------------------------
 
     def examples(self, n: int) -> Iterator[tuple[str, str]]:
-        """The round's kept pairs, each batch mixed with `replay` of earlier data: earlier rounds' kept pairs and
-        the data of the SFT recipe that made the start policy, in equal parts."""
+        """The round's kept pairs, each batch mixed with `replay` of earlier data: earlier rounds' kept pairs, a weak
+        start's seed set and the data of the SFT recipe that made the start policy, in equal parts."""
         d, seed = self.recipe.distil, self.recipe.seed + n
         current = self.kept_pairs(n)
         if not current:
             raise PonderError(f"round {n} kept no solution of {self.recipe.search.problems} training problems: "
                               "nothing to distil (search with a larger budget, or from a stronger start)")
         earlier = [p for k in range(1, n) for p in self.kept_pairs(k)]
-        replay = [endless(earlier, seed + 1)] if earlier else []
+        replay = [endless(pairs, seed + k) for k, pairs in enumerate((earlier, self.seed_pairs()), start=1) if pairs]
         if d.replay_from:
             start = SFTRecipe.load(d.replay_from)
             if start.data:
                 raise ConfigError(f"distil.replay_from {d.replay_from}: a recipe trained on a data file cannot be "
                                   "replayed; name one trained on the task's solver walks")
-            replay.append(solver_examples(self.task, start.splits, start.walk, seed, limit=start.problems or None))
+            replay.append(solver_examples(self.task, start.splits, start.walk, seed,
+                                          limit=d.replay_problems or start.problems or None))
         if not replay or d.replay == 0:
             return endless(current, seed)
         weights = [1 - d.replay] + [d.replay / len(replay)] * len(replay)
@@ -202,13 +231,10 @@ class Loop:
         cpu = time.process_time()
         cfg = self.recipe.distil.train
         out = self.folder(n) / "policy"
-        torch.manual_seed(cfg.seed + n)
-        model, tok = start_model(self.policy(n - 1), ModelShape(max_positions=0))
-        name = f"improve {self.recipe.name}: round {n} policy"
-        result = fit(model, tok, self.examples(n), cfg, cfg.steps, model.config.max_position_embeddings, name,
-                     state=out / STATE_FILE, run={"recipe": self.recipe.to_dict(), "round": n})
-        summary = {"name": name, "init": self.policy(n - 1), "kept": len(self.kept_pairs(n)), **result.summary()}
-        save_checkpoint(model, tok, out, summary, {"kind": "improve-policy", "round": n, **self.recipe.to_dict()})
+        summary = train_policy(self.examples(n), cfg.steps, out, f"improve {self.recipe.name}: round {n} policy",
+                               replace(cfg, seed=cfg.seed + n), ModelShape(max_positions=0),
+                               {"kind": "improve-policy", "round": n, **self.recipe.to_dict()}, init=self.policy(n - 1),
+                               summary={"init": self.policy(n - 1), "kept": len(self.kept_pairs(n))}, resumable=True)
         self.card(out, n, "policy", summary)
         return phase.finish(summary, cpu)
 
@@ -220,10 +246,11 @@ class Loop:
             return phase.result
         cpu = time.process_time()
         start = self.verifier(n - 1)
-        recipe = VerifierRecipe(name=f"{self.recipe.name}-round{n}-verifier", task=self.recipe.task,
-                                head=start_head(start), data=str(self.folder(n) / "records.jsonl"), labels="soft",
-                                train=TrainConfig(**{**self.recipe.value.train.__dict__, "init": start,
-                                                     "seed": self.recipe.value.train.seed + n}))
+        head = start_head(start) if start else HeadSpec(**(self.recipe.value.head or NEW_HEAD))
+        cfg = self.recipe.value.train
+        recipe = VerifierRecipe(name=f"{self.recipe.name}-round{n}-verifier", task=self.recipe.task, head=head,
+                                data=str(self.folder(n) / "records.jsonl"), labels="soft",
+                                train=replace(cfg, init=start or self.policy(n), seed=cfg.seed + n))
         out = self.folder(n) / "verifier"
         summary = train_verifier(recipe, out)
         self.card(out, n, "verifier", summary)
@@ -252,16 +279,22 @@ class Loop:
     def card(self, out: Path, n: int, what: str, summary: dict[str, Any]) -> None:
         """README.md of a round's checkpoint: what it is and the command that made it."""
         made = "the kept solutions" if self.recipe.distil.target == "choices" else "the search's visit distribution"
-        data = (f"{made} of round {n}'s search (`{self.folder(n) / 'kept.jsonl'}`), mixed with "
-                f"{self.recipe.distil.replay:.0%} replay" if what == "policy" else
-                f"the value targets ({self.recipe.value.targets}) of round {n}'s search trees "
-                f"(`{self.folder(n) / 'records.jsonl'}`)")
-        start = self.policy(n - 1) if what == "policy" else self.verifier(n - 1)
+        if n == 0:
+            data = (f"trained from scratch on the task's solver's solutions of {self.recipe.start.seed_problems} "
+                    "training problems (the loop's weak start)")
+        elif what == "policy":
+            data = (f"fine-tuned from `{self.policy(n - 1)}` on {made} of round {n}'s search "
+                    f"(`{self.folder(n) / 'kept.jsonl'}`), mixed with {self.recipe.distil.replay:.0%} replay")
+        else:
+            data = (f"fine-tuned from `{self.verifier(n - 1) or self.policy(n)}` on the value targets "
+                    f"({self.recipe.value.targets}) of round {n}'s search trees (`{self.folder(n) / 'records.jsonl'}`)")
+        s = self.recipe.search
+        searched = (f" The search was {s.method if self.verifier(n - 1) else s.unguided} at budget {s.n} on "
+                    f"{s.problems} `{self.recipe.split(n)}` problems; the exact step oracle made none of its data."
+                    if n else "")
         (out / "README.md").write_text(
             f"# {self.recipe.name}, round {n} {what}\n\nThe {self.recipe.task} {what} of round {n} of the "
-            f"generator-verifier loop (`ponder.improve`), fine-tuned from `{start}` on {data}. The search used "
-            f"{self.recipe.search.method} at budget {self.recipe.search.n} on {self.recipe.search.problems} "
-            f"{self.recipe.search.split} problems; the exact step oracle made none of its data.\n\n"
+            f"generator-verifier loop (`ponder.improve`), {data}.{searched}\n\n"
             f"- Training: {summary['steps']} steps, {summary['seconds'] / 60:.1f} minutes, final loss "
             f"{summary['final_loss']}.\n- Measured: `{self.out / 'rounds.jsonl'}`, row {n}.\n\n"
             f"## Made by\n\n`{self.command}` (the recipe and seed in `{self.out / 'config.json'}`)\n")
@@ -287,26 +320,29 @@ def measure_policy(task: Task, recipe: ImproveRecipe, policy: str, verifier: str
     """A round's measurements on the held-out split (see the module doc)."""
     m = recipe.measure
     lm = load_model(policy)
-    judge = get_verifier(verifier)
+    judge = get_verifier(verifier) if verifier else None
+    sampler = "best_of_n" if judge else "self_consistency"  # without a verifier: its samples give pass@N alone
     try:
         base = dict(task=recipe.task, split=m.split, limit=m.problems, model=policy, verifier=verifier,
                     seed=recipe.seed)
-        run_eval(EvalConfig(**base, methods=["cot", "best_of_n"], budgets=[m.samples]), out / "sampled", lm=lm,
-                 verifier=judge)
-        sampled = json.loads((out / "sampled" / "summary.json").read_text())
-        found = {r["method"]: r for r in sampled}
-        row: dict[str, Any] = {"greedy": found["cot"]["accuracy"], f"pass@{m.samples}": found["best_of_n"]["pass"],
-                               f"bon@{m.samples}": found["best_of_n"]["accuracy"]}
-        if m.methods:
+        table = run_eval(EvalConfig(**base, methods=["cot", sampler], budgets=[m.samples]), out / "sampled", lm=lm,
+                         verifier=judge)
+        found = {r["method"]: r for r in table}
+        row: dict[str, Any] = {"greedy": found["cot"]["accuracy"], f"pass@{m.samples}": found[sampler]["pass"],
+                               f"bon@{m.samples}": found[sampler]["accuracy"] if judge else None}
+        row.update({f"{method}@{budget}": None for method in m.methods for budget in m.budgets})
+        if m.methods and judge:
             table = run_eval(EvalConfig(**base, methods=m.methods, budgets=m.budgets,
                                         options={k: v for k, v in m.options.items() if k in m.methods}),
                              out / "search", lm=lm, verifier=judge)
             row.update({f"{r['method']}@{r['budget']}": r["accuracy"] for r in table})
-        row["step_auroc"] = step_auroc(task, judge, out / "sampled" / "results.jsonl", m.split, m.problems)
+        row["step_auroc"] = step_auroc(task, judge, out / "sampled" / "results.jsonl", m.split,
+                                       m.problems) if judge else None
         row[f"recall@{m.recall_k}"] = proposal_recall(task, lm, m.split, m.problems, m.recall_k, recipe.seed)
     finally:
         close(lm)
-    below = [k for k, v in row.items() if "@" in k and not k.startswith(("pass", "recall")) and v < row["greedy"]]
+    below = [k for k, v in row.items() if "@" in k and not k.startswith(("pass", "recall")) and v is not None
+             and v < row["greedy"]]
     if below:
         logger.warning("%s: %s below greedy (%.2f): the verifier misjudges these problems", policy, ", ".join(below),
                        row["greedy"])

@@ -20,11 +20,23 @@ class SearchPhase:
     method: str = "tot_bfs"
     n: int = 16  # the method's budget
     options: dict[str, Any] = field(default_factory=dict)  # the method's knobs (`ponder methods METHOD`)
-    split: str = "train"
+    unguided: str = "self_consistency"  # the method while the loop has no verifier yet (a start without one)
+    split: str | list[str] = "train"  # one split, or one per round (the last repeats): a curriculum
     problems: int = 200  # training problems searched each round
     temperature: float = 0.8
     min_p: float = 0.01
     max_tokens: int = 0  # 0: the task's default
+
+
+@dataclass
+class StartPhase:
+    """A weak start: the policy trained from scratch on the solver's solutions of `seed_problems` training problems
+    (those after the ones the loop searches) before round 1, as STaR's original model; of the problems it searches
+    the loop knows the answers only."""
+
+    seed_problems: int = 0  # 0: start from the recipe's `policy` as it is
+    model: dict[str, int] = field(default_factory=dict)  # its ModelShape (default: the task's shipped policy's)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 @dataclass
@@ -34,8 +46,10 @@ class DistilPhase:
     target: str = "choices"  # choices: the right solutions the search found; visits: its visit distribution
     per_problem: int = 4  # right solutions kept per problem (choices)
     visit_copies: int = 8  # examples per visited state (visits)
-    replay: float = 0.5  # share of each batch drawn from earlier data (earlier rounds' and `replay_from`'s)
+    replay: float = 0.5  # share of each batch drawn from earlier data: earlier rounds', a weak start's seed set,
+    # `replay_from`'s
     replay_from: str = ""  # an SFT recipe whose data made the start policy, replayed ("" : earlier rounds only)
+    replay_problems: int = 0  # problems of each of its splits replayed (0: as many as the recipe takes)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -44,6 +58,8 @@ class ValuePhase:
     """How the verifier learns from the round's trees (its head is the start verifier's)."""
 
     targets: str = "mc"  # mc: the tree's Monte-Carlo share of right finished solutions; q: the search's Q-values
+    head: dict[str, Any] = field(default_factory=dict)  # a new verifier's head, grown from the round's policy when
+    # the loop starts without one (default: a step-tag PRM, Math-Shepherd's convention)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -66,10 +82,11 @@ class MeasurePhase:
 class ImproveRecipe:
     name: str
     task: str
-    policy: str  # the start policy: a shipped name or a checkpoint directory
-    verifier: str  # the start verifier: a learned PRM (shipped name or directory)
+    policy: str = ""  # the start policy: a shipped name or a checkpoint directory (or `start` trains one)
+    verifier: str = ""  # the start verifier, a learned PRM (shipped name or directory); "" : none, round 1 grows one
     rounds: int = 2
     seed: int = 0
+    start: StartPhase = field(default_factory=StartPhase)
     search: SearchPhase = field(default_factory=SearchPhase)
     distil: DistilPhase = field(default_factory=DistilPhase)
     value: ValuePhase = field(default_factory=ValuePhase)
@@ -82,7 +99,9 @@ class ImproveRecipe:
         try:
             distil = dict(raw.pop("distil", {}))
             value = dict(raw.pop("value", {}))
+            start = dict(raw.pop("start", {}))
             recipe = cls(name=name, search=SearchPhase(**raw.pop("search", {})),
+                         start=StartPhase(**{**start, "train": TrainConfig(**start.get("train", {}))}),
                          distil=DistilPhase(**{**distil, "train": TrainConfig(**distil.get("train", {}))}),
                          value=ValuePhase(**{**value, "train": TrainConfig(**value.get("train", {}))}),
                          measure=MeasurePhase(**raw.pop("measure", {})), **raw)
@@ -94,10 +113,17 @@ class ImproveRecipe:
     def check(self) -> None:
         """A bad knob fails here, before any model loads or any folder is written."""
         task = get_task(self.task)
-        task.problems(self.search.split, limit=0)
+        for split in self.splits():
+            task.problems(split, limit=0)
         task.problems(self.measure.split, limit=0)
-        if self.search.split == "test":
-            raise ConfigError("the loop trains on what it searches: search the train split (test stays held out)")
+        if self.measure.split in self.splits() or "test" in self.splits():
+            raise ConfigError("the loop trains on what it searches: the measured split must stay out of search.split")
+        if not self.policy and not self.start.seed_problems:
+            raise ConfigError("give a start `policy`, or `start.seed_problems` to train one")
+        if self.start.seed_problems and len(task.problems("train", limit=self.search.problems +
+                                                           self.start.seed_problems)) < (self.search.problems +
+                                                                                         self.start.seed_problems):
+            raise ConfigError("start.seed_problems and search.problems together take more than the train split holds")
         if self.rounds < 0 or self.search.problems < 1 or self.measure.problems < 1:
             raise ConfigError("rounds must be >= 0, search.problems and measure.problems >= 1")
         if self.distil.target not in DISTIL:
@@ -107,10 +133,19 @@ class ImproveRecipe:
         if not 0 <= self.distil.replay < 1:
             raise ConfigError(f"distil.replay is a share in [0, 1), got {self.distil.replay}")
         get_method(self.search.method)
+        get_method(self.search.unguided)
         parse_options(self.search.method, self.search.options, self.search.n)
         for method in self.measure.methods:
             for budget in self.measure.budgets:
                 parse_options(method, self.measure.options.get(method, {}), budget)
+
+    def splits(self) -> list[str]:
+        return [self.search.split] if isinstance(self.search.split, str) else list(self.search.split)
+
+    def split(self, n: int) -> str:
+        """The split round n (from 1) searches."""
+        splits = self.splits()
+        return splits[min(n, len(splits)) - 1]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

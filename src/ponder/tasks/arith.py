@@ -40,8 +40,12 @@ TEST_SEED_OFFSET = 1_000_000  # test problems come from a seed range that traini
 LONG_SEED_OFFSET = 2_000_000  # and the `long` split's from a third
 MIN_OPS, MAX_OPS = 2, 8  # the train and test splits
 LONG_OPS = (9, 12)  # the `long` split
+LONG_TRAIN_SEED_OFFSET = 3_000_000  # `long-train`: training problems of the long lengths, from a fourth range
 SPLITS = {"train": (0, MIN_OPS, MAX_OPS), "test": (TEST_SEED_OFFSET, MIN_OPS, MAX_OPS),
-          "long": (LONG_SEED_OFFSET, *LONG_OPS)}  # seed offset, fewest and most operations
+          "long": (LONG_SEED_OFFSET, *LONG_OPS), "long-train": (LONG_TRAIN_SEED_OFFSET, *LONG_OPS),
+          # one length at a time (`long-train-9` ... `-12`), a curriculum's steps
+          **{f"long-train-{n}": (LONG_TRAIN_SEED_OFFSET + n * 100_000, n, n)
+             for n in range(LONG_OPS[0], LONG_OPS[1] + 1)}}  # seed offset, fewest and most operations
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,7 @@ class Arith(StepOracle, ReferenceSolver, Hintable, Revisable, RStarActions):
 
     def rebuild(self, problem_id: str, question: str) -> Problem:
         """A split's problem from its id (`arith-train-3`), quantities included; else the base rebuild."""
-        _, split, index = [*problem_id.split("-"), "", ""][:3]
+        split, _, index = problem_id.removeprefix("arith-").rpartition("-")
         if split in SPLITS and index.isdigit():
             problem = self._nth(split, int(index))
             if problem.question == question:

@@ -26,6 +26,8 @@ TARGET = Fraction(24)
 TEST_RANKS = range(901, 1001)
 SYNTHETIC_MAX = 24  # the `synthetic` split: solvable puzzles from 1..24 with a number above 13 (never a test one)
 SYNTHETIC_LIMIT = 60  # `synthetic-N` takes numbers up to N (14..60)
+FAR_RANGE = (25, 60)  # the `far` splits: one number in 25-60 (above every training split's), three in 1-24
+FAR_TEST, FAR_TRAIN = 100, 1000  # puzzles in `far` (a test split) and in `far-train` (the pool a loop may train on)
 
 
 def parse_puzzle(text: str, where: str = "puzzle") -> tuple[int, ...]:
@@ -226,6 +228,20 @@ def _solvable_only(puzzles: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
     return [nums for nums in puzzles if solvable(_key([Fraction(n) for n in nums]))]
 
 
+@lru_cache(maxsize=1)
+def far_puzzles() -> list[tuple[int, ...]]:
+    """Solvable puzzles with one number in 25-60 and three in 1-24, distinct, drawn in a fixed (seeded) order: the
+    first `FAR_TEST` are the `far` test split, the next `FAR_TRAIN` the `far-train` pool, so none is in both. The
+    solver decides solvability only; it writes no data."""
+    rng = random.Random("game24-far")
+    found: dict[tuple[int, ...], None] = {}
+    while len(found) < FAR_TEST + FAR_TRAIN:
+        nums = tuple(sorted([rng.randint(*FAR_RANGE), *(rng.randint(1, FAR_RANGE[0] - 1) for _ in range(3))]))
+        if nums not in found and solvable(_key([Fraction(n) for n in nums])):
+            found[nums] = None
+    return list(found)
+
+
 def _synthetic_max(split: str) -> int:
     """`synthetic` is numbers up to 24; `synthetic-N` up to N."""
     if split == "synthetic":
@@ -254,9 +270,14 @@ class Game24(StepOracle, ReferenceSolver, Hintable, Revisable):
         if split.startswith("synthetic"):
             return [self.problem(nums, id=f"game24-s-{'-'.join(map(str, nums))}")
                     for nums in synthetic_puzzles(_synthetic_max(split))[:limit]]
+        if split in ("far", "far-train"):
+            far = far_puzzles()
+            chosen = far[:FAR_TEST] if split == "far" else far[FAR_TEST:]
+            return [self.problem(nums, id=f"game24-far-{'-'.join(map(str, nums))}") for nums in chosen[:limit]]
         if split not in ("test", "train", "all"):
             raise TaskError("game24 has splits 'test' (ranks 901-1000), 'train', 'all', 'synthetic' and "
-                            f"'synthetic-N' (numbers up to N, 14-{SYNTHETIC_LIMIT}); got {split!r}")
+                            f"'synthetic-N' (numbers up to N, 14-{SYNTHETIC_LIMIT}), 'far' and 'far-train' (one "
+                            f"number in {FAR_RANGE[0]}-{FAR_RANGE[1]}); got {split!r}")
         if self._puzzles is None:
             self._puzzles = load_puzzles(self.path)
         rows = [

@@ -139,6 +139,21 @@ def fit(model: LlamaForCausalLM, tok: PreTrainedTokenizerBase, examples: Iterato
     return train_loop(model, data, cfg, n_steps, lambda m, batch: m(**batch).loss, name, state=state, run=run)
 
 
+def train_policy(examples: Iterator[tuple[str, str]], n_steps: int, out: Path, name: str, cfg: TrainConfig,
+                 shape: ModelShape, recipe: dict[str, Any], init: str = "", summary: dict[str, Any] | None = None,
+                 resumable: bool = False) -> dict[str, Any]:
+    """Train from `init` (a shipped name or directory; a fresh model of `shape` when empty) on `examples` for `n_steps`
+    and save to `out` with what made it (training.json: `summary` and the loop's numbers; recipe.yaml: `recipe`).
+    `resumable`: keep the training state in `out` while it runs, so a killed run resumes where it was."""
+    torch.manual_seed(cfg.seed)
+    model, tok = start_model(init, shape)
+    result = fit(model, tok, examples, cfg, n_steps, model.config.max_position_embeddings, name,
+                 state=out / STATE_FILE if resumable else None, run=recipe if resumable else None)
+    done = {"name": name, **(summary or {}), **result.summary()}
+    save_checkpoint(model, tok, out, done, recipe)
+    return done
+
+
 def train_sft(recipe: SFTRecipe, out_dir: Path, steps: int | None = None) -> dict[str, Any]:
     """Train the recipe's policy and save it to `out_dir`; returns a summary (also saved as training.json)."""
     cfg = recipe.train

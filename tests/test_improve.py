@@ -1,0 +1,215 @@
+"""The generator-verifier loop (`ponder improve`): value targets and kept solutions of a hand-built tree, the oracle
+kept out of the data it makes, a round killed by SIGKILL resuming to the same result, the per-round table."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ponder.improve.loop import Loop
+from ponder.improve.recipe import ImproveRecipe
+from ponder.improve.trees import Tree
+from ponder.tasks import get_task
+from ponder.tasks.game24 import Game24
+from ponder.trace import Node
+
+ROOT = Path(__file__).resolve().parent.parent
+TASK = get_task("game24")
+PROBLEM = TASK.from_text("4 5 6 10")
+
+# (id, parent, step, visits, Q, finished); 3 is right, 4 and 9 are finished wrong, 5 and 6 were never expanded
+TREE = [
+    (1, 0, "5 * 4 = 20 (left: 6 10 20)", 4, 0.6, False),
+    (2, 1, "10 - 6 = 4 (left: 4 20)", 3, 0.5, False),
+    (3, 2, "20 + 4 = 24 (left: 24)", 2, 0.9, True),
+    (4, 2, "20 * 4 = 80 (left: 80)", 1, 0.1, True),
+    (5, 1, "20 + 10 = 30 (left: 6 30)", 1, 0.9, False),
+    (6, 0, "10 + 6 = 16 (left: 4 5 16)", 1, 0.2, False),
+    (7, 0, "6 - 4 = 2 (left: 2 5 10)", 0, 0.0, False),
+    (8, 7, "10 / 2 = 5 (left: 5 5)", 0, 0.0, False),
+    (9, 8, "5 * 5 = 25 (left: 25)", 0, 0.0, True),
+]
+
+
+def hand_tree() -> Tree:
+    nodes = [Node(0, None, "")] + [Node(i, parent, text, visits=visits, value=q, terminal=done)
+                                   for i, parent, text, visits, q, done in TREE]
+    return Tree.from_row(TASK, PROBLEM, nodes)
+
+
+def test_value_targets_of_a_hand_built_tree() -> None:
+    tree = hand_tree()
+    assert tree.outcomes == {3: True, 4: False, 9: False}
+    # mc: right finished solutions / finished solutions at or below each node
+    assert tree.targets("mc") == {0: 1 / 3, 1: 0.5, 2: 0.5, 3: 1.0, 4: 0.0, 5: None, 6: None, 7: 0.0, 8: 0.0, 9: 0.0}
+    # q: the search's Q where it visited, the outcome at a finished solution, else mc
+    assert tree.targets("q") == {0: 1 / 3, 1: 0.6, 2: 0.5, 3: 1.0, 4: 0.0, 5: 0.9, 6: 0.2, 7: 0.0, 8: 0.0, 9: 0.0}
+    records = {tuple(r.steps): r.labels for r in tree.records(TASK, PROBLEM, "mc")}
+    assert list(records.values()) == [[0.5, 0.5, 1.0], [0.5, 0.5, 0.0], [0.5, None], [0.0, 0.0, 0.0]]  # 6: no target
+    assert [r.outcome for r in tree.records(TASK, PROBLEM, "mc")] == [True, False, None, False]
+
+
+def test_visit_distribution_pairs_are_proportional_to_visits() -> None:
+    pairs = hand_tree().visit_pairs(TASK, PROBLEM, copies=8)
+    prompt = TASK.prompt(PROBLEM)
+    counts: dict[tuple[str, str], int] = {}
+    for pair in pairs:
+        counts[pair] = counts.get(pair, 0) + 1
+    first, second = TREE[0][2] + "\n", TREE[1][2] + "\n"
+    assert counts == {
+        (prompt, first): 6, (prompt, TREE[5][2] + "\n"): 2,  # root: N 4 and 1 of 5
+        (prompt + first, second): 6, (prompt + first, TREE[4][2] + "\n"): 2,  # 3 and 1 of 4
+        (prompt + first + second, TREE[2][2] + "\n"): 5, (prompt + first + second, TREE[3][2] + "\n"): 3,  # 2, 1 of 3
+    }  # node 7's subtree was never visited; a state below which nothing right was found gives no pair
+
+
+def test_outcome_filter_keeps_only_graded_right_solutions(tmp_path: Path) -> None:
+    """The keep phase over a search's rows: only solutions the answer check accepts, each once, none from a row
+    whose search failed."""
+    recipe = ImproveRecipe.load(str(tiny_recipe(tmp_path)))
+    loop = Loop(recipe, tmp_path / "run", "test")
+    problems = TASK.problems("train", limit=recipe.search.problems)
+    rows = []
+    for problem in problems[:2]:
+        right = TASK.solutions(problem)[0]
+        a, op, b = right[-1].split()[:3]  # the last move with another operation: an answer that is not 24
+        wrong = next(w for w in ([*right[:-1], f"{a} {other} {b} = 24 (left: 24)"] for other in "+-*/" if other != op)
+                     if not TASK.solves(problem, w))
+        tree = [Node(0, None, "")]
+        for solution in (right, wrong, right, wrong[:1]):  # a duplicate, and an unfinished path
+            parent = 0
+            for k, step in enumerate(solution):
+                tree.append(Node(len(tree), parent, step, terminal=k == len(solution) - 1 and len(solution) > 1))
+                parent = tree[-1].id
+        rows.append({"method": "tot_bfs", "budget": 2, "problem_id": problem.id, "correct": True,
+                     "trace": {"nodes": [n.__dict__ for n in tree]}})
+    rows.append({"method": "tot_bfs", "budget": 2, "problem_id": problems[2].id, "correct": False, "error": "boom"})
+    folder = loop.folder(1) / "search"
+    folder.mkdir(parents=True)
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = loop.keep_phase(1)
+    kept = [json.loads(line) for line in (loop.folder(1) / "kept.jsonl").open()]
+    assert result["kept"] == len(kept) == 2 and result["kept_problems"] == 2
+    for k, problem in zip(kept, problems):
+        steps = TASK.split_steps(k["completion"])
+        assert k["prompt"] == TASK.prompt(problem) and TASK.solves(problem, steps)
+
+
+def tiny_recipe(tmp_path: Path, **changes: object) -> Path:
+    """A loop small enough for a test: 3 training puzzles, two proposals a state, a few training steps."""
+    raw = {"task": "game24", "policy": "game24-policy", "verifier": "game24-prm", "rounds": 1,
+           "search": {"method": "tot_bfs", "n": 2, "problems": 3},
+           "distil": {"replay": 0.0, "train": {"steps": 40, "batch_size": 4, "warmup": 1, "save_every": 0}},
+           "value": {"train": {"steps": 3, "batch_size": 4, "warmup": 1, "save_every": 0}},
+           "measure": {"problems": 2, "samples": 2, "methods": ["beam"], "budgets": [2],
+                       "options": {"beam": {"width": 2}}, "recall_k": 2}, **changes}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(json.dumps(raw))  # JSON is YAML
+    return path
+
+
+ORACLE = ("check_step", "step_labels", "moves", "step_candidates", "error_kind", "is_solvable")
+
+
+@pytest.mark.slow
+def test_the_step_oracle_makes_none_of_the_training_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The search and keep phases run with every step-oracle method of the task raising (on the class: every game24
+    task the loop makes)."""
+
+    def forbidden(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the step oracle was asked while making training data")
+
+    for name in ORACLE:
+        monkeypatch.setattr(Game24, name, forbidden)
+    loop = Loop(ImproveRecipe.load(str(tiny_recipe(tmp_path))), tmp_path / "run", "test")
+    assert loop.search_phase(1)["problems"] == 3
+    assert loop.keep_phase(1)["records"] > 0
+    with pytest.raises(AssertionError, match="step oracle"):  # the guard is on
+        loop.task.step_labels(PROBLEM, [TREE[0][2]])
+
+
+def improve(recipe: Path, out: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.Popen([sys.executable, "-m", "ponder.cli", "improve", str(recipe), "--out", str(out)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+COLUMNS = {"round", "policy", "verifier", "kept", "train_solved", "generated_tokens", "cpu_minutes", "greedy",
+           "pass@2", "bon@2", "beam@2", "step_auroc", "recall@2", "below_greedy"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # three runs of the loop
+def test_a_round_killed_mid_way_resumes_to_the_same_result(tmp_path: Path) -> None:
+    """One run straight through; another SIGKILLed while it distils the policy, then run again in its folder: the
+    same kept data, value targets, policy weights and table (but for CPU time), which has every column."""
+    recipe = tiny_recipe(tmp_path)
+    straight = improve(recipe, tmp_path / "straight")
+    assert straight.wait(timeout=900) == 0, straight.stderr.read().decode()[-2000:] if straight.stderr else ""
+    killed = improve(recipe, tmp_path / "killed")
+    state = tmp_path / "killed" / "round-1" / "policy" / "train-state.pt"
+    deadline = time.time() + 900
+    while not state.exists() and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert killed.poll() is None, "the run ended before its policy phase could be killed"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "killed" / "round-1" / "policy.json").exists()
+    resumed = improve(recipe, tmp_path / "killed")
+    assert resumed.wait(timeout=900) == 0, resumed.stderr.read().decode()[-2000:] if resumed.stderr else ""
+    for name in ("kept.jsonl", "records.jsonl"):
+        assert (tmp_path / "killed" / "round-1" / name).read_text() == (tmp_path / "straight" / "round-1" /
+                                                                         name).read_text()
+    weights = [load_file(tmp_path / run / "round-1" / "policy" / "model.safetensors") for run in ("straight", "killed")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    rows = [[json.loads(line) for line in (tmp_path / run / "rounds.jsonl").open()] for run in ("straight", "killed")]
+    assert [r["round"] for r in rows[0]] == [0, 1]
+    for row in rows[0]:
+        assert set(row) == COLUMNS
+    drop = ("cpu_minutes", "policy", "verifier")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in rows[0]] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in rows[1]]
+    card = (tmp_path / "killed" / "round-1" / "verifier" / "README.md").read_text()
+    assert f"ponder improve {recipe} --out {tmp_path / 'killed'}" in card
+    assert (tmp_path / "killed" / "rounds.png").stat().st_size > 0
+
+
+def test_far_splits_hold_solvable_puzzles_above_the_training_numbers_apart() -> None:
+    far, pool = TASK.problems("far"), TASK.problems("far-train")
+    assert (len(far), len(pool)) == (100, 1000)
+    assert not {p.question for p in far} & {p.question for p in pool}
+    for problem in far[:20] + pool[:20]:
+        numbers = problem.meta["numbers"]
+        assert sum(25 <= n <= 60 for n in numbers) == 1 and all(1 <= n <= 60 for n in numbers)
+        assert TASK.solutions(problem)
+
+
+def test_arith_training_problems_of_the_long_lengths_are_not_the_long_split() -> None:
+    arith = get_task("arith")
+    assert [p.meta["n_ops"] for p in arith.problems("long-train-11", limit=3)] == [11, 11, 11]
+    assert [p.meta["n_ops"] for p in arith.problems("long-train", limit=4)] == [9, 10, 11, 12]
+    held_out = {p.question for p in arith.problems("long")}
+    assert not held_out & {p.question for split in ("long-train", "long-train-9", "long-train-12")
+                           for p in arith.problems(split, limit=200)}
+    problem = arith.problems("long-train-10", limit=2)[1]
+    assert arith.rebuild(problem.id, problem.question).meta["n_ops"] == 10
+
+
+def test_shipped_recipes_load_and_a_bad_knob_is_one_line(tmp_path: Path) -> None:
+    for name in ("game24", "game24-weak", "game24-far", "arith-long"):
+        recipe = ImproveRecipe.load(name)
+        assert recipe.rounds >= 1 and recipe.measure.split not in recipe.splits()
+    bad = tiny_recipe(tmp_path, distil={"target": "dreams"})
+    done = subprocess.run([sys.executable, "-m", "ponder.cli", "improve", str(bad), "--out", str(tmp_path / "x")],
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "unknown distil target 'dreams'" in done.stderr
+    assert not (tmp_path / "x").exists()
