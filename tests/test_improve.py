@@ -59,8 +59,8 @@ def test_value_targets_of_a_hand_built_tree() -> None:
 
 
 def test_visit_distribution_pairs_are_proportional_to_visits() -> None:
-    pairs = hand_tree().visit_pairs(TASK, PROBLEM, copies=8)
     prompt = TASK.prompt(PROBLEM)
+    pairs = hand_tree().visit_pairs(TASK, prompt, copies=8)
     counts: dict[tuple[str, str], int] = {}
     for pair in pairs:
         counts[pair] = counts.get(pair, 0) + 1
@@ -96,6 +96,7 @@ def test_outcome_filter_keeps_only_graded_right_solutions(tmp_path: Path) -> Non
     folder = loop.folder(1) / "search"
     folder.mkdir(parents=True)
     (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (loop.folder(1) / "prompts.json").write_text(json.dumps({p.id: TASK.prompt(p) for p in problems}))
     result = loop.keep_phase(1)
     kept = [json.loads(line) for line in (loop.folder(1) / "kept.jsonl").open()]
     assert result["kept"] == len(kept) == 2 and result["kept_problems"] == 2

@@ -97,8 +97,10 @@ class Loop:
         return self.recipe.policy if n == 0 and not self.recipe.start.seed_problems else str(self.folder(n) / "policy")
 
     def verifier(self, n: int) -> str:
-        """Round n's verifier ("" : none yet)."""
-        return self.recipe.verifier if n == 0 else str(self.folder(n) / "verifier")
+        """Round n's verifier ("" : none yet); the start's in every round when the recipe trains none (a task
+        without a step oracle has no self-test example for a learned one)."""
+        retrained = n > 0 and self.recipe.value.train.steps > 0
+        return str(self.folder(n) / "verifier") if retrained else self.recipe.verifier
 
     def run(self) -> list[dict[str, Any]]:
         """Every round not done yet; returns one row per round (round 0 measures the start), also written to
@@ -158,6 +160,10 @@ class Loop:
         lm = load_model(self.policy(n - 1))
         try:
             row = run_eval(self.search_config(n), self.folder(n) / "search", lm=lm)[0]
+            self.task.template = lm.chat_prompt  # the prompts as the policy read them (a chat model's, templated)
+            prompts = {p.id: self.task.prompt(p) for p in self.task.problems(self.recipe.split(n),
+                                                                              limit=self.recipe.search.problems)}
+            (self.folder(n) / "prompts.json").write_text(json.dumps(prompts) + "\n")
         finally:
             close(lm)
         return phase.finish({"problems": row["problems"], "errors": row["errors"], "solved": row["pass"],
@@ -182,14 +188,15 @@ class Loop:
             return phase.result
         cpu = time.process_time()
         d = self.recipe.distil
+        prompts = json.loads((self.folder(n) / "prompts.json").read_text())
         kept, records = [], []
         for problem, tree in self.trees(n):
             records += [r.to_dict() for r in tree.records(self.task, problem, self.recipe.value.targets)]
             if d.target == "visits":
-                pairs = tree.visit_pairs(self.task, problem, d.visit_copies)
+                pairs = tree.visit_pairs(self.task, prompts[problem.id], d.visit_copies)
             else:
-                pairs = [(self.task.prompt(problem), self.task.join_steps(s))
-                         for s in tree.right_solutions()[: d.per_problem]]
+                right = tree.right_solutions()[: d.per_problem]
+                pairs = [(prompts[problem.id], self.task.join_steps(s)) for s in right]
             kept += [{"problem_id": problem.id, "prompt": p, "completion": c} for p, c in pairs]
         write_jsonl(kept, self.folder(n) / "kept.jsonl")
         write_jsonl(records, self.folder(n) / "records.jsonl")
@@ -242,8 +249,8 @@ class Loop:
 
     def verifier_phase(self, n: int) -> dict[str, Any]:
         phase = Phase(self.folder(n), "verifier")
-        if phase.result is not None:
-            return phase.result
+        if phase.result is not None or not self.recipe.value.train.steps:
+            return phase.result or {}
         cpu = time.process_time()
         start = self.verifier(n - 1)
         head = start_head(start) if start else HeadSpec(**(self.recipe.value.head or NEW_HEAD))

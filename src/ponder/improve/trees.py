@@ -109,8 +109,8 @@ class Tree:
                                   outcome=self.outcomes.get(node.id), source=f"tree-{how}"))
         return out
 
-    def visit_pairs(self, task: Task, problem: Problem, copies: int) -> list[tuple[str, str]]:
-        """The search's visit distribution as (prompt and prefix, next step) pairs: at every state whose children
+    def visit_pairs(self, task: Task, prompt: str, copies: int) -> list[tuple[str, str]]:
+        """The search's visit distribution as (`prompt` and prefix, next step) pairs: at every state whose children
         the search visited and below which it finished a right solution, each child `copies` x N(child) / sum N
         times, rounded (AlphaZero's and TS-LLM's policy target pi(a|s) proportional to N(s, a))."""
         mc = self.mc_values()
@@ -121,9 +121,9 @@ class Tree:
             total = sum(c.visits for c in visited)
             if not total or not mc[node.id]:
                 continue
-            prompt = task.prompt(problem) + task.join_steps(self.path(node.id))
+            state = prompt + task.join_steps(self.path(node.id))
             for child in visited:
-                out += [(prompt, child.text + task.step_end)] * round(copies * child.visits / total)
+                out += [(state, child.text + task.step_end)] * round(copies * child.visits / total)
         return out
 
     def _ids(self, node_id: int) -> list[int]:

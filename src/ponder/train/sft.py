@@ -17,6 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from ponder.collect.records import StepRecord, read_records
 from ponder.lm.hf import resolve_model
+from ponder.lm.load import resolve_alias
 from ponder.tasks import StepOracle, Task, TaskError, get_task, require
 from ponder.train.data import check_walk, endless, solver_examples
 from ponder.train.loop import STATE_FILE, LoopResult, TrainConfig, hardware, save_checkpoint, train_loop
@@ -118,14 +119,17 @@ def new_model(shape: ModelShape, tok: PreTrainedTokenizerBase) -> LlamaForCausal
 
 
 def start_model(init: str, shape: ModelShape) -> tuple[LlamaForCausalLM, PreTrainedTokenizerBase]:
-    """The checkpoint `init` (shipped name or directory) in fp32 (its context widened to `shape`'s), or a fresh model
-    of `shape` when empty."""
+    """The checkpoint `init` (shipped name, directory or `.gguf` file, de-quantized) in fp32 (its context widened to
+    `shape`'s), or a fresh model of `shape` when empty."""
     if init:
-        directory, _ = resolve_model(init)
-        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+        directory, gguf = resolve_model(resolve_alias(init))
+        model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf, dtype=torch.float32)
         # rotary positions have no table: a continued run may train on a longer context than its start had
         model.config.max_position_embeddings = max(model.config.max_position_embeddings, shape.max_positions)
-        return model, AutoTokenizer.from_pretrained(directory)
+        tok = AutoTokenizer.from_pretrained(directory, gguf_file=gguf)
+        if tok.pad_token_id is None:  # a chat model's GGUF may name none; padding is masked out of the loss
+            tok.pad_token = tok.eos_token
+        return model, tok
     tok = char_tokenizer()
     return new_model(shape, tok), tok
 
