@@ -206,7 +206,7 @@ def test_arith_training_problems_of_the_long_lengths_are_not_the_long_split() ->
 
 
 def test_shipped_recipes_load_and_a_bad_knob_is_one_line(tmp_path: Path) -> None:
-    for name in ("game24", "game24-weak", "game24-far", "arith-long"):
+    for name in ("game24", "game24-weak", "game24-far", "arith-long", "gsm8k-smollm2"):
         recipe = ImproveRecipe.load(name)
         assert recipe.rounds >= 1 and recipe.measure.split not in recipe.splits()
     bad = tiny_recipe(tmp_path, distil={"target": "dreams"})
@@ -214,3 +214,17 @@ def test_shipped_recipes_load_and_a_bad_knob_is_one_line(tmp_path: Path) -> None
                           env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "unknown distil target 'dreams'" in done.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_a_weak_start_trains_its_policy_on_seed_problems_the_loop_does_not_search(tmp_path: Path) -> None:
+    recipe = ImproveRecipe.load(str(tiny_recipe(tmp_path, policy="", verifier="", start={
+        "seed_problems": 2, "model": {"hidden": 32, "layers": 1, "heads": 2, "intermediate": 64, "max_positions": 192},
+        "train": {"steps": 2, "batch_size": 4, "warmup": 1}})))
+    loop = Loop(recipe, tmp_path / "run", "ponder improve weak")
+    searched = {p.question for p in TASK.problems("train", limit=recipe.search.problems)}
+    seeds = {TASK.from_text(prompt.removeprefix("Input: ").strip()).question for prompt, _ in loop.seed_pairs()}
+    assert len(seeds) == 2 and not seeds & searched
+    loop.start_phase()
+    assert loop.policy(0) == str(tmp_path / "run" / "round-0" / "policy") and loop.verifier(0) == ""
+    assert loop.search_config(1).methods == ["self_consistency"]  # no verifier yet: an unguided search
+    assert "ponder improve weak" in (Path(loop.policy(0)) / "README.md").read_text()
