@@ -106,12 +106,13 @@ def test_outcome_filter_keeps_only_graded_right_solutions(tmp_path: Path) -> Non
 
 
 def tiny_recipe(tmp_path: Path, **changes: object) -> Path:
-    """A loop small enough for a test: 3 training puzzles, two proposals a state, a few training steps."""
+    """A loop small enough for a test: 3 training puzzles, two proposals a state, a few training steps, measured on
+    one test puzzle."""
     raw = {"task": "game24", "policy": "game24-policy", "verifier": "game24-prm", "rounds": 1,
            "search": {"method": "tot_bfs", "n": 2, "problems": 3},
            "distil": {"replay": 0.0, "train": {"steps": 40, "batch_size": 4, "warmup": 1, "save_every": 0}},
            "value": {"train": {"steps": 3, "batch_size": 4, "warmup": 1, "save_every": 0}},
-           "measure": {"problems": 2, "samples": 2, "methods": ["beam"], "budgets": [2],
+           "measure": {"problems": 1, "samples": 2, "methods": ["beam"], "budgets": [2],
                        "options": {"beam": {"width": 2}}, "recall_k": 2}, **changes}
     path = tmp_path / "tiny.yaml"
     path.write_text(json.dumps(raw))  # JSON is YAML
@@ -149,24 +150,23 @@ COLUMNS = {"round", "policy", "verifier", "kept", "train_solved", "generated_tok
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # three runs of the loop
+@pytest.mark.timeout(3600)  # three runs of the loop: minutes each on a loaded 2-core machine
 def test_a_round_killed_mid_way_resumes_to_the_same_result(tmp_path: Path) -> None:
     """One run straight through; another SIGKILLed while it distils the policy, then run again in its folder: the
     same kept data, value targets, policy weights and table (but for CPU time), which has every column."""
     recipe = tiny_recipe(tmp_path)
     straight = improve(recipe, tmp_path / "straight")
-    assert straight.wait(timeout=900) == 0, straight.stderr.read().decode()[-2000:] if straight.stderr else ""
+    assert straight.wait() == 0, straight.stderr.read().decode()[-2000:] if straight.stderr else ""
     killed = improve(recipe, tmp_path / "killed")
     state = tmp_path / "killed" / "round-1" / "policy" / "train-state.pt"
-    deadline = time.time() + 900
-    while not state.exists() and killed.poll() is None and time.time() < deadline:
+    while not state.exists() and killed.poll() is None:
         time.sleep(0.05)
     assert killed.poll() is None, "the run ended before its policy phase could be killed"
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     assert not (tmp_path / "killed" / "round-1" / "policy.json").exists()
     resumed = improve(recipe, tmp_path / "killed")
-    assert resumed.wait(timeout=900) == 0, resumed.stderr.read().decode()[-2000:] if resumed.stderr else ""
+    assert resumed.wait() == 0, resumed.stderr.read().decode()[-2000:] if resumed.stderr else ""
     for name in ("kept.jsonl", "records.jsonl"):
         assert (tmp_path / "killed" / "round-1" / name).read_text() == (tmp_path / "straight" / "round-1" /
                                                                          name).read_text()
