@@ -123,6 +123,7 @@ def test_ppo_raises_the_reward_to_a_known_optimum_with_kl_zero_before_the_first_
     summary = train_ppo(tiny_recipe(tiny_policy), tmp_path / "out", rewards=share_of_sevens)
     log = summary["log"]
     assert log[0]["kl"] == 0.0  # the policy is the reference until it is first updated
+    assert 0.0 <= log[0]["stopped"] <= 1.0
     assert any(row["kl"] != 0.0 for row in log[1:])
     first, last = (sum(row["reward"] for row in rows) / len(rows) for rows in (log[:3], log[-3:]))
     assert first < 0.1 and last > 0.9, (first, last)  # from about 1/100 to the optimum, 1
@@ -227,6 +228,7 @@ def test_shipped_ppo_recipe_loads_and_bad_recipes_fail_clearly(tmp_path):
     for text, message in [("kind: grpo\ntask: game24\n", "kind must be ppo"),
                           ("kind: ppo\ntask: game24\nlam: 2\n", "lam"),
                           ("kind: ppo\ntask: game24\nreward: outcome+process\n", "needs a `prm:`"),
+                          ("kind: ppo\ntask: game24\nmax_completion_length: 0\n", "at least 1"),
                           ("kind: ppo\ntask: game24\nclip: 0.2\n", "malformed")]:
         path = tmp_path / "bad.yaml"
         path.write_text(text)

@@ -103,6 +103,8 @@ class PPORecipe:
             raise TaskError(f"recipe {where}: process_weight must lie in [0, 1), got {self.process_weight}")
         if not (0.0 < self.gamma <= 1.0 and 0.0 <= self.lam <= 1.0):
             raise TaskError(f"recipe {where}: gamma must lie in (0, 1] and lam in [0, 1]")
+        if self.max_completion_length < 1:
+            raise TaskError(f"recipe {where}: max_completion_length must be at least 1")
         if self.ppo_epochs < 1 or self.num_mini_batches < 1 or self.train.batch_size % self.num_mini_batches:
             raise TaskError(f"recipe {where}: ppo_epochs and num_mini_batches must be at least 1, and train.batch_size "
                             f"({self.train.batch_size}) a multiple of num_mini_batches ({self.num_mini_batches})")
@@ -248,6 +250,7 @@ class TaskRewards:
 
     def __init__(self, recipe: PPORecipe, task: Task) -> None:
         self.task = task
+        # only its step scores are read, so the aggregation it would apply is immaterial
         self.process = ProcessReward(task, load_prm(recipe.prm), "min") if recipe.reward == "outcome+process" else None
         self.step_weight = recipe.process_weight / task.max_steps if self.process else 0.0
         self.outcome_weight = 1.0 - recipe.process_weight if self.process else 1.0
@@ -308,8 +311,6 @@ class PPO:
         episodes = []
         for problem, (prompt_ids, completion) in zip(problems, pairs):
             actions, steps, stopped = cut_actions(self.tok, completion)
-            if not actions:  # nothing generated at all: the end-of-text alone cannot be empty, so max_new_tokens 0
-                raise ConfigError("max_completion_length must be at least 1")
             episodes.append(Episode(problem, prompt_ids, completion, actions, steps, stopped))
         self.rewards(episodes)
         return episodes
@@ -354,6 +355,7 @@ class PPO:
             advantages = (advantages - mean) / (std + 1e-8) * tokens
         stats = {"reward": sum(sum(e.rewards) for e in episodes) / len(episodes),
                  "solved": sum(e.solved for e in episodes) / len(episodes),
+                 "stopped": sum(e.stopped for e in episodes) / len(episodes),  # the rest ran out of tokens
                  "kl": float(kl.sum() / len(episodes)),
                  "length": float(tokens.sum() / len(episodes))}
         return Batch(ids.cpu(), mask.cpu(), tokens, old_logp, advantages, state_at, states, old_values, returns), stats
