@@ -75,7 +75,10 @@ class RayPool:
                 raise PonderError(f"{len(starting) - len(ready)} of {count} Ray workers did not start within "
                                   f"{START_SECONDS:.0f} s: the cluster may lack the room (`ray status`)")
             for ref in starting:
-                _get(ray, ref)  # a setup's error (a model that does not load) is raised here, as in one process
+                try:
+                    _get(ray, ref)  # a setup's error (a model that does not load) is raised here, as in one process
+                except ray.exceptions.RayActorError as err:
+                    raise WorkerLost(f"a Ray worker died while loading its models: {str(err).splitlines()[0]}") from err
             logger.info("%d Ray workers started", count)
             yield _RayWorkers(ray, actors)
         finally:
