@@ -129,6 +129,10 @@ async def double_or_die(pid: int, job: int) -> int:
     return 2 * job
 
 
+def die_loading() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def refuse_to_load() -> None:
     raise ConfigError("no such model: nowhere")
 
@@ -143,6 +147,9 @@ def test_a_dying_worker_loses_only_its_jobs_and_a_failing_setup_raises_its_own_e
     assert [j for j, r in results.items() if isinstance(r, WorkerLost)] == [3]  # the other worker ran the rest
     refusing = Work(refuse_to_load, double_or_die)
     with pytest.raises(ConfigError, match="no such model"), RayPool(workers=2).open(refusing):
+        pass
+    dying = Work(die_loading, double_or_die)
+    with pytest.raises(WorkerLost, match="died while loading"), RayPool(workers=2).open(dying):
         pass
 
 
