@@ -227,3 +227,16 @@ def test_ponder_serve_mounts_the_scoring_endpoints_behind_its_api_key(monkeypatc
         solutions = [["4 * 6 = 24 (left: 24)"], ["5 * 5 = 25 (left: 25)"], ["4 * 6 = 24 (left: 24)"]]
         scores = asyncio.run(get_verifier(served).score(TASK, PROBLEMS[0], solutions))
     assert scores == asyncio.run(get_verifier("vote").score(TASK, PROBLEMS[0], solutions))
+
+
+@pytest.mark.slow
+def test_ponder_serve_as_a_process_scores_a_search_run_elsewhere() -> None:
+    from ponder.bench.remote import run
+
+    rows = {r["mode"]: r for r in run("game24", "beam", 2, problems=2, rounds=1)["rows"]}
+    local = rows["in process"]
+    for mode in ("/v1/score", "/pooling"):
+        assert rows[mode]["same_answers"] == 1 and rows[mode]["verifier_seconds"] == 0
+        assert rows[mode]["verifier_http_seconds"] > 0
+        assert (rows[mode]["verifier_calls"], rows[mode]["verifier_tokens"]) == (local["verifier_calls"],
+                                                                                  local["verifier_tokens"])
