@@ -233,7 +233,7 @@ def test_ponder_serve_mounts_the_scoring_endpoints_behind_its_api_key(monkeypatc
 def test_ponder_serve_as_a_process_scores_a_search_run_elsewhere() -> None:
     from ponder.bench.remote import run
 
-    rows = {r["mode"]: r for r in run("game24", "beam", 2, problems=2, rounds=1)["rows"]}
+    rows = {r["mode"]: r for r in run("game24", "beam", 4, problems=2, rounds=1)["rows"]}
     local = rows["in process"]
     for mode in ("/v1/score", "/pooling"):
         assert rows[mode]["same_answers"] == 1 and rows[mode]["verifier_seconds"] == 0
