@@ -22,6 +22,8 @@ from ponder.collect.run import CollectConfig, run_collect  # noqa: E402
 from ponder.distributed import RayPool  # noqa: E402
 from ponder.errors import ConfigError  # noqa: E402
 from ponder.evaluate import EvalConfig, run_eval  # noqa: E402
+from ponder.improve.loop import Loop  # noqa: E402
+from ponder.improve.recipe import ImproveRecipe  # noqa: E402
 from ponder.jobs import LocalPool, Work, WorkerLost  # noqa: E402
 
 # six puzzles, a sampling method and a step-level search guided by the shipped PRM (each worker loads both models)
@@ -115,6 +117,19 @@ def test_ray_collect_writes_the_local_records(tmp_path, cluster):
     for name in ("records.jsonl", "problems.jsonl"):
         local, ray_rows = ((tmp_path / d / name).read_text().splitlines() for d in ("local", "ray"))
         assert sorted(local) == sorted(ray_rows) and local
+
+
+@pytest.mark.slow
+def test_ray_search_rounds_of_the_improvement_loop_equal_local_ones(tmp_path, cluster):
+    path = tmp_path / "tiny.yaml"  # three training puzzles, two proposals a state
+    path.write_text(json.dumps({"task": "game24", "policy": "game24-policy", "verifier": "game24-prm", "rounds": 1,
+                                "search": {"method": "tot_bfs", "n": 2, "problems": 3}}))  # JSON is YAML
+    recipe = ImproveRecipe.load(str(path))
+    Loop(recipe, tmp_path / "local", "test").search_phase(1)
+    Loop(recipe, tmp_path / "ray", "test", RayPool(workers=2)).search_phase(1)
+    local, on_ray = (computed(tmp_path / run / "round-1" / "search") for run in ("local", "ray"))
+    assert len(local) == 3 and on_ray == local
+    assert all((tmp_path / run / "round-1" / "prompts.json").exists() for run in ("local", "ray"))
 
 
 def setup_pid() -> int:

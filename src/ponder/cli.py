@@ -1141,6 +1141,9 @@ def improve_cmd(
     out: Path = typer.Option(None, help="run folder (default runs/improve-RECIPE-seedS); a killed run resumes there"),
     rounds: int = typer.Option(None, help="rounds to run (default: the recipe's); a finished run goes on with more"),
     seed: int = typer.Option(None, help="the run's seed (default: the recipe's)"),
+    ray: str = typer.Option("", "--ray", help="run each round's search on a Ray cluster, each worker loading the "
+                                              "round's models from the run folder: local, auto or HOST:PORT"),
+    ray_workers: int = typer.Option(0, "--ray-workers", min=0, help=RAY_WORKERS_HELP),
 ) -> None:
     """The generator-verifier loop: rounds of search over the training problems, keep what the outcome check accepts,
     distil the policy (with replay), retrain the verifier from the search trees, measure; one table row per round."""
@@ -1156,7 +1159,7 @@ def improve_cmd(
     command = " ".join(["ponder improve", recipe, f"--out {out}", *([f"--rounds {rounds}"] if rounds is not None
                                                                     else []),
                         *([f"--seed {seed}"] if seed is not None else [])])
-    rows = run_improve(r, out, command)
+    rows = run_improve(r, out, command, _pool(ray, ray_workers))
     columns = [("round", "round", ""), ("kept", "kept", ""), ("generated_tokens", "gen. tokens", ",.0f"),
                ("cpu_minutes", "CPU min", ".1f"),
                *[(k, k.replace("_", " "), ".3f") for k in rows[0] if k == "greedy" or k == "step_auroc" or "@" in k]]

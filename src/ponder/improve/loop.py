@@ -40,6 +40,7 @@ from ponder.evaluate.proposals import ProposalConfig, measure, summarize
 from ponder.evaluate.runner import EvalConfig, run_eval
 from ponder.improve.recipe import ImproveRecipe
 from ponder.improve.trees import Tree
+from ponder.jobs import Pool
 from ponder.jsonl import ResumableJsonl, check_config, is_error
 from ponder.lm.base import LanguageModel
 from ponder.lm.engine import Engine
@@ -83,10 +84,12 @@ class Phase:
 
 
 class Loop:
-    """A run of a recipe in `out` (see the module doc). `command`: what the cards say made the checkpoints."""
+    """A run of a recipe in `out` (see the module doc). `command`: what the cards say made the checkpoints. `pool`:
+    where each round's search runs (`ponder.jobs`; default this process), each worker loading the round's policy and
+    verifier from the run folder (a cluster's workers must see it); the searched trees are the same."""
 
-    def __init__(self, recipe: ImproveRecipe, out: Path, command: str) -> None:
-        self.recipe, self.out, self.command = recipe, out, command
+    def __init__(self, recipe: ImproveRecipe, out: Path, command: str, pool: Pool | None = None) -> None:
+        self.recipe, self.out, self.command, self.pool = recipe, out, command, pool
         self.task = get_task(recipe.task)
         check_config(out, recipe, free=FREE)
 
@@ -159,7 +162,8 @@ class Loop:
         cpu = time.process_time()
         lm = load_model(self.policy(n - 1))
         try:
-            row = run_eval(self.search_config(n), self.folder(n) / "search", lm=lm)[0]
+            row = run_eval(self.search_config(n), self.folder(n) / "search", lm=None if self.pool else lm,
+                           pool=self.pool)[0]
             self.task.template = lm.chat_prompt  # the prompts as the policy read them (a chat model's, templated)
             prompts = {p.id: self.task.prompt(p) for p in self.task.problems(self.recipe.split(n),
                                                                               limit=self.recipe.search.problems)}
@@ -415,7 +419,7 @@ def plot_rounds(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def run_improve(recipe: ImproveRecipe, out: Path, command: str) -> list[dict[str, Any]]:
-    """Run (or resume) the loop into `out`; returns one row per round."""
-    return Loop(recipe, out, command).run()
+def run_improve(recipe: ImproveRecipe, out: Path, command: str, pool: Pool | None = None) -> list[dict[str, Any]]:
+    """Run (or resume) the loop into `out`; returns one row per round. `pool`: where the searches run (`Loop`)."""
+    return Loop(recipe, out, command, pool).run()
 
