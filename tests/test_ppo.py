@@ -251,3 +251,11 @@ def test_the_benchmark_refuses_settings_it_cannot_measure_before_training(knob, 
     with pytest.raises(ConfigError, match="bench ppo needs"):
         ppo_benchmark(PPOBenchConfig(**knob), tmp_path / "bench")
     assert not (tmp_path / "bench").exists()
+
+
+def test_a_saved_state_of_another_recipe_is_refused_not_resumed(tiny_policy, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    torch.save({"run": {"run": {}, "steps": 1}, "step": 1}, out / STATE_FILE)
+    with pytest.raises(ConfigError, match="another recipe or step count"):
+        train_ppo(tiny_recipe(tiny_policy, train={"steps": 2}), out, rewards=share_of_sevens)
