@@ -86,6 +86,7 @@ def test_saved_rows_without_a_chosen_node_find_it_by_their_solution(tmp_path):
     assert hub.load(tmp_path) == 1  # the half-written last line waits
     with (tmp_path / "results.jsonl").open("a") as f:
         f.write(json.dumps({**ROW, "problem_id": "q"})[40:] + "\n")
+        f.write(json.dumps({**ROW, "trace": {"nodes": [{"id": 0}]}}) + "\n")  # no parent: skipped, logged
     assert [e["label"] for e in hub.listing()] == ["beam@4 · p", "beam@4 · q"]  # followed as the run grows
     (tmp_path / "bad.json").write_text('{"nodes": "many"}')
     with pytest.raises(ConfigError, match="not a trace"):

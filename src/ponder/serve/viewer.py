@@ -121,10 +121,15 @@ class TraceHub:
         with self._reading:
             rows = [(run, row) for run in self._runs for row in run.new_rows()]
         for run, row in rows:
-            if isinstance(row, dict) and isinstance(row.get("trace"), dict):  # an error row has no tree
-                self.add(page_form(row, str(run.path)), f"{row.get('method')}@{row.get('budget')} · "
-                                                         f"{row.get('problem_id')}")
-                added += 1
+            if not (isinstance(row, dict) and isinstance(row.get("trace"), dict)):  # an error row has no tree
+                continue
+            try:
+                page = page_form(row, str(run.path))
+            except ConfigError as err:  # one bad row does not hide the others
+                logger.warning("skipping a row: %s", err)
+                continue
+            self.add(page, f"{row.get('method')}@{row.get('budget')} · {row.get('problem_id')}")
+            added += 1
         return added
 
     # -- live traces ---------------------------------------------------------------------------------------------
