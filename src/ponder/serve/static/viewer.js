@@ -6,7 +6,7 @@
 const SVG = "http://www.w3.org/2000/svg";
 const COLUMN = 280; // pixels between steps
 const ROW = 22; // pixels between leaves
-const LABEL = 27; // characters of a step shown beside its node
+const LABEL = 24; // characters of a step shown beside its node
 const POLL = Number(new URLSearchParams(location.search).get("poll")) || 1000; // ms between polls
 
 const state = { listing: [], listed: "", key: null, trace: null, node: null };
@@ -177,7 +177,7 @@ function drawNode(n, cx, cy, chosen) {
     : el("circle", { r, class: "mark" }, null, SVG);
   mark.setAttribute("fill", n.parent === null ? "#5f6368" : colour(n.score));
   const score = n.score === null ? "" : ` ${n.score.toFixed(2)}`;
-  const visits = n.visits > 0 ? ` n=${n.visits}` : "";
+  const visits = n.visits > 0 ? ` n=${n.visits} Q=${n.value === null ? "–" : n.value.toFixed(2)}` : "";
   const label = n.parent === null ? `problem ${state.trace.problem_id}` : `${short(n.text)}${score}${visits}`;
   const title = el("title", {}, n.parent === null ? "the root" : n.text, SVG);
   g.append(title, mark, el("text", { x: r + 3, y: -5 }, label, SVG));
