@@ -310,6 +310,7 @@ def serve_cmd(
     max_waiting: int = typer.Option(128, min=0, help="searches waiting for a turn; a request beyond gets 429"),
     verifiers: str = typer.Option("", help="verifiers served to remote searches on /v1/score and /pooling "
                                            "(comma-separated; default: the recipes' verifiers that need no policy)"),
+    grace: float = typer.Option(30.0, min=0, help="seconds the requests in flight get to finish on shutdown"),
 ) -> None:
     """Serve search as an OpenAI-compatible model: /v1/models, /v1/chat/completions (streaming too) and
     /v1/completions; a model name picks a recipe (task, policy, method, verifier, budget). A request may set the
@@ -335,7 +336,8 @@ def serve_cmd(
     from ponder.serve.score import learned_or_built_in, score_router, scoring_verifiers
 
     scored = _csv(verifiers) or learned_or_built_in([s.recipe.verifier or s.task.default_verifier for s in served])
-    serve(served, host, port, limits, api_key or None, routers=[*viewer, score_router(scoring_verifiers(scored))])
+    serve(served, host, port, limits, api_key or None, routers=[*viewer, score_router(scoring_verifiers(scored))],
+          grace=grace)
 
 
 @app.command("methods")

@@ -41,17 +41,18 @@ import asyncio
 import json
 import logging
 import secrets
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from ponder.errors import ConfigError, PonderError
 from ponder.lm.base import LanguageModel
 from ponder.lm.engine import Engine, EngineClosedError
-from ponder.lm.load import shared_model
+from ponder.lm.load import clear_models, shared_model
 from ponder.search import NEEDS_VERIFIER, SearchConfig, check_search, get_method, pick_policy, search
 from ponder.serve.recipes import Recipe
 from ponder.tasks import get_task
@@ -294,10 +295,15 @@ class Server:
         return await search(served.task, ask.problem, lm, judge, get_method(ask.method), cfg)
 
     def stats(self) -> dict[str, Any]:
-        engines = {name: {"active_rows": lm.active_rows, "decoding_steps": lm.stats.batches}
-                   for s in self.models.values() for name, lm in s.loaded.items() if isinstance(lm, Engine)}
+        """Searches running and waiting; per served model, the rows its policies' engines run now and the decoding
+        steps they have taken (engines shared between models count in each)."""
+        models = {}
+        for s in self.models.values():
+            engines = [lm for lm in s.loaded.values() if isinstance(lm, Engine)]
+            models[s.name] = {"active_rows": sum(e.active_rows for e in engines),
+                              "decoding_steps": sum(e.stats.batches for e in engines)}
         return {"searches_running": self.gate.running, "searches_waiting": self.gate.held - self.gate.running,
-                "engines": engines}
+                "models": models}
 
 
 def question_of(served: Served, text: str) -> str:
@@ -478,6 +484,10 @@ async def _events(ask: Ask, searches: list[asyncio.Task[Trace]], rid: str, creat
         yield "data: [DONE]\n\n"
         log.info("%s %s: %d searches streamed (%s, budget %d) in %.2f s", rid, ask.served.name, ask.n, ask.method,
                  ask.cfg.n, time.perf_counter() - started)
+    except asyncio.CancelledError:  # the client left
+        log.info("%s: the client disconnected mid-stream; %d searches cancelled", rid,
+                 sum(s.cancelled() or not s.done() for s in searches))
+        raise
     finally:
         for s in searches:
             s.cancel()
@@ -490,11 +500,12 @@ async def _route_error(_request: Request, err: StarletteHTTPException) -> JSONRe
 
 
 def create_app(served: Sequence[Served], limits: Limits | None = None, api_key: str | None = None,
-               routers: Iterable[APIRouter] = (), preload: bool = True) -> FastAPI:
+               routers: Iterable[APIRouter] = (), preload: bool = True, close_models: bool = False) -> FastAPI:
     """The app serving `served` (one model name each) under `limits`; `api_key`: the bearer token every request
     must carry (None: none). `routers`: more endpoints mounted beside the API's (a viewer's, a scoring
     endpoint's). `preload`: load every recipe's policy and verifier at start-up, so the first request does not
-    wait for them."""
+    wait for them. `close_models`: close the shared engines when the app shuts down (when the process ends with
+    it, as under `serve`)."""
     server = Server(served, limits or Limits(), api_key)
 
     @asynccontextmanager
@@ -504,6 +515,9 @@ def create_app(served: Sequence[Served], limits: Limits | None = None, api_key: 
                 await asyncio.to_thread(s.load)
                 log.info("serving %s: %s, %s, budget %d", s.name, s.task.name, s.method, s.recipe.budget)
         yield
+        if close_models:
+            await asyncio.to_thread(clear_models)
+            log.info("engines closed")
 
     app = FastAPI(title="Ponder", summary="Test-time search served as an OpenAI-compatible model",
                   lifespan=lifespan)
@@ -540,13 +554,32 @@ def create_app(served: Sequence[Served], limits: Limits | None = None, api_key: 
 def serve(served: Sequence[Served], host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None,
           api_key: str | None = None, routers: Iterable[APIRouter] = (), grace: float = 30.0) -> None:
     """Run the app under uvicorn until SIGINT or SIGTERM; on either it stops taking connections, gives the requests
-    in flight up to `grace` seconds, then closes the engines."""
+    in flight up to `grace` seconds, then closes the engines (uvicorn then ends the process by the same signal)."""
     import uvicorn
 
-    from ponder.lm.load import clear_models
+    app = create_app(served, limits, api_key, routers, close_models=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=grace)
 
-    app = create_app(served, limits, api_key, routers)
+
+@contextmanager
+def running(app: FastAPI, host: str = "127.0.0.1", port: int = 0, startup: float = 300.0) -> Iterator[str]:
+    """Serve `app` under uvicorn on a thread of this process while the block runs (port 0: a free one); yields the
+    API's base URL, `http://HOST:PORT/v1`, once the app has started (its models loaded). On exit the server stops
+    as on SIGTERM: no new connections, the requests in flight finished."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="ponder-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError(f"the server on {host}:{port} did not start (see its log)")
+        time.sleep(0.05)
+    bound = server.servers[0].sockets[0].getsockname()[1]
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=grace)
+        yield f"http://{host}:{bound}/v1"
     finally:
-        clear_models()
+        server.should_exit = True
+        thread.join()
