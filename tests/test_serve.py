@@ -280,7 +280,8 @@ def test_ponder_serve_command_serves_and_shuts_down_gracefully(tmp_path: Path) -
     recipes.write_text("game24-sc:\n  task: game24\n  method: self_consistency\n  budget: 2\n")
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "ponder.cli", "-v", "serve", "--port", str(port), "--recipes",
-                             str(recipes), "--grace", "600"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             str(recipes), "--grace", "600"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}/v1"
         deadline = time.monotonic() + 120
