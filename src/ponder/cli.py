@@ -624,6 +624,33 @@ def bench_routing(
     console.print(f"tables and results in {out}")
 
 
+@bench_app.command("serve")
+def bench_serve(
+    clients: str = typer.Option("1,8,50", help="comma-separated concurrency levels: clients sending at once"),
+    requests: int = typer.Option(16, min=1, help="requests per level (game24 test puzzles; at least one a client)"),
+    seconds: float = typer.Option(300.0, min=1, help="a level sends no new request after this many seconds"),
+    method: str = typer.Option("self_consistency", help="the served search method"),
+    budget: int = typer.Option(2, min=1, help="the served search's budget"),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(Path("runs/bench-serve.json"), help="where the numbers and the config are written"),
+) -> None:
+    """`ponder serve` on 127.0.0.1 under 1, 8 and 50 concurrent clients (requests/s, p50/p95 latency), against the
+    same seeded searches run in one process: the answers must be equal, the ratio says what the server costs."""
+    from ponder.bench.serve import ServeBenchConfig, serve_benchmark
+
+    cfg = ServeBenchConfig(method, budget, tuple(_numbers(clients, int, "--clients", 1)), requests, seconds, seed)
+    result = serve_benchmark(cfg)
+    print_table(f"ponder serve on 127.0.0.1, game24 {method} budget {budget}, seed {seed} ({os.cpu_count()} cores)",
+                result["rows"], [
+        ("clients", "clients", ""), ("requests", "requests", ""), ("seconds", "seconds", ".1f"),
+        ("requests_per_s", "req/s", ".2f"), ("p50_s", "p50 s", ".2f"), ("p95_s", "p95 s", ".2f"),
+        ("in_process_s", "in process s", ".1f"), ("ratio", "server / in process", ".2f"),
+        ("equal", "answers equal", "")])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    console.print(f"saved to {out}")
+
+
 @bench_app.command("engine")
 def bench_engine(
     workloads: str = typer.Option("beam,arith,sc,greedy", help="comma-separated: beam, arith, sc, greedy, gsm8k "

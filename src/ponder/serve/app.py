@@ -46,7 +46,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ponder.errors import ConfigError, PonderError
@@ -278,7 +278,7 @@ class Server:
         if tokens is not None and tokens > lim.max_prompt_tokens:
             raise HTTPError(400, f"the prompt has {tokens} tokens; this server takes at most {lim.max_prompt_tokens}",
                             param="messages" if chat else "prompt")
-        cfg = SearchConfig(**{**vars(cfg), "seed": seed, "max_tokens": max_tokens or cfg.max_tokens})
+        cfg = replace(cfg, seed=seed, max_tokens=max_tokens or cfg.max_tokens)
         return Ask(served, problem, tokens or 0, method, cfg, n, _field(data, "stream", bool, default=False),
                    _field(extra, "return_trace", bool, default=False, where="ponder."), stop)
 
@@ -291,8 +291,8 @@ class Server:
         served = ask.served
         lm = await asyncio.to_thread(served.policy, ask.method)
         judge = await asyncio.to_thread(served.judge, ask.method, lm)
-        cfg = SearchConfig(**{**vars(ask.cfg), "seed": ask.cfg.seed + i})
-        return await search(served.task, ask.problem, lm, judge, get_method(ask.method), cfg)
+        return await search(served.task, ask.problem, lm, judge, get_method(ask.method),
+                            replace(ask.cfg, seed=ask.cfg.seed + i))
 
     def stats(self) -> dict[str, Any]:
         """Searches running and waiting; per served model, the rows its policies' engines run now and the decoding
