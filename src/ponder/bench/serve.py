@@ -96,7 +96,9 @@ def serve_benchmark(cfg: ServeBenchConfig) -> dict[str, Any]:
     rows = []
     with running(create_app([served], limits)) as url:
         for clients in cfg.clients:
-            puzzles = served.task.problems("test", limit=max(cfg.requests, clients))
+            # each puzzle as the server reads a question (`from_text`, as `ponder.solve`): its id seeds the search
+            puzzles = [served.task.from_text(p.question)
+                       for p in served.task.problems("test", limit=max(cfg.requests, clients))]
             wall, done = asyncio.run(_load(url, recipe.name, puzzles, clients, cfg.seed, cfg.seconds))
             asked = sorted(i for i, _, _ in done)
             local, expected = asyncio.run(_in_process(served, puzzles, asked, clients, cfg.seed))
