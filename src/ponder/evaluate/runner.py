@@ -209,6 +209,8 @@ def summarize(rows: list[dict[str, Any]], by_difficulty: bool = False) -> list[d
             "wall_seconds": sum(r.get("latency", 0.0) for r in ran) / m,  # while sharing the engine with the others
             # share of the problems that ran whose token budget could not be counted (and so was not held)
             "budget_uncounted": sum(r["usage"].get("uncounted_budgets", 0) > 0 for r in ran) / m,
+            # share of the problems that ran where the verifier's scores carried no information (`search.guard`)
+            "uninformative": sum("verifier_uninformative" in r.get("trace", {}).get("extra", {}) for r in ran) / m,
             # per problem; records written before a field existed count 0 for it
             **{f.name: sum(r["usage"].get(f.name, 0) for r in ran) / m for f in fields(Usage)},
         })

@@ -3,7 +3,8 @@ sample `n` solutions, score each with a verifier, return the best.
 
 Vanilla (`select` "best") picks the single highest-scoring solution. Weighted (`select` "weighted"; Li et al., 2023
 and Snell et al., 2024) sums the scores of solutions that reach the same answer and
-picks the answer with the largest total, which mixes the verifier with self-consistency.
+picks the answer with the largest total, which mixes the verifier with self-consistency. Where the verifier's
+scores carry no information on the problem (`ponder.search.guard`), the answer is the majority vote instead.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import ClassVar
 from ponder.errors import ConfigError
 from ponder.lm.base import LanguageModel
 from ponder.search.base import (
-    MethodConfig,
     SearchConfig,
     knob,
     method_knobs,
@@ -22,6 +22,7 @@ from ponder.search.base import (
     register,
     sample_solutions,
 )
+from ponder.search.guard import Guard, GuardConfig
 from ponder.search.select import SELECTIONS, answer
 from ponder.tasks.base import Problem, Task
 from ponder.trace import Trace
@@ -30,7 +31,7 @@ from ponder.verifiers.base import Verifier
 
 
 @dataclass(frozen=True)
-class BestOfNConfig(MethodConfig):
+class BestOfNConfig(GuardConfig):
     """Best-of-N's knobs."""
 
     budget: ClassVar[str] = "N, the solutions sampled and scored"
@@ -47,4 +48,7 @@ async def best_of_n(task: Task, problem: Problem, lm: LanguageModel, verifier: V
     solutions = await sample_solutions(task, problem, lm, cfg, n=cfg.n, temperature=cfg.temperature, tag="sample")
     scores = [aggregate(s, cfg.aggregate) for s in await verifier.score(task, problem, solutions)]
     finished = record_solutions(trace, task, problem, solutions, scores)
-    return answer(trace, task, problem, finished, method_knobs(cfg, BestOfNConfig).select)
+    knobs = method_knobs(cfg, BestOfNConfig)
+    guard = Guard(knobs, trace, verifier.name)
+    guard.observe(scores)
+    return answer(trace, task, problem, finished, guard.select(knobs.select))
