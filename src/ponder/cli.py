@@ -155,6 +155,7 @@ def solve(
                                        "policy the method needs on the task, else the task's policy; gsm8k/math500: "
                                        "smollm2)"),
     style: str = typer.Option("", help="prompting style of gsm8k/math500: zero_shot (default) or few_shot"),
+    backend: str = typer.Option("auto", help="for a .gguf file: auto (= hf, faster at a batch here) or llama.cpp"),
     seed: int = typer.Option(0),
     tree: int = typer.Option(3, min=0, help="print the searched tree, this many best children per node (0: no tree)"),
     option: list[str] = typer.Option([], "--set", help="a knob of the method, METHOD.KNOB=VALUE (repeatable), e.g. "
@@ -183,7 +184,7 @@ def solve(
         raise ConfigError(f"knobs set for {', '.join(sorted(set(settings) - {method}))}, which this run does not "
                           "use (--method)")
     knobs = check_search(t, method, settings.get(method, {}), n, aggregate)
-    lm = load_model(pick_policy(t.name, [method], model, t.default_model), device=device)
+    lm = load_model(pick_policy(t.name, [method], model, t.default_model), backend=backend, device=device)
     t.template = lm.chat_prompt
     ver = get_verifier(verifier or t.default_verifier, lm, device) if method in NEEDS_VERIFIER else None
     if isinstance(t, StepOracle) and not t.is_solvable(problem):
