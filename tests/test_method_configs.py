@@ -50,7 +50,8 @@ def test_an_unknown_knob_names_the_method_the_knob_and_lists_the_knobs():
         parse_options("beam", {"beam_widht": 8})
     message = str(err.value)
     assert message.startswith("beam: unknown knob 'beam_widht'")
-    assert "beam's knobs: depth, lookahead, select, distinct, width" in message and "\n" not in message
+    knobs = "guard, guard_floor, guard_spread, depth, lookahead, select, distinct, width"
+    assert f"beam's knobs: {knobs}" in message and "\n" not in message
 
 
 @pytest.mark.parametrize(("method", "values", "message"), [
@@ -121,18 +122,21 @@ def test_a_search_checks_its_knobs_against_its_budget_too():
 
 def test_defaults_are_the_knobs_each_method_ran_with_before_it_had_a_config():
     defaults = {name: asdict(config()) for name, config in CONFIGS.items()}
-    assert defaults["beam"] == defaults["dvts"] == {"depth": None, "lookahead": 0, "select": "best",
+    guard = {"guard": True, "guard_floor": 0.05, "guard_spread": 0.001}  # the guard against an uninformative verifier
+    assert defaults["beam"] == defaults["dvts"] == {**guard, "depth": None, "lookahead": 0, "select": "best",
                                                     "distinct": False, "width": 4}
-    assert defaults["tot_bfs"] == {"depth": None, "lookahead": 0, "select": "best", "distinct": True, "width": None,
+    assert defaults["tot_bfs"] == {**guard, "depth": None, "lookahead": 0, "select": "best", "distinct": True,
+                                   "width": None,
                                    "breadth": 5}
-    assert defaults["tot_dfs"] == {"depth": None, "lookahead": 0, "select": "best", "distinct": True, "width": None,
+    assert defaults["tot_dfs"] == {**guard, "depth": None, "lookahead": 0, "select": "best", "distinct": True,
+                                   "width": None,
                                    "threshold": 0.5, "max_expansions": 64}
     assert defaults["mcts"] == {"iterations": None, "width": 16, "exploration": 1.0, "mix": 0.0, "token_budget": None,
                                 "stop_at": 0.95, "final": "verifier", "select": "best", "depth": None}
     assert defaults["rstar"] == {"iterations": None, "width": 3, "subquestions": 3, "votes": 4, "exploration": 2.0,
                                  "depth": None, "keep": 0.5, "select": "majority"}
     assert defaults["revisions"] == {"sequential": 4, "context": 4, "select": "weighted", "final": "hierarchical"}
-    assert defaults["best_of_n"] == {"select": "best"}
+    assert defaults["best_of_n"] == {**guard, "select": "best"}
     assert defaults["cot"] == defaults["self_consistency"] == {}
 
 

@@ -464,7 +464,8 @@ def eval_cmd(
         ("computed_verifier_tokens", "v. computed", ".0f"), ("seconds", "compute s", ".2f"),
         ("verifier_seconds", "v. compute s", ".2f"), *(c for c in over_http if any(r.get(c[0]) for r in table)),
         ("wall_seconds", "wall s", ".2f"),
-        *([("budget_uncounted", "budget uncounted", ".2f")] if any(r.get("budget_uncounted") for r in table) else [])])
+        *([("budget_uncounted", "budget uncounted", ".2f")] if any(r.get("budget_uncounted") for r in table) else []),
+        *([("uninformative", "v. uninformative", ".2f")] if any(r.get("uninformative") for r in table) else [])])
     console.print("v.: the verifier's. compute s: a share of the batches' compute; HTTP s: the HTTP calls' wall time "
                   "(not compute); wall s: each search from start to end. What each counts: docs/METHODOLOGY.md")
     graded = out / "summary-by-difficulty.json"
