@@ -121,3 +121,13 @@ def test_stop_strings_cut_exactly_where_the_unstopped_text_holds_them(backends, 
 def test_only_tokens_that_can_end_a_stop_string_are_candidates():
     texts = ["ab", " left", "\n", "", "x\ufffd", ")"]
     assert stop_candidates(texts, ["(left", "\n\n"]) == [False, True, True, True, True, False]
+
+
+@pytest.mark.slow
+def test_the_decode_benchmark_times_both_paths_on_the_same_texts():
+    from ponder.bench.decode import decode_benchmark
+
+    rows = decode_benchmark("smollm2", batches=(1, 3), tokens=4)
+    assert [(r["path"], r["batch"]) for r in rows] == [("host", 1), ("host", 3), ("device", 1), ("device", 3)]
+    assert all(r["same_texts"] and r["tokens"] == 4 * r["batch"] and r["steps"] == 4 for r in rows)
+    assert all(0 < r["forward_ms"] < r["step_ms"] and r["host_ms"] > 0 for r in rows)
