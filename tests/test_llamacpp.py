@@ -171,3 +171,15 @@ def test_chat_template_and_next_token_probabilities(llama):
         assert sum(a.probs) <= 1 + 1e-9 and a.tokens == [str(t) for t in firsts]
         assert a.probs == pytest.approx(row.softmax(-1)[firsts].tolist(), abs=1e-6)
         assert a.prompt_tokens == len(llama.encode(prompt))
+
+
+def test_building_a_context_prints_no_debug_lines(gguf, capfd):
+    """llama.cpp logs ~1000 lines (llama_context, sched_reserve, ...) while a context is built, whatever `verbose`
+    says; the backend silences them only while it builds, leaving llama-cpp-python's log level as it was."""
+    from llama_cpp._logger import logger
+
+    before = logger.level
+    new_backend(gguf)
+    err = capfd.readouterr().err
+    assert "sched_reserve" not in err and "llama_context" not in err, err[:500]
+    assert logger.level == before

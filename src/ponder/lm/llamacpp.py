@@ -32,6 +32,7 @@ import contextlib
 import ctypes
 import functools
 import itertools
+import logging
 import random
 import time
 from collections.abc import Iterable, Iterator
@@ -46,6 +47,7 @@ from ponder.errors import MissingExtra
 try:
     import llama_cpp
     from llama_cpp._internals import LlamaContext, LlamaModel
+    from llama_cpp._logger import logger as llama_logger
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 except ImportError as err:
     raise MissingExtra("the llama.cpp backend", "llama-cpp-python", "llamacpp") from err
@@ -84,6 +86,19 @@ def _piece(vocab: llama_cpp.llama_vocab_p, token: int) -> bytes:
     buf = ctypes.create_string_buffer(256)
     n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, False)
     return buf.raw[: max(n, 0)]
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """llama.cpp's log below errors unprinted for a while: building a model or a context logs many debug lines
+    (sched_reserve, llama_graph_n_input_tensors, ...) to stderr whatever `verbose` says, through
+    llama-cpp-python's logger, whose level is restored after."""
+    before = llama_logger.level
+    llama_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        llama_logger.setLevel(before)
 
 
 @contextlib.contextmanager
@@ -134,7 +149,8 @@ class LlamaCppBackend(Backend):
         llama_cpp.llama_backend_init()
         self.name = Path(path).stem
         self.max_rows = max_rows
-        self.model = LlamaModel(path_model=path, params=LlamaModel.default_params(), verbose=False)
+        with _quiet():
+            self.model = LlamaModel(path_model=path, params=LlamaModel.default_params(), verbose=False)
         n_ctx = -(-min(n_ctx or 2048, self.model.n_ctx_train()) // 256) * 256  # llama.cpp pads to 256 anyway
         params = LlamaContext.default_params()
         params.n_ctx, params.n_seq_max, params.kv_unified = n_ctx * n_seq, n_seq, False
@@ -142,7 +158,8 @@ class LlamaCppBackend(Backend):
         params.n_threads = params.n_threads_batch = threads or torch.get_num_threads()
         params.no_perf = True
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        self.ctx = LlamaContext(model=self.model, params=params, verbose=False)
+        with _quiet():
+            self.ctx = LlamaContext(model=self.model, params=params, verbose=False)
         self.n_ctx = llama_cpp.llama_n_ctx_seq(self.ctx.ctx)
         self._mem = self.ctx.memory
         self._batch = _Batch(BATCH)
