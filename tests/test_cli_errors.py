@@ -29,6 +29,8 @@ BAD_INPUT = [
     ("solve 4 5 6 ten", "expected four non-negative integers"),
     ("solve --task arith seven", "give a test-problem index"),
     ("solve --device tpu 4 5 6 10", "unknown device 'tpu'; choose cpu, cuda or cuda:N"),
+    ("solve --backend weird 4 5 6 10", "unknown backend 'weird'"),
+    ("solve --set tot_bfs.guard_floor=2 4 5 6 10", "guard_floor=2.0 is out of range"),
     ("solve --task chess 1 2 3 4", "unknown task 'chess'"),
     ("solve --task data:{tmp}/nowhere.jsonl 1+1", "no such data file or folder"),
     ("solve --method telepathy 1 2 3 4", "unknown search method 'telepathy'"),
