@@ -18,46 +18,36 @@ Value targets (`targets`):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ponder.collect.records import StepRecord
 from ponder.errors import ConfigError
 from ponder.tasks.base import Problem, Task
-from ponder.trace import Node
+from ponder.trace import Node, Trace
 
 TARGETS = ("mc", "q")
 DISTIL = ("choices", "visits")
 
 
 @dataclass
-class Tree:
-    """A searched tree with the outcome of each finished solution in it."""
+class Tree(Trace):
+    """A searched tree (a `Trace`'s nodes) with the outcome of each finished solution in it."""
 
-    nodes: list[Node]
-    outcomes: dict[int, bool]  # finished solution's leaf id -> whether the task grades its answer right
+    outcomes: dict[int, bool] = field(default_factory=dict)  # finished leaf id -> the task grades its answer right
 
     @classmethod
     def from_row(cls, task: Task, problem: Problem, nodes: Sequence[dict[str, Any] | Node]) -> Tree:
-        tree = [n if isinstance(n, Node) else Node(**n) for n in nodes]
-        tree_ = cls(tree, {})
-        tree_.outcomes = {n.id: task.solves(problem, tree_.path(n.id)) for n in tree if n.terminal}
-        return tree_
+        tree = cls(problem.id, "", nodes=[n if isinstance(n, Node) else Node(**n) for n in nodes])
+        tree.outcomes = {n.id: task.solves(problem, tree.path(n.id)) for n in tree.nodes if n.terminal}
+        return tree
 
-    def children(self) -> dict[int, list[int]]:
+    def child_ids(self) -> dict[int, list[int]]:
         out: dict[int, list[int]] = {n.id: [] for n in self.nodes}
         for n in self.nodes:
             if n.parent is not None:
                 out[n.parent].append(n.id)
         return out
-
-    def path(self, node_id: int) -> list[str]:
-        steps: list[str] = []
-        node: Node | None = self.nodes[node_id]
-        while node is not None and node.parent is not None:
-            steps.append(node.text)
-            node = self.nodes[node.parent]
-        return steps[::-1]
 
     def right_solutions(self) -> list[list[str]]:
         """The distinct finished solutions the outcome check accepts, in the order the search wrote them."""
@@ -95,7 +85,7 @@ class Tree:
         """A step record per root-to-leaf path, each step labelled with its target (None: no target); paths with no
         target at all are left out."""
         values = self.targets(how)
-        kids = self.children()
+        kids = self.child_ids()
         out = []
         for node in self.nodes[1:]:
             if kids[node.id]:
@@ -114,7 +104,7 @@ class Tree:
         the search visited and below which it finished a right solution, each child `copies` x N(child) / sum N
         times, rounded (AlphaZero's and TS-LLM's policy target pi(a|s) proportional to N(s, a))."""
         mc = self.mc_values()
-        kids = self.children()
+        kids = self.child_ids()
         out = []
         for node in self.nodes:
             visited = [self.nodes[c] for c in kids[node.id] if self.nodes[c].visits > 0]

@@ -23,7 +23,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from datasets import Dataset
@@ -49,6 +49,24 @@ def grpo_train_config(raw: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**{"steps": 100, "batch_size": 32, "lr": 1e-5, "warmup": 5, "weight_decay": 0.0, **raw})
 
 
+R = TypeVar("R")
+
+
+def load_trainer_recipe(cls: type[R], name_or_path: str, kind: str) -> R:
+    """An RL trainer's recipe (a dataclass with `name`, its knobs, `train` and `kind`, and a `check(where)`) from a
+    shipped name or a YAML path, checked before any model loads; unknown keys and wrong types are TaskErrors."""
+    name, raw = load_recipe_yaml(name_or_path)
+    knobs = {k: v for k, v in raw.items() if k not in ("kind", "train")}
+    try:
+        recipe = cls(name=name, **knobs, train=grpo_train_config(raw.get("train") or {}), kind=raw.get("kind", kind))
+        recipe.check(name_or_path)  # type: ignore[attr-defined]
+    except TaskError:
+        raise
+    except (TypeError, ValueError) as err:  # unknown keys, wrong types
+        raise TaskError(f"recipe {name_or_path}: malformed ({err})") from err
+    return recipe
+
+
 @dataclass
 class GRPORecipe:
     name: str
@@ -69,17 +87,7 @@ class GRPORecipe:
     @classmethod
     def load(cls, name_or_path: str) -> GRPORecipe:
         """A shipped recipe by name (`game24-grpo`) or a YAML file path."""
-        name, raw = load_recipe_yaml(name_or_path)
-        knobs = {k: v for k, v in raw.items() if k not in ("kind", "train")}
-        try:
-            recipe = cls(name=name, **knobs, train=grpo_train_config(raw.get("train") or {}),
-                         kind=raw.get("kind", "grpo"))
-            recipe.check(name_or_path)
-        except TaskError:
-            raise
-        except (TypeError, ValueError) as err:  # unknown keys, wrong types
-            raise TaskError(f"recipe {name_or_path}: malformed ({err})") from err
-        return recipe
+        return load_trainer_recipe(cls, name_or_path, "grpo")
 
     def check(self, where: str) -> None:
         """Raise TaskError for settings GRPO cannot run with (before any model is loaded)."""

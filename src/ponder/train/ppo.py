@@ -48,9 +48,16 @@ from ponder.errors import ConfigError
 from ponder.lm.hf import loading_quietly, resolve_model
 from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
-from ponder.train.grpo import ProcessReward, check_rewards, grpo_train_config, load_prm, reward_means
+from ponder.train.grpo import (
+    ProcessReward,
+    check_rewards,
+    grpo_train_config,
+    load_prm,
+    load_trainer_recipe,
+    reward_means,
+)
 from ponder.train.loop import STATE_FILE, TrainConfig, hardware, learning_rate, save_checkpoint, save_state, use_bf16
-from ponder.train.recipe import load_recipe_yaml, remake_section
+from ponder.train.recipe import remake_section
 from ponder.verifiers.learned import HeadSpec, next_token_logprobs, save_value_head, value_head
 
 log = logging.getLogger(__name__)
@@ -84,17 +91,7 @@ class PPORecipe:
     @classmethod
     def load(cls, name_or_path: str) -> PPORecipe:
         """A shipped recipe by name (`game24-ppo`) or a YAML file path."""
-        name, raw = load_recipe_yaml(name_or_path)
-        knobs = {k: v for k, v in raw.items() if k not in ("kind", "train")}
-        try:
-            recipe = cls(name=name, **knobs, train=grpo_train_config(raw.get("train") or {}),
-                         kind=raw.get("kind", "ppo"))
-            recipe.check(name_or_path)
-        except TaskError:
-            raise
-        except (TypeError, ValueError) as err:  # unknown keys, wrong types
-            raise TaskError(f"recipe {name_or_path}: malformed ({err})") from err
-        return recipe
+        return load_trainer_recipe(cls, name_or_path, "ppo")
 
     def check(self, where: str) -> None:
         """Raise TaskError for settings PPO cannot run with (before any model is loaded)."""
