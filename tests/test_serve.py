@@ -248,11 +248,12 @@ def test_disconnect_mid_stream_frees_engine_rows(url: str, client: openai.OpenAI
     time.sleep(0.5)
     assert _stats(url)["models"]["game24-beam"]["decoding_steps"] == steps  # nothing decodes for it any more
     assert "the client disconnected mid-stream; 1 searches cancelled" in caplog.text
-    # a request that leaves before its answer (no stream): the same
+    # a request that leaves before its answer (no stream): the same; four searches (n=4), so that it is still
+    # searching when the client leaves after 0.5 s even on a quiet machine (one takes 0.8 s there)
     with pytest.raises(httpx.ReadTimeout):
-        _post(url, "chat/completions", {**long, "stream": False}, timeout=httpx.Timeout(300, read=1.5))
+        _post(url, "chat/completions", {**long, "stream": False, "n": 4}, timeout=httpx.Timeout(300, read=0.5))
     _wait_idle(url)
-    assert "the client disconnected; 1 searches cancelled" in caplog.text
+    assert "the client disconnected; 4 searches cancelled" in caplog.text
     assert client.chat.completions.create(model="game24-sc", messages=[{"role": "user", "content": PUZZLE}])
 
 

@@ -24,6 +24,7 @@ Each round's policy and verifier are Hugging Face directories with a card naming
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import time
@@ -164,9 +165,10 @@ class Loop:
         try:
             row = run_eval(self.search_config(n), self.folder(n) / "search", lm=None if self.pool else lm,
                            pool=self.pool)[0]
-            self.task.template = lm.chat_prompt  # the prompts as the policy read them (a chat model's, templated)
-            prompts = {p.id: self.task.prompt(p) for p in self.task.problems(self.recipe.split(n),
-                                                                              limit=self.recipe.search.problems)}
+            task = copy.copy(self.task)  # the loop's own task stays free of the model (the solver pickles it)
+            task.template = lm.chat_prompt  # the prompts as the policy read them (a chat model's, templated)
+            prompts = {p.id: task.prompt(p) for p in task.problems(self.recipe.split(n),
+                                                                    limit=self.recipe.search.problems)}
             (self.folder(n) / "prompts.json").write_text(json.dumps(prompts) + "\n")
         finally:
             close(lm)

@@ -312,6 +312,7 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(128)  # connections wait in the backlog until the server accepts: the printed address works at once
     except OSError as err:
         sock.close()
         raise ConfigError(f"cannot listen on {host}:{port}: {err.strerror}") from err
