@@ -282,7 +282,7 @@ class OpenAIServer(LanguageModel):
                                       "server that queues requests counts the wait; raise timeout or lower "
                                       "max_in_flight") from err
                 if not isinstance(err, RETRIED) or attempt == self.retries:
-                    raise ServerError(f"cannot reach {self.base_url}: {_reason(err)}") from err
+                    raise ServerError(f"cannot reach {self.base_url}: {error_reason(err)}") from err
             else:
                 if response.is_success:
                     try:
@@ -290,7 +290,7 @@ class OpenAIServer(LanguageModel):
                     except ValueError as err:
                         raise ServerError(f"{url} answered {response.status_code} with no JSON: "
                                           f"{response.text[:200]!r}", response.status_code) from err
-                status, message = response.status_code, _message(response)
+                status, message = response.status_code, error_message(response)
                 if (status != 429 and status < 500) or attempt == self.retries:
                     if status == 400 and re.search(r"context (length|window)", message, re.IGNORECASE):
                         raise ContextLengthError(f"{url}: {message}")
@@ -374,7 +374,7 @@ def _seed(seed: int | None, i: int) -> int | None:
     return int.from_bytes(hashlib.blake2b(f"{seed}|{i}".encode(), digest_size=4).digest(), "big") & 0x7FFFFFFF
 
 
-def _reason(err: BaseException) -> str:
+def error_reason(err: BaseException) -> str:
     """What went wrong underneath httpx's wrapping ("All connection attempts failed")."""
     if isinstance(err, httpx.ConnectTimeout):
         return "no connection within the timeout"
@@ -388,7 +388,7 @@ def _reason(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
-def _message(response: httpx.Response) -> str:
+def error_message(response: httpx.Response) -> str:
     """The error message of a refused request: OpenAI's `{"error": {"message"}}`, FastAPI's `{"detail"}`, or text."""
     try:
         data = response.json()

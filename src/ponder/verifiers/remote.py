@@ -39,7 +39,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import httpx
 
 from ponder.errors import ConfigError
-from ponder.lm.openai_http import ServerError, _message, _reason
+from ponder.lm.openai_http import ServerError, error_message, error_reason
 from ponder.tasks.base import Problem, Task
 from ponder.trace import METER
 from ponder.verifiers.base import PrefixError, Verifier, one_line
@@ -129,7 +129,7 @@ class RemoteVerifier(Verifier):
                 raise ServerError(f"{self.endpoint} gave no answer within {self.timeout:g} s "
                                   f"({type(err).__name__})") from err
             except httpx.TransportError as err:
-                raise ServerError(f"cannot reach {self.endpoint}: {_reason(err)}") from err
+                raise ServerError(f"cannot reach {self.endpoint}: {error_reason(err)}") from err
             seconds = time.perf_counter() - start
         return _answer(response, self.endpoint), seconds
 
@@ -205,7 +205,7 @@ def remote_fingerprint(url: str, timeout: float = 30) -> str:
     try:
         response = httpx.get(listing, timeout=timeout, headers=_headers())
     except httpx.TransportError as err:
-        raise ServerError(f"cannot reach {listing}: {_reason(err)}") from err
+        raise ServerError(f"cannot reach {listing}: {error_reason(err)}") from err
     served = {v["id"]: v for v in _answer(response, listing)["data"]}
     name = verifier.options.get("verifier") or next(iter(served), "")
     if name not in served:
@@ -223,7 +223,7 @@ def _answer(response: httpx.Response, where: str) -> Any:
     """A response's JSON; a refusal raises `ServerError` with the server's message (`PrefixError` where Ponder's
     server says the verifier cannot judge prefixes)."""
     if not response.is_success:
-        message = _message(response)
+        message = error_message(response)
         if _error_type(response) == PrefixError.__name__:
             raise PrefixError(f"{where}: {message}")
         raise ServerError(f"{where} answered {response.status_code}: {message}", response.status_code)
