@@ -46,19 +46,16 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from ponder.errors import ConfigError, PonderError
-from ponder.lm.base import LanguageModel
 from ponder.lm.engine import Engine, EngineClosedError
-from ponder.lm.load import clear_models, shared_model
-from ponder.search import NEEDS_VERIFIER, SearchConfig, check_search, get_method, pick_policy, search
-from ponder.serve.recipes import Recipe
-from ponder.tasks import get_task
-from ponder.tasks.base import Problem
+from ponder.lm.load import clear_models
+from ponder.search import get_method, search
+from ponder.serve.requests import Ask, HTTPError, Limits, read_ask, read_body
+from ponder.serve.served import Served
 from ponder.trace import Trace, Usage
-from ponder.verifiers import Verifier, shared_verifier
 
 try:
     from fastapi import APIRouter, Depends, FastAPI, Request
@@ -70,99 +67,6 @@ except ImportError as err:  # pragma: no cover  (the serve extra is missing)
     raise MissingExtra("ponder serve", "fastapi and uvicorn", "serve") from err
 
 log = logging.getLogger(__name__)
-_MARK = "\x00question\x00"  # stands for the question when a task's prompt is taken apart (`question_of`)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask of the server, and how many searches run at once."""
-
-    max_body_bytes: int = 64 * 1024
-    max_prompt_tokens: int = 1024  # the question's prompt, as the policy tokenizes it
-    max_n: int = 8  # choices a request asks for (one search each)
-    max_tokens: int = 2048  # a solution's token budget
-    max_budget: int = 64  # the method's n
-    max_searches: int = 32  # searches running at once
-    max_waiting: int = 128  # searches waiting for a turn; beyond: 429
-
-    def __post_init__(self) -> None:
-        bad = [f"{k}={v}" for k, v in vars(self).items() if v < (0 if k == "max_waiting" else 1)]
-        if bad:
-            raise ConfigError(f"server limits must be positive: {', '.join(bad)}")
-
-
-class HTTPError(PonderError):
-    """A refused request: its HTTP status, OpenAI's error type, the field at fault."""
-
-    def __init__(self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error",
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.param, self.kind, self.headers = status, param, kind, headers or {}
-
-    def response(self) -> JSONResponse:
-        return JSONResponse({"error": {"message": str(self), "type": self.kind, "param": self.param,
-                                       "code": self.status}}, status_code=self.status, headers=self.headers)
-
-
-class Served:
-    """A recipe made ready to serve: its task and method checked, its policy and verifier loaded on first use and
-    shared with every other user of the same names. `lm`, `verifier`: ones to use instead (a model of your own)."""
-
-    def __init__(self, recipe: Recipe, lm: LanguageModel | None = None, verifier: Verifier | None = None) -> None:
-        self.recipe = recipe
-        self.task = get_task(recipe.task, **({"style": recipe.style} if recipe.style else {}))
-        self.method = recipe.method or self.task.default_method
-        self.check(self.method, recipe.budget, recipe.knobs)
-        self._lm, self._verifier = lm, verifier
-        self.loaded: dict[str, LanguageModel] = {}  # the policies loaded so far, by name
-
-    @property
-    def name(self) -> str:
-        return self.recipe.name
-
-    def check(self, method: str, budget: int, knobs: dict[str, Any]) -> SearchConfig:
-        """The search config of `method` at `budget` with `knobs` (seed 0), or a ConfigError: what a request
-        may set, checked before any search starts."""
-        r = self.recipe
-        get_method(method)
-        checked = check_search(self.task, method, knobs, budget, r.aggregate)
-        return SearchConfig(n=budget, temperature=r.temperature, min_p=r.min_p, aggregate=r.aggregate,
-                            max_tokens=r.max_tokens or self.task.max_tokens, knobs=checked)
-
-    def policy(self, method: str) -> LanguageModel:
-        """The policy `method` runs on (loaded on first use)."""
-        if self._lm is not None:
-            lm = self._lm
-        else:
-            lm = shared_model(pick_policy(self.task.name, [method], self.recipe.model, self.task.default_model))
-        if not self.loaded:
-            self.task.template = lm.chat_prompt
-        self.loaded[lm.name] = lm
-        return lm
-
-    def judge(self, method: str, lm: LanguageModel) -> Verifier | None:
-        if method not in NEEDS_VERIFIER:
-            return None
-        return self._verifier or shared_verifier(self.recipe.verifier or self.task.default_verifier, lm)
-
-    def load(self) -> None:
-        """Load the recipe's own policy and verifier now."""
-        self.judge(self.method, self.policy(self.method))
-
-
-@dataclass
-class Ask:
-    """One request, checked: the searches it runs and how it wants the answer."""
-
-    served: Served
-    problem: Problem
-    prompt_tokens: int
-    method: str
-    cfg: SearchConfig
-    n: int
-    stream: bool
-    return_trace: bool
-    stop: list[str] = field(default_factory=list)
 
 
 class Gate:
@@ -215,73 +119,6 @@ class Server:
             raise HTTPError(401, "a valid API key is required (Authorization: Bearer KEY)", kind="authentication_error",
                             headers={"WWW-Authenticate": "Bearer"})
 
-    async def body(self, request: Request) -> dict[str, Any]:
-        """The request's JSON object, read up to `max_body_bytes`."""
-        limit = self.limits.max_body_bytes
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise HTTPError(413, f"the body has {declared} bytes; this server takes at most {limit}")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise HTTPError(413, f"the body has more than {limit} bytes, the most this server takes")
-            chunks.append(chunk)
-        try:
-            data = json.loads(b"".join(chunks))
-        except (ValueError, UnicodeDecodeError) as err:
-            raise HTTPError(400, f"the body is not valid JSON: {err}") from err
-        if not isinstance(data, dict):
-            raise HTTPError(400, "the body must be a JSON object")
-        return data
-
-    async def ask(self, data: dict[str, Any], chat: bool) -> Ask:
-        """Check a request against the served recipes and the limits: every refusal is an HTTPError saying what
-        is wrong."""
-        lim = self.limits
-        name = _field(data, "model", str, required=True)
-        served = self.models.get(name)
-        if served is None:
-            raise HTTPError(404, f"the model {name!r} does not exist; this server serves {', '.join(self.models)}",
-                            param="model", kind="not_found_error")
-        text = _chat_question(data) if chat else _prompt(data)
-        n = _field(data, "n", int, default=1)
-        if not 1 <= n <= lim.max_n:
-            raise HTTPError(400, f"n={n} is out of range: 1 to {lim.max_n} on this server", param="n")
-        max_tokens = _field(data, "max_tokens", int, default=None)
-        if chat and max_tokens is None:
-            max_tokens = _field(data, "max_completion_tokens", int, default=None)
-        if max_tokens is not None and not 1 <= max_tokens <= lim.max_tokens:
-            raise HTTPError(400, f"max_tokens={max_tokens} is out of range: 1 to {lim.max_tokens} on this server",
-                            param="max_tokens")
-        seed = _field(data, "seed", int, default=served.recipe.seed)
-        stop = _stop(data)
-        extra = _field(data, "ponder", dict, default={})
-        unknown = sorted(set(extra) - {"method", "budget", "knobs", "return_trace"})
-        if unknown:
-            raise HTTPError(400, f"ponder.{unknown[0]} is not an option; the ponder field takes method, budget, knobs "
-                                 "and return_trace", param=f"ponder.{unknown[0]}")
-        method = _field(extra, "method", str, default=served.method, where="ponder.")
-        budget = _field(extra, "budget", int, default=served.recipe.budget, where="ponder.")
-        if not 1 <= budget <= lim.max_budget:
-            raise HTTPError(400, f"ponder.budget={budget} is out of range: 1 to {lim.max_budget} on this server",
-                            param="ponder.budget")
-        knobs = _field(extra, "knobs", dict, default=served.recipe.knobs if method == served.method else {},
-                       where="ponder.")
-        try:
-            cfg = served.check(method, budget, knobs)
-            lm = await asyncio.to_thread(served.policy, method)
-            problem = served.task.from_text(question_of(served, text))
-        except PonderError as err:
-            raise HTTPError(400, str(err), param="ponder" if extra else None) from err
-        tokens = await lm.count_tokens(served.task.prompt(problem))
-        if tokens is not None and tokens > lim.max_prompt_tokens:
-            raise HTTPError(400, f"the prompt has {tokens} tokens; this server takes at most {lim.max_prompt_tokens}",
-                            param="messages" if chat else "prompt")
-        cfg = replace(cfg, seed=seed, max_tokens=max_tokens or cfg.max_tokens)
-        return Ask(served, problem, tokens or 0, method, cfg, n, _field(data, "stream", bool, default=False),
-                   _field(extra, "return_trace", bool, default=False, where="ponder."), stop)
-
     def start(self, ask: Ask) -> list[asyncio.Task[Trace]]:
         """The request's searches, admitted (or 429) and started: choice i seeded `seed + i`."""
         self.gate.admit(ask.n)
@@ -304,69 +141,6 @@ class Server:
                               "decoding_steps": sum(e.stats.batches for e in engines)}
         return {"searches_running": self.gate.running, "searches_waiting": self.gate.held - self.gate.running,
                 "models": models}
-
-
-def question_of(served: Served, text: str) -> str:
-    """The question in `text`: the text itself, or, when `text` is the task's own prompt for a question (what a
-    client running a search over this server sends), that question."""
-    head, _, tail = served.task.prompt(Problem("", _MARK)).partition(_MARK)
-    if (head or tail) and len(text) >= len(head) + len(tail) and text.startswith(head) and text.endswith(tail):
-        return text[len(head):len(text) - len(tail)].strip()
-    return text.strip()
-
-
-_TYPES = {str: "a string", int: "an integer", bool: "true or false", dict: "an object", list: "an array"}
-
-
-def _field(data: dict[str, Any], key: str, kind: type, default: Any = None, required: bool = False,
-           where: str = "") -> Any:
-    if key not in data or (data[key] is None and not required):
-        if required:
-            raise HTTPError(400, f"the request names no {key}", param=key)
-        return default
-    value = data[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise HTTPError(400, f"{where}{key} must be {_TYPES[kind]}, got {json.dumps(value)[:80]}", param=where + key)
-    return value
-
-
-def _text(content: object, where: str) -> str:
-    """A message's content: a string, or OpenAI's list of parts, whose text parts are joined."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
-                                         and isinstance(p.get("text"), str) for p in content):
-        return "".join(p["text"] for p in content)
-    raise HTTPError(400, f"{where} must be a string or a list of text parts", param=where)
-
-
-def _chat_question(data: dict[str, Any]) -> str:
-    messages = _field(data, "messages", list, required=True)
-    if not messages or not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
-        raise HTTPError(400, "messages must be a non-empty list of objects with a role and content", param="messages")
-    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
-    if not users:
-        raise HTTPError(400, "messages has no user message: the last one is the question", param="messages")
-    return _text(messages[users[-1]].get("content"), f"messages[{users[-1]}].content")
-
-
-def _prompt(data: dict[str, Any]) -> str:
-    prompt = data.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1:
-        prompt = prompt[0]
-    if not isinstance(prompt, str):
-        raise HTTPError(400, "prompt must be a string (one prompt a request)", param="prompt")
-    return prompt
-
-
-def _stop(data: dict[str, Any]) -> list[str]:
-    stop = data.get("stop")
-    if stop is None:
-        return []
-    stops = [stop] if isinstance(stop, str) else stop
-    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops) or len(stops) > 4:
-        raise HTTPError(400, "stop must be a string or a list of at most 4 non-empty strings", param="stop")
-    return stops
 
 
 def _cut(text: str, stop: list[str]) -> tuple[str, str]:
@@ -421,7 +195,8 @@ async def _until_disconnect(request: Request) -> None:
 
 
 async def _answer(request: Request, server: Server, chat: bool) -> Any:
-    ask = await server.ask(await server.body(request), chat)
+    data = await read_body(request, server.limits.max_body_bytes)
+    ask = await read_ask(server.models, server.limits, data, chat)
     searches = server.start(ask)
     rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
     created, started = int(time.time()), time.perf_counter()
