@@ -13,6 +13,7 @@ from ponder.evaluate.runner import summarize
 from ponder.lm.engine import Engine
 from ponder.search import SearchConfig, get_method, parse_options, search
 from ponder.search.best_of_n import BestOfNConfig
+from ponder.search.mcts import MCTSConfig
 from ponder.search.guard import Guard, GuardConfig
 from ponder.search.select import Finished, select
 from ponder.search.tot import ToTBFSConfig
@@ -111,6 +112,21 @@ def test_best_of_n_with_constant_verifier_votes(game24_backend):
     cfg = SearchConfig(n=4, max_tokens=160, knobs=BestOfNConfig(select="best"))
     [trace] = _run(lm, Constant(), "best_of_n", [problem], cfg)
     assert "verifier_uninformative" in trace.extra and trace.extra["select"] == "majority"
+
+
+def test_mcts_with_constant_verifier_follows_the_priors_and_votes(game24_backend):
+    """MCTS whose verifier cannot rank says so, steers by the priors alone (Q 0: the root's most visited child is
+    its likeliest one) and answers by majority vote; with the guard off it trusts the verifier."""
+    lm = Engine(game24_backend)
+    [problem] = task.problems("test", limit=1)
+    cfg = SearchConfig(n=6, max_tokens=160, max_step_tokens=64, knobs=MCTSConfig(width=4))
+    [trace] = _run(lm, Constant(), "mcts", [problem], cfg)
+    assert "guard_spread" in trace.extra["verifier_uninformative"] and trace.extra["select"] == "majority"
+    first = [n for n in trace.nodes if n.parent == 0]
+    assert max(first, key=lambda n: n.visits) is max(first, key=lambda n: n.prior)
+    off = SearchConfig(n=6, max_tokens=160, max_step_tokens=64, knobs=MCTSConfig(width=4, guard=False))
+    [trusting] = _run(lm, Constant(), "mcts", [problem], off)
+    assert "verifier_uninformative" not in trusting.extra and trusting.extra["select"] == "best"
 
 
 @pytest.mark.slow

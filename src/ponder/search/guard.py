@@ -15,7 +15,8 @@ when
 Both are running extremes (the best score and the range only grow), so the verdict, once reached, holds for the
 rest of the search, and is in practice reached at the first decision (the root's proposals). From then on the
 search ranks by the policy: step-level searches by the path's probability under the policy (the product of its
-steps' probabilities, as beam search over the policy alone does), and the final answer by majority vote over the
+steps' probabilities, as beam search over the policy alone does), MCTS by its priors alone (Q taken as 0), and the
+final answer by majority vote over the
 finished solutions (self-consistency, Wang et al., 2023), which on average does at least as well as greedy decoding
 because the greedy answer is the policy's most likely one and a vote of samples concentrates on it. The trace says
 so (`extra["verifier_uninformative"]`, the reason), a warning is logged once per method and verifier, and the

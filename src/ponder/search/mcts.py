@@ -19,6 +19,11 @@ early once a finished solution scores `stop_at` (0.95) or more. The answer (`fin
 best-scored finished solution, or `select`'s vote), `visits` or `value` (the most visited / highest-valued path, down
 to a finished solution). Each trace node keeps its score, prior, visits and value (Q).
 
+Where the verifier's scores on the problem carry no information (`ponder.search.guard`), Q is taken as 0 from then
+on, so the priors alone steer the search (the policy's own tree search, as AlphaZero's is before its value network
+knows anything), and the answer is the majority vote over the finished solutions (`final` visits and value: the
+most visited path).
+
 Knobs: `MCTSConfig`; c_puct is `exploration`. `width` defaults to 16: a node is expanded once, so its children are
 all the search will ever try there; on game24 4 gave 72% top-1 and 16 gave 96%.
 """
@@ -31,7 +36,8 @@ from typing import ClassVar
 
 from ponder.errors import ConfigError
 from ponder.lm.base import LanguageModel
-from ponder.search.base import MethodConfig, SearchConfig, knob, method_knobs, propose_steps, register, sample_solutions
+from ponder.search.base import SearchConfig, knob, method_knobs, propose_steps, register, sample_solutions
+from ponder.search.guard import Guard, GuardConfig
 from ponder.search.select import SELECTIONS, Finished, answer
 from ponder.tasks.base import Problem, Task
 from ponder.trace import Node, Trace
@@ -42,8 +48,8 @@ FINALS = ("verifier", "visits", "value")
 
 
 @dataclass(frozen=True)
-class MCTSConfig(MethodConfig):
-    """MCTS's knobs."""
+class MCTSConfig(GuardConfig):
+    """MCTS's knobs (the guard's among them)."""
 
     budget: ClassVar[str] = "simulations (select -> expand -> simulate -> back-propagate), unless iterations is set"
     iterations: int | None = knob(None, "simulations, each one select-expand-simulate-back-propagate (none: the "
@@ -74,6 +80,7 @@ class MCTS:
         self.limit = knobs.depth or task.max_steps
         self.trace = Trace(problem.id, "mcts", extra={"verifier": verifier.name, "exploration": self.exploration,
                                                       "mix": self.mix, "width": self.width})
+        self.guard = Guard(knobs, self.trace, verifier.name)
         self.steps: dict[int, list[str]] = {0: []}
         self.children: dict[int, list[int]] = {}
         self.finished: list[Finished] = []
@@ -105,9 +112,10 @@ class MCTS:
         whole = iter(await self.verifier.score(self.task, self.problem, [p for p, d in zip(paths, done) if d]))
         partial = iter(await self.verifier.score_prefixes(self.task, self.problem,
                                                           [p for p, d in zip(paths, done) if not d]))
+        scores = [aggregate(next(whole if d else partial), self.cfg.aggregate) for d in done]
+        self.guard.observe(scores)
         children = []
-        for text, path, prior, is_done in zip(texts, paths, priors, done):
-            score = aggregate(next(whole if is_done else partial), self.cfg.aggregate)
+        for text, path, prior, is_done, score in zip(texts, paths, priors, done, scores):
             child = self.trace.add(node.id, text, score=score, prior=prior, terminal=is_done)
             self.steps[child.id] = path
             if is_done:
@@ -151,9 +159,10 @@ class MCTS:
     # -- choosing -----------------------------------------------------------------------------------------------
 
     def puct(self, parent: Node, child: Node) -> float:
-        """Q + U; an unvisited child's Q is its verifier score (every child is scored when it is made)."""
+        """Q + U; an unvisited child's Q is its verifier score (every child is scored when it is made); Q is 0
+        once the verifier is uninformative on the problem."""
         prior = child.prior if child.prior is not None else 1.0
-        q = child.value if child.visits else (child.score or 0.0)
+        q = 0.0 if self.guard.fired else child.value if child.visits else (child.score or 0.0)
         return q + self.exploration * prior * math.sqrt(parent.visits) / (1 + child.visits)
 
     def best_child(self, node: Node) -> Node:
@@ -172,9 +181,10 @@ class MCTS:
             sim += 1
         self.trace.extra.update({"iterations": sim, "final": self.final})
         if self.final == "verifier":
-            return answer(self.trace, self.task, self.problem, self.finished, self.how)
+            return answer(self.trace, self.task, self.problem, self.finished, self.guard.select(self.how))
         node = self.trace.root  # follow the most visited (or highest valued) children down to a finished solution
-        key = (lambda n: n.visits) if self.final == "visits" else (lambda n: n.value)
+        by_visits = self.final == "visits" or self.guard.fired
+        key = (lambda n: n.visits) if by_visits else (lambda n: n.value)
         while self.children.get(node.id):
             node = max((self.trace.nodes[c] for c in self.children[node.id]), key=key)
         chosen = [Finished(self.steps[node.id], node.id, node.score)] if node.terminal else []
