@@ -124,6 +124,9 @@ def start_model(init: str, shape: ModelShape) -> tuple[LlamaForCausalLM, PreTrai
     if init:
         directory, gguf = resolve_model(resolve_alias(init))
         model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf, dtype=torch.float32)
+        if gguf:  # de-quantized to plain fp32 weights: what trains and is saved is no longer a GGUF model
+            model.hf_quantizer, model.is_quantized = None, False
+            vars(model.config).pop("quantization_config", None)
         # rotary positions have no table: a continued run may train on a longer context than its start had
         model.config.max_position_embeddings = max(model.config.max_position_embeddings, shape.max_positions)
         tok = AutoTokenizer.from_pretrained(directory, gguf_file=gguf)
