@@ -13,8 +13,8 @@ from ponder.evaluate.runner import summarize
 from ponder.lm.engine import Engine
 from ponder.search import SearchConfig, get_method, parse_options, search
 from ponder.search.best_of_n import BestOfNConfig
-from ponder.search.mcts import MCTSConfig
 from ponder.search.guard import Guard, GuardConfig
+from ponder.search.mcts import MCTSConfig
 from ponder.search.select import Finished, select
 from ponder.search.tot import ToTBFSConfig
 from ponder.tasks import Game24
