@@ -1193,7 +1193,8 @@ def improve_cmd(
     rows = run_improve(r, out, command, _pool(ray, ray_workers))
     columns = [("round", "round", ""), ("kept", "kept", ""), ("generated_tokens", "gen. tokens", ",.0f"),
                ("cpu_minutes", "CPU min", ".1f"),
-               *[(k, k.replace("_", " "), ".3f") for k in rows[0] if k == "greedy" or k == "step_auroc" or "@" in k]]
+               *[(k, k.replace("_", " "), ".3f") for k in rows[0] if (k == "greedy" or k == "step_auroc" or "@" in k)
+                 and any(row.get(k) is not None for row in rows)]]  # a column the task cannot measure is left out
     print_table(f"ponder improve {r.name}: {r.measure.split} split, {r.measure.problems} problems per measure",
                 rows, columns)
     console.print(f"rounds: {out / 'rounds.jsonl'}, plot: {out / 'rounds.png'}, config: {out / 'config.json'}")
