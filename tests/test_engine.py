@@ -10,6 +10,7 @@ from collections.abc import Iterable
 import pytest
 import torch
 
+from ponder.errors import ConfigError
 from ponder.lm.base import Backend, Completion, ContextLengthError, Request, SamplingParams
 from ponder.lm.engine import Engine
 from ponder.lm.prefix_cache import PrefixCache
@@ -322,6 +323,22 @@ def test_the_prefix_cache_gets_a_sixth_of_free_memory_by_default(monkeypatch):
     assert backend.prefixes is not None and backend.prefixes.budget_bytes == 1 << 30
     assert backend.cache_positions() * backend._bytes_per_position() <= 1 << 30
     assert hf.HFBackend("game24-policy", prefix_cache_mb=0).prefixes is None
+
+
+def test_a_memory_share_caps_what_an_engine_sizes_itself_by(monkeypatch):
+    """Runs sharing a machine: PONDER_MEMORY_MB bounds the free memory an engine takes its sixths of."""
+    import ponder.lm.hf as hf
+
+    monkeypatch.setattr(hf, "_available_memory", lambda: 6 << 30)
+    monkeypatch.setenv("PONDER_MEMORY_MB", "600")
+    backend = hf.HFBackend("game24-policy")
+    assert backend.prefixes is not None and backend.prefixes.budget_bytes == 100 << 20
+    assert backend.cache_positions() * backend._bytes_per_position() <= 100 << 20
+    monkeypatch.setenv("PONDER_MEMORY_MB", "60000")  # more than is free: what is free
+    assert hf.HFBackend("game24-policy").prefixes.budget_bytes == 1 << 30
+    monkeypatch.setenv("PONDER_MEMORY_MB", "lots")
+    with pytest.raises(ConfigError, match="PONDER_MEMORY_MB='lots'"):
+        hf.HFBackend("game24-policy")
 
 
 def test_bench_memory_starts_from_what_the_process_holds():

@@ -38,7 +38,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from ponder.errors import ModelLoadError
+from ponder.errors import ConfigError, ModelLoadError
 from ponder.lm.base import Backend, Completion, Message, OnBackend, Request, prompt_ids
 from ponder.lm.kv import cache_argument, concat_rows, left_pad, new_cache, prefill_inputs, row_kv
 from ponder.lm.prefix_cache import KV, PrefixCache, common_length
@@ -168,6 +168,7 @@ class _Rows:
         return len(self.owner)
 
 
+MEMORY_ENV = "PONDER_MEMORY_MB"  # the memory a process's engines size their caches by (`memory_share`)
 PASS_POSITIONS = 1 << 14  # padded positions in one next-token pass (SmolLM2: 0.75 GB of keys and values)
 
 
@@ -260,10 +261,12 @@ class HFBackend(Backend):
         """The memory free at load time; the running batch's cap is a sixth of it, in positions of this model's
         keys and values: the batch is a padded rectangle whose buffer keeps half again as many columns to grow into,
         and a reallocation holds the old buffer beside the new one (a SmolLM2 eval capped at a third of 20 GB
-        reached 13 GB). Taken once, at load: later the process's own batches would count against it."""
-        if self.device.startswith("cuda"):
-            return torch.cuda.mem_get_info(torch.device(self.device))[0]
-        return _available_memory()
+        reached 13 GB). Taken once, at load: later the process's own batches would count against it. At most
+        `PONDER_MEMORY_MB` MiB when that is set: several runs sharing a machine each size themselves by their share,
+        not by all that is free when each starts."""
+        free = torch.cuda.mem_get_info(torch.device(self.device))[0] if self.device.startswith("cuda") \
+            else _available_memory()
+        return min(free, memory_share())
 
     def _bytes_per_position(self) -> int:
         cfg = self.model.config
@@ -605,6 +608,21 @@ class _ForwardClock:
         while self._pending:
             self._read()
         return self.done
+
+
+def memory_share() -> int:
+    """`PONDER_MEMORY_MB` in bytes (a positive number of MiB), or no limit when unset."""
+    raw = os.environ.get(MEMORY_ENV, "")
+    if not raw:
+        return 2**62
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = -1.0
+    if not mb > 0:
+        raise ConfigError(f"{MEMORY_ENV}={raw!r}: give the MiB of memory this process's engines may size themselves "
+                          "by, a positive number")
+    return int(mb * 2**20)
 
 
 def _available_memory() -> int:
