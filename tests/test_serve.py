@@ -204,8 +204,12 @@ def test_oversized_prompt_and_busy_server() -> None:
         async def both() -> list[httpx.Response]:
             async with httpx.AsyncClient(timeout=300) as http:
                 first = asyncio.ensure_future(http.post(f"{base}/chat/completions",
-                                                        json=_chat("game24-sc", {"budget": 16})))
-                await asyncio.sleep(0.5)
+                                                        json=_chat("game24-sc", {"budget": 64})))
+                root = base.removesuffix("/v1")
+                for _ in range(600):  # the first request's search holds the one slot (a fixed sleep raced it)
+                    if (await http.get(f"{root}/stats")).json()["searches_running"] == 1:
+                        break
+                    await asyncio.sleep(0.01)
                 second = await http.post(f"{base}/chat/completions", json=_chat("game24-sc", n=1))
                 return [await first, second]
 
