@@ -23,7 +23,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from datasets import Dataset
@@ -35,36 +35,12 @@ from ponder.lm.hf import loading_quietly, resolve_model
 from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
 from ponder.train.loop import TrainConfig, save_checkpoint, use_bf16
-from ponder.train.recipe import load_recipe_yaml
+from ponder.train.recipe import load_trainer_recipe, rl_train_config
 from ponder.verifiers import AGGREGATIONS, aggregate, get_verifier
 from ponder.verifiers.learned import LearnedVerifier, VerifierError
 
 REWARDS = ("outcome", "outcome+process")
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")  # TRL's names
-
-
-def grpo_train_config(raw: dict[str, Any]) -> TrainConfig:
-    """The recipe's `train:` mapping over GRPO-sized defaults (SFT's learning rate and warm-up are far too large
-    for RL on a trained policy)."""
-    return TrainConfig(**{"steps": 100, "batch_size": 32, "lr": 1e-5, "warmup": 5, "weight_decay": 0.0, **raw})
-
-
-R = TypeVar("R")
-
-
-def load_trainer_recipe(cls: type[R], name_or_path: str, kind: str) -> R:
-    """An RL trainer's recipe (a dataclass with `name`, its knobs, `train` and `kind`, and a `check(where)`) from a
-    shipped name or a YAML path, checked before any model loads; unknown keys and wrong types are TaskErrors."""
-    name, raw = load_recipe_yaml(name_or_path)
-    knobs = {k: v for k, v in raw.items() if k not in ("kind", "train")}
-    try:
-        recipe = cls(name=name, **knobs, train=grpo_train_config(raw.get("train") or {}), kind=raw.get("kind", kind))
-        recipe.check(name_or_path)  # type: ignore[attr-defined]
-    except TaskError:
-        raise
-    except (TypeError, ValueError) as err:  # unknown keys, wrong types
-        raise TaskError(f"recipe {name_or_path}: malformed ({err})") from err
-    return recipe
 
 
 @dataclass
@@ -81,7 +57,7 @@ class GRPORecipe:
     max_completion_length: int = 128
     loss_type: str = "grpo"  # TRL's name for DeepSeekMath's per-sequence mean (TRL's default is "dapo")
     # steps, batch_size (completions per step, a multiple of num_generations), lr, warmup, seed, bf16, init
-    train: TrainConfig = field(default_factory=lambda: grpo_train_config({}))
+    train: TrainConfig = field(default_factory=lambda: rl_train_config({}))
     kind: str = "grpo"
 
     @classmethod

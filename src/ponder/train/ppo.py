@@ -48,16 +48,9 @@ from ponder.errors import ConfigError
 from ponder.lm.hf import loading_quietly, resolve_model
 from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
-from ponder.train.grpo import (
-    ProcessReward,
-    check_rewards,
-    grpo_train_config,
-    load_prm,
-    load_trainer_recipe,
-    reward_means,
-)
+from ponder.train.grpo import ProcessReward, check_rewards, load_prm, reward_means
 from ponder.train.loop import STATE_FILE, TrainConfig, hardware, learning_rate, save_checkpoint, save_state, use_bf16
-from ponder.train.recipe import remake_section
+from ponder.train.recipe import load_trainer_recipe, remake_section, rl_train_config
 from ponder.verifiers.learned import HeadSpec, next_token_logprobs, save_value_head, value_head
 
 log = logging.getLogger(__name__)
@@ -85,7 +78,7 @@ class PPORecipe:
     eval_problems: int = 0  # greedy pass@1 on this many test problems every `eval_every` iterations (0: never)
     eval_every: int = 10
     # steps (iterations), batch_size (completions per iteration), lr, warmup, seed, bf16, init, save_every
-    train: TrainConfig = field(default_factory=lambda: grpo_train_config({}))
+    train: TrainConfig = field(default_factory=lambda: rl_train_config({}))
     kind: str = "ppo"
 
     @classmethod

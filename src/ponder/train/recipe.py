@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from ponder.tasks.base import TaskError
+from ponder.train.loop import TrainConfig
 
 
 def load_recipe_yaml(name_or_path: str, package: str = "ponder.train") -> tuple[str, dict[str, Any]]:
@@ -41,3 +42,27 @@ def remake_section(prepare: list[str], command: str) -> str:
     starting point (the recipe's `prepare:`), then its own training command."""
     steps = "".join(f"{i}. `{c}`\n" for i, c in enumerate([*prepare, command], start=1))
     return f"## Remake from a clean clone\n\n{steps}\n"
+
+
+def rl_train_config(raw: dict[str, Any]) -> TrainConfig:
+    """An RL recipe's `train:` mapping (GRPO's, PPO's) over RL-sized defaults (SFT's learning rate and warm-up are
+    far too large for RL on a trained policy)."""
+    return TrainConfig(**{"steps": 100, "batch_size": 32, "lr": 1e-5, "warmup": 5, "weight_decay": 0.0, **raw})
+
+
+R = TypeVar("R")
+
+
+def load_trainer_recipe(cls: type[R], name_or_path: str, kind: str) -> R:
+    """An RL trainer's recipe (a dataclass with `name`, its knobs, `train` and `kind`, and a `check(where)`) from a
+    shipped name or a YAML path, checked before any model loads; unknown keys and wrong types are TaskErrors."""
+    name, raw = load_recipe_yaml(name_or_path)
+    knobs = {k: v for k, v in raw.items() if k not in ("kind", "train")}
+    try:
+        recipe = cls(name=name, **knobs, train=rl_train_config(raw.get("train") or {}), kind=raw.get("kind", kind))
+        recipe.check(name_or_path)  # type: ignore[attr-defined]
+    except TaskError:
+        raise
+    except (TypeError, ValueError) as err:  # unknown keys, wrong types
+        raise TaskError(f"recipe {name_or_path}: malformed ({err})") from err
+    return recipe

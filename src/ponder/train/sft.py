@@ -149,9 +149,10 @@ def fit(model: LlamaForCausalLM, tok: PreTrainedTokenizerBase, examples: Iterato
 def train_policy(examples: Iterator[tuple[str, str]], n_steps: int, out: Path, name: str, cfg: TrainConfig,
                  shape: ModelShape, recipe: dict[str, Any], init: str = "", summary: dict[str, Any] | None = None,
                  resumable: bool = False) -> dict[str, Any]:
-    """Train from `init` (a shipped name or directory; a fresh model of `shape` when empty) on `examples` for `n_steps`
-    and save to `out` with what made it (training.json: `summary` and the loop's numbers; recipe.yaml: `recipe`).
-    `resumable`: keep the training state in `out` while it runs, so a killed run resumes where it was."""
+    """Train from `init` (a shipped name, directory or `.gguf` file; a fresh model of `shape` when empty) on
+    `examples` for `n_steps` and save to `out` with what made it (training.json: `summary` and the loop's numbers;
+    recipe.yaml: `recipe`). `resumable`: keep the training state in `out` while it runs, so a killed run resumes
+    where it was."""
     torch.manual_seed(cfg.seed)
     model, tok = start_model(init, shape)
     result = fit(model, tok, examples, cfg, n_steps, model.config.max_position_embeddings, name,
