@@ -150,14 +150,18 @@ class Trace:
     def children(self, node_id: int) -> list[Node]:
         return [n for n in self.nodes if n.parent == node_id]
 
+    def path_ids(self, node_id: int) -> list[int]:
+        """The nodes from below the root down to `node_id` (the root itself left out)."""
+        ids: list[int] = []
+        node = self.nodes[node_id]
+        while node.parent is not None:
+            ids.append(node.id)
+            node = self.nodes[node.parent]
+        return ids[::-1]
+
     def path(self, node_id: int) -> list[str]:
         """The steps from the root down to `node_id`."""
-        steps: list[str] = []
-        node: Node | None = self.nodes[node_id]
-        while node is not None and node.parent is not None:
-            steps.append(node.text)
-            node = self.nodes[node.parent]
-        return steps[::-1]
+        return [self.nodes[i].text for i in self.path_ids(node_id)]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

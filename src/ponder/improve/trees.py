@@ -90,7 +90,7 @@ class Tree(Trace):
         for node in self.nodes[1:]:
             if kids[node.id]:
                 continue
-            ids = self._ids(node.id)
+            ids = self.path_ids(node.id)
             labels = [values[i] for i in ids]
             if all(x is None for x in labels):
                 continue
@@ -115,11 +115,3 @@ class Tree(Trace):
             for child in visited:
                 out += [(state, child.text + task.step_end)] * round(copies * child.visits / total)
         return out
-
-    def _ids(self, node_id: int) -> list[int]:
-        ids = []
-        node = self.nodes[node_id]
-        while node.parent is not None:
-            ids.append(node.id)
-            node = self.nodes[node.parent]
-        return ids[::-1]
