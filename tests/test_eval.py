@@ -94,6 +94,19 @@ def test_an_option_added_since_a_run_began_resumes_it_at_its_default(tmp_path):
         check_config(tmp_path, EvalConfig(task="gsm8k", template_from="smollm2"))
 
 
+def test_an_option_added_inside_a_nested_config_resumes_it_at_its_default(tmp_path):
+    from ponder.improve.recipe import ImproveRecipe, SearchPhase
+
+    recipe = ImproveRecipe(name="r", task="game24", policy="game24-policy")
+    saved = asdict(recipe)
+    del saved["search"]["fresh"], saved["distil"]["train"]["compile"]  # options newer than the run
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    check_config(tmp_path, recipe)
+    with pytest.raises(ConfigError, match="search"):
+        check_config(tmp_path, ImproveRecipe(name="r", task="game24", policy="game24-policy",
+                                             search=SearchPhase(fresh=True)))
+
+
 def test_torn_last_line_is_dropped_and_rows_never_duplicate(tmp_path):
     path = tmp_path / "results.jsonl"
     row = {"method": "cot", "budget": 1, "problem_id": "p1", "correct": True}

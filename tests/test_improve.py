@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ponder.errors import ConfigError
 from ponder.improve.loop import Loop
 from ponder.improve.recipe import ImproveRecipe
 from ponder.improve.trees import Tree
@@ -228,3 +229,23 @@ def test_a_weak_start_trains_its_policy_on_seed_problems_the_loop_does_not_searc
     assert loop.policy(0) == str(tmp_path / "run" / "round-0" / "policy") and loop.verifier(0) == ""
     assert loop.search_config(1).methods == ["self_consistency"]  # no verifier yet: an unguided search
     assert "ponder improve weak" in (Path(loop.policy(0)) / "README.md").read_text()
+
+
+def test_fresh_rounds_search_problems_no_earlier_round_or_seed_set_saw(tmp_path: Path) -> None:
+    fresh = ImproveRecipe.load(str(tiny_recipe(tmp_path, rounds=3, search={"method": "tot_bfs", "n": 2,
+                                                                           "problems": 3, "fresh": True})))
+    rounds = [[p.id for p in fresh.searched(n)] for n in (1, 2, 3)]
+    train = [p.id for p in TASK.problems("train", limit=9)]
+    assert rounds == [train[0:3], train[3:6], train[6:9]]
+    assert Loop(fresh, tmp_path / "run", "test").search_config(2).problems(TASK) == fresh.searched(2)
+    same = ImproveRecipe.load(str(tiny_recipe(tmp_path, rounds=3)))
+    assert [p.id for p in same.searched(3)] == train[0:3]  # without fresh: the same problems every round
+    weak = ImproveRecipe.load(str(tiny_recipe(tmp_path, rounds=2, policy="", verifier="", start={"seed_problems": 2},
+                                              search={"method": "tot_bfs", "n": 2, "problems": 3, "fresh": True})))
+    seeds = {TASK.from_text(prompt.removeprefix("Input: ").strip()).question
+             for prompt, _ in Loop(weak, tmp_path / "weak", "test").seed_pairs()}
+    searched = {p.question for n in (1, 2) for p in weak.searched(n)}
+    assert len(seeds) == 2 and len(searched) == 6 and not seeds & searched
+    with pytest.raises(ConfigError, match="holds 100"):  # a split too small for the rounds fails before any work
+        ImproveRecipe.load(str(tiny_recipe(tmp_path, rounds=2, search={"split": "far", "problems": 60, "fresh": True},
+                                           measure={"split": "test", "problems": 1})))

@@ -101,6 +101,10 @@ def test_tiny_star_run_trains_each_iteration_and_resumes_without_retraining(tmp_
         assert row["generated"] + row["rationalized"] == kept
         assert row["examples"] == len(solver_pairs(get_task("game24"), split_problems(
             get_task("game24"), cfg)[0], hinted=True)) + kept
+        # generated tokens are metered as a search's: every problem wrote at least a token, a failed one twice
+        tries = 10 + sum(r["source"] != "generated" for r in rows)
+        assert tries <= row["generated_tokens"] <= tries * get_task("game24").max_tokens
+    assert first["rows"][0]["generated_tokens"] == 0
     weights = tmp_path / "iter-2" / "model" / "model.safetensors"
     stamp = weights.stat().st_mtime_ns
     again = run_star(cfg, tmp_path)  # everything is done: nothing is retrained, the rows are the same

@@ -408,6 +408,7 @@ def eval_cmd(
     task: str = typer.Option("game24", help="game24, arith, gsm8k, math500, or data:FILE (questions and answers)"),
     split: str = typer.Option("test"),
     limit: int = typer.Option(0, min=0, help="first N problems only (0: all)"),
+    offset: int = typer.Option(0, min=0, help="skip the split's first N problems (then take --limit)"),
     methods: str = typer.Option("cot,self_consistency,best_of_n,tot_bfs", help="comma-separated search methods"),
     budgets: str = typer.Option("16", help="comma-separated budgets (samples) for sampling methods"),
     model: str = typer.Option("", help="shipped name, HF directory, .gguf file or OpenAI-compatible server URL "
@@ -449,11 +450,11 @@ def eval_cmd(
     from ponder.evaluate import EvalConfig, run_eval
 
     cfg = EvalConfig(**_eval_fields(ctx, config, dict(
-        task=task, split=split, limit=limit or None, model=model, backend=backend, template_from=template_from,
-        device=device, style=style, methods=_csv(methods), options=method_options(option), ceiling=ceiling,
-        budgets=_numbers(budgets, int, "--budgets", 1), verifier=verifier, aggregate=aggregate,
-        temperature=temperature, min_p=min_p, max_tokens=max_tokens, max_step_tokens=max_step_tokens, seed=seed,
-        concurrency=concurrency)))
+        task=task, split=split, limit=limit or None, offset=offset, model=model, backend=backend,
+        template_from=template_from, device=device, style=style, methods=_csv(methods),
+        options=method_options(option), ceiling=ceiling, budgets=_numbers(budgets, int, "--budgets", 1),
+        verifier=verifier, aggregate=aggregate, temperature=temperature, min_p=min_p, max_tokens=max_tokens,
+        max_step_tokens=max_step_tokens, seed=seed, concurrency=concurrency)))
     out = out or cfg.default_out
     table = run_eval(cfg, out, pool=_pool(ray, ray_workers, cfg.device))
     over_http = [("http_seconds", "HTTP s", ".2f"), ("verifier_http_seconds", "v. HTTP s", ".2f")]
@@ -853,7 +854,8 @@ def collect_star(task: str = TASK_OPT, seed_problems: int = STAR_OPTS["seed_prob
                 f"per iteration", summary["rows"],
                 [("iteration", "iteration", ""), ("generated", "kept", ""), ("rationalized", "rationalized", ""),
                  ("coverage", "coverage", ""), ("wrong_step_kept", "kept with a wrong step", ""),
-                 ("train_steps", "train steps", ""), ("test_accuracy", "greedy test acc.", ".3f")])
+                 ("train_steps", "train steps", ""), ("generated_tokens", "generated tokens", ","),
+                 ("test_accuracy", "greedy test acc.", ".3f")])
     console.print(f"models, rationales and config: {out}")
 
 
@@ -1160,7 +1162,8 @@ def bench_star(task: str = TASK_OPT, seed_problems: int = STAR_OPTS["seed_proble
                 f"rationalized rationales of {result['config']['problems'] or 'the rest of the'} train problems)",
                 result["rows"], [("iteration", "iteration", ""), ("train_steps", "train steps", ""),
                                  ("kept", "kept (with rat.)", ""), ("wrong_step_kept", "of which a wrong step", ""),
-                                 ("accuracy", "acc. with rat.", ".3f"), ("kept_plain", "kept (without)", ""),
+                                 ("tokens", "gen. tokens (with)", ","), ("accuracy", "acc. with rat.", ".3f"),
+                                 ("kept_plain", "kept (without)", ""), ("tokens_plain", "gen. tokens (without)", ","),
                                  ("accuracy_plain", "acc. without", ".3f"), ("seconds", "s", ".0f")])
     console.print(f"models, rationales and config: {result['out']}")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Hashable
-from dataclasses import MISSING, asdict, fields
+from dataclasses import MISSING, asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,21 +93,35 @@ class ResumableJsonl:
             self.done.add(key)
 
 
+def with_defaults(saved: dict[str, Any], cfg: Any) -> dict[str, Any]:
+    """A saved config (a dataclass's `asdict`) with every field it lacks, nested ones included, at its default."""
+    out = dict(saved)
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name not in out:
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            if default is not MISSING:
+                out[f.name] = asdict(default) if is_dataclass(default) else default
+        elif is_dataclass(value) and isinstance(out[f.name], dict):
+            out[f.name] = with_defaults(out[f.name], value)
+    return out
+
+
 def check_config(out: Path, cfg: Any, free: tuple[str, ...] = (), save: bool = True) -> None:
     """A run folder belongs to one config (a dataclass): resuming with another would mix incomparable rows.
 
-    A field added to the config class after the run began is absent from the saved file; it matches while it keeps
-    its default, so a new option does not orphan old runs. Fields in `free` (how the run is scheduled, not what
-    it computes) may change on resuming; the file keeps the first run's values. A new folder's config is saved
-    unless `save` is False (checked only: a run whose model then fails to load must not claim the folder).
+    A field added to the config class after the run began (at the top or inside a nested config) is absent from the
+    saved file; it matches while it keeps its default, so a new option does not orphan old runs. Fields in `free`
+    (how the run is scheduled, not what it computes) may change on resuming; the file keeps the first run's values.
+    A new folder's config is saved unless `save` is False (checked only: a run whose model then fails to load must
+    not claim the folder).
     """
     config = asdict(cfg)
     path = out / "config.json"
     if path.exists():
         saved = json.loads(path.read_text())
-        defaults = {f.name: f.default for f in fields(cfg) if f.default is not MISSING}
-        diff = {k: (saved.get(k), v) for k, v in config.items()
-                if k not in free and saved.get(k, defaults.get(k, MISSING)) != v}
+        filled = with_defaults(saved, cfg)
+        diff = {k: (saved.get(k), v) for k, v in config.items() if k not in free and filled.get(k, MISSING) != v}
         if diff:
             raise ConfigError(f"{out} holds a run with another config {diff} (saved, now); use another --out")
     elif save:

@@ -47,12 +47,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ponder.errors import ConfigError
 from ponder.evaluate.runner import greedy_accuracy
 from ponder.jsonl import check_config, error_fields, is_error
-from ponder.lm.base import LanguageModel
+from ponder.lm.base import LanguageModel, Metered
 from ponder.lm.engine import Engine
 from ponder.lm.hf import HFBackend
 from ponder.search.base import SearchConfig, sample_solutions
 from ponder.tasks import Hintable, StepOracle, Task, get_task, require
 from ponder.tasks.base import Problem
+from ponder.trace import Usage
 from ponder.train.data import endless, mixture, solver_pairs
 from ponder.train.loop import TrainConfig
 from ponder.train.sft import ModelShape, SFTRecipe, train_policy
@@ -223,7 +224,11 @@ def outer_loop(task: Task, problems: list[Problem], seed_pairs: list[tuple[str, 
     folder = out / f"iter-{n}"
     current = base_dir if n == 1 else out / f"iter-{n - 1}" / "model"
     lm = Engine(HFBackend(str(current)), max_rows=512)
-    found = asyncio.run(rationales(task, problems, lm, cfg, n))
+    usage = Usage()  # the generate and rationalize passes, metered as every search method is
+    try:
+        found = asyncio.run(rationales(task, problems, Metered(lm, usage), cfg, n))
+    finally:
+        lm.close()
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "rationales.jsonl").open("w") as f:
         f.writelines(json.dumps(r) + "\n" for r in found)
@@ -233,7 +238,7 @@ def outer_loop(task: Task, problems: list[Problem], seed_pairs: list[tuple[str, 
     shutil.rmtree(folder / "model", ignore_errors=True)
     trained = train_model(cfg, seed_pairs, steps, folder / "model", f"star {cfg.task}: iteration {n}",
                           init=str(base_dir), kept=kept)
-    trained["seconds"] = round(time.time() - start, 1)
+    trained.update(seconds=round(time.time() - start, 1), generated_tokens=usage.generated_tokens)
     return iteration_row(cfg, n, folder / "model", out, trained, found)
 
 
@@ -261,6 +266,7 @@ def iteration_row(cfg: StarConfig, n: int, model: Path, out: Path, trained: dict
         "errors": sum(map(is_error, found)),  # problems whose sampling raised: none kept
         "wrong_step_kept": sum(r.get("steps_right") is False for r in kept),
         "examples": trained["examples"], "train_steps": trained["steps"], "seconds": trained["seconds"],
+        "generated_tokens": trained.get("generated_tokens", 0),  # the iteration's rationales (and hinted retries)
         "test_accuracy": accuracy,
     }
 
@@ -277,5 +283,6 @@ def star_benchmark(cfg: StarConfig, out: Path, base: Path | None = None) -> dict
                      "kept": f"{a['generated']}+{a['rationalized']}", "coverage": a["coverage"],
                      "wrong_step_kept": a["wrong_step_kept"], "accuracy": a["test_accuracy"],
                      "kept_plain": b["generated"], "coverage_plain": b["coverage"],
-                     "accuracy_plain": b["test_accuracy"], "seconds": a["seconds"] + b["seconds"]})
+                     "accuracy_plain": b["test_accuracy"], "seconds": a["seconds"] + b["seconds"],
+                     "tokens": a.get("generated_tokens"), "tokens_plain": b.get("generated_tokens")})
     return {"config": with_hint["config"], "out": str(out), "rows": rows}

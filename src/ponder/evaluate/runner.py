@@ -54,6 +54,7 @@ class EvalConfig:
     task: str = "game24"
     split: str = "test"
     limit: int | None = None
+    offset: int = 0  # skip the split's first `offset` problems (then take `limit`)
     model: str = ""  # empty: the policy a method needs on the task, else the task's; a directory, .gguf file or URL
     backend: str = "auto"  # for a .gguf file: hf (auto) or llama.cpp
     template_from: str = ""  # for a server URL: a local model (.gguf or directory) whose chat template renders prompts
@@ -106,9 +107,15 @@ class EvalConfig:
         name = f"{kind}-{Path(source).stem}" if source else kind
         return Path("runs") / f"eval-{re.sub(r'[^A-Za-z0-9_.-]+', '-', name)}-{self.split}-seed{self.seed}"
 
+    def problems(self, task: Task) -> list[Problem]:
+        """The problems the run solves: `limit` of the split's, after its first `offset`."""
+        return task.problems(self.split, limit=None if self.limit is None else self.offset + self.limit)[self.offset:]
+
     def resolved(self) -> EvalConfig:
         task = self.make_task()
         task.problems(self.split, limit=0)  # a bad task or split fails first
+        if self.offset < 0:
+            raise ConfigError(f"offset is a number of problems to skip, >= 0; got {self.offset}")
         for m in self.methods:
             get_method(m)  # unknown names fail before any work starts
         if any(b < 1 for b in self.budgets):
@@ -266,7 +273,7 @@ def run_eval(cfg: EvalConfig, out: Path, lm: LanguageModel | None = None, show_p
         raise ConfigError("a model or verifier passed as an object stays in this process: name it in the config to "
                           "run on a pool of workers")
     task = cfg.make_task()
-    problems = task.problems(cfg.split, limit=cfg.limit)
+    problems = cfg.problems(task)
     results = ResumableJsonl(out / "results.jsonl")
     todo = [j for j in jobs(cfg, problems) if (j[0], j[1], j[2].id) not in results.done]
     with (pool or LocalPool()).open(Work(Setup(cfg, lm, verifier), solve_job)) as workers:

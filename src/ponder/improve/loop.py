@@ -151,7 +151,8 @@ class Loop:
     def search_config(self, n: int) -> EvalConfig:
         s = self.recipe.search
         guided = bool(self.verifier(n - 1))
-        return EvalConfig(task=self.recipe.task, split=self.recipe.split(n), limit=s.problems, model=self.policy(n - 1),
+        return EvalConfig(task=self.recipe.task, split=self.recipe.split(n), limit=s.problems,
+                          offset=self.recipe.offset(n), model=self.policy(n - 1),
                           methods=[s.method if guided else s.unguided], budgets=[s.n], verifier=self.verifier(n - 1),
                           options={s.method: s.options} if s.options and guided else {}, temperature=s.temperature,
                           min_p=s.min_p, max_tokens=s.max_tokens, seed=self.recipe.seed + n)
@@ -161,14 +162,14 @@ class Loop:
         if phase.result is not None:
             return phase.result
         cpu = time.process_time()
+        searched = self.recipe.searched(n)  # too few problems left fails before the model loads
         lm = load_model(self.policy(n - 1))
         try:
             row = run_eval(self.search_config(n), self.folder(n) / "search", lm=None if self.pool else lm,
                            pool=self.pool)[0]
             task = copy.copy(self.task)  # the loop's own task stays free of the model (the solver pickles it)
             task.template = lm.chat_prompt  # the prompts as the policy read them (a chat model's, templated)
-            prompts = {p.id: task.prompt(p) for p in task.problems(self.recipe.split(n),
-                                                                    limit=self.recipe.search.problems)}
+            prompts = {p.id: task.prompt(p) for p in searched}
             (self.folder(n) / "prompts.json").write_text(json.dumps(prompts) + "\n")
         finally:
             close(lm)
@@ -183,7 +184,7 @@ class Loop:
         """The round's searched trees in the split's order (not the order the searches finished in), graded by the
         outcome check only; a problem whose search failed has none."""
         rows = {r["problem_id"]: r for r in ResumableJsonl(self.folder(n) / "search" / "results.jsonl").rows}
-        for problem in self.task.problems(self.recipe.split(n), limit=self.recipe.search.problems):
+        for problem in self.recipe.searched(n):
             row = rows.get(problem.id)
             if row is not None and not is_error(row):
                 yield problem, Tree.from_row(self.task, problem, row["trace"]["nodes"])
@@ -303,7 +304,8 @@ class Loop:
                     f"({self.recipe.value.targets}) of round {n}'s search trees (`{self.folder(n) / 'records.jsonl'}`)")
         s = self.recipe.search
         searched = (f" The search was {s.method if self.verifier(n - 1) else s.unguided} at budget {s.n} on "
-                    f"{s.problems} `{self.recipe.split(n)}` problems; the exact step oracle made none of its data."
+                    f"{s.problems} `{self.recipe.split(n)}` problems (from number {self.recipe.offset(n) + 1}); the "
+                    "exact step oracle made none of its data."
                     if n else "")
         (out / "README.md").write_text(
             f"# {self.recipe.name}, round {n} {what}\n\nThe {self.recipe.task} {what} of round {n} of the "

@@ -9,6 +9,7 @@ from ponder.errors import ConfigError
 from ponder.improve.trees import DISTIL, TARGETS
 from ponder.search import get_method, parse_options
 from ponder.tasks import get_task
+from ponder.tasks.base import Problem
 from ponder.train.loop import TrainConfig
 from ponder.train.recipe import load_recipe_yaml
 
@@ -23,6 +24,8 @@ class SearchPhase:
     unguided: str = "self_consistency"  # the method while the loop has no verifier yet (a start without one)
     split: str | list[str] = "train"  # one split, or one per round (the last repeats): a curriculum
     problems: int = 200  # training problems searched each round
+    fresh: bool = False  # each round the next `problems` of its split, never one an earlier round searched (nor a
+    # weak start's seed set), as rStar-Math's rounds draw new problems; False: the split's first `problems` each round
     temperature: float = 0.8
     min_p: float = 0.01
     max_tokens: int = 0  # 0: the task's default
@@ -132,12 +135,33 @@ class ImproveRecipe:
             raise ConfigError(f"unknown value targets {self.value.targets!r}; choose from {', '.join(TARGETS)}")
         if not 0 <= self.distil.replay < 1:
             raise ConfigError(f"distil.replay is a share in [0, 1), got {self.distil.replay}")
+        if self.search.fresh:
+            for n in range(1, self.rounds + 1):
+                self.searched(n)
         get_method(self.search.method)
         get_method(self.search.unguided)
         parse_options(self.search.method, self.search.options, self.search.n)
         for method in self.measure.methods:
             for budget in self.measure.budgets:
                 parse_options(method, self.measure.options.get(method, {}), budget)
+
+    def offset(self, n: int) -> int:
+        """Where round n's problems start in its split: after those earlier rounds searched there (and the weak
+        start's seed set, which follows the first round's problems) with `fresh`; else 0."""
+        if not self.search.fresh:
+            return 0
+        earlier = sum(self.split(k) == self.split(n) for k in range(1, n))
+        seeds = self.start.seed_problems if earlier and self.split(n) == "train" else 0
+        return earlier * self.search.problems + seeds
+
+    def searched(self, n: int) -> list[Problem]:
+        """The problems round n searches; a ConfigError when its split has too few left."""
+        split, offset, count = self.split(n), self.offset(n), self.search.problems
+        problems = get_task(self.task).problems(split, limit=offset + count)[offset:]
+        if len(problems) < count:
+            raise ConfigError(f"round {n} searches problems {offset + 1}-{offset + count} of {self.task} {split!r}, "
+                              f"which holds {offset + len(problems)}: fewer rounds or problems, or search.fresh off")
+        return problems
 
     def splits(self) -> list[str]:
         return [self.search.split] if isinstance(self.search.split, str) else list(self.search.split)
