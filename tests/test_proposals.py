@@ -11,6 +11,7 @@ from ponder.evaluate.proposals import ProposalConfig, measure, recall_at, solver
 from ponder.lm.base import Completion, LanguageModel, Request
 from ponder.tasks import Game24, TaskError, get_task
 from ponder.tasks.base import Problem, Task
+from ponder.trace import Usage
 
 RIGHT_PER_DEPTH = {0: 3, 1: 0, 2: 16}  # how many of the 16 proposals the script makes right, by depth
 
@@ -85,6 +86,25 @@ def test_recall_bench_on_a_scripted_policy_gives_the_known_recall():
     assert by[("policy", "all")]["states"] == 6
     assert usage.model_calls == 16 * sum(r["states"] for r in rows if r["depth"] == "all")
     assert by[("solver", 1)]["distinct"] == 16  # 16 different wrong results
+
+
+class WordCounter(ScriptedProposer):
+    """The scripted policy, counting a text's tokens as its words."""
+
+    async def count_tokens(self, text: str) -> int | None:
+        return len(text.split())
+
+
+def test_a_state_past_the_solutions_token_budget_is_not_measured():
+    task = Game24()
+    problems = [task.problem("4 5 6 10", id="a")]
+    cfg = ProposalConfig(k=16, recall_at=(16,), paths=3, rollouts=0, max_tokens=12)  # one step is 9 words
+    records, _ = asyncio.run(measure(task, problems, WordCounter(task, problems), cfg, sources=("solver",)))
+    assert [r["depth"] for r in records] == [0, 1, 1] and all(r["k"] == 16 for r in records)
+    assert summarize(records, cfg, Usage())[-1]["recall@16"] == pytest.approx(1 / 3)  # depth 0 right, depth 1 not
+    whole = ProposalConfig(k=16, recall_at=(16,), paths=3, rollouts=0)  # the task's budget: every state
+    records, _ = asyncio.run(measure(task, problems, WordCounter(task, problems), whole, sources=("solver",)))
+    assert {r["depth"] for r in records} == {0, 1, 2}
 
 
 def test_distinct_proposals_count_recall_at_k_in_the_order_drawn():

@@ -31,7 +31,7 @@ from typing import Any
 
 from ponder.errors import ConfigError
 from ponder.lm.base import LanguageModel, Metered
-from ponder.search.base import SearchConfig, sample_solutions, sample_steps
+from ponder.search.base import SearchConfig, room, sample_solutions, sample_steps
 from ponder.tasks import ReferenceSolver, StepOracle, require
 from ponder.tasks.base import Problem, Task, TaskError, last_equation
 from ponder.tasks.exact import apply_op
@@ -51,7 +51,8 @@ class ProposalConfig:
     paths: int = 1  # solver walks per problem
     rollouts: int = 4  # policy solutions per problem whose correct prefixes are states
     max_step_tokens: int = 64
-    max_tokens: int = 256  # for a whole rollout
+    max_tokens: int = 0  # what a whole solution may take, a state's prefix included (0: the task's default): a
+    # state deeper than that has no room for a next step
     seed: int = 0
     distinct: bool = False  # k different proposals drawn without replacement, instead of k independent ones
 
@@ -112,9 +113,10 @@ async def measure(task: Task, problems: list[Problem], lm: LanguageModel, cfg: P
     unknown = set(sources) - set(SOURCES)
     if unknown:
         raise TaskError(f"unknown state source(s) {', '.join(sorted(unknown))}; known: {', '.join(SOURCES)}")
-    search_cfg = SearchConfig(seed=cfg.seed, max_tokens=cfg.max_tokens, max_step_tokens=cfg.max_step_tokens,
+    budget = cfg.max_tokens or task.max_tokens
+    search_cfg = SearchConfig(seed=cfg.seed, max_tokens=budget, max_step_tokens=cfg.max_step_tokens,
                               min_p=cfg.min_p)
-    rollout_cfg = SearchConfig(seed=cfg.seed, max_tokens=cfg.max_tokens, min_p=cfg.min_p)
+    rollout_cfg = SearchConfig(seed=cfg.seed, max_tokens=budget, min_p=cfg.min_p)
     usage = Usage()
     proposer = Metered(lm, usage)
 
@@ -127,7 +129,8 @@ async def measure(task: Task, problems: list[Problem], lm: LanguageModel, cfg: P
                                               "proposal-rollout")
             states["policy"] = correct_prefixes(task, problem, rollouts)
         out = []
-        for source, prefixes in states.items():
+        for source, found in states.items():  # a state past the solution's budget has no next step to propose
+            prefixes = [p for p in found if await room(task, lm, search_cfg, p) > 0]
             drawn = await asyncio.gather(*(sample_steps(task, problem, proposer, search_cfg, prefix, cfg.k,
                                                         cfg.temperature, "proposal", cfg.distinct)
                                            for prefix in prefixes))
