@@ -15,7 +15,7 @@ from ponder.errors import ConfigError
 from ponder.evaluate import EvalConfig, run_eval
 from ponder.jsonl import ResumableJsonl, check_config
 from ponder.lm.engine import Engine
-from ponder.tasks import TaskError
+from ponder.tasks import TaskError, get_task
 
 ARGS = ["--limit", "24", "--methods", "cot,self_consistency,best_of_n", "--budgets", "8",
         "--concurrency", "2", "--seed", "3", "--no-ceiling"]
@@ -181,3 +181,15 @@ def test_arithmetic_benchmark_grades_every_first_move_by_its_own_result(tmp_path
 
     with pytest.raises(TaskError, match="task 'gsm8k' has no exact step oracle"):  # no moves to cut
         arithmetic_benchmark(["arith-policy"], "gsm8k", problems=1)
+
+
+def test_a_run_takes_the_problems_named_by_id_or_after_an_offset_in_the_splits_order():
+    task = get_task("game24")
+    test = task.problems("test")
+    named = EvalConfig(ids=[test[7].id, test[2].id, test[5].id], offset=1)
+    assert named.problems(task) == [test[5], test[7]]  # the split's order, then the offset
+    assert EvalConfig(offset=3, limit=2).problems(task) == test[3:5]
+    with pytest.raises(ConfigError, match="1 of the problem ids are not in game24 'test'"):
+        EvalConfig(ids=[test[0].id, "game24-no-such"]).resolved()
+    with pytest.raises(ConfigError, match="offset"):
+        EvalConfig(offset=-1).resolved()

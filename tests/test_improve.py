@@ -249,3 +249,22 @@ def test_fresh_rounds_search_problems_no_earlier_round_or_seed_set_saw(tmp_path:
     with pytest.raises(ConfigError, match="holds 100"):  # a split too small for the rounds fails before any work
         ImproveRecipe.load(str(tiny_recipe(tmp_path, rounds=2, search={"split": "far", "problems": 60, "fresh": True},
                                            measure={"split": "test", "problems": 1})))
+
+
+@pytest.mark.slow
+def test_unsolved_selection_searches_only_problems_the_policy_answers_wrong(tmp_path: Path) -> None:
+    recipe = ImproveRecipe.load(str(tiny_recipe(tmp_path, search={"method": "tot_bfs", "n": 2, "problems": 3,
+                                                                  "split": "far", "select": "unsolved"})))
+    loop = Loop(recipe, tmp_path / "run", "test")
+    found = loop.search_phase(1)
+    screened = {r["problem_id"]: r["correct"] for r in
+                map(json.loads, (tmp_path / "run" / "round-1" / "screen" / "results.jsonl").open())}
+    chosen = [p.id for p in loop.searched(1)]
+    assert len(screened) == found["screened"] == 100 and found["unsolved"] == sum(not c for c in screened.values())
+    assert len(chosen) == 3 and not any(screened[i] for i in chosen)
+    searched = [json.loads(line)["problem_id"] for line in (tmp_path / "run" / "round-1" / "search" /
+                                                             "results.jsonl").open()]
+    assert sorted(searched) == sorted(chosen) and found["generated_tokens"] > found["screen_tokens"] > 0
+    assert loop.keep_phase(1)["records"] > 0  # the trees of the chosen problems
+    with pytest.raises(ConfigError, match=r"unknown search\.select"):
+        ImproveRecipe.load(str(tiny_recipe(tmp_path, search={"select": "hardest"})))

@@ -55,6 +55,7 @@ class EvalConfig:
     split: str = "test"
     limit: int | None = None
     offset: int = 0  # skip the split's first `offset` problems (then take `limit`)
+    ids: list[str] = field(default_factory=list)  # only these problems of the split, in its order (empty: all)
     model: str = ""  # empty: the policy a method needs on the task, else the task's; a directory, .gguf file or URL
     backend: str = "auto"  # for a .gguf file: hf (auto) or llama.cpp
     template_from: str = ""  # for a server URL: a local model (.gguf or directory) whose chat template renders prompts
@@ -108,14 +109,26 @@ class EvalConfig:
         return Path("runs") / f"eval-{re.sub(r'[^A-Za-z0-9_.-]+', '-', name)}-{self.split}-seed{self.seed}"
 
     def problems(self, task: Task) -> list[Problem]:
-        """The problems the run solves: `limit` of the split's, after its first `offset`."""
-        return task.problems(self.split, limit=None if self.limit is None else self.offset + self.limit)[self.offset:]
+        """The problems the run solves: of the split's (those named in `ids`, if any), `limit` after the first
+        `offset`."""
+        if not self.ids:
+            return task.problems(self.split, limit=None if self.limit is None else self.offset + self.limit)[
+                self.offset:]
+        wanted = set(self.ids)
+        chosen = [p for p in task.problems(self.split) if p.id in wanted]
+        if len(chosen) < len(wanted):
+            missing = sorted(wanted - {p.id for p in chosen})
+            raise ConfigError(f"{len(missing)} of the problem ids are not in {self.task} {self.split!r}, e.g. "
+                              f"{missing[0]!r}")
+        return chosen[self.offset:][:self.limit]
 
     def resolved(self) -> EvalConfig:
         task = self.make_task()
         task.problems(self.split, limit=0)  # a bad task or split fails first
         if self.offset < 0:
             raise ConfigError(f"offset is a number of problems to skip, >= 0; got {self.offset}")
+        if self.ids:
+            self.problems(task)  # an id not in the split fails here
         for m in self.methods:
             get_method(m)  # unknown names fail before any work starts
         if any(b < 1 for b in self.budgets):

@@ -27,6 +27,7 @@ import asyncio
 import copy
 import json
 import logging
+import random
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -141,30 +142,73 @@ class Loop:
         self.card(self.folder(0) / "policy", 0, "policy", summary)
         return phase.finish(summary, cpu)
 
-    def seed_pairs(self) -> list[tuple[str, str]]:
-        """A weak start's supervised data: the solver's solutions of the training problems after those searched."""
+    def seed_set(self) -> list[Problem]:
+        """A weak start's seed problems: the training problems after the first round's `search.problems`."""
         searched, seeds = self.recipe.search.problems, self.recipe.start.seed_problems
-        return solver_pairs(self.task, self.task.problems("train", limit=searched + seeds)[searched:]) if seeds else []
+        return self.task.problems("train", limit=searched + seeds)[searched:] if seeds else []
+
+    def seed_pairs(self) -> list[tuple[str, str]]:
+        """A weak start's supervised data: the solver's solutions of its seed problems."""
+        seeds = self.seed_set()
+        return solver_pairs(self.task, seeds) if seeds else []
 
     # --- 1. search -----------------------------------------------------------------------------------------------
 
     def search_config(self, n: int) -> EvalConfig:
         s = self.recipe.search
         guided = bool(self.verifier(n - 1))
-        return EvalConfig(task=self.recipe.task, split=self.recipe.split(n), limit=s.problems,
-                          offset=self.recipe.offset(n), model=self.policy(n - 1),
+        where = (dict(limit=s.problems, offset=self.recipe.offset(n)) if s.select == "first" else
+                 dict(ids=[p.id for p in self.searched(n)]))
+        return EvalConfig(task=self.recipe.task, split=self.recipe.split(n), **where, model=self.policy(n - 1),
                           methods=[s.method if guided else s.unguided], budgets=[s.n], verifier=self.verifier(n - 1),
                           options={s.method: s.options} if s.options and guided else {}, temperature=s.temperature,
                           min_p=s.min_p, max_tokens=s.max_tokens, seed=self.recipe.seed + n)
+
+    def searched(self, n: int) -> list[Problem]:
+        """The problems round n searches: the recipe's (`select: first`), or those its screen chose (`unsolved`)."""
+        if self.recipe.search.select == "first":
+            return self.recipe.searched(n)
+        chosen = json.loads((self.folder(n) / "searched.json").read_text())["ids"]
+        return EvalConfig(task=self.recipe.task, split=self.recipe.split(n), ids=chosen).problems(self.task)
+
+    def screen(self, n: int, lm: LanguageModel) -> dict[str, Any]:
+        """`select: unsolved`: round n-1's policy answers the split's problems greedily (not the weak start's seed
+        set, nor with `fresh` one an earlier round searched); `problems` of those it gets wrong, drawn with the
+        round's seed, are round n's (`searched.json`). Returns what the screen found and spent."""
+        s, split, path = self.recipe.search, self.recipe.split(n), self.folder(n) / "searched.json"
+        if path.exists():
+            return {k: v for k, v in json.loads(path.read_text()).items() if k != "ids"}
+        taken = {p.id for p in self.seed_set()} if split == "train" else set()
+        if s.fresh:
+            taken |= {p.id for k in range(1, n) if self.recipe.split(k) == split for p in self.searched(k)}
+        candidates = [p for p in self.task.problems(split) if p.id not in taken]
+        cfg = EvalConfig(task=self.recipe.task, split=split, ids=[p.id for p in candidates], model=self.policy(n - 1),
+                         methods=["cot"], budgets=[1], max_tokens=s.max_tokens, seed=self.recipe.seed + n)
+        row = run_eval(cfg, self.folder(n) / "screen", lm=lm)[0]
+        graded = {r["problem_id"]: r["correct"] for r in ResumableJsonl(self.folder(n) / "screen" /
+                                                                          "results.jsonl").rows if not is_error(r)}
+        wrong = [p.id for p in candidates if graded.get(p.id) is False]
+        if not wrong:
+            raise PonderError(f"round {n}: the policy answers all {len(candidates)} screened {split!r} problems right: "
+                              "nothing unsolved to search")
+        drawn = set(random.Random(f"{self.recipe.seed}|{n}|unsolved").sample(wrong, min(s.problems, len(wrong))))
+        found = {"screened": len(candidates), "unsolved": len(wrong),
+                 "screen_tokens": round(row["generated_tokens"] * (row["problems"] - row["errors"]))}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**found, "ids": [i for i in wrong if i in drawn]}) + "\n")
+        return found
 
     def search_phase(self, n: int) -> dict[str, Any]:
         phase = Phase(self.folder(n), "search")
         if phase.result is not None:
             return phase.result
         cpu = time.process_time()
-        searched = self.recipe.searched(n)  # too few problems left fails before the model loads
+        if self.recipe.search.select == "first":
+            self.recipe.searched(n)  # too few problems left fails before the model loads
         lm = load_model(self.policy(n - 1))
         try:
+            screened = self.screen(n, lm) if self.recipe.search.select == "unsolved" else {}
+            searched = self.searched(n)
             row = run_eval(self.search_config(n), self.folder(n) / "search", lm=None if self.pool else lm,
                            pool=self.pool)[0]
             task = copy.copy(self.task)  # the loop's own task stays free of the model (the solver pickles it)
@@ -173,10 +217,9 @@ class Loop:
             (self.folder(n) / "prompts.json").write_text(json.dumps(prompts) + "\n")
         finally:
             close(lm)
+        tokens = round(row["generated_tokens"] * (row["problems"] - row["errors"])) + screened.get("screen_tokens", 0)
         return phase.finish({"problems": row["problems"], "errors": row["errors"], "solved": row["pass"],
-                             "top1": row["accuracy"],
-                             "generated_tokens": round(row["generated_tokens"] * (row["problems"] - row["errors"]))},
-                            cpu)
+                             "top1": row["accuracy"], "generated_tokens": tokens, **screened}, cpu)
 
     # --- 2. keep -------------------------------------------------------------------------------------------------
 
@@ -184,7 +227,7 @@ class Loop:
         """The round's searched trees in the split's order (not the order the searches finished in), graded by the
         outcome check only; a problem whose search failed has none."""
         rows = {r["problem_id"]: r for r in ResumableJsonl(self.folder(n) / "search" / "results.jsonl").rows}
-        for problem in self.recipe.searched(n):
+        for problem in self.searched(n):
             row = rows.get(problem.id)
             if row is not None and not is_error(row):
                 yield problem, Tree.from_row(self.task, problem, row["trace"]["nodes"])
@@ -303,10 +346,11 @@ class Loop:
             data = (f"fine-tuned from `{self.verifier(n - 1) or self.policy(n)}` on the value targets "
                     f"({self.recipe.value.targets}) of round {n}'s search trees (`{self.folder(n) / 'records.jsonl'}`)")
         s = self.recipe.search
+        which = (f"from number {self.recipe.offset(n) + 1}" if s.select == "first" else
+                 "that the previous round's policy answered wrong")
         searched = (f" The search was {s.method if self.verifier(n - 1) else s.unguided} at budget {s.n} on "
-                    f"{s.problems} `{self.recipe.split(n)}` problems (from number {self.recipe.offset(n) + 1}); the "
-                    "exact step oracle made none of its data."
-                    if n else "")
+                    f"{len(self.searched(n))} `{self.recipe.split(n)}` problems ({which}); the exact step oracle made "
+                    "none of its data." if n else "")
         (out / "README.md").write_text(
             f"# {self.recipe.name}, round {n} {what}\n\nThe {self.recipe.task} {what} of round {n} of the "
             f"generator-verifier loop (`ponder.improve`), {data}.{searched}\n\n"

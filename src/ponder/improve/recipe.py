@@ -13,6 +13,8 @@ from ponder.tasks.base import Problem
 from ponder.train.loop import TrainConfig
 from ponder.train.recipe import load_recipe_yaml
 
+SELECT = ("first", "unsolved")  # how a round picks the problems it searches (`SearchPhase.select`)
+
 
 @dataclass
 class SearchPhase:
@@ -26,6 +28,9 @@ class SearchPhase:
     problems: int = 200  # training problems searched each round
     fresh: bool = False  # each round the next `problems` of its split, never one an earlier round searched (nor a
     # weak start's seed set), as rStar-Math's rounds draw new problems; False: the split's first `problems` each round
+    select: str = "first"  # first: those problems; unsolved: the round's policy answers every problem of the split
+    # greedily first (not one an earlier round searched, with `fresh`) and `problems` of those it gets wrong, drawn
+    # at random, are searched: the loop spends its search where the policy fails, not where it already succeeds
     temperature: float = 0.8
     min_p: float = 0.01
     max_tokens: int = 0  # 0: the task's default
@@ -135,7 +140,9 @@ class ImproveRecipe:
             raise ConfigError(f"unknown value targets {self.value.targets!r}; choose from {', '.join(TARGETS)}")
         if not 0 <= self.distil.replay < 1:
             raise ConfigError(f"distil.replay is a share in [0, 1), got {self.distil.replay}")
-        if self.search.fresh:
+        if self.search.select not in SELECT:
+            raise ConfigError(f"unknown search.select {self.search.select!r}; choose from {', '.join(SELECT)}")
+        if self.search.fresh and self.search.select == "first":
             for n in range(1, self.rounds + 1):
                 self.searched(n)
         get_method(self.search.method)
