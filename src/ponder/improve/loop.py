@@ -444,18 +444,21 @@ def proposal_recall(task: Task, lm: LanguageModel, split: str, limit: int, k: in
 
 
 def plot_rounds(rows: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Accuracy per round, one line per measured column."""
+    """Accuracy per round, one line per measured column, and the verifier's step AUROC and the proposal recall."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = [k for k in rows[0] if k == "greedy" or ("@" in k and k != "below_greedy")]
+    columns = [k for k in rows[0] if k in ("greedy", "step_auroc") or ("@" in k and k != "below_greedy")]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for column in columns:
-        ax.plot([r["round"] for r in rows], [r.get(column) for r in rows], marker="o", label=column)
+        values = [r.get(column) for r in rows]
+        if any(v is not None for v in values):  # a column the task cannot measure (no step oracle) is left out
+            ax.plot([r["round"] for r in rows], values, marker="o", label=column.replace("_", " "),
+                    linestyle="--" if column == "step_auroc" or column.startswith("recall@") else "-")
     ax.set_xlabel("round (0: the start)")
-    ax.set_ylabel("accuracy / recall")
+    ax.set_ylabel("accuracy; step AUROC, recall (dashed)")
     ax.set_xticks([r["round"] for r in rows])
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
