@@ -550,3 +550,13 @@ def test_a_resumable_file_keeps_the_latest_row_of_a_key_and_retries_its_errors(t
     last = ResumableJsonl(path)
     assert [(r["problem_id"], "error" in r) for r in last.rows] == [("p1", False), ("p2", False)]
     assert last.done == {("cot", 1, "p1"), ("cot", 1, "p2")}
+
+
+def test_a_server_that_exits_at_start_says_why_and_leaves_no_other_error() -> None:
+    from ponder.bench.http import free_port, serving
+
+    port = free_port()
+    cmd = [sys.executable, "-c", "import sys; print('no model here', file=sys.stderr); sys.exit(3)"]
+    with pytest.raises(RuntimeError, match="exited:\n(.|\n)*no model here"):
+        with serving(cmd, f"http://127.0.0.1:{port}/v1", startup=30):
+            pass

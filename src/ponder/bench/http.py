@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import util
 from typing import Any
 
@@ -66,12 +66,14 @@ def serving(cmd: list[str], base_url: str, startup: float = 180, env: dict[str, 
                     pass
                 time.sleep(0.2)
             yield base_url
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
+        finally:  # a server that exited by itself has no process group left: its error above is the one to see
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                with suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
 
 
