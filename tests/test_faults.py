@@ -557,6 +557,6 @@ def test_a_server_that_exits_at_start_says_why_and_leaves_no_other_error() -> No
 
     port = free_port()
     cmd = [sys.executable, "-c", "import sys; print('no model here', file=sys.stderr); sys.exit(3)"]
-    with pytest.raises(RuntimeError, match="exited:\n(.|\n)*no model here"):
-        with serving(cmd, f"http://127.0.0.1:{port}/v1", startup=30):
-            pass
+    with pytest.raises(RuntimeError, match=r"exited:\n(.|\n)*no model here"), \
+            serving(cmd, f"http://127.0.0.1:{port}/v1", startup=30):
+        pass

@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 from ponder.cli import app
 from ponder.errors import ConfigError
 from ponder.evaluate import EvalConfig, run_eval
+from ponder.lm.base import LanguageModel
 from ponder.lm.engine import Engine
 from ponder.search import SearchConfig, get_method, parse_options, search
 from ponder.serve.app import Served, create_app
@@ -49,6 +50,29 @@ def test_observers_hear_every_trace_made_and_grown_while_inside_only():
         trace.changed(final=True)
     Trace("q", "cot").add(0, "unheard")
     assert heard == [("p", 1, False), ("p", 2, False), ("p", 3, False), ("p", 3, True)]
+
+
+def test_a_search_that_raises_ends_its_traces_for_the_observers():
+    task = get_task("game24")
+
+    async def failing(task, problem, lm, verifier, cfg):  # a method that grows a tree, then its backend fails
+        trace = Trace(problem.id, "failing")
+        trace.add(0, "4 + 4 = 8 (left: 8 8 8)")
+        await asyncio.sleep(0)
+        raise RuntimeError("backend lost")
+
+    class Unused(LanguageModel):
+        name = "unused"
+
+        async def generate_many(self, requests):
+            raise AssertionError("not called")
+
+    heard: list[tuple[str, bool, str | None]] = []
+    with observing(lambda t, final: heard.append((t.problem_id, final, t.extra.get("error")))), \
+            pytest.raises(RuntimeError, match="backend lost"):
+        asyncio.run(search(task, task.from_text("4 4 8 8"), Unused(), None, failing, SearchConfig()))
+    assert heard[-1] == (task.from_text("4 4 8 8").id, True, "RuntimeError: backend lost")
+    assert sum(final for _, final, _ in heard) == 1
 
 
 def test_hub_lists_live_traces_with_versions_and_keeps_only_the_newest_finished():

@@ -112,6 +112,9 @@ class Trace:
     def __post_init__(self) -> None:
         if not self.nodes:
             self.nodes.append(Node(id=0, parent=None, text=""))
+        made = _MADE.get()
+        if made is not None:
+            made.append(self)
         self.changed()
 
     def changed(self, final: bool = False) -> None:
@@ -165,6 +168,27 @@ class Trace:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# The traces made in the current search (`ending_on_error`); None outside one.
+_MADE: ContextVar[list[Trace] | None] = ContextVar("ponder_traces_made", default=None)
+
+
+@contextmanager
+def ending_on_error() -> Iterator[None]:
+    """Inside, in this task and the tasks it starts: should the block raise, every trace made in it ends (its
+    observers hear `final=True`, a tree viewer stops drawing it as running) with the error in `extra["error"]`."""
+    made: list[Trace] = []
+    token = _MADE.set(made)
+    try:
+        yield
+    except BaseException as err:
+        for trace in made:
+            trace.extra["error"] = f"{type(err).__name__}: {err}"
+            trace.changed(final=True)
+        raise
+    finally:
+        _MADE.reset(token)
 
 
 # Called with (trace, final) whenever any trace changes (`Trace.changed`), from the thread that changed it.

@@ -30,7 +30,7 @@ from ponder.search.base import (
 )
 from ponder.tasks import require
 from ponder.tasks.base import Problem, Task
-from ponder.trace import Trace, Usage
+from ponder.trace import Trace, Usage, ending_on_error
 from ponder.verifiers import check_aggregation
 from ponder.verifiers.base import MeteredVerifier, Verifier
 
@@ -102,7 +102,8 @@ async def search(task: Task, problem: Problem, lm: LanguageModel, verifier: Veri
     (`ponder.trace.observing`) hear of it as it grows and once more when it ends."""
     usage = Usage()
     judge = MeteredVerifier(verifier, usage) if verifier is not None else None
-    trace = await method(task, problem, Metered(lm, usage), judge, cfg)
+    with ending_on_error():  # a search that raises leaves no tree drawn as running
+        trace = await method(task, problem, Metered(lm, usage), judge, cfg)
     trace.usage.add(usage)
     trace.changed(final=True)
     return trace
