@@ -33,7 +33,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def game24():
     task = get_task("game24")
-    _, problems = build_dataset(task)
+    _, problems = build_dataset(task, "train")
     return task, problems
 
 
@@ -56,7 +56,7 @@ def test_outcome_reward_is_the_exact_grader(game24):
 
 def test_outcome_reward_finds_arith_problems_by_id():
     task = get_task("arith")
-    data, problems = build_dataset(task)
+    data, problems = build_dataset(task, "train")
     assert data[3]["problem_id"] == "arith-train-3"
     problem = problems["arith-train-3"]
     reward = OutcomeReward(task, problems)

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -229,7 +229,9 @@ def test_shipped_ppo_recipe_loads_and_bad_recipes_fail_clearly(tmp_path):
                           ("kind: ppo\ntask: game24\nlam: 2\n", "lam"),
                           ("kind: ppo\ntask: game24\nreward: outcome+process\n", "needs a `prm:`"),
                           ("kind: ppo\ntask: game24\nmax_completion_length: 0\n", "at least 1"),
-                          ("kind: ppo\ntask: game24\nclip: 0.2\n", "malformed")]:
+                          ("kind: ppo\ntask: game24\nclip: 0.2\n", "malformed"),
+                          ("kind: ppo\ntask: game24\nsplit: test\n", "never trains on the test split"),
+                          ("kind: ppo\ntask: game24\nsplit: dreams\n", "synthetic")]:
         path = tmp_path / "bad.yaml"
         path.write_text(text)
         with pytest.raises(TaskError, match=message):
@@ -251,6 +253,17 @@ def test_the_benchmark_refuses_settings_it_cannot_measure_before_training(knob, 
     with pytest.raises(ConfigError, match="bench ppo needs"):
         ppo_benchmark(PPOBenchConfig(**knob), tmp_path / "bench")
     assert not (tmp_path / "bench").exists()
+
+
+def test_the_benchmark_trains_on_the_split_named_and_refuses_to_reuse_models_trained_otherwise(tmp_path):
+    recipe = PPORecipe.load("game24-ppo")
+    recipe = replace(recipe, split="synthetic", train=replace(recipe.train, batch_size=8))
+    summary = rejection_sampling_finetune(recipe, steps=1, epochs=1, lr=5e-5, out_dir=tmp_path / "rft")
+    assert summary["samples"] == 8  # drawn from the synthetic puzzles (`batch_problems` over recipe.split)
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "config.json").write_text(json.dumps({**asdict(PPOBenchConfig()), "steps": 20}))
+    with pytest.raises(ConfigError, match="split"):
+        ppo_benchmark(PPOBenchConfig(split="synthetic"), tmp_path / "bench")
 
 
 def test_a_saved_state_of_another_recipe_is_refused_not_resumed(tiny_policy, tmp_path):

@@ -1125,6 +1125,8 @@ def bench_ppo(
     seeds: int = typer.Option(3, help="seeds 0..N-1, each training every method"),
     problems: int = typer.Option(100, help="test problems for greedy pass@1 and the search"),
     budget: int = typer.Option(4, help="the search's budget where the critic and the PRM judge"),
+    split: str = typer.Option("", help="the split every method trains on (default: the recipes'; game24's "
+                                       "`synthetic` puzzles are ones the policy solves less often than `train`'s)"),
     out: Path = typer.Option(None, help="models, eval runs, bench.json and curves.png (default runs/bench-ppo-TASK); "
                                         "a rerun skips the models already trained"),
 ) -> None:
@@ -1132,7 +1134,7 @@ def bench_ppo(
     and spread; the critic as a search verifier against the shipped PRM; training curves as a PNG."""
     from ponder.bench.ppo import PPOBenchConfig, ppo_benchmark
 
-    cfg = PPOBenchConfig(task=task, steps=steps, seeds=seeds, problems=problems, budget=budget)
+    cfg = PPOBenchConfig(task=task, steps=steps, seeds=seeds, problems=problems, budget=budget, split=split)
     result = ppo_benchmark(cfg, out or Path("runs") / f"bench-ppo-{task}")
     print_table(f"{task} test: greedy pass@1 after {result['config']['steps']} iterations "
                 f"({result['runs'][0]['samples']} samples) per method, {problems} problems, {seeds} seed(s); "

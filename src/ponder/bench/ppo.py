@@ -30,6 +30,7 @@ import torch
 
 from ponder.errors import ConfigError
 from ponder.evaluate.runner import EvalConfig, greedy_accuracy, run_eval
+from ponder.jsonl import check_config
 from ponder.tasks import TaskError, get_task
 from ponder.train.data import endless
 from ponder.train.grpo import GRPORecipe, train_grpo
@@ -47,6 +48,7 @@ class PPOBenchConfig:
     seeds: int = 3
     problems: int = 100  # test problems for greedy pass@1 and the search
     budget: int = 4  # the search's budget for the critic-as-verifier rows
+    split: str = ""  # the problems every method trains on ("": the PPO recipe's, which the GRPO recipe's must match)
     rft_epochs: int = 2  # passes of rejection-sampling fine-tuning over the kept completions
     rft_lr: float = 5e-5
 
@@ -59,7 +61,7 @@ def rejection_sampling_finetune(recipe: PPORecipe, steps: int, epochs: int, lr: 
     task = get_task(recipe.task)
     init = cfg.init or f"{recipe.task}-policy"
     policy, tok = load_policy(init)
-    train_problems = task.problems("train")
+    train_problems = task.problems(recipe.split)
     kept: list[tuple[str, str]] = []
     for step in range(steps):
         seed = iteration_seed(cfg.seed, step)
@@ -98,11 +100,19 @@ def ppo_benchmark(cfg: PPOBenchConfig, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     base = PPORecipe.load(f"{cfg.task}-ppo")
     grpo_base = GRPORecipe.load(f"{cfg.task}-grpo")
+    if cfg.split:
+        base, grpo_base = replace(base, split=cfg.split), replace(grpo_base, split=cfg.split)
+        base.check(base.name)
+    if grpo_base.split != base.split:
+        raise TaskError(f"{grpo_base.name} trains on {grpo_base.split!r} and {base.name} on {base.split!r}: the "
+                        "problems would differ")
     steps = cfg.steps or base.train.steps
     if grpo_base.train.batch_size != base.train.batch_size:
         raise TaskError(f"{grpo_base.name} draws {grpo_base.train.batch_size} completions a step and {base.name} "
                         f"{base.train.batch_size}: the samples would differ")
     start = base.train.init or f"{cfg.task}-policy"
+    # a rerun skips the models trained already, so it must train them the same way (more seeds, other measures: fine)
+    check_config(out, replace(cfg, steps=steps), free=("seeds", "problems", "budget"), save=False)
     (out / "config.json").write_text(json.dumps({**asdict(cfg), "steps": steps, "start": start}, indent=2) + "\n")
     task = get_task(cfg.task)
     start_pass = greedy_accuracy(cfg.task, start, cfg.problems, 0, out / "eval-start")

@@ -50,6 +50,7 @@ class GRPORecipe:
     reward: str = "outcome"  # outcome | outcome+process
     prm: str = ""  # process reward model: a shipped verifier name or a checkpoint directory
     process_weight: float = 0.5
+    split: str = "train"  # the problems it trains on (game24: `synthetic` holds puzzles the policy solves less often)
     aggregate: str = "min"  # how the PRM's step scores become one reward
     num_generations: int = 8  # G: completions per prompt
     beta: float = 0.04  # KL coefficient (DeepSeekMath's value)
@@ -67,7 +68,7 @@ class GRPORecipe:
 
     def check(self, where: str) -> None:
         """Raise TaskError for settings GRPO cannot run with (before any model is loaded)."""
-        check_rewards(where, self.kind, "grpo", self.task, self.reward, self.prm)
+        check_rewards(where, self.kind, "grpo", self.task, self.reward, self.prm, self.split)
         if self.aggregate not in AGGREGATIONS:
             raise TaskError(f"recipe {where}: unknown aggregate {self.aggregate!r}; "
                             f"choose from {', '.join(AGGREGATIONS)}")
@@ -81,11 +82,14 @@ class GRPORecipe:
                             f"be a multiple of num_generations ({self.num_generations})")
 
 
-def check_rewards(where: str, kind: str, expected: str, task: str, reward: str, prm: str) -> None:
-    """Raise TaskError for a recipe of another kind, an unknown task or reward, or a process reward without a PRM."""
+def check_rewards(where: str, kind: str, expected: str, task: str, reward: str, prm: str, split: str) -> None:
+    """Raise TaskError for a recipe of another kind, an unknown task, split or reward, or a process reward without a
+    PRM."""
     if kind != expected:
         raise TaskError(f"recipe {where}: kind must be {expected}, got {kind!r}")
-    get_task(task)  # an unknown task names the known ones
+    if split == "test":
+        raise TaskError(f"recipe {where}: RL never trains on the test split it is measured on; name another split")
+    get_task(task).problems(split, limit=0)  # an unknown task names the known ones, an unknown split the task's
     if reward not in REWARDS:
         raise TaskError(f"recipe {where}: unknown reward {reward!r}; choose from {', '.join(REWARDS)}")
     if reward == "outcome+process" and not prm:
@@ -172,9 +176,9 @@ def load_prm(name: str) -> LearnedVerifier:
 # --- training -------------------------------------------------------------------------------------------------
 
 
-def build_dataset(task: Task) -> tuple[Dataset, dict[str, Problem]]:
+def build_dataset(task: Task, split: str) -> tuple[Dataset, dict[str, Problem]]:
     """The training split as TRL's prompt dataset, and the problems by id for grading."""
-    problems = task.problems("train")
+    problems = task.problems(split)
     data = Dataset.from_dict({"prompt": [task.prompt(p) for p in problems],
                               "problem_id": [p.id for p in problems],
                               "question": [p.question for p in problems]})
@@ -225,7 +229,7 @@ def train_grpo(recipe: GRPORecipe, out_dir: Path, steps: int | None = None) -> d
     n_steps = steps if steps is not None else cfg.steps
     torch.manual_seed(cfg.seed)
     task = get_task(recipe.task)
-    data, problems = build_dataset(task)
+    data, problems = build_dataset(task, recipe.split)
     funcs, weights = reward_functions(recipe, task, problems)
     init = cfg.init or f"{recipe.task}-policy"
     directory, _ = resolve_model(init)

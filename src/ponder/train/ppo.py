@@ -63,6 +63,7 @@ class PPORecipe:
     reward: str = "outcome"  # outcome | outcome+process
     prm: str = ""  # process reward model: a shipped verifier name or a checkpoint directory
     process_weight: float = 0.5  # the PRM's share of the return
+    split: str = "train"  # the problems it trains on (game24: `synthetic` holds puzzles the policy solves less often)
     gamma: float = 1.0  # discount (GAE)
     lam: float = 0.95  # GAE's lambda
     beta: float = 0.04  # KL penalty coefficient
@@ -88,7 +89,7 @@ class PPORecipe:
 
     def check(self, where: str) -> None:
         """Raise TaskError for settings PPO cannot run with (before any model is loaded)."""
-        check_rewards(where, self.kind, "ppo", self.task, self.reward, self.prm)
+        check_rewards(where, self.kind, "ppo", self.task, self.reward, self.prm, self.split)
         if not 0.0 <= self.process_weight < 1.0:
             raise TaskError(f"recipe {where}: process_weight must lie in [0, 1), got {self.process_weight}")
         if not (0.0 < self.gamma <= 1.0 and 0.0 <= self.lam <= 1.0):
@@ -292,7 +293,7 @@ class PPO:
             [{"params": list(policy.parameters()), "lr": recipe.train.lr, "base_lr": recipe.train.lr},
              {"params": list(self.model.value_head.parameters()), "lr": recipe.critic_lr,
               "base_lr": recipe.critic_lr}], betas=(0.9, 0.95), weight_decay=recipe.train.weight_decay)
-        self.train_problems = task.problems("train")
+        self.train_problems = task.problems(recipe.split)
 
     def rollouts(self, problems: list[Problem]) -> list[Episode]:
         r = self.recipe
@@ -419,7 +420,7 @@ def train_ppo(recipe: PPORecipe, out_dir: Path, steps: int | None = None,
     torch.manual_seed(cfg.seed)
     policy, tok = load_policy(init)
     limit = policy.config.max_position_embeddings
-    longest = max(len(tok(task.prompt(p), add_special_tokens=False).input_ids) for p in task.problems("train"))
+    longest = max(len(tok(task.prompt(p), add_special_tokens=False).input_ids) for p in task.problems(recipe.split))
     if longest + recipe.max_completion_length > limit:  # RoPE past the trained positions gives garbage
         raise TaskError(f"longest prompt ({longest} tokens) + max_completion_length ({recipe.max_completion_length}) "
                         f"exceeds the policy's {limit} positions")
