@@ -129,6 +129,27 @@ def test_mcts_with_constant_verifier_follows_the_priors_and_votes(game24_backend
     assert "verifier_uninformative" not in trusting.extra and trusting.extra["select"] == "best"
 
 
+class Nothing(Constant):
+    """A verifier that scores everything 0: below the guard's floor, and below any ToT-DFS threshold."""
+
+    name = "nothing"
+
+    async def score(self, task: Task, problem: Problem, solutions: list[list[str]]) -> list[list[float]]:
+        return [[0.0] * max(1, len(s)) for s in solutions]
+
+
+def test_tot_dfs_on_an_uninformative_verifier_prunes_nothing_and_spends_its_expansions(game24_backend):
+    """Its threshold is a value the verifier no longer gives: DFS follows the policy to the expansion budget and
+    votes, instead of pruning every child (the scores it would compare are the policy's path probabilities)."""
+    lm = Engine(game24_backend)
+    [problem] = task.problems("test", limit=1)
+    cfg = SearchConfig(n=3, max_tokens=160, max_step_tokens=64, knobs=parse_options("tot_dfs", {
+        "max_expansions": "6", "threshold": "0.5"}, 3))
+    [trace] = _run(lm, Nothing(), "tot_dfs", [problem], cfg)
+    assert "guard_floor" in trace.extra["verifier_uninformative"] and trace.extra["select"] == "majority"
+    assert trace.extra["expanded"] == 6 and any(n.terminal for n in trace.nodes)
+
+
 @pytest.mark.slow
 def test_shipped_prm_is_informative_on_test_puzzles(game24_backend):
     """On puzzles like its training ones (numbers up to 24), the shipped PRM ranks: the guard stays quiet."""

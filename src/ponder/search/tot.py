@@ -9,6 +9,9 @@ evaluator V: a PRM's step scores, aggregated). A state that gives an answer is a
 - DFS: go down the best-scored child first; a child scoring below `threshold` (v_th) is pruned (and so are its
   worse-scored siblings); a dead end backtracks. The search stops at the first finished solution scoring v_th or
   more, or after `max_expansions` states have proposed; then the best-scored finished solution is the answer.
+  Once the guard finds the verifier uninformative on a problem (`ponder.search.guard`) there is no value to hold
+  against v_th: DFS goes down the policy's likeliest children first, prunes nothing, stops only at `max_expansions`,
+  and answers by majority vote over what it finished.
 
 Knobs: `ToTBFSConfig` and `ToTDFSConfig` (the budget `cfg.n` is k unless `width` is set).
 """
@@ -98,10 +101,11 @@ async def tot_dfs(task: Task, problem: Problem, lm: LanguageModel, verifier: Ver
         expanded += 1
         before = len(tree.finished)
         going = await tree.propose([(node, steps)], t)
-        if any((f.score or 0.0) >= v_th for f in tree.finished[before:]):
+        valued = not tree.guard.fired  # else the scores are the policy's path probabilities: no value to prune by
+        if valued and any((f.score or 0.0) >= v_th for f in tree.finished[before:]):
             return True
         for score, child, child_steps in going:
-            if score < v_th:  # pruned, and so are the siblings scored below it
+            if valued and score < v_th:  # pruned, and so are the siblings scored below it
                 break
             if await dfs(child, child_steps, t + 1):
                 return True
