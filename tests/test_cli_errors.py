@@ -56,6 +56,7 @@ BAD_INPUT = [
     ("eval --min-p 1.5", "min_p 1.5 (must be in [0, 1))"),
     ("eval --max-tokens -5", "max_tokens and max_step_tokens are positive"),
     ("eval --limit -1", "Invalid value for '--limit'"),
+    ("eval --offset -1", "Invalid value for '--offset'"),
     ("eval --concurrency 0", "Invalid value for '--concurrency'"),
     ("eval --verifier psychic", "unknown verifier 'psychic'"),
     ("eval --aggregate median", "unknown aggregation 'median'"),
@@ -98,6 +99,9 @@ BAD_INPUT = [
     ("bench proposals --samplers psychic", "unknown sampler(s) psychic"),
     ("bench sft no-such-recipe", "unknown recipe 'no-such-recipe'"),
     ("bench star --filter vibes", "unknown STaR filter 'vibes'"),
+    ("bench ppo --split test --out {tmp}/run", "never trains on the test split"),
+    ("bench ppo --split dreams --out {tmp}/run", "got 'dreams'"),
+    ("serve --device tpu", "unknown device 'tpu'; choose cpu, cuda or cuda:N"),
     ("bench arithmetic /no/such/model", "is not a shipped model"),
     # methods, plot, selftest
     ("methods telepathy", "unknown search method 'telepathy'"),

@@ -312,22 +312,25 @@ def serve_cmd(
     verifiers: str = typer.Option("", help="verifiers served to remote searches on /v1/score and /pooling "
                                            "(comma-separated; default: the recipes' verifiers that need no policy)"),
     grace: float = typer.Option(30.0, min=0, help="seconds the requests in flight get to finish on shutdown"),
+    device: str = typer.Option("cpu", help="where the transformers backend and learned verifiers run: cpu or cuda"),
 ) -> None:
     """Serve search as an OpenAI-compatible model: /v1/models, /v1/chat/completions (streaming too) and
     /v1/completions; a model name picks a recipe (task, policy, method, verifier, budget). A request may set the
     method, budget and knobs, within the limits, in a `ponder` field: {"ponder": {"method": "beam", "budget": 8,
     "return_trace": true}}. Runs until Ctrl-C or SIGTERM, finishing the requests in flight."""
+    from ponder.lm.load import check_placement
     from ponder.serve.app import Limits, Served, serve
     from ponder.serve.recipes import load_recipes, shipped_recipes
     from ponder.serve.viewer import TraceHub, viewer_router
 
+    check_placement("", device=device)
     chosen = load_recipes(recipes) if recipes else shipped_recipes()
     names = _csv(models)
     unknown = sorted(set(names) - {r.name for r in chosen})
     if unknown:
         raise ConfigError(f"no recipe named {', '.join(unknown)}; recipes: {', '.join(r.name for r in chosen)}")
     limits = Limits(max_body_bytes, max_prompt_tokens, max_n, max_tokens, max_budget, max_searches, max_waiting)
-    served = [Served(r) for r in chosen if not names or r.name in names]
+    served = [Served(r, device=device) for r in chosen if not names or r.name in names]
     console.print(f"serving {', '.join(s.name for s in served)} at http://{host}:{port}/v1"
                   f"{' (API key required)' if api_key else ''}; Ctrl-C stops", highlight=False)
     # the viewer shows every question asked: only where no API key guards them
@@ -337,8 +340,8 @@ def serve_cmd(
     from ponder.serve.score import learned_or_built_in, score_router, scoring_verifiers
 
     scored = _csv(verifiers) or learned_or_built_in([s.recipe.verifier or s.task.default_verifier for s in served])
-    serve(served, host, port, limits, api_key or None, routers=[*viewer, score_router(scoring_verifiers(scored))],
-          grace=grace)
+    serve(served, host, port, limits, api_key or None,
+          routers=[*viewer, score_router(scoring_verifiers(scored, device))], grace=grace)
 
 
 @app.command("methods")

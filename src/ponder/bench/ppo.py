@@ -97,7 +97,6 @@ def ppo_benchmark(cfg: PPOBenchConfig, out: Path) -> dict[str, Any]:
     if cfg.seeds < 1 or cfg.problems < 1 or cfg.budget < 1 or cfg.steps < 0:
         raise ConfigError(f"bench ppo needs at least one seed, problem and unit of budget, and steps >= 0; got seeds "
                           f"{cfg.seeds}, problems {cfg.problems}, budget {cfg.budget}, steps {cfg.steps}")
-    out.mkdir(parents=True, exist_ok=True)
     base = PPORecipe.load(f"{cfg.task}-ppo")
     grpo_base = GRPORecipe.load(f"{cfg.task}-grpo")
     if cfg.split:
@@ -113,6 +112,7 @@ def ppo_benchmark(cfg: PPOBenchConfig, out: Path) -> dict[str, Any]:
     start = base.train.init or f"{cfg.task}-policy"
     # a rerun skips the models trained already, so it must train them the same way (more seeds, other measures: fine)
     check_config(out, replace(cfg, steps=steps), free=("seeds", "problems", "budget"), save=False)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({**asdict(cfg), "steps": steps, "start": start}, indent=2) + "\n")
     task = get_task(cfg.task)
     start_pass = greedy_accuracy(cfg.task, start, cfg.problems, 0, out / "eval-start")

@@ -132,11 +132,11 @@ def score_router(verifiers: Mapping[str, Verifier]) -> APIRouter:
     return router
 
 
-def scoring_verifiers(names: Sequence[str]) -> dict[str, Verifier]:
-    """The verifiers `names` names, loaded once and shared with the server's own searches (`shared_verifier`), so
-    that scoring requests and searches batch in one verifier engine. A judge needs its model named
-    (`judge:MODEL`): the scoring server has no policy of its own to ask."""
-    return {name: shared_verifier(name) for name in dict.fromkeys(names)}
+def scoring_verifiers(names: Sequence[str], device: str = "cpu") -> dict[str, Verifier]:
+    """The verifiers `names` names, on `device`, loaded once and shared with the server's own searches
+    (`shared_verifier`), so that scoring requests and searches batch in one verifier engine. A judge needs its model
+    named (`judge:MODEL`): the scoring server has no policy of its own to ask."""
+    return {name: shared_verifier(name, device=device) for name in dict.fromkeys(names)}
 
 
 def learned_or_built_in(names: Sequence[str]) -> list[str]:

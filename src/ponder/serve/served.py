@@ -18,10 +18,12 @@ _MARK = "\x00question\x00"  # stands for the question when a task's prompt is ta
 
 class Served:
     """A recipe made ready to serve: its task and method checked, its policy and verifier loaded on first use and
-    shared with every other user of the same names. `lm`, `verifier`: ones to use instead (a model of your own)."""
+    shared with every other user of the same names. `lm`, `verifier`: ones to use instead (a model of your own).
+    `device` (`cpu`, `cuda`, `cuda:1`): where the transformers backend and a learned verifier run."""
 
-    def __init__(self, recipe: Recipe, lm: LanguageModel | None = None, verifier: Verifier | None = None) -> None:
-        self.recipe = recipe
+    def __init__(self, recipe: Recipe, lm: LanguageModel | None = None, verifier: Verifier | None = None,
+                 device: str = "cpu") -> None:
+        self.recipe, self.device = recipe, device
         self.task = get_task(recipe.task, **({"style": recipe.style} if recipe.style else {}))
         self.method = recipe.method or self.task.default_method
         self.check(self.method, recipe.budget, recipe.knobs)
@@ -46,7 +48,8 @@ class Served:
         if self._lm is not None:
             lm = self._lm
         else:
-            lm = shared_model(pick_policy(self.task.name, [method], self.recipe.model, self.task.default_model))
+            lm = shared_model(pick_policy(self.task.name, [method], self.recipe.model, self.task.default_model),
+                              device=self.device)
         if not self.loaded:
             self.task.template = lm.chat_prompt
         self.loaded[lm.name] = lm
@@ -55,7 +58,7 @@ class Served:
     def judge(self, method: str, lm: LanguageModel) -> Verifier | None:
         if method not in NEEDS_VERIFIER:
             return None
-        return self._verifier or shared_verifier(self.recipe.verifier or self.task.default_verifier, lm)
+        return self._verifier or shared_verifier(self.recipe.verifier or self.task.default_verifier, lm, self.device)
 
     def load(self) -> None:
         """Load the recipe's own policy and verifier now."""
