@@ -57,6 +57,7 @@ BAD_INPUT = [
     ("eval --max-tokens -5", "max_tokens and max_step_tokens are positive"),
     ("eval --limit -1", "Invalid value for '--limit'"),
     ("eval --offset -1", "Invalid value for '--offset'"),
+    ("eval --ids game24-905,game24-nope", "1 of the problem ids are not in game24 'test'"),
     ("eval --concurrency 0", "Invalid value for '--concurrency'"),
     ("eval --verifier psychic", "unknown verifier 'psychic'"),
     ("eval --aggregate median", "unknown aggregation 'median'"),

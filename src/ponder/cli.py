@@ -412,6 +412,7 @@ def eval_cmd(
     split: str = typer.Option("test"),
     limit: int = typer.Option(0, min=0, help="first N problems only (0: all)"),
     offset: int = typer.Option(0, min=0, help="skip the split's first N problems (then take --limit)"),
+    ids: str = typer.Option("", help="only these problems of the split (comma-separated ids, e.g. game24-905)"),
     methods: str = typer.Option("cot,self_consistency,best_of_n,tot_bfs", help="comma-separated search methods"),
     budgets: str = typer.Option("16", help="comma-separated budgets (samples) for sampling methods"),
     model: str = typer.Option("", help="shipped name, HF directory, .gguf file or OpenAI-compatible server URL "
@@ -453,7 +454,7 @@ def eval_cmd(
     from ponder.evaluate import EvalConfig, run_eval
 
     cfg = EvalConfig(**_eval_fields(ctx, config, dict(
-        task=task, split=split, limit=limit or None, offset=offset, model=model, backend=backend,
+        task=task, split=split, limit=limit or None, offset=offset, ids=_csv(ids), model=model, backend=backend,
         template_from=template_from, device=device, style=style, methods=_csv(methods),
         options=method_options(option), ceiling=ceiling, budgets=_numbers(budgets, int, "--budgets", 1),
         verifier=verifier, aggregate=aggregate, temperature=temperature, min_p=min_p, max_tokens=max_tokens,
