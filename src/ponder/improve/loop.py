@@ -158,7 +158,7 @@ class Loop:
         s = self.recipe.search
         guided = bool(self.verifier(n - 1))
         where = (dict(limit=s.problems, offset=self.recipe.offset(n)) if s.select == "first" else
-                 dict(ids=[p.id for p in self.searched(n)]))
+                 dict(ids=json.loads((self.folder(n) / "searched.json").read_text())["ids"]))
         return EvalConfig(task=self.recipe.task, split=self.recipe.split(n), **where, model=self.policy(n - 1),
                           methods=[s.method if guided else s.unguided], budgets=[s.n], verifier=self.verifier(n - 1),
                           options={s.method: s.options} if s.options and guided else {}, temperature=s.temperature,
@@ -166,10 +166,7 @@ class Loop:
 
     def searched(self, n: int) -> list[Problem]:
         """The problems round n searches: the recipe's (`select: first`), or those its screen chose (`unsolved`)."""
-        if self.recipe.search.select == "first":
-            return self.recipe.searched(n)
-        chosen = json.loads((self.folder(n) / "searched.json").read_text())["ids"]
-        return EvalConfig(task=self.recipe.task, split=self.recipe.split(n), ids=chosen).problems(self.task)
+        return self.search_config(n).problems(self.task)
 
     def screen(self, n: int, lm: LanguageModel) -> dict[str, Any]:
         """`select: unsolved`: round n-1's policy answers the split's problems greedily (not the weak start's seed
@@ -208,12 +205,11 @@ class Loop:
         lm = load_model(self.policy(n - 1))
         try:
             screened = self.screen(n, lm) if self.recipe.search.select == "unsolved" else {}
-            searched = self.searched(n)
-            row = run_eval(self.search_config(n), self.folder(n) / "search", lm=None if self.pool else lm,
-                           pool=self.pool)[0]
+            cfg = self.search_config(n)
+            row = run_eval(cfg, self.folder(n) / "search", lm=None if self.pool else lm, pool=self.pool)[0]
             task = copy.copy(self.task)  # the loop's own task stays free of the model (the solver pickles it)
             task.template = lm.chat_prompt  # the prompts as the policy read them (a chat model's, templated)
-            prompts = {p.id: task.prompt(p) for p in searched}
+            prompts = {p.id: task.prompt(p) for p in cfg.problems(self.task)}
             (self.folder(n) / "prompts.json").write_text(json.dumps(prompts) + "\n")
         finally:
             close(lm)
