@@ -192,7 +192,9 @@ class Loop:
         found = {"screened": len(candidates), "unsolved": len(wrong),
                  "screen_tokens": round(row["generated_tokens"] * (row["problems"] - row["errors"]))}
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({**found, "ids": [i for i in wrong if i in drawn]}) + "\n")
+        tmp = path.with_suffix(".tmp")  # whole or not at all: a run killed here screens again on resuming
+        tmp.write_text(json.dumps({**found, "ids": [i for i in wrong if i in drawn]}) + "\n")
+        tmp.replace(path)
         return found
 
     def search_phase(self, n: int) -> dict[str, Any]:
