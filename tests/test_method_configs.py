@@ -134,7 +134,8 @@ def test_defaults_are_the_knobs_each_method_ran_with_before_it_had_a_config():
     assert defaults["mcts"] == {**guard, "iterations": None, "width": 16, "exploration": 1.0, "mix": 0.0,
                                 "token_budget": None, "stop_at": 0.95, "final": "verifier", "select": "best",
                                 "depth": None}
-    assert defaults["rstar"] == {"iterations": None, "width": 3, "subquestions": 3, "votes": 4, "exploration": 2.0,
+    assert defaults["rstar"] == {**guard, "guard_spread": 0.0, "iterations": None, "width": 3, "subquestions": 3,
+                                 "votes": 4, "exploration": 2.0,
                                  "depth": None, "keep": 0.5, "select": "majority"}
     assert defaults["revisions"] == {"sequential": 4, "context": 4, "select": "weighted", "final": "hierarchical"}
     assert defaults["best_of_n"] == {**guard, "select": "best"}

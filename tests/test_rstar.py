@@ -13,7 +13,7 @@ from ponder.search import SearchConfig, get_method, parse_options, search
 from ponder.search.rstar import A1, A2, A3, A4, A5
 from ponder.tasks.arith import Arith, rephrased
 from ponder.tasks.base import Problem
-from ponder.verifiers.base import PrefixError
+from ponder.verifiers.base import PrefixError, Verifier
 from ponder.verifiers.consistency import MutualConsistency
 
 task = Arith()
@@ -98,6 +98,7 @@ def test_rstar_takes_every_action_where_the_paper_allows_it_and_answers_right():
     assert trace.root.visits == 8 and trace.answer == PROBLEM.answer
     finished = [n for n in nodes if n.terminal]
     assert finished and all(n.extra["kept"] and n.score == 1.0 for n in finished)  # all agree; every vote agrees
+    assert "verifier_uninformative" not in trace.extra  # every solution confirmed is a verdict
     assert sum(n.visits for n in nodes[1:] if n.parent == 0) == 8
 
 
@@ -114,6 +115,23 @@ def test_the_discriminator_keeps_what_a_second_model_finishes_the_same_way():
     # a generator that reaches 7: nothing kept by a right discriminator, so the answer falls back to the vote of all
     trace = run(Oracle(PROBLEM, final="7"), verifier=right, n=4)
     assert trace.answer == "7" and trace.extra["kept"] == 0 and trace.extra["discriminator"] == "consistency"
+
+
+class Rejects(Verifier):
+    """A discriminator that knows nothing: it scores every solution 0."""
+
+    name = "rejects"
+
+    async def score(self, task, problem, solutions):
+        return [[0.0] * len(s) for s in solutions]
+
+
+def test_a_discriminator_that_confirms_nothing_is_said_and_every_solution_votes():
+    trace = run(Oracle(PROBLEM), verifier=Rejects(), n=4)
+    assert "guard_floor" in trace.extra["verifier_uninformative"]
+    assert trace.extra["kept"] == 0 and trace.answer == PROBLEM.answer
+    quiet = run(Oracle(PROBLEM), verifier=Rejects(), n=4, guard="false")
+    assert "verifier_uninformative" not in quiet.extra and quiet.answer == PROBLEM.answer
 
 
 def test_the_discriminator_by_name_asks_the_policy_or_a_second_model():

@@ -29,7 +29,10 @@ Discriminator: every distinct finished solution in the tree goes to the run's ve
 `MutualConsistency` with the policy itself (`--verifier consistency:MODEL` asks a second model, as the paper does);
 any verifier works, a solution being kept when it scores `keep` (0.5) or more. The final answer is chosen among the
 kept ones by `select` (`majority` by default; `best` takes the kept solution with the highest reward, the paper's
-own choice), among all when none is kept.
+own choice), among all when none is kept. The discriminator only filters, so a verifier that knows nothing about
+the problem cannot make rStar worse than its own vote: scores all alike keep or drop every solution alike, and the
+answer is chosen among all. The guard (`ponder.search.guard`) says so where none of its scores reaches
+`guard_floor`; `guard_spread` is off by default here (all solutions confirmed is a verdict, not noise).
 
 Knobs: `RStarConfig` (the budget `cfg.n` is the rollouts).
 """
@@ -45,7 +48,6 @@ from typing import ClassVar
 
 from ponder.lm.base import Completion, LanguageModel
 from ponder.search.base import (
-    MethodConfig,
     SearchConfig,
     knob,
     method_knobs,
@@ -54,6 +56,7 @@ from ponder.search.base import (
     request_seed,
     sample_solutions,
 )
+from ponder.search.guard import Guard, GuardConfig
 from ponder.search.select import SELECTIONS, Finished, answer
 from ponder.tasks import RStarActions, require
 from ponder.tasks.base import Actions, Problem, Task
@@ -66,8 +69,8 @@ A1, A2, A3, A4, A5 = "one_step", "remaining_steps", "subquestion", "reanswer", "
 
 
 @dataclass(frozen=True)
-class RStarConfig(MethodConfig):
-    """rStar's knobs."""
+class RStarConfig(GuardConfig):
+    """rStar's knobs (the guard's among them, on the discriminator's scores)."""
 
     budget: ClassVar[str] = "rollouts of the generator's MCTS, unless iterations is set"
     iterations: int | None = knob(None, "rollouts of the generator's MCTS, num_rollouts in rStar (none: the budget "
@@ -80,6 +83,8 @@ class RStarConfig(MethodConfig):
     depth: int | None = knob(None, "the most actions a path takes, T (none: the task's max_steps)", low=1)
     keep: float = knob(0.5, "the discriminator's score at which a solution is kept")
     select: str = knob("majority", "how the answer is chosen among the kept solutions", choices=SELECTIONS)
+    guard_spread: float = knob(0.0, "uninformative when the discriminator's scores (two or more) all lie within "
+                                    "this of each other (0: never)", low=0.0)
 
 
 class RStar:
@@ -101,6 +106,7 @@ class RStar:
         self.direct_answers: dict[int, list[list[str]]] = {}  # a state's completions to the end (A2)
         self.finished: list[Finished] = []
         self.rng = random.Random(request_seed(cfg, problem, "rstar"))
+        self.guard = Guard(knobs, self.trace, self.discriminator.name)
 
     # -- the four phases ---------------------------------------------------------------------------------------
 
@@ -258,6 +264,7 @@ class RStar:
             self.trace.nodes[f.node].extra["kept"] = agreed[by_text[text].node]
         kept = [f for f in unique if agreed[f.node]]
         self.trace.extra.update({"iterations": self.iterations, "solutions": len(unique), "kept": len(kept)})
+        self.guard.observe([aggregate(s, "last") for s in scores if s])  # says so; all alike already keep all or none
         return answer(self.trace, self.task, self.problem, kept or unique, self.how)
 
 
