@@ -126,9 +126,11 @@ class Rejects(Verifier):
         return [[0.0] * len(s) for s in solutions]
 
 
-def test_a_discriminator_that_confirms_nothing_is_said_and_every_solution_votes():
-    trace = run(Oracle(PROBLEM), verifier=Rejects(), n=4)
+def test_a_discriminator_that_confirms_nothing_is_said_and_every_solution_votes(caplog):
+    with caplog.at_level("WARNING", logger="ponder.search.guard"):
+        trace = run(Oracle(PROBLEM), verifier=Rejects(), n=4)
     assert "guard_floor" in trace.extra["verifier_uninformative"]
+    assert "rejects knows nothing" in caplog.text and "choosing among every solution by majority" in caplog.text
     assert trace.extra["kept"] == 0 and trace.answer == PROBLEM.answer
     quiet = run(Oracle(PROBLEM), verifier=Rejects(), n=4, guard="false")
     assert "verifier_uninformative" not in quiet.extra and quiet.answer == PROBLEM.answer

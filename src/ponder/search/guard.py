@@ -53,8 +53,9 @@ class GuardConfig(MethodConfig):
 class Guard:
     """One problem's watch over its verifier's scores (`GuardConfig` says when they are uninformative)."""
 
-    def __init__(self, knobs: GuardConfig, trace: Trace, verifier: str) -> None:
-        self.knobs, self.trace, self.verifier = knobs, trace, verifier
+    def __init__(self, knobs: GuardConfig, trace: Trace, verifier: str,
+                 fallback: str = "ranking by the policy instead (path probability, then a majority vote)") -> None:
+        self.knobs, self.trace, self.verifier, self.fallback = knobs, trace, verifier, fallback
         self.best = float("-inf")
         self.worst = float("inf")
         self.seen = 0
@@ -84,10 +85,10 @@ class Guard:
         key = (self.trace.method, self.verifier)
         if key not in _WARNED:
             _WARNED.add(key)
-            logger.warning("%s: the verifier %s knows nothing about problem %s (%s): ranking by the policy instead "
-                           "(path probability, then a majority vote); rows say so in verifier_uninformative, "
-                           "the summary counts them (uninformative); said once per method and verifier",
-                           self.trace.method, self.verifier, self.trace.problem_id, reason)
+            logger.warning("%s: the verifier %s knows nothing about problem %s (%s): %s; rows say so in "
+                           "verifier_uninformative, the summary counts them (uninformative); said once per method "
+                           "and verifier", self.trace.method, self.verifier, self.trace.problem_id, reason,
+                           self.fallback)
 
     def select(self, how: str) -> str:
         """How the answer is chosen: the method's `how`, or the majority vote once the verifier is uninformative."""

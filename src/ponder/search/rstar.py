@@ -106,7 +106,8 @@ class RStar:
         self.direct_answers: dict[int, list[list[str]]] = {}  # a state's completions to the end (A2)
         self.finished: list[Finished] = []
         self.rng = random.Random(request_seed(cfg, problem, "rstar"))
-        self.guard = Guard(knobs, self.trace, self.discriminator.name)
+        self.guard = Guard(knobs, self.trace, self.discriminator.name,
+                           fallback=f"choosing among every solution by {self.how}")
 
     # -- the four phases ---------------------------------------------------------------------------------------
 
