@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import json
 import logging
 import random
@@ -455,9 +456,10 @@ def plot_rounds(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         if any(v is not None for v in values):  # a column the task cannot measure (no step oracle) is left out
             ax.plot([r["round"] for r in rows], values, marker="o", label=column.replace("_", " "),
                     linestyle="--" if column == "step_auroc" or column.startswith("recall@") else "-")
-    ax.set_xlabel("round (0: the start)")
+    spent = list(itertools.accumulate(r.get("generated_tokens", 0) for r in rows))
+    ax.set_xlabel("round (0: the start) / generated tokens of the rounds so far")
     ax.set_ylabel("accuracy; step AUROC, recall (dashed)")
-    ax.set_xticks([r["round"] for r in rows])
+    ax.set_xticks([r["round"] for r in rows], [f"{r['round']}\n{t / 1e6:.2f}M" for r, t in zip(rows, spent)])
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
