@@ -264,8 +264,9 @@ class RStar:
         for f, text in zip(self.finished, texts):
             self.trace.nodes[f.node].extra["kept"] = agreed[by_text[text].node]
         kept = [f for f in unique if agreed[f.node]]
+        if self.guard.observe([aggregate(s, "last") for s in scores if s]):
+            kept = []  # (by default none reaches guard_floor < keep, so none was kept anyway)
         self.trace.extra.update({"iterations": self.iterations, "solutions": len(unique), "kept": len(kept)})
-        self.guard.observe([aggregate(s, "last") for s in scores if s])  # says so; all alike already keep all or none
         return answer(self.trace, self.task, self.problem, kept or unique, self.how)
 
 
