@@ -49,6 +49,6 @@ async def best_of_n(task: Task, problem: Problem, lm: LanguageModel, verifier: V
     scores = [aggregate(s, cfg.aggregate) for s in await verifier.score(task, problem, solutions)]
     finished = record_solutions(trace, task, problem, solutions, scores)
     knobs = method_knobs(cfg, BestOfNConfig)
-    guard = Guard(knobs, trace, verifier.name)
+    guard = Guard(knobs, trace, verifier.name, fallback="a majority vote of the samples instead")
     guard.observe(scores)
     return answer(trace, task, problem, finished, guard.select(knobs.select))

@@ -80,7 +80,9 @@ class MCTS:
         self.limit = knobs.depth or task.max_steps
         self.trace = Trace(problem.id, "mcts", extra={"verifier": verifier.name, "exploration": self.exploration,
                                                       "mix": self.mix, "width": self.width})
-        self.guard = Guard(knobs, self.trace, verifier.name)
+        self.guard = Guard(knobs, self.trace, verifier.name,
+                           fallback="steering by the priors alone (Q taken as 0), then a majority vote "
+                                    "(final visits or value: the most visited path)")
         self.steps: dict[int, list[str]] = {0: []}
         self.children: dict[int, list[int]] = {}
         self.finished: list[Finished] = []
