@@ -24,7 +24,6 @@ from ponder.tasks import TaskError, get_task
 from ponder.train.loop import STATE_FILE
 from ponder.train.ppo import (
     PPO,
-    ActorCritic,
     Episode,
     PPORecipe,
     clipped_surrogate,
@@ -206,13 +205,12 @@ def test_the_critic_loads_as_a_verifier_and_scores_each_step_by_its_value(tiny_p
     scores = verifier.score_texts([(task.prompt(problem), steps)])[0]
     # by hand: the saved policy and head, the value read at the last character of each step
     policy, tok = load_policy(str(out))
-    model = ActorCritic(policy, verifier.model.value_head).eval()
     text = task.prompt(problem) + steps[0]
     ends = [len(text) - 1, len(text) + 1 + len(steps[1]) - 1]
     ids = torch.tensor([tok(text + "\n" + steps[1] + "\n", add_special_tokens=False).input_ids])
     with torch.no_grad():
-        _, values = model(ids, torch.ones_like(ids), 1.0)
-    assert scores == pytest.approx(values[0, ends].clamp(0, 1).tolist(), abs=1e-5)
+        values = verifier.model.value_head(policy.base_model(input_ids=ids).last_hidden_state)[0, :, 0]
+    assert scores == pytest.approx(values[ends].clamp(0, 1).tolist(), abs=1e-5)
     assert any(0.0 < s < 1.0 for s in scores)  # a trained value, not a clamped constant
     assert verifier.self_test()["kind"] == "critic"
     # one network proposes and evaluates: the directory is the policy and the verifier of a step-level search
@@ -220,6 +218,36 @@ def test_the_critic_loads_as_a_verifier_and_scores_each_step_by_its_value(tiny_p
                         verifier=str(out), max_tokens=24, seed=0)
     row = run_eval(search, tmp_path / "eval", show_progress=False)[0]
     assert row["errors"] == 0 and row["verifier_calls"] > 0
+
+
+def test_a_critic_started_from_a_prm_values_each_state_as_the_prm_scores_it_and_is_saved_as_one(tmp_path):
+    task = get_task("game24")
+    recipe = PPORecipe(name="prm-critic", task="game24", critic="game24-prm", critic_lr=1e-4,
+                       max_completion_length=48, num_mini_batches=2, ppo_epochs=1)
+    recipe = replace(recipe, train=replace(recipe.train, steps=2, batch_size=8, lr=1e-5, warmup=0, seed=0,
+                                           bf16=False, init="game24-policy"))
+    policy, tok = load_policy("game24-policy")
+    ppo = PPO(recipe, policy, tok, task)
+    torch.manual_seed(0)
+    episodes = ppo.rollouts(task.problems("train", limit=8))
+    batch, _ = ppo.batch(episodes)
+    prm = get_verifier("game24-prm")
+    for i, e in enumerate(episodes):
+        n = len(e.actions)
+        scores = prm.score_texts([(task.prompt(e.problem), e.steps)])[0]
+        # the state before action k >= 1 ends with step k: the PRM's score of that step
+        assert batch.old_values[i, 1:n].tolist() == pytest.approx(scores[: n - 1], abs=1e-4)
+        assert 0.0 < batch.old_values[i, 0] < 1.0 and not batch.old_values[i, n:].any()
+    assert any(0.1 < s < 0.9 for row in batch.old_values.tolist() for s in row)  # it judges, not a constant
+    out = tmp_path / "ppo"
+    train_ppo(recipe, out)
+    critic = get_verifier(str(out / "critic"))
+    assert isinstance(critic, LearnedVerifier) and critic.head == prm.head
+    assert "ponder_verifier" not in json.loads((out / "config.json").read_text())  # the policy is only a policy
+    problem = task.problems("test", limit=1)[0]
+    steps = ["4 + 9 = 13 (left: 10 10 13)"]
+    before, after = (v.score_texts([(task.prompt(problem), steps)])[0][0] for v in (prm, critic))
+    assert before != after and abs(before - after) < 0.2  # trained a little, from the PRM
 
 
 def test_shipped_ppo_recipe_loads_and_bad_recipes_fail_clearly(tmp_path):

@@ -5,10 +5,17 @@
   min(r A, clip(r, 1 - cliprange, 1 + cliprange) A) per token (r: the probability ratio to the policy that sampled;
   the paper's epsilon is `cliprange`), with the value loss clipped the same way around the old values
   (`cliprange_value`) and weighted by `vf_coef` (the paper's c1).
-- **The critic is a value head on the policy**: a linear map of the policy's last hidden state, so one network
-  proposes and evaluates, the shape of AlphaZero's policy-value network. The head is saved with the checkpoint
-  (`value_head.safetensors`, `ponder_verifier` kind `critic` in config.json), so the same directory serves as a
-  policy and, through `--verifier DIR`, as a search verifier whose step score is the critic's value.
+- **The critic** is one of two (`critic`):
+  - a value head on the policy (`critic: ""`, the default): a linear map of the policy's last hidden state,
+    starting from zero, so one network proposes and evaluates, the shape of AlphaZero's policy-value network. The
+    head is saved with the checkpoint (`value_head.safetensors`, `ponder_verifier` kind `critic` in config.json),
+    so the same directory serves as a policy and, through `--verifier DIR`, as a search verifier whose step score
+    is the critic's value;
+  - a separate network started from a learned verifier (`critic: game24-prm`), as InstructGPT starts its value
+    function from its reward model (Ouyang et al., 2022): the value of a state is the verifier's score of its last
+    step (of the prompt alone, the head's score at the prompt's last token), trained by the value loss at
+    `critic_lr`. It starts as good a judge as the verifier and learns the values of the policy's own states; it is
+    saved in `OUT/critic/` with the verifier's head, a search verifier through `--verifier OUT/critic`.
 - **Actions are reasoning steps**: a completion is cut into its steps (each opens at the newline that ends the step
   before) and, when the policy stops by itself, a last action that ends the solution (its end-of-text token). The
   critic's value of a state is read at the last token before an action: the prompt's end, then the end of each
@@ -51,7 +58,18 @@ from ponder.tasks.base import Problem
 from ponder.train.grpo import ProcessReward, check_rewards, load_prm, reward_means
 from ponder.train.loop import STATE_FILE, TrainConfig, hardware, learning_rate, save_checkpoint, save_state, use_bf16
 from ponder.train.recipe import load_trainer_recipe, remake_section, rl_train_config
-from ponder.verifiers.learned import HeadSpec, next_token_logprobs, save_value_head, value_head
+from ponder.verifiers.learned import (
+    Encoded,
+    HeadSpec,
+    LearnedVerifier,
+    VerifierError,
+    head_logits,
+    next_token_logprobs,
+    pad_batch,
+    save_value_head,
+    step_margins,
+    value_head,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +90,10 @@ class PPORecipe:
     vf_coef: float = 0.5  # PPO's c1
     ppo_epochs: int = 4
     num_mini_batches: int = 4
-    critic_lr: float = 1e-3  # the value head's learning rate (it starts from zero; the policy's is train.lr)
+    critic: str = ""  # "": a value head on the policy; a learned verifier (shipped name or directory): a critic
+    # started from it
+    critic_lr: float = 1e-3  # the critic's learning rate (the policy's is train.lr): high for a head from zero,
+    # about the policy's for a critic started from a verifier
     whiten_advantages: bool = True
     temperature: float = 1.0
     max_completion_length: int = 128
@@ -138,20 +159,98 @@ def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: 
     return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (clipped - returns) ** 2), mask)
 
 
-class ActorCritic(torch.nn.Module):
-    """A causal LM policy with a value head on its last hidden state."""
+class HeadCritic(torch.nn.Module):
+    """A value head on the policy's last hidden state, starting from zero; a state's value is read at the state's
+    last token of the policy's own input."""
 
-    def __init__(self, policy: PreTrainedModel, head: torch.nn.Linear | None = None) -> None:
+    def __init__(self, hidden: int, head: torch.nn.Linear | None = None) -> None:
         super().__init__()
-        self.policy = policy
-        self.value_head = head if head is not None else value_head(policy.config.hidden_size)
+        self.value_head = head if head is not None else value_head(hidden)
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def inputs(self, episodes: list[Episode], state_at: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"at": state_at}
+
+    def forward(self, hidden: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.value_head(hidden)[..., 0].float().gather(1, inputs["at"])
+
+    def save(self, policy: PreTrainedModel, task: str, out_dir: Path) -> None:
+        policy.config.ponder_verifier = asdict(HeadSpec(kind="critic", task=task))
+        save_value_head(self.value_head, out_dir)
+
+
+class VerifierCritic(torch.nn.Module):
+    """A separate critic started from a learned verifier: a state's value is the verifier's score of its last step
+    (the head's probability of a good step, times the checked tokens' probability for a checking PRM), read from the
+    verifier's own layout of the prompt and the steps so far; before any step, the head's score at the prompt's end."""
+
+    def __init__(self, verifier: LearnedVerifier, task: Task) -> None:
+        super().__init__()
+        if verifier.head.kind == "critic":
+            raise TaskError(f"critic {verifier.name}: a PPO critic continues as a value head (give its directory as "
+                            "train.init), not as a separate critic")
+        self.model, self.layout, self.tokenizer, self.task = verifier.model, verifier.layout, verifier.tokenizer, task
+        self.pad = verifier.pad
+
+    def encode(self, episode: Episode) -> Encoded:
+        """The episode in the verifier's layout; steps past its context are left out (their states read the last
+        step that fits), so a rambling sample cannot stop the run."""
+        steps = episode.steps
+        while True:
+            try:
+                return self.layout.encode(self.task.prompt(episode.problem), steps)
+            except VerifierError:
+                if not steps:
+                    raise
+                steps = steps[:-1]
+
+    def inputs(self, episodes: list[Episode], state_at: torch.Tensor) -> dict[str, torch.Tensor]:
+        encoded = [self.encode(e) for e in episodes]
+        batch = pad_batch([e.ids for e in encoded], self.pad)
+        checks = torch.zeros(batch["input_ids"].shape)
+        at = torch.zeros(state_at.shape, dtype=torch.long)
+        for i, (e, enc) in enumerate(zip(episodes, encoded)):
+            reads = [enc.prompt_end, *enc.positions]
+            for k in range(len(e.actions)):
+                at[i, k] = reads[min(k, len(reads) - 1)]
+            for c in enc.checks:
+                checks[i, c] = 1.0
+        return {**batch, "checks": checks, "at": at}
+
+    def forward(self, hidden: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        ids = inputs["input_ids"]
+        logits = head_logits(self.model, self.layout, {"input_ids": ids, "attention_mask": inputs["attention_mask"]})
+        score = torch.sigmoid(step_margins(self.layout, logits).float())
+        if self.layout.head.check_after:  # times P(every checked token so far), as the verifier scores
+            score = score * (next_token_logprobs(logits, ids).float() * inputs["checks"]).cumsum(1).exp()
+        return score.gather(1, inputs["at"])
+
+    def save(self, policy: PreTrainedModel, task: str, out_dir: Path) -> None:
+        folder = out_dir / "critic"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.to(torch.bfloat16).save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        (folder / "README.md").write_text(
+            f"# critic of {out_dir.name}\n\nThe PPO critic trained beside the policy in `..` (its card says how), "
+            f"started from a learned verifier; a search verifier with that verifier's head: `--verifier {folder}`.\n")
+
+
+Critic = HeadCritic | VerifierCritic
+
+
+class ActorCritic(torch.nn.Module):
+    """A causal LM policy and its critic (a value head on it, or a network of its own)."""
+
+    def __init__(self, policy: PreTrainedModel, critic: Critic) -> None:
+        super().__init__()
+        self.policy, self.critic = policy, critic
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, temperature: float, critic_inputs: dict[str, torch.Tensor]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """[batch, length] log-probabilities of each token given those before it (at the sampling temperature;
-        0 at the first) and [batch, length] values of the state that ends at each token."""
+        0 at the first) and [batch, actions] the critic's values of the state before each action."""
         hidden = self.policy.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
         logits = self.policy.lm_head(hidden) / temperature
-        return next_token_logprobs(logits, ids), self.value_head(hidden)[..., 0].float()
+        return next_token_logprobs(logits, ids), self.critic(hidden, critic_inputs)
 
 
 # --- rollouts --------------------------------------------------------------------------------------------------
@@ -266,13 +365,19 @@ class Batch:
     tokens: torch.Tensor  # [B, L] 1 at completion tokens (the policy's actions)
     old_logp: torch.Tensor  # [B, L] under the policy that sampled
     advantages: torch.Tensor  # [B, L] each token's step's advantage
-    state_at: torch.Tensor  # [B, A] where each action's state value is read
+    critic: dict[str, torch.Tensor]  # the critic's inputs: where it reads each action's state value [B, A], and
+    # its own tokens when it is a network of its own
     states: torch.Tensor  # [B, A] 1 where an action exists
     old_values: torch.Tensor  # [B, A]
     returns: torch.Tensor  # [B, A]
 
     def rows(self, index: torch.Tensor) -> Batch:
-        return Batch(**{k: v[index] for k, v in vars(self).items()})
+        return Batch(**{k: {n: t[index] for n, t in v.items()} if isinstance(v, dict) else v[index]
+                        for k, v in vars(self).items()})
+
+    def to(self, device: str) -> Batch:
+        return Batch(**{k: {n: t.to(device) for n, t in v.items()} if isinstance(v, dict) else v.to(device)
+                        for k, v in vars(self).items()})
 
 
 # --- the trainer -----------------------------------------------------------------------------------------------
@@ -286,12 +391,14 @@ class PPO:
         self.recipe, self.tok, self.task = recipe, tok, task
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.bf16 = use_bf16(recipe.train.bf16, self.device)
-        self.model = ActorCritic(policy).to(self.device)
+        critic = (VerifierCritic(load_prm(recipe.critic), task) if recipe.critic else
+                  HeadCritic(policy.config.hidden_size))
+        self.model = ActorCritic(policy, critic).to(self.device)
         self.reference = copy.deepcopy(policy).to(self.device).eval().requires_grad_(False)
         self.rewards = rewards or TaskRewards(recipe, task)
         self.optim = torch.optim.AdamW(
             [{"params": list(policy.parameters()), "lr": recipe.train.lr, "base_lr": recipe.train.lr},
-             {"params": list(self.model.value_head.parameters()), "lr": recipe.critic_lr,
+             {"params": list(self.model.critic.parameters()), "lr": recipe.critic_lr,
               "base_lr": recipe.critic_lr}], betas=(0.9, 0.95), weight_decay=recipe.train.weight_decay)
         self.train_problems = task.problems(recipe.split)
 
@@ -327,9 +434,11 @@ class PPO:
                 states[i, k] = 1
         self.model.eval()
         ids, mask = ids.to(self.device), mask.to(self.device)
-        old_logp, values = (t.float().cpu() for t in self.model(ids, mask, r.temperature))
+        critic = self.model.critic.inputs(episodes, state_at)
+        old_logp, values = (t.float().cpu() for t in self.model(ids, mask, r.temperature,
+                                                                  {k: v.to(self.device) for k, v in critic.items()}))
         ref_logp = self.reference_logp(ids, mask)
-        old_values = values.gather(1, state_at) * states
+        old_values = values * states
         kl = (old_logp - ref_logp) * tokens
         advantages = torch.zeros((len(rows), width))
         returns = torch.zeros((len(rows), n_actions))
@@ -349,7 +458,7 @@ class PPO:
                  "stopped": sum(e.stopped for e in episodes) / len(episodes),  # the rest ran out of tokens
                  "kl": float(kl.sum() / len(episodes)),
                  "length": float(tokens.sum() / len(episodes))}
-        return Batch(ids.cpu(), mask.cpu(), tokens, old_logp, advantages, state_at, states, old_values, returns), stats
+        return Batch(ids.cpu(), mask.cpu(), tokens, old_logp, advantages, critic, states, old_values, returns), stats
 
     def reference_logp(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         logits = self.reference(input_ids=ids, attention_mask=mask).logits / self.recipe.temperature
@@ -364,13 +473,11 @@ class PPO:
         for _ in range(r.ppo_epochs):
             order = torch.randperm(batch.ids.shape[0], generator=generator)
             for start in range(0, size * r.num_mini_batches, size):
-                mb = batch.rows(order[start : start + size])
-                mb = Batch(**{k: v.to(self.device) for k, v in vars(mb).items()})
+                mb = batch.rows(order[start : start + size]).to(self.device)
                 with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
-                    logp, values = self.model(mb.ids, mb.mask, r.temperature)
+                    logp, values = self.model(mb.ids, mb.mask, r.temperature, mb.critic)
                 pg, clipfrac = clipped_surrogate(logp.float(), mb.old_logp, mb.advantages, mb.tokens, r.cliprange)
-                vf = clipped_value_loss(values.gather(1, mb.state_at), mb.old_values, mb.returns, mb.states,
-                                        r.cliprange_value)
+                vf = clipped_value_loss(values, mb.old_values, mb.returns, mb.states, r.cliprange_value)
                 (pg + r.vf_coef * vf).backward()
                 pg, vf, clipfrac = pg.detach(), vf.detach(), clipfrac.detach()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -475,9 +582,8 @@ def train_ppo(recipe: PPORecipe, out_dir: Path, steps: int | None = None,
         summary["greedy_pass@1_end"] = final_pass
     summary |= {"config": asdict(recipe), "log": history}
     ppo.model.to("cpu")
-    policy.config.ponder_verifier = asdict(HeadSpec(kind="critic", task=recipe.task))
+    ppo.model.critic.save(policy, recipe.task, out_dir)
     save_checkpoint(policy, tok, out_dir, summary, asdict(recipe))
-    save_value_head(ppo.model.value_head, out_dir)
     write_card(out_dir, summary)
     return summary
 

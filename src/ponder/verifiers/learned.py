@@ -116,6 +116,7 @@ def value_head(hidden: int) -> torch.nn.Linear:
 
 
 def save_value_head(head: torch.nn.Linear, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().float().contiguous() for k, v in head.state_dict().items()}, directory / VALUE_HEAD_FILE)
 
 
@@ -132,6 +133,7 @@ class Encoded(NamedTuple):
     ids: list[int]
     positions: list[int]  # where each step's score is read
     checks: list[list[int]]  # per step, the positions of the tokens the LM checks (empty without check_after)
+    prompt_end: int  # the prompt's last token: where the head reads the state before any step
 
 
 class Judged(NamedTuple):
@@ -173,6 +175,7 @@ class StepLayout:
 
     def encode(self, prompt: str, steps: list[str]) -> Encoded:
         ids = list(self.tok(prompt).input_ids)
+        prompt_end = len(ids) - 1
         positions: list[int] = []
         checks: list[list[int]] = []
         after = self.head.check_after
@@ -194,9 +197,9 @@ class StepLayout:
             cut = len(ids) - self.max_length
             if positions and positions[0] < cut:
                 raise VerifierError(f"the solution alone is longer than the verifier's {self.max_length} tokens")
-            ids, positions = ids[cut:], [p - cut for p in positions]
+            ids, positions, prompt_end = ids[cut:], [p - cut for p in positions], max(0, prompt_end - cut)
             checks = [[p - cut for p in c if p > cut] for c in checks]  # a token is checked from the one before it
-        return Encoded(ids, positions, checks)
+        return Encoded(ids, positions, checks, prompt_end)
 
 
 class LearnedVerifier(Verifier):
