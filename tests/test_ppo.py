@@ -292,6 +292,12 @@ def test_the_benchmark_trains_on_the_split_named_and_refuses_to_reuse_models_tra
     (tmp_path / "bench" / "config.json").write_text(json.dumps({**asdict(PPOBenchConfig()), "steps": 20}))
     with pytest.raises(ConfigError, match="split"):
         ppo_benchmark(PPOBenchConfig(split="synthetic"), tmp_path / "bench")
+    with pytest.raises(ConfigError, match="'ppo'"):  # another PPO recipe makes other models
+        ppo_benchmark(PPOBenchConfig(steps=20, ppo="game24-ppo-prm-critic"), tmp_path / "bench")
+    (tmp_path / "arith-ppo.yaml").write_text("kind: ppo\ntask: arith\n")
+    with pytest.raises(ConfigError, match="is for arith, not game24"):
+        ppo_benchmark(PPOBenchConfig(ppo=str(tmp_path / "arith-ppo.yaml")), tmp_path / "b2")
+    assert not (tmp_path / "b2").exists()
 
 
 def test_a_saved_state_of_another_recipe_is_refused_not_resumed(tiny_policy, tmp_path):

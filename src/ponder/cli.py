@@ -1131,6 +1131,8 @@ def bench_ppo(
     budget: int = typer.Option(4, help="the search's budget where the critic and the PRM judge"),
     split: str = typer.Option("", help="the split every method trains on (default: the recipes'; game24's "
                                        "`synthetic` puzzles are ones the policy solves less often than `train`'s)"),
+    ppo: str = typer.Option("", help="the PPO recipe (a shipped name or a YAML file; default TASK-ppo), e.g. "
+                                     "game24-ppo-prm-critic"),
     out: Path = typer.Option(None, help="models, eval runs, bench.json and curves.png (default runs/bench-ppo-TASK); "
                                         "a rerun skips the models already trained"),
 ) -> None:
@@ -1138,7 +1140,8 @@ def bench_ppo(
     and spread; the critic as a search verifier against the shipped PRM; training curves as a PNG."""
     from ponder.bench.ppo import PPOBenchConfig, ppo_benchmark
 
-    cfg = PPOBenchConfig(task=task, steps=steps, seeds=seeds, problems=problems, budget=budget, split=split)
+    cfg = PPOBenchConfig(task=task, steps=steps, seeds=seeds, problems=problems, budget=budget, split=split,
+                         ppo=ppo)
     result = ppo_benchmark(cfg, out or Path("runs") / f"bench-ppo-{task}")
     print_table(f"{task} test: greedy pass@1 after {result['config']['steps']} iterations "
                 f"({result['runs'][0]['samples']} samples) per method, {problems} problems, {seeds} seed(s); "

@@ -1,7 +1,8 @@
 """`ponder bench ppo`: PPO with a critic against GRPO and an outcome-only baseline, from one starting policy, at equal
 samples, over several seeds.
 
-- `ppo`: the recipe `{task}-ppo` (`ponder.train.ppo`: a critic on the policy, the outcome plus a PRM's step rewards).
+- `ppo`: the recipe `{task}-ppo` or the one named (`ponder.train.ppo`: a critic, the outcome plus a PRM's step
+  rewards).
 - `grpo`: the recipe `{task}-grpo` (DeepSeekMath's GRPO through TRL, the outcome reward).
 - `rft`: outcome only, rejection-sampling fine-tuning (Yuan et al., 2023, "Scaling Relationship on Learning
   Mathematical Reasoning with Large Language Models"): the starting policy samples as many completions, for the same
@@ -49,6 +50,7 @@ class PPOBenchConfig:
     problems: int = 100  # test problems for greedy pass@1 and the search
     budget: int = 4  # the search's budget for the critic-as-verifier rows
     split: str = ""  # the problems every method trains on ("": the PPO recipe's, which the GRPO recipe's must match)
+    ppo: str = ""  # the PPO recipe, a shipped name or a YAML file ("": `{task}-ppo`)
     rft_epochs: int = 2  # passes of rejection-sampling fine-tuning over the kept completions
     rft_lr: float = 5e-5
 
@@ -97,7 +99,9 @@ def ppo_benchmark(cfg: PPOBenchConfig, out: Path) -> dict[str, Any]:
     if cfg.seeds < 1 or cfg.problems < 1 or cfg.budget < 1 or cfg.steps < 0:
         raise ConfigError(f"bench ppo needs at least one seed, problem and unit of budget, and steps >= 0; got seeds "
                           f"{cfg.seeds}, problems {cfg.problems}, budget {cfg.budget}, steps {cfg.steps}")
-    base = PPORecipe.load(f"{cfg.task}-ppo")
+    base = PPORecipe.load(cfg.ppo or f"{cfg.task}-ppo")
+    if base.task != cfg.task:
+        raise ConfigError(f"PPO recipe {base.name} is for {base.task}, not {cfg.task}")
     grpo_base = GRPORecipe.load(f"{cfg.task}-grpo")
     if cfg.split:
         base, grpo_base = replace(base, split=cfg.split), replace(grpo_base, split=cfg.split)
@@ -134,7 +138,9 @@ def ppo_benchmark(cfg: PPOBenchConfig, out: Path) -> dict[str, Any]:
         for method in METHODS:
             row[method] = greedy_accuracy(cfg.task, str(folder / method), cfg.problems, seed,
                                           folder / f"eval-{method}")
-        for name, verifier in (("critic", str(folder / "ppo")), ("prm", task.default_verifier)):
+        critic = folder / "ppo" / "critic"  # a critic of its own, else the value head on the policy
+        for name, verifier in (("critic", str(critic if critic.is_dir() else folder / "ppo")),
+                               ("prm", task.default_verifier)):
             search = EvalConfig(task=cfg.task, split="test", limit=cfg.problems, model=str(folder / "ppo"),
                                 methods=[task.default_method], budgets=[cfg.budget], verifier=verifier, seed=seed)
             table = run_eval(search, folder / f"search-{name}", show_progress=False)
