@@ -244,6 +244,7 @@ def test_a_critic_started_from_a_prm_values_each_state_as_the_prm_scores_it_and_
     critic = get_verifier(str(out / "critic"))
     assert isinstance(critic, LearnedVerifier) and critic.head == prm.head
     assert "ponder_verifier" not in json.loads((out / "config.json").read_text())  # the policy is only a policy
+    assert f"--verifier {out / 'critic'}" in (out / "README.md").read_text()
     problem = task.problems("test", limit=1)[0]
     steps = ["4 + 9 = 13 (left: 10 10 13)"]
     before, after = (v.score_texts([(task.prompt(problem), steps)])[0][0] for v in (prm, critic))

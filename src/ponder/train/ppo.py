@@ -595,12 +595,16 @@ def write_card(out_dir: Path, summary: dict[str, Any]) -> None:
     reward = ("outcome (exact grader, 0/1)" if c["reward"] == "outcome" else
               f"outcome (exact grader) x {1 - c['process_weight']:.2f} + each step's score by the PRM `{c['prm']}` "
               f"x {c['process_weight']:.2f} / max_steps")
+    critic = (f"a critic of its own started from the verifier `{c['critic']}`, advantages over reasoning steps, a "
+              f"KL penalty to the starting policy. The critic is in `{out_dir / 'critic'}`, a search verifier with "
+              f"that verifier's head (`--verifier {out_dir / 'critic'}`)" if c["critic"] else
+              "a value head on the policy, advantages over reasoning steps, a KL penalty to the starting policy. The "
+              f"same directory is a policy and, through `--verifier {out_dir}`, a search verifier whose step score "
+              "is the critic's value (`value_head.safetensors`)")
     card = f"""# {summary["recipe"]}
 
 The `{summary["init"]}` policy for `{summary["task"]}` after PPO with a critic (Schulman et al., 2017; GAE,
-Schulman et al., 2016) on the training split: a value head on the policy, advantages over reasoning steps, a KL
-penalty to the starting policy. The same directory is a policy and, through `--verifier {out_dir}`, a search verifier
-whose step score is the critic's value (`value_head.safetensors`). Character-level tokenizer; weights stored in bf16.
+Schulman et al., 2016) on the `{c["split"]}` split: {critic}. Character-level tokenizer; weights stored in bf16.
 
 - Reward: {reward}; KL penalty beta {c["beta"]}.
 - Recipe: `{summary["recipe"]}` ({summary["steps"]} iterations x {train["batch_size"]} completions =
