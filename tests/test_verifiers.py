@@ -85,7 +85,7 @@ def test_a_value_model_learns_the_outcome_at_every_step_and_judges_prefixes(trai
 def test_step_tag_score_is_p_plus_over_p_plus_plus_p_minus_at_the_tag(trained):
     verifier = LearnedVerifier(str(trained["step_tag"]))
     prompt, steps = "Input: 4 5 6 10\n", ["5 * 4 = 20 (left: 6 10 20)", "10 - 6 = 4 (left: 4 20)"]
-    ids, positions, _ = verifier.layout.encode(prompt, steps)
+    ids, positions, _, _ = verifier.layout.encode(prompt, steps)
     tag = verifier.tokenizer.convert_tokens_to_ids("ки")
     assert [ids[p] for p in positions] == [tag, tag]  # the tag is one added token, read where it sits
     with torch.no_grad():
@@ -101,7 +101,7 @@ def test_a_checked_prm_scores_the_tag_times_its_probability_of_every_result_so_f
         trained["checked"] / "README.md").read_text()
     prompt = "Input: 4 5 6 10\n"
     steps = ["5 * 4 = 20 (left: 6 10 20)", "Let me think", "10 - 6 = 4 (left: 4 20)"]
-    ids, positions, checks = verifier.layout.encode(prompt, steps)
+    ids, positions, checks, _ = verifier.layout.encode(prompt, steps)
     tok = verifier.tokenizer
     assert [tok.decode([ids[p] for p in c]) for c in checks] == [" 20 (left: 6 10 20)", "", " 4 (left: 4 20)"]
     with torch.no_grad():
@@ -134,8 +134,10 @@ def test_a_split_marker_and_a_step_containing_it_keep_one_score_per_step(game24_
     layout = StepLayout(tok, HeadSpec(kind="step_tag", marker=" <<tag>>"), max_length=512)
     assert len(layout.marker_ids) == 8  # a character tokenizer splits it into eight tokens
     steps = ["1 + 2 = 3 <<tag>> (left: 3 3 4)", "3 * 3 = 9 (left: 4 9)"]
-    ids, positions, _ = layout.encode("Input: 1 2 3 4\n", steps)
+    ids, positions, _, prompt_end = layout.encode("Input: 1 2 3 4\n", steps)
     assert len(positions) == 2
+    assert tok.decode(ids[: prompt_end + 1]).endswith("Input: 1 2 3 4\n")  # the state before any step ends there
+    assert ids[prompt_end + 1] == tok("1").input_ids[-1]
     assert tok.decode(ids[positions[0] - 7 : positions[0] + 1]) == " <<tag>>"  # read at the marker's last token
     assert tok.decode(ids).count("<<tag>>") == 2  # the one inside the step was removed
 

@@ -91,7 +91,7 @@ def examples(records: list[StepRecord], task: Task, layout: StepLayout, kind: st
     for record in records:
         if not record.steps:
             continue
-        ids, positions, checks = layout.encode(record_prompt(task, record), record.steps)
+        ids, positions, checks, _ = layout.encode(record_prompt(task, record), record.steps)
         wanted = targets(record, kind, labels)
         keep = [(p, y) for p, y in zip(positions, wanted) if y is not None]
         written = [p for c, y in zip(checks, record.labels) if y is not None and y > 0 for p in c]
