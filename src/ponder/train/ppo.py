@@ -163,9 +163,9 @@ class HeadCritic(torch.nn.Module):
     """A value head on the policy's last hidden state, starting from zero; a state's value is read at the state's
     last token of the policy's own input."""
 
-    def __init__(self, hidden: int, head: torch.nn.Linear | None = None) -> None:
+    def __init__(self, hidden: int) -> None:
         super().__init__()
-        self.value_head = head if head is not None else value_head(hidden)
+        self.value_head = value_head(hidden)
 
     def inputs(self, episodes: list[Episode], state_at: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"at": state_at}
@@ -371,12 +371,9 @@ class Batch:
     old_values: torch.Tensor  # [B, A]
     returns: torch.Tensor  # [B, A]
 
-    def rows(self, index: torch.Tensor) -> Batch:
-        return Batch(**{k: {n: t[index] for n, t in v.items()} if isinstance(v, dict) else v[index]
-                        for k, v in vars(self).items()})
-
-    def to(self, device: str) -> Batch:
-        return Batch(**{k: {n: t.to(device) for n, t in v.items()} if isinstance(v, dict) else v.to(device)
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
+        """The batch with `fn` applied to every tensor, the critic's inputs included."""
+        return Batch(**{k: {n: fn(t) for n, t in v.items()} if isinstance(v, dict) else fn(v)
                         for k, v in vars(self).items()})
 
 
@@ -473,7 +470,8 @@ class PPO:
         for _ in range(r.ppo_epochs):
             order = torch.randperm(batch.ids.shape[0], generator=generator)
             for start in range(0, size * r.num_mini_batches, size):
-                mb = batch.rows(order[start : start + size]).to(self.device)
+                index = order[start : start + size]
+                mb = batch.map(lambda t, index=index: t[index].to(self.device))
                 with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
                     logp, values = self.model(mb.ids, mb.mask, r.temperature, mb.critic)
                 pg, clipfrac = clipped_surrogate(logp.float(), mb.old_logp, mb.advantages, mb.tokens, r.cliprange)
