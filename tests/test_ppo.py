@@ -260,7 +260,11 @@ def test_shipped_ppo_recipe_loads_and_bad_recipes_fail_clearly(tmp_path):
                           ("kind: ppo\ntask: game24\nmax_completion_length: 0\n", "at least 1"),
                           ("kind: ppo\ntask: game24\nclip: 0.2\n", "malformed"),
                           ("kind: ppo\ntask: game24\nsplit: test\n", "never trains on the test split"),
-                          ("kind: ppo\ntask: game24\nsplit: dreams\n", "synthetic")]:
+                          ("kind: ppo\ntask: game24\nsplit: dreams\n", "synthetic"),
+                          # a critic or PRM must name a learned verifier, found before any model loads
+                          ("kind: ppo\ntask: game24\ncritic: nosuch-prm\n", "critic: unknown verifier 'nosuch-prm'"),
+                          ("kind: ppo\ntask: game24\ncritic: oracle\n", "critic 'oracle' is not a learned"),
+                          ("kind: ppo\ntask: game24\nreward: outcome+process\nprm: nosuch\n", "prm: unknown")]:
         path = tmp_path / "bad.yaml"
         path.write_text(text)
         with pytest.raises(TaskError, match=message):

@@ -30,13 +30,15 @@ from datasets import Dataset
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
 
-from ponder.errors import MissingExtra
+from ponder.errors import ConfigError, MissingExtra
 from ponder.lm.hf import loading_quietly, resolve_model
+from ponder.lm.load import is_url
 from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
 from ponder.train.loop import TrainConfig, save_checkpoint, use_bf16
 from ponder.train.recipe import load_trainer_recipe, rl_train_config
-from ponder.verifiers import AGGREGATIONS, aggregate, get_verifier
+from ponder.verifiers import AGGREGATIONS, ASKING, aggregate, get_verifier, verifier_fingerprint
+from ponder.verifiers.base import VERIFIERS
 from ponder.verifiers.learned import LearnedVerifier, VerifierError
 
 REWARDS = ("outcome", "outcome+process")
@@ -94,6 +96,20 @@ def check_rewards(where: str, kind: str, expected: str, task: str, reward: str, 
         raise TaskError(f"recipe {where}: unknown reward {reward!r}; choose from {', '.join(REWARDS)}")
     if reward == "outcome+process" and not prm:
         raise TaskError(f"recipe {where}: reward outcome+process needs a `prm:` (a PRM name or directory)")
+    if prm:
+        check_learned(where, "prm", prm)
+
+
+def check_learned(where: str, knob: str, name: str) -> None:
+    """Raise for a recipe knob that must name a learned verifier (a shipped PRM or a checkpoint directory) and does
+    not: a built-in or model-asking verifier, a server, or an unknown name; the weights are not loaded."""
+    if name in VERIFIERS or name.partition(":")[0] in ASKING or is_url(name):
+        raise TaskError(f"recipe {where}: {knob} {name!r} is not a learned verifier (a PRM name or checkpoint "
+                        "directory)")
+    try:
+        verifier_fingerprint(name)
+    except ConfigError as err:
+        raise TaskError(f"recipe {where}: {knob}: {err}") from err
 
 
 # --- rewards --------------------------------------------------------------------------------------------------

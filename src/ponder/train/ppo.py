@@ -55,7 +55,7 @@ from ponder.errors import ConfigError
 from ponder.lm.hf import loading_quietly, resolve_model
 from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
-from ponder.train.grpo import ProcessReward, check_rewards, load_prm, reward_means
+from ponder.train.grpo import ProcessReward, check_learned, check_rewards, load_prm, reward_means
 from ponder.train.loop import STATE_FILE, TrainConfig, hardware, learning_rate, save_checkpoint, save_state, use_bf16
 from ponder.train.recipe import load_trainer_recipe, remake_section, rl_train_config
 from ponder.verifiers.learned import (
@@ -111,6 +111,8 @@ class PPORecipe:
     def check(self, where: str) -> None:
         """Raise TaskError for settings PPO cannot run with (before any model is loaded)."""
         check_rewards(where, self.kind, "ppo", self.task, self.reward, self.prm, self.split)
+        if self.critic:
+            check_learned(where, "critic", self.critic)
         if not 0.0 <= self.process_weight < 1.0:
             raise TaskError(f"recipe {where}: process_weight must lie in [0, 1), got {self.process_weight}")
         if not (0.0 < self.gamma <= 1.0 and 0.0 <= self.lam <= 1.0):

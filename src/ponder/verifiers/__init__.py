@@ -96,5 +96,5 @@ def _unknown(name: str, err: Exception) -> ConfigError:
     return ConfigError(f"unknown verifier {name!r}: not one of {', '.join(sorted(VERIFIERS))} and {err}")
 
 
-__all__ = ["AGGREGATIONS", "Verifier", "aggregate", "check_aggregation", "clear_verifiers", "get_verifier",
+__all__ = ["AGGREGATIONS", "ASKING", "Verifier", "aggregate", "check_aggregation", "clear_verifiers", "get_verifier",
            "shared_verifier", "verifier_fingerprint"]
