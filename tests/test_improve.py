@@ -19,7 +19,7 @@ from ponder.errors import ConfigError
 from ponder.improve.loop import Loop
 from ponder.improve.recipe import ImproveRecipe
 from ponder.improve.trees import Tree
-from ponder.tasks import get_task
+from ponder.tasks import TaskError, get_task
 from ponder.tasks.game24 import Game24
 from ponder.trace import Node
 
@@ -193,6 +193,13 @@ def test_far_splits_hold_solvable_puzzles_above_the_training_numbers_apart() -> 
         numbers = problem.meta["numbers"]
         assert sum(25 <= n <= 60 for n in numbers) == 1 and all(1 <= n <= 60 for n in numbers)
         assert TASK.solutions(problem)
+    near = TASK.problems("far-train-30")  # a curriculum's first step: the pool's puzzles nearest the training numbers
+    assert 100 < len(near) < 300 and all(max(p.meta["numbers"]) <= 30 for p in near)
+    assert [p.question for p in pool if max(p.meta["numbers"]) <= 30] == [p.question for p in near]
+    assert TASK.problems("far-train-60") == pool
+    for bad in ("far-train-24", "far-train-61", "far-train-x", "farther"):
+        with pytest.raises(TaskError, match="far-train-N"):
+            TASK.problems(bad)
 
 
 def test_arith_training_problems_of_the_long_lengths_are_not_the_long_split() -> None:

@@ -253,6 +253,18 @@ def _synthetic_max(split: str) -> int:
     return int(bound)
 
 
+def _far_max(split: str) -> int:
+    """`far` and `far-train` reach the far range's top; `far-train-N` only N: a curriculum's steps, nearest the
+    training numbers first."""
+    if split in ("far", "far-train"):
+        return FAR_RANGE[1]
+    bound = split.removeprefix("far-train-")
+    if not (split.startswith("far-train-") and bound.isdigit() and FAR_RANGE[0] <= int(bound) <= FAR_RANGE[1]):
+        raise TaskError(f"game24: far splits are 'far', 'far-train' and 'far-train-N' with N in "
+                        f"{FAR_RANGE[0]}-{FAR_RANGE[1]}; got {split!r}")
+    return int(bound)
+
+
 # --- the task -------------------------------------------------------------------------------------------
 
 
@@ -270,14 +282,16 @@ class Game24(StepOracle, ReferenceSolver, Hintable, Revisable):
         if split.startswith("synthetic"):
             return [self.problem(nums, id=f"game24-s-{'-'.join(map(str, nums))}")
                     for nums in synthetic_puzzles(_synthetic_max(split))[:limit]]
-        if split in ("far", "far-train"):
+        if split.startswith("far"):
             far = far_puzzles()
             chosen = far[:FAR_TEST] if split == "far" else far[FAR_TEST:]
+            chosen = [nums for nums in chosen if max(nums) <= _far_max(split)]
             return [self.problem(nums, id=f"game24-far-{'-'.join(map(str, nums))}") for nums in chosen[:limit]]
         if split not in ("test", "train", "all"):
             raise TaskError("game24 has splits 'test' (ranks 901-1000), 'train', 'all', 'synthetic' and "
                             f"'synthetic-N' (numbers up to N, 14-{SYNTHETIC_LIMIT}), 'far' and 'far-train' (one "
-                            f"number in {FAR_RANGE[0]}-{FAR_RANGE[1]}); got {split!r}")
+                            f"number in {FAR_RANGE[0]}-{FAR_RANGE[1]}) and 'far-train-N' (that number at most N); "
+                            f"got {split!r}")
         if self._puzzles is None:
             self._puzzles = load_puzzles(self.path)
         rows = [
