@@ -214,7 +214,9 @@ def test_arith_training_problems_of_the_long_lengths_are_not_the_long_split() ->
 
 
 def test_shipped_recipes_load_and_a_bad_knob_is_one_line(tmp_path: Path) -> None:
-    for name in ("game24", "game24-weak", "game24-far", "arith-long", "gsm8k-smollm2"):
+    experiments = sorted(str(p) for p in (ROOT / "experiments").glob("*.yaml"))  # the recipes RESULTS reports
+    assert len(experiments) >= 6
+    for name in ("game24", "game24-weak", "game24-far", "arith-long", "gsm8k-smollm2", *experiments):
         recipe = ImproveRecipe.load(name)
         assert recipe.rounds >= 1 and recipe.measure.split not in recipe.splits()
     bad = tiny_recipe(tmp_path, distil={"target": "dreams"})
