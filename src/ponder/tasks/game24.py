@@ -242,15 +242,21 @@ def far_puzzles() -> list[tuple[int, ...]]:
     return list(found)
 
 
+def _bound(split: str, prefix: str, low: int, high: int) -> int | None:
+    """N of a split named `prefix` followed by N, with N in low-high; None for any other name."""
+    bound = split.removeprefix(prefix)
+    return int(bound) if split.startswith(prefix) and bound.isdigit() and low <= int(bound) <= high else None
+
+
 def _synthetic_max(split: str) -> int:
     """`synthetic` is numbers up to 24; `synthetic-N` up to N."""
     if split == "synthetic":
         return SYNTHETIC_MAX
-    bound = split.removeprefix("synthetic-")
-    if not (split.startswith("synthetic-") and bound.isdigit() and 14 <= int(bound) <= SYNTHETIC_LIMIT):
+    bound = _bound(split, "synthetic-", 14, SYNTHETIC_LIMIT)
+    if bound is None:
         raise TaskError(f"game24: synthetic splits are 'synthetic' and 'synthetic-N' with N in 14-{SYNTHETIC_LIMIT}; "
                         f"got {split!r}")
-    return int(bound)
+    return bound
 
 
 def _far_max(split: str) -> int:
@@ -258,11 +264,11 @@ def _far_max(split: str) -> int:
     training numbers first."""
     if split in ("far", "far-train"):
         return FAR_RANGE[1]
-    bound = split.removeprefix("far-train-")
-    if not (split.startswith("far-train-") and bound.isdigit() and FAR_RANGE[0] <= int(bound) <= FAR_RANGE[1]):
+    bound = _bound(split, "far-train-", *FAR_RANGE)
+    if bound is None:
         raise TaskError(f"game24: far splits are 'far', 'far-train' and 'far-train-N' with N in "
                         f"{FAR_RANGE[0]}-{FAR_RANGE[1]}; got {split!r}")
-    return int(bound)
+    return bound
 
 
 # --- the task -------------------------------------------------------------------------------------------
@@ -283,9 +289,8 @@ class Game24(StepOracle, ReferenceSolver, Hintable, Revisable):
             return [self.problem(nums, id=f"game24-s-{'-'.join(map(str, nums))}")
                     for nums in synthetic_puzzles(_synthetic_max(split))[:limit]]
         if split.startswith("far"):
-            far = far_puzzles()
-            chosen = far[:FAR_TEST] if split == "far" else far[FAR_TEST:]
-            chosen = [nums for nums in chosen if max(nums) <= _far_max(split)]
+            top, far = _far_max(split), far_puzzles()
+            chosen = [nums for nums in (far[:FAR_TEST] if split == "far" else far[FAR_TEST:]) if max(nums) <= top]
             return [self.problem(nums, id=f"game24-far-{'-'.join(map(str, nums))}") for nums in chosen[:limit]]
         if split not in ("test", "train", "all"):
             raise TaskError("game24 has splits 'test' (ranks 901-1000), 'train', 'all', 'synthetic' and "
