@@ -204,3 +204,20 @@ def test_oracle_prefix_scores_agree_with_brute_force_on_random_prefixes(nums, da
         expected.append(float(ok and brute_force(values)))
     [scores] = asyncio.run(OracleVerifier().score_prefixes(task, problem, [steps]))
     assert scores == expected
+
+
+def test_back_steps_return_to_a_state_on_the_path_and_the_answer_is_the_path_a_stream_ends_on():
+    p = task.problem("4 5 6 10")
+    dead = ["10 + 5 = 15 (left: 4 6 15)", "15 + 4 = 19 (left: 6 19)"]
+    assert task.back_step(p, dead[:1]) == "back (left: 4 6 15)" and task.back_step(p, []) == "back (left: 4 5 6 10)"
+    stream = [*dead, task.back_step(p, dead[:1]), "15 - 6 = 9 (left: 4 9)", task.back_step(p, []),
+              "10 - 4 = 6 (left: 5 6 6)", "6 - 5 = 1 (left: 1 6)", "back (left: 5 6 6)", "6 * 5 = 30 (left: 6 30)",
+              "30 - 6 = 24 (left: 24)"]
+    assert task.resolve(p, stream) == ["10 - 4 = 6 (left: 5 6 6)", "6 * 5 = 30 (left: 6 30)", "30 - 6 = 24 (left: 24)"]
+    assert task.grade(p, task.extract_answer(p, stream)) and task.is_final(stream)
+    # the oracle judges a stream by the state it is in: after backing out of a dead end it is alive again
+    assert not task.check_step(p, stream[:2]) and task.check_step(p, stream[:5]) and task.check_step(p, stream)
+    # a back step to a state that is not on the path (nor the start) is wrong, and so is everything after it
+    lost = [dead[0], "back (left: 1 2 3)", "10 - 4 = 6 (left: 5 6 6)"]
+    assert task.resolve(p, lost) is None and not task.check_step(p, lost[:2]) and not task.check_step(p, lost)
+    assert not task.grade(p, task.extract_answer(p, [*lost, "6 * 5 = 30 (left: 6 30)", "30 - 6 = 24 (left: 24)"]))

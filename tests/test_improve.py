@@ -73,6 +73,21 @@ def test_visit_distribution_pairs_are_proportional_to_visits() -> None:
     }  # node 7's subtree was never visited; a state below which nothing right was found gives no pair
 
 
+def test_a_depth_first_search_is_written_as_one_stream_up_to_its_first_right_answer() -> None:
+    """Stream of Search: the states in the order entered, a back step wherever the next is not a child of the last;
+    the stream ends at the first entered state with a right finished child (the outcome check, never the oracle)."""
+    tree = hand_tree()
+    tree.extra["order"] = [0, 6, 1, 5, 2, 3]
+    stream = tree.stream(TASK, PROBLEM)
+    assert stream == [TREE[5][2], "back (left: 4 5 6 10)", TREE[0][2], TREE[4][2], "back (left: 6 10 20)",
+                      TREE[1][2], TREE[2][2]]
+    assert TASK.grade(PROBLEM, TASK.extract_answer(PROBLEM, stream))
+    tree.extra["order"] = [0, 7, 8]  # 8's only finished child is wrong: no right answer, no stream
+    assert tree.stream(TASK, PROBLEM) is None
+    tree.extra["order"] = []  # a method that keeps no order
+    assert tree.stream(TASK, PROBLEM) is None
+
+
 def test_outcome_filter_keeps_only_graded_right_solutions(tmp_path: Path) -> None:
     """The keep phase over a search's rows: only solutions the answer check accepts, each once, none from a row
     whose search failed."""
@@ -123,19 +138,33 @@ def tiny_recipe(tmp_path: Path, **changes: object) -> Path:
 ORACLE = ("check_step", "step_labels", "moves", "step_candidates", "error_kind", "is_solvable")
 
 
+STREAM = {"search": {"method": "tot_dfs", "n": 4, "problems": 3},
+          "distil": {"target": "stream", "max_positions": 512, "replay": 0.0,
+                     "train": {"steps": 2, "batch_size": 2, "warmup": 1, "save_every": 0}}}
+
+
 @pytest.mark.slow
-def test_the_step_oracle_makes_none_of_the_training_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("changes", [{}, STREAM], ids=["choices", "stream"])
+def test_the_step_oracle_makes_none_of_the_training_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          changes: dict[str, object]) -> None:
     """The search and keep phases run with every step-oracle method of the task raising (on the class: every game24
-    task the loop makes)."""
+    task the loop makes); with the search written as streams too, whose policy trains on the longer context."""
 
     def forbidden(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("the step oracle was asked while making training data")
 
     for name in ORACLE:
         monkeypatch.setattr(Game24, name, forbidden)
-    loop = Loop(ImproveRecipe.load(str(tiny_recipe(tmp_path))), tmp_path / "run", "test")
+    loop = Loop(ImproveRecipe.load(str(tiny_recipe(tmp_path, **changes))), tmp_path / "run", "test")
     assert loop.search_phase(1)["problems"] == 3
     assert loop.keep_phase(1)["records"] > 0
+    if changes:
+        kept = loop.kept_pairs(1)
+        assert kept and all(TASK.solves(TASK.from_text(p.removeprefix("Input: ").strip()), TASK.split_steps(c))
+                            for p, c in kept)
+        loop.policy_phase(1)
+        config = json.loads((loop.folder(1) / "policy" / "config.json").read_text())
+        assert config["max_position_embeddings"] == 512
     with pytest.raises(AssertionError, match="step oracle"):  # the guard is on
         loop.task.step_labels(PROBLEM, [TREE[0][2]])
 
@@ -224,6 +253,8 @@ def test_shipped_recipes_load_and_a_bad_knob_is_one_line(tmp_path: Path) -> None
                           env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "unknown distil target 'dreams'" in done.stderr
     assert not (tmp_path / "x").exists()
+    with pytest.raises(ConfigError, match="only tot_dfs keeps"):
+        ImproveRecipe.load(str(tiny_recipe(tmp_path, distil={"target": "stream"})))
 
 
 def test_a_weak_start_trains_its_policy_on_seed_problems_the_loop_does_not_search(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from itertools import pairwise
 
 import pytest
 
@@ -54,6 +55,9 @@ def test_tot_dfs_stops_at_the_first_solution_it_trusts_and_prunes_below_v_th(gam
     assert task.grade(problem, trace.answer) and trace.extra["expanded"] == 3
     expanded = {n.parent for n in trace.nodes[1:]}
     assert all(trace.nodes[i].score == 1.0 for i in expanded if i)  # only states that passed v_th proposed
+    order = trace.extra["order"]  # the states entered, each a child of the last, then the solution it trusted
+    assert order[0] == 0 and len(order) == 4 and all(trace.nodes[b].parent == a for a, b in pairwise(order))
+    assert trace.nodes[order[-1]].terminal and trace.nodes[order[-1]].id == trace.extra["chosen"]
     strict = SearchConfig(n=32, max_tokens=160, max_step_tokens=64, aggregate="min", min_p=0.001,
                           knobs=ToTDFSConfig(threshold=1.5))
     pruned = asyncio.run(search(task, problem, lm, get_verifier("oracle"), get_method("tot_dfs"), strict))

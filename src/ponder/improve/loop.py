@@ -49,7 +49,7 @@ from ponder.lm.base import LanguageModel
 from ponder.lm.engine import Engine
 from ponder.lm.hf import resolve_model
 from ponder.lm.load import load_model
-from ponder.tasks import StepOracle, Task, get_task
+from ponder.tasks import Backtracking, StepOracle, Task, get_task, require
 from ponder.tasks.base import Problem
 from ponder.train.data import endless, mixture, solver_examples, solver_pairs
 from ponder.train.sft import ModelShape, SFTRecipe, train_policy
@@ -229,7 +229,7 @@ class Loop:
         for problem in self.searched(n):
             row = rows.get(problem.id)
             if row is not None and not is_error(row):
-                yield problem, Tree.from_row(self.task, problem, row["trace"]["nodes"])
+                yield problem, Tree.from_row(self.task, problem, row["trace"]["nodes"], row["trace"].get("extra"))
 
     def keep_phase(self, n: int) -> dict[str, Any]:
         phase = Phase(self.folder(n), "keep")
@@ -243,6 +243,9 @@ class Loop:
             records += [r.to_dict() for r in tree.records(self.task, problem, self.recipe.value.targets)]
             if d.target == "visits":
                 pairs = tree.visit_pairs(self.task, prompts[problem.id], d.visit_copies)
+            elif d.target == "stream":
+                stream = tree.stream(require(self.task, Backtracking, "distil.target stream"), problem)
+                pairs = [(prompts[problem.id], self.task.join_steps(stream))] if stream else []
             else:
                 right = tree.right_solutions()[: d.per_problem]
                 pairs = [(prompts[problem.id], self.task.join_steps(s)) for s in right]
@@ -287,8 +290,9 @@ class Loop:
         cpu = time.process_time()
         cfg = self.recipe.distil.train
         out = self.folder(n) / "policy"
+        shape = ModelShape(max_positions=self.recipe.distil.max_positions)
         summary = train_policy(self.examples(n), cfg.steps, out, f"improve {self.recipe.name}: round {n} policy",
-                               replace(cfg, seed=cfg.seed + n), ModelShape(max_positions=0),
+                               replace(cfg, seed=cfg.seed + n), shape,
                                {"kind": "improve-policy", "round": n, **self.recipe.to_dict()}, init=self.policy(n - 1),
                                summary={"init": self.policy(n - 1), "kept": len(self.kept_pairs(n))}, resumable=True)
         self.card(out, n, "policy", summary)
@@ -334,7 +338,8 @@ class Loop:
 
     def card(self, out: Path, n: int, what: str, summary: dict[str, Any]) -> None:
         """README.md of a round's checkpoint: what it is and the command that made it."""
-        made = "the kept solutions" if self.recipe.distil.target == "choices" else "the search's visit distribution"
+        made = {"choices": "the kept solutions", "visits": "the search's visit distribution", "stream":
+                "the searches written as one solution each (back steps at dead ends)"}[self.recipe.distil.target]
         if n == 0:
             data = (f"trained from scratch on the task's solver's solutions of {self.recipe.start.seed_problems} "
                     "training problems (the loop's weak start)")
@@ -382,7 +387,7 @@ def measure_policy(task: Task, recipe: ImproveRecipe, policy: str, verifier: str
     sampler = "best_of_n" if judge else "self_consistency"  # without a verifier: its samples give pass@N alone
     try:
         base = dict(task=recipe.task, split=m.split, limit=m.problems, model=policy, verifier=verifier,
-                    seed=recipe.seed)
+                    max_tokens=m.max_tokens, seed=recipe.seed)
         table = run_eval(EvalConfig(**base, methods=["cot", sampler], budgets=[m.samples]), out / "sampled", lm=lm,
                          verifier=judge)
         found = {r["method"]: r for r in table}

@@ -6,9 +6,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ponder.errors import ConfigError
-from ponder.improve.trees import DISTIL, TARGETS
+from ponder.improve.trees import DISTIL, STREAMING, TARGETS
 from ponder.search import get_method, parse_options
-from ponder.tasks import get_task
+from ponder.tasks import Backtracking, get_task, require
 from ponder.tasks.base import Problem
 from ponder.train.loop import TrainConfig
 from ponder.train.recipe import load_recipe_yaml
@@ -51,7 +51,10 @@ class StartPhase:
 class DistilPhase:
     """How the policy learns from what the outcome check kept, mixed with replay of earlier data."""
 
-    target: str = "choices"  # choices: the right solutions the search found; visits: its visit distribution
+    target: str = "choices"  # choices: the right solutions the search found; visits: its visit distribution;
+    # stream: the search itself written as one solution, dead ends and back steps included (Stream of Search), up to
+    # its first right solution: a policy that searches in its own chain of thought (needs a method in STREAMING)
+    max_positions: int = 0  # the context the policy trains on (0: its start's; a stream is longer than a solution)
     per_problem: int = 4  # right solutions kept per problem (choices)
     visit_copies: int = 8  # examples per visited state (visits)
     replay: float = 0.5  # share of each batch drawn from earlier data: earlier rounds', a weak start's seed set,
@@ -84,6 +87,7 @@ class MeasurePhase:
     budgets: list[int] = field(default_factory=lambda: [4, 16])
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method, its knobs
     recall_k: int = 16
+    max_tokens: int = 0  # what a whole solution may take (0: the task's default; a stream policy's are longer)
 
 
 @dataclass
@@ -136,6 +140,11 @@ class ImproveRecipe:
             raise ConfigError("rounds must be >= 0, search.problems and measure.problems >= 1")
         if self.distil.target not in DISTIL:
             raise ConfigError(f"unknown distil target {self.distil.target!r}; choose from {', '.join(DISTIL)}")
+        if self.distil.target == "stream":
+            require(task, Backtracking, "distil.target stream")
+            if self.search.method not in STREAMING:
+                raise ConfigError(f"distil.target stream writes the search's order of states, which only "
+                                  f"{', '.join(STREAMING)} keeps; got search.method {self.search.method!r}")
         if self.value.targets not in TARGETS:
             raise ConfigError(f"unknown value targets {self.value.targets!r}; choose from {', '.join(TARGETS)}")
         if not 0 <= self.distil.replay < 1:

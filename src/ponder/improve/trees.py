@@ -23,11 +23,12 @@ from typing import Any
 
 from ponder.collect.records import StepRecord
 from ponder.errors import ConfigError
-from ponder.tasks.base import Problem, Task
+from ponder.tasks.base import Backtracking, Problem, Task
 from ponder.trace import Node, Trace
 
 TARGETS = ("mc", "q")
-DISTIL = ("choices", "visits")
+DISTIL = ("choices", "visits", "stream")
+STREAMING = ("tot_dfs",)  # the methods whose trace keeps the order it entered its states in (`Tree.stream`)
 
 
 @dataclass
@@ -37,8 +38,9 @@ class Tree(Trace):
     outcomes: dict[int, bool] = field(default_factory=dict)  # finished leaf id -> the task grades its answer right
 
     @classmethod
-    def from_row(cls, task: Task, problem: Problem, nodes: Sequence[dict[str, Any] | Node]) -> Tree:
-        tree = cls(problem.id, "", nodes=[n if isinstance(n, Node) else Node(**n) for n in nodes])
+    def from_row(cls, task: Task, problem: Problem, nodes: Sequence[dict[str, Any] | Node],
+                 extra: dict[str, Any] | None = None) -> Tree:
+        tree = cls(problem.id, "", nodes=[n if isinstance(n, Node) else Node(**n) for n in nodes], extra=extra or {})
         tree.outcomes = {n.id: task.solves(problem, tree.path(n.id)) for n in tree.nodes if n.terminal}
         return tree
 
@@ -115,3 +117,28 @@ class Tree(Trace):
             for child in visited:
                 out += [(state, child.text + task.step_end)] * round(copies * child.visits / total)
         return out
+
+    def stream(self, task: Backtracking, problem: Problem) -> list[str] | None:
+        """A depth-first search written as one solution (Gandhi et al., 2024, "Stream of Search"): the states in the
+        order the search entered them (`extra["order"]`, kept by the methods in `STREAMING`), a back step
+        (`Backtracking.back_step`) wherever the next one is not a child of the last, up to the first state with a
+        finished child the outcome check accepts, then that child. None when the search entered no such state."""
+        kids = self.child_ids()
+        lines: list[str] = []
+        path: list[int] = []  # the entered states from the root's child to the current one
+        for node in self.extra.get("order", []):
+            if node == 0:
+                continue
+            parent = self.nodes[node].parent
+            if (path[-1] if path else 0) != parent:
+                while path and path[-1] != parent:
+                    path.pop()
+                lines.append(task.back_step(problem, [self.nodes[i].text for i in path]))
+            path.append(node)
+            lines.append(self.nodes[node].text)
+            if self.outcomes.get(node):
+                return lines
+            right = [c for c in kids[node] if self.outcomes.get(c)]
+            if right:
+                return [*lines, self.nodes[right[0]].text]
+        return None

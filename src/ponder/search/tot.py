@@ -9,9 +9,10 @@ evaluator V: a PRM's step scores, aggregated). A state that gives an answer is a
 - DFS: go down the best-scored child first; a child scoring below `threshold` (v_th) is pruned (and so are its
   worse-scored siblings); a dead end backtracks. The search stops at the first finished solution scoring v_th or
   more, or after `max_expansions` states have proposed; then the best-scored finished solution is the answer.
-  Once the guard finds the verifier uninformative on a problem (`ponder.search.guard`) there is no value to hold
-  against v_th: DFS goes down the policy's likeliest children first, prunes nothing, stops only at `max_expansions`,
-  and answers by majority vote over what it finished.
+  The trace keeps the order the states were entered in (`extra["order"]`), the search to write as one solution
+  (`ponder.improve.trees.Tree.stream`). Once the guard finds the verifier uninformative on a problem
+  (`ponder.search.guard`) there is no value to hold against v_th: DFS goes down the policy's likeliest children
+  first, prunes nothing, stops only at `max_expansions`, and answers by majority vote over what it finished.
 
 Knobs: `ToTBFSConfig` and `ToTDFSConfig` (the budget `cfg.n` is k unless `width` is set).
 """
@@ -90,7 +91,8 @@ async def tot_dfs(task: Task, problem: Problem, lm: LanguageModel, verifier: Ver
     knobs = method_knobs(cfg, ToTDFSConfig)
     tree = _Tree(task, problem, lm, verifier, cfg, knobs)
     v_th, budget = knobs.threshold, knobs.max_expansions
-    tree.trace.extra.update({"threshold": v_th, "max_expansions": budget})
+    order: list[int] = []  # the states in the order the search entered them, then the solution it stopped at
+    tree.trace.extra.update({"threshold": v_th, "max_expansions": budget, "order": order})
     expanded = 0
 
     async def dfs(node: int, steps: list[str], t: int) -> bool:
@@ -99,10 +101,13 @@ async def tot_dfs(task: Task, problem: Problem, lm: LanguageModel, verifier: Ver
         if t >= tree.limit or expanded >= budget:
             return False
         expanded += 1
+        order.append(node)
         before = len(tree.finished)
         going = await tree.propose([(node, steps)], t)
         valued = not tree.guard.fired  # else the scores are the policy's path probabilities: no value to prune by
-        if valued and any((f.score or 0.0) >= v_th for f in tree.finished[before:]):
+        accepted = [f for f in tree.finished[before:] if (f.score or 0.0) >= v_th]
+        if valued and accepted:
+            order.append(max(accepted, key=lambda f: f.score or 0.0).node)
             return True
         for score, child, child_steps in going:
             if valued and score < v_th:  # pruned, and so are the siblings scored below it

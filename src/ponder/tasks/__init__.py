@@ -10,6 +10,7 @@ from typing import TypeVar
 from ponder.tasks.arith import Arith
 from ponder.tasks.base import (
     CAPABILITIES,
+    Backtracking,
     Hintable,
     NoReference,
     Problem,
@@ -53,5 +54,6 @@ def require(task: Task, capability: type[C], needed_by: str) -> C:
                     f"tasks with one: {', '.join(having) or 'none built in'}")
 
 
-__all__ = ["GSM8K", "MATH500", "TASKS", "Arith", "DataTask", "Game24", "Hintable", "NoReference", "Problem",
-           "RStarActions", "ReferenceSolver", "Revisable", "StepOracle", "Task", "TaskError", "get_task", "require"]
+__all__ = ["GSM8K", "MATH500", "TASKS", "Arith", "Backtracking", "DataTask", "Game24", "Hintable", "NoReference",
+           "Problem", "RStarActions", "ReferenceSolver", "Revisable", "StepOracle", "Task", "TaskError",
+           "get_task", "require"]

@@ -246,6 +246,24 @@ class RStarActions(Task):
         return None if parsed is None else format_number(parsed[3])
 
 
+class Backtracking(Task):
+    """A step that returns to an earlier state, so that one solution can hold a whole depth-first search: the states it
+    entered in order, a back step wherever it left a dead end, and the path it ends on (Gandhi et al., 2024, "Stream of
+    Search (SoS): Learning to Search in Language"). A policy trained on such streams searches in its own chain of
+    thought; the `stream` distillation of `ponder improve` writes them from the search's trees. The answer of a
+    stream is the answer of the path it ends on (`resolve`)."""
+
+    @abstractmethod
+    def back_step(self, problem: Problem, steps: list[str]) -> str:
+        """The step that returns to the state after `steps` (the problem's start when empty)."""
+
+    @abstractmethod
+    def resolve(self, problem: Problem, steps: list[str]) -> list[str] | None:
+        """The steps of the path a stream ends on, every dead end it backed out of left out; None for a back step to
+        a state that is not on the path."""
+
+
 CAPABILITIES: dict[type[Task], str] = {
     StepOracle: "exact step oracle", ReferenceSolver: "reference solutions", Hintable: "prompt that gives a hint",
-    Revisable: "prompt that shows earlier attempts", RStarActions: "formats for rStar's actions"}
+    Revisable: "prompt that shows earlier attempts", RStarActions: "formats for rStar's actions",
+    Backtracking: "back steps (a search written as one solution)"}

@@ -19,10 +19,11 @@ from importlib import resources
 from itertools import combinations_with_replacement
 from pathlib import Path
 
-from ponder.tasks.base import Hintable, Problem, ReferenceSolver, Revisable, StepOracle, TaskError
+from ponder.tasks.base import Backtracking, Hintable, Problem, ReferenceSolver, Revisable, StepOracle, TaskError
 from ponder.tasks.exact import apply_op, evaluate_expression, format_number, parse_equation, parse_number
 
 TARGET = Fraction(24)
+BACK = "back"  # opens a back step, `back (left: 4 6 15)`: a stream of search returns to that state (`Backtracking`)
 TEST_RANKS = range(901, 1001)
 SYNTHETIC_MAX = 24  # the `synthetic` split: solvable puzzles from 1..24 with a number above 13 (never a test one)
 SYNTHETIC_LIMIT = 60  # `synthetic-N` takes numbers up to N (14..60)
@@ -274,7 +275,7 @@ def _far_max(split: str) -> int:
 # --- the task -------------------------------------------------------------------------------------------
 
 
-class Game24(StepOracle, ReferenceSolver, Hintable, Revisable):
+class Game24(StepOracle, ReferenceSolver, Hintable, Revisable, Backtracking):
     name = "game24"
     max_tokens = 160
     max_steps = 4  # three moves and, if the model writes one, an answer line
@@ -353,8 +354,41 @@ class Game24(StepOracle, ReferenceSolver, Hintable, Revisable):
         replayed = self._replay(problem, steps)
         return _key(list(replayed[0].elements())) if replayed is not None else None
 
+    def back_step(self, problem: Problem, steps: list[str]) -> str:
+        """`back (left: 4 6 15)`: the numbers the state after `steps` lists."""
+        path = self.resolve(problem, steps)
+        state = _written_state(path) if path else self._start(problem)
+        if state is None:
+            raise TaskError(f"game24: no state to go back to after {steps[-1]!r}")
+        return f"{BACK} (left: {' '.join(format_number(x) for x in state)})"
+
+    def resolve(self, problem: Problem, steps: list[str]) -> list[str] | None:
+        """A back step returns to the state on the path that lists the same numbers (the start included)."""
+        out: list[str] = []
+        for step in steps:
+            if not step.startswith(BACK):
+                out.append(step)
+                continue
+            listed = _listed(step)
+            if None in listed:
+                return None
+            target = _key([x for x in listed if x is not None])
+            while out and _written_state(out) != target:
+                out.pop()
+            if not out and target != self._start(problem):
+                return None
+        return out
+
+    def _start(self, problem: Problem) -> State:
+        return _key([Fraction(n) for n in self.numbers(problem)])
+
     def _replay(self, problem: Problem, steps: list[str]) -> tuple[Counter[Fraction], int] | None:
-        """Apply the arithmetic steps (up to an answer line) exactly; None at the first wrong one."""
+        """Apply the arithmetic steps of the path `steps` end on (up to an answer line) exactly; None at the first
+        wrong one. Returns the numbers left and how many of the path's steps are arithmetic."""
+        path = self.resolve(problem, steps)
+        if path is None:
+            return None
+        steps = path
         state = Counter(Fraction(n) for n in self.numbers(problem))
         n_steps = 0
         for step in steps:
@@ -388,10 +422,11 @@ class Game24(StepOracle, ReferenceSolver, Hintable, Revisable):
         if replay is None:
             return False
         state, n_steps = replay
-        if n_steps < len(steps):  # an answer line: it must be the last line and itself correct
-            if n_steps != len(steps) - 1:
+        path = self.resolve(problem, steps) or []
+        if n_steps < len(path):  # an answer line: it must be the last line and itself correct
+            if n_steps != len(path) - 1:
                 return False
-            return self.grade(problem, self._answer_line(steps[-1]))
+            return self.grade(problem, self._answer_line(path[-1]))
         return solvable(_key(list(state.elements())))
 
     def is_final(self, steps: list[str]) -> bool:
@@ -407,7 +442,7 @@ class Game24(StepOracle, ReferenceSolver, Hintable, Revisable):
     def extract_answer(self, problem: Problem, steps: list[str]) -> str | None:
         # The expression the steps build, not the model's own answer line: a tiny model's answer line is
         # occasionally wrong even when its steps are right. The answer line is the fallback.
-        arithmetic = [s for s in steps if not s.lower().startswith("answer:")]
+        arithmetic = [s for s in self.resolve(problem, steps) or steps if not s.lower().startswith("answer:")]
         expr = expression_from_steps(self.numbers(problem), arithmetic) if arithmetic else None
         if expr is not None and evaluate_expression(expr) is not None:
             return expr
