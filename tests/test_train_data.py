@@ -50,6 +50,27 @@ def test_action_walks_teach_every_action_format_in_right_solutions():
         next(solver_examples(Game24(), {"train": 1.0}, "actions", seed=0, limit=3))
 
 
+def test_stream_walks_search_into_dead_ends_back_out_and_end_on_a_right_solution():
+    task = Game24()
+    problems = task.problems("train", 60)
+    by_question = {p.question: p for p in problems}
+    drawn = list(islice(solver_examples(task, {"train": 1.0}, "streams", seed=0, limit=60), 300))
+    backs = 0
+    for prompt, stream in drawn:
+        problem, steps = by_question[prompt.removeprefix("Input: ").strip()], task.split_steps(stream)
+        assert task.solves(problem, steps) and task.check_step(problem, steps)
+        path = task.resolve(problem, steps)
+        assert path is not None and len(path) == 3 and all(s in steps for s in path)
+        for k, step in enumerate(steps):  # every back step follows a dead end and returns to a state on the path
+            if step.startswith("back"):
+                backs += 1
+                assert not task.check_step(problem, steps[:k]) and task.resolve(problem, steps[: k + 1]) is not None
+    assert backs > 30 and sum("back" in s for _, s in drawn) < 200  # some streams go straight, some search
+    assert drawn[:20] == list(islice(solver_examples(task, {"train": 1.0}, "streams", seed=0, limit=60), 20))
+    with pytest.raises(TaskError, match="task 'arith' has no back steps"):
+        next(solver_examples(get_task("arith"), {"train": 1.0}, "streams", seed=0, limit=3))
+
+
 def test_recipes_name_their_walk_and_splits(tmp_path):
     assert SFTRecipe.load("game24-policy").splits == {"train": 0.5, "synthetic": 0.5}
     bad = tmp_path / "bad.yaml"

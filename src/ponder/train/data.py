@@ -12,7 +12,10 @@ Two ways to draw a solution of a problem (`walk` in a recipe):
 - `revisions`: revision pairs for a policy that revises (Snell et al., 2024, §6): one to three wrong attempts
   (`wrong_attempt`: random walks through the task's own candidate steps, legal moves and slips) shown in the
   prompt (`Revisable.revision_prompt`), then a right solution that keeps the last attempt's right steps, so the policy
-  learns to mend from the first wrong one; a `plain` share of examples has no attempt (the first of a chain).
+  learns to mend from the first wrong one; a `plain` share of examples has no attempt (the first of a chain);
+- `streams`: a depth-first search over the solver's moves written as one solution (`search_stream`; the symbolic
+  searches of Gandhi et al., 2024, "Stream of Search"), dead ends and back steps included, so the policy learns to
+  search in its own chain of thought.
 
 Several splits can be mixed with weights (game24's `synthetic` puzzles beside its `train` split). Every stream
 is deterministic for its seed, so a training run killed and resumed sees the same examples.
@@ -26,12 +29,15 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
 
-from ponder.tasks import Hintable, ReferenceSolver, Revisable, RStarActions, StepOracle, require
+from ponder.tasks import Backtracking, Hintable, ReferenceSolver, Revisable, RStarActions, StepOracle, require
 from ponder.tasks.base import Problem, Task, TaskError
 
 Trie = dict[str, "Trie"]
 T = TypeVar("T")
-WALKS = ("paths", "moves", "actions", "revisions")
+WALKS = ("paths", "moves", "actions", "revisions", "streams")
+TRIES = (4, 3)  # a stream's children tried per state, by depth (the last for any deeper)
+LEAN = 0.5  # how much a stream's order favours the moves that keep the answer reachable (their keys are drawn from
+# U(0, 1) less LEAN: one comes before a dead move with probability 1 - (1 - LEAN)^2 / 2 = 0.875)
 PLAIN = 0.3  # the share of revision examples without an attempt
 MAX_ATTEMPTS = 3
 
@@ -158,6 +164,53 @@ def revision_walks(task: Task, problems: list[Problem], seed: int) -> Iterator[t
         yield revising.revision_prompt(problem, attempts), task.join_steps(target)
 
 
+def search_stream(task: Task, problem: Problem, rng: random.Random) -> list[str] | None:
+    """A depth-first search over the oracle's moves written as one stream: from each state at most `TRIES` children,
+    drawn in an order that favours (`LEAN`) but does not always put first the ones that keep the answer reachable, a
+    back step before every child of a state the stream is not in, and at a state with a finishing move that solves
+    the problem that move, which ends it. None when the tries run out first. The oracle orders the moves only: the
+    dead ends are found by going into them, as a search that does not know them would."""
+    oracle = require(task, StepOracle, "the SFT walk 'streams' (its searches walk through the task's moves)")
+    backing = require(task, Backtracking, "the SFT walk 'streams'")
+    lines: list[str] = []
+    here: list[str] = []  # the path of the state the stream is in
+
+    def dfs(steps: list[str]) -> bool:
+        nonlocal here
+        moves = oracle.moves(problem, steps)
+        done = [m for m in moves if task.is_final([*steps, m])]
+        right = [m for m in done if task.solves(problem, [*steps, m])]
+        if right:
+            lines.append(right[0])
+            return True
+        going = [m for m in moves if m not in done]
+        going.sort(key=lambda m: rng.random() - LEAN * oracle.check_step(problem, [*steps, m]))
+        for move in going[: TRIES[min(len(steps), len(TRIES) - 1)]]:
+            if here != steps:
+                lines.append(backing.back_step(problem, steps))
+            lines.append(move)
+            here = [*steps, move]
+            if dfs(here):
+                return True
+        return False
+
+    return lines if dfs([]) else None
+
+
+def stream_walks(task: Task, problems: list[Problem], seed: int) -> Iterator[tuple[str, str]]:
+    """The problems over and over, reshuffled each epoch, each searched afresh (`search_stream`); a search that
+    runs out of tries gives no example."""
+    rng = random.Random(seed)
+    failed = 0
+    for problem in endless_items(problems, rng):
+        stream = search_stream(task, problem, rng)
+        failed = 0 if stream else failed + 1
+        if failed > len(problems):
+            raise TaskError(f"{task.name}: a whole round of these {len(problems)} problems gave no stream that solves")
+        if stream:
+            yield task.prompt(problem), task.join_steps(stream)
+
+
 def mixture(streams: list[Iterator[tuple[str, str]]], weights: list[float],
             seed: int) -> Iterator[tuple[str, str]]:
     """Each example from one stream, drawn with probability proportional to its weight."""
@@ -188,6 +241,8 @@ def solver_examples(task: Task, splits: dict[str, float], walk: str, seed: int,
             streams.append(action_walks(task, problems, seed + k))
         elif walk == "revisions":
             streams.append(revision_walks(task, problems, seed + k))
+        elif walk == "streams":
+            streams.append(stream_walks(task, problems, seed + k))
         else:
             streams.append(move_walks(task, problems, seed + k))
     return mixture(streams, list(splits.values()), seed)
