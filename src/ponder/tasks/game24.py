@@ -388,10 +388,9 @@ class Game24(StepOracle, ReferenceSolver, Hintable, Revisable, Backtracking):
         path = self.resolve(problem, steps)
         if path is None:
             return None
-        steps = path
         state = Counter(Fraction(n) for n in self.numbers(problem))
         n_steps = 0
-        for step in steps:
+        for step in path:
             if step.lower().startswith("answer:"):
                 break
             tokens = step.split()
