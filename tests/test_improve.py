@@ -86,6 +86,9 @@ def test_a_depth_first_search_is_written_as_one_stream_up_to_its_first_right_ans
     assert tree.stream(TASK, PROBLEM) is None
     tree.extra["order"] = []  # a method that keeps no order
     assert tree.stream(TASK, PROBLEM) is None
+    tree.nodes[1].text = "20 )"  # a garbled step the search went into and back to: no state to write
+    tree.extra["order"] = [0, 1, 5, 2, 3]
+    assert tree.stream(TASK, PROBLEM) is None
 
 
 def test_outcome_filter_keeps_only_graded_right_solutions(tmp_path: Path) -> None:

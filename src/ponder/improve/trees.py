@@ -23,7 +23,7 @@ from typing import Any
 
 from ponder.collect.records import StepRecord
 from ponder.errors import ConfigError
-from ponder.tasks.base import Backtracking, Problem, Task
+from ponder.tasks.base import Backtracking, Problem, Task, TaskError
 from ponder.trace import Node, Trace
 
 TARGETS = ("mc", "q")
@@ -122,7 +122,8 @@ class Tree(Trace):
         """A depth-first search written as one solution (Gandhi et al., 2024, "Stream of Search"): the states in the
         order the search entered them (`extra["order"]`, kept by the methods in `STREAMING`), a back step
         (`Backtracking.back_step`) wherever the next one is not a child of the last, up to the first state with a
-        finished child the outcome check accepts, then that child. None when the search entered no such state."""
+        finished child the outcome check accepts, then that child. None when the search entered no such state, or
+        when it returns to a state its steps do not write legibly (a policy's garbled step: nothing to go back to)."""
         kids = self.child_ids()
         lines: list[str] = []
         path: list[int] = []  # the entered states from the root's child to the current one
@@ -133,7 +134,10 @@ class Tree(Trace):
             if (path[-1] if path else 0) != parent:
                 while path and path[-1] != parent:
                     path.pop()
-                lines.append(task.back_step(problem, [self.nodes[i].text for i in path]))
+                try:
+                    lines.append(task.back_step(problem, [self.nodes[i].text for i in path]))
+                except TaskError:
+                    return None
             path.append(node)
             lines.append(self.nodes[node].text)
             if self.outcomes.get(node):

@@ -255,7 +255,8 @@ class Backtracking(Task):
 
     @abstractmethod
     def back_step(self, problem: Problem, steps: list[str]) -> str:
-        """The step that returns to the state after `steps` (the problem's start when empty)."""
+        """The step that returns to the state after `steps` (the problem's start when empty); a TaskError when the
+        steps do not say what that state is."""
 
     @abstractmethod
     def resolve(self, problem: Problem, steps: list[str]) -> list[str] | None:
