@@ -8,9 +8,10 @@ Round r (r >= 1), each phase in `OUT/round-r/`:
 2. `keep`: the finished solutions the task's *outcome* check accepts (`kept.jsonl`, the policy's data) and every
    tree path with the value targets the search estimated (`records.jsonl`, the verifier's data; `ponder.improve.trees`).
    The exact step oracle is never asked here: real tasks have none; it only measures.
-3. `policy`: round r-1's policy fine-tuned on the kept solutions (or the search's visit distribution), each batch
-   mixed with replay of earlier data (earlier rounds' kept solutions and the data that made the start policy) so the
-   policy keeps its spread of good proposals (expert iteration on its own choices alone loses proposal recall).
+3. `policy`: round r-1's policy fine-tuned on the kept solutions (or the search's visit distribution, or each search
+   written as one stream with its dead ends and back steps: `distil.target`), each batch mixed with replay of
+   earlier data (earlier rounds' kept solutions and the data that made the start policy) so the policy keeps its
+   spread of good proposals (expert iteration on its own choices alone loses proposal recall).
 4. `verifier`: round r-1's verifier fine-tuned on the round's value targets (soft labels).
 5. `measure`: on the held-out split: greedy, pass@N and best-of-N by the round's verifier, the step searches' top-1 at
    each budget, the verifier's step AUROC against the exact oracle on the round's own policy's samples, proposal
