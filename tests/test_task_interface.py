@@ -22,6 +22,7 @@ from ponder.tasks import (
     MATH500,
     TASKS,
     Arith,
+    Backtracking,
     Game24,
     Hintable,
     Problem,
@@ -167,7 +168,7 @@ def test_require_returns_the_task_itself_when_it_has_the_capability():
 
 
 def test_the_built_in_tasks_have_the_capabilities_they_claim():
-    claims = {Game24: {StepOracle, ReferenceSolver, Hintable, Revisable},
+    claims = {Game24: {StepOracle, ReferenceSolver, Hintable, Revisable, Backtracking},
               Arith: {StepOracle, ReferenceSolver, Hintable, Revisable, RStarActions},
               GSM8K: {ReferenceSolver}, MATH500: {ReferenceSolver}}
     assert set(claims) == set(TASKS.values())
