@@ -169,28 +169,36 @@ def search_stream(task: Task, problem: Problem, rng: random.Random) -> list[str]
     drawn in an order that favours (`LEAN`) but does not always put first the ones that keep the answer reachable, a
     back step before every child of a state the stream is not in, and at a state with a finishing move that solves
     the problem that move, which ends it. None when the tries run out first. The oracle orders the moves only: the
-    dead ends are found by going into them, as a search that does not know them would."""
+    dead ends are found by going into them, as a search that does not know them would; a state whose finishing
+    moves all miss writes one of them, its true result, before going back, so that not every last line a policy
+    learns from is the answer."""
     oracle = require(task, StepOracle, "the SFT walk 'streams' (its searches walk through the task's moves)")
     backing = require(task, Backtracking, "the SFT walk 'streams'")
     lines: list[str] = []
     here: list[str] = []  # the path of the state the stream is in
 
-    def dfs(steps: list[str]) -> bool:
+    def visit(steps: list[str], move: str) -> list[str]:
+        """Write `move` from the state after `steps`, with a back step first if the stream is elsewhere."""
         nonlocal here
+        if here != steps:
+            lines.append(backing.back_step(problem, steps))
+        lines.append(move)
+        here = [*steps, move]
+        return here
+
+    def dfs(steps: list[str]) -> bool:
         moves = oracle.moves(problem, steps)
         done = [m for m in moves if task.is_final([*steps, m])]
         right = [m for m in done if task.solves(problem, [*steps, m])]
         if right:
             lines.append(right[0])
             return True
+        if done:  # every finish here misses: write one, its true result, before going on or back
+            visit(steps, rng.choice(done))
         going = [m for m in moves if m not in done]
         going.sort(key=lambda m: rng.random() - LEAN * oracle.check_step(problem, [*steps, m]))
         for move in going[: TRIES[min(len(steps), len(TRIES) - 1)]]:
-            if here != steps:
-                lines.append(backing.back_step(problem, steps))
-            lines.append(move)
-            here = [*steps, move]
-            if dfs(here):
+            if dfs(visit(steps, move)):
                 return True
         return False
 
