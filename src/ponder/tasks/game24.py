@@ -382,9 +382,9 @@ class Game24(StepOracle, ReferenceSolver, Hintable, Revisable, Backtracking):
     def _start(self, problem: Problem) -> State:
         return _key([Fraction(n) for n in self.numbers(problem)])
 
-    def _replay(self, problem: Problem, steps: list[str]) -> tuple[Counter[Fraction], int] | None:
+    def _replay(self, problem: Problem, steps: list[str]) -> tuple[Counter[Fraction], int, list[str]] | None:
         """Apply the arithmetic steps of the path `steps` end on (up to an answer line) exactly; None at the first
-        wrong one. Returns the numbers left and how many of the path's steps are arithmetic."""
+        wrong one. Returns the numbers left, how many of the path's steps are arithmetic, and the path."""
         path = self.resolve(problem, steps)
         if path is None:
             return None
@@ -410,7 +410,7 @@ class Game24(StepOracle, ReferenceSolver, Hintable, Revisable, Backtracking):
             if None in left or Counter(left) != state:
                 return None
             n_steps += 1
-        return state, n_steps
+        return state, n_steps, path
 
     def other_error(self, problem: Problem, steps: list[str]) -> str:
         # A true equation: either the numbers used or listed as left are wrong, or 24 is out of reach.
@@ -420,8 +420,7 @@ class Game24(StepOracle, ReferenceSolver, Hintable, Revisable, Backtracking):
         replay = self._replay(problem, steps)
         if replay is None:
             return False
-        state, n_steps = replay
-        path = self.resolve(problem, steps) or []
+        state, n_steps, path = replay
         if n_steps < len(path):  # an answer line: it must be the last line and itself correct
             if n_steps != len(path) - 1:
                 return False

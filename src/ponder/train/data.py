@@ -197,10 +197,8 @@ def search_stream(task: Task, problem: Problem, rng: random.Random) -> list[str]
             visit(steps, rng.choice(done))
         going = [m for m in moves if m not in done]
         going.sort(key=lambda m: rng.random() - LEAN * oracle.check_step(problem, [*steps, m]))
-        for move in going[: TRIES[min(len(steps), len(TRIES) - 1)]]:
-            if dfs(visit(steps, move)):
-                return True
-        return False
+        tries = going[: TRIES[min(len(steps), len(TRIES) - 1)]]
+        return any(dfs(visit(steps, move)) for move in tries)  # in order, up to the first that solves
 
     return lines if dfs([]) else None
 
