@@ -26,8 +26,6 @@ Workloads (every request seeded, so both engines run the same searches):
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import gc
 import logging
 import threading
@@ -36,6 +34,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ponder import heap
 from ponder.errors import ConfigError
 from ponder.lm.base import Completion, LanguageModel, Request, Wrapper
 from ponder.lm.engine import Engine, StaticEngine
@@ -126,7 +125,7 @@ class _PeakMemory:
 
     def __enter__(self) -> _PeakMemory:
         gc.collect()
-        _trim_heap()
+        heap.trim()
         self.peak = self.start = _rss()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
@@ -141,12 +140,6 @@ class _PeakMemory:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, _rss())
-
-
-def _trim_heap() -> None:
-    """glibc's `malloc_trim(0)`: free heap pages go back to the system (a no-op without glibc)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _rss() -> int:

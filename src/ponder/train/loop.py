@@ -16,6 +16,7 @@ import torch
 import yaml
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ponder import heap
 from ponder.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -111,8 +112,9 @@ def train_loop(model: torch.nn.Module, data: Iterator[dict[str, torch.Tensor]], 
     start = saved_at = shown = time.time()
     model.train()
     step_model = training_model(model, cfg)
-    with Progress(TextColumn(f"[bold]{name}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn()) as bar:
+    bar = Progress(TextColumn(f"[bold]{name}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn())
+    with heap.returning_freed(), bar:
         job = bar.add_task(name, total=n_steps, completed=first, loss=float("nan"))
         for step in range(first, n_steps):
             batch = {key: value.to(device) for key, value in next(data).items()}

@@ -51,6 +51,7 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from ponder import heap
 from ponder.errors import ConfigError
 from ponder.lm.hf import loading_quietly, resolve_model
 from ponder.tasks import Task, TaskError, get_task
@@ -469,22 +470,23 @@ class PPO:
         self.model.train()
         size = batch.ids.shape[0] // r.num_mini_batches
         seen: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clipfrac": []}
-        for _ in range(r.ppo_epochs):
-            order = torch.randperm(batch.ids.shape[0], generator=generator)
-            for start in range(0, size * r.num_mini_batches, size):
-                index = order[start : start + size]
-                mb = batch.map(lambda t, index=index: t[index].to(self.device))
-                with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
-                    logp, values = self.model(mb.ids, mb.mask, r.temperature, mb.critic)
-                pg, clipfrac = clipped_surrogate(logp.float(), mb.old_logp, mb.advantages, mb.tokens, r.cliprange)
-                vf = clipped_value_loss(values, mb.old_values, mb.returns, mb.states, r.cliprange_value)
-                (pg + r.vf_coef * vf).backward()
-                pg, vf, clipfrac = pg.detach(), vf.detach(), clipfrac.detach()
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-                self.optim.step()
-                self.optim.zero_grad(set_to_none=True)
-                for key, value in (("policy_loss", pg), ("value_loss", vf), ("clipfrac", clipfrac)):
-                    seen[key].append(value.item())
+        with heap.returning_freed():  # activations of every batch's width
+            for _ in range(r.ppo_epochs):
+                order = torch.randperm(batch.ids.shape[0], generator=generator)
+                for start in range(0, size * r.num_mini_batches, size):
+                    index = order[start : start + size]
+                    mb = batch.map(lambda t, index=index: t[index].to(self.device))
+                    with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
+                        logp, values = self.model(mb.ids, mb.mask, r.temperature, mb.critic)
+                    pg, clipfrac = clipped_surrogate(logp.float(), mb.old_logp, mb.advantages, mb.tokens, r.cliprange)
+                    vf = clipped_value_loss(values, mb.old_values, mb.returns, mb.states, r.cliprange_value)
+                    (pg + r.vf_coef * vf).backward()
+                    pg, vf, clipfrac = pg.detach(), vf.detach(), clipfrac.detach()
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                    self.optim.step()
+                    self.optim.zero_grad(set_to_none=True)
+                    for key, value in (("policy_loss", pg), ("value_loss", vf), ("clipfrac", clipfrac)):
+                        seen[key].append(value.item())
         return {k: sum(v) / len(v) for k, v in seen.items()}
 
     def iteration(self, step: int, n_steps: int) -> dict[str, float]:
