@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import random
+from itertools import islice
 
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
@@ -10,7 +12,8 @@ from ponder.lm.base import Request
 from ponder.lm.hf import HFBackend
 from ponder.tasks import TaskError, get_task
 from ponder.train.loop import TrainConfig
-from ponder.train.sft import ModelShape, SFTRecipe, move_pairs, train_sft
+from ponder.train.sft import WIDTH_STEP, ModelShape, SFTRecipe, batches, move_pairs, train_sft
+from ponder.train.tokenizer import char_tokenizer
 
 
 def test_sft_saves_a_loadable_llama_with_its_tokenizer(tmp_path):
@@ -155,3 +158,15 @@ def test_sft_bench_times_every_setting_on_the_same_batches():
     assert all(row["tokens_per_s"] > 0 and row["forward_ms"] > 0 for row in result["rows"])
     # same weights, same batches: the settings differ only in floating-point order
     assert second["final_loss"] == pytest.approx(first["final_loss"], rel=1e-3)
+
+
+def test_batches_come_in_few_widths_and_pad_outside_the_loss():
+    tok = char_tokenizer()
+    examples = iter([("Input: 1 2 3 4\n", "x" * random.Random(k).randrange(1, 200)) for k in range(10_000)])
+    drawn = list(islice(batches(examples, tok, 8, 256, random.Random(0)), 40))
+    widths = {b["input_ids"].shape[1] for b in drawn}
+    assert widths <= {*range(WIDTH_STEP, 256, WIDTH_STEP), 256} and len(widths) > 1
+    for b in drawn:
+        pad = b["attention_mask"] == 0
+        assert pad.any() and (b["labels"][pad] == -100).all() and (b["input_ids"][pad] == tok.pad_token_id).all()
+        assert (b["labels"][~pad] != -100).sum() > 0

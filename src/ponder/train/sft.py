@@ -24,6 +24,8 @@ from ponder.train.loop import STATE_FILE, LoopResult, TrainConfig, hardware, sav
 from ponder.train.recipe import load_recipe_yaml, remake_section
 from ponder.train.tokenizer import char_tokenizer
 
+WIDTH_STEP = 64  # batch widths are multiples of this (`batches`)
+
 
 @dataclass
 class ModelShape:
@@ -87,7 +89,9 @@ def move_pairs(task: Task, records: list[StepRecord]) -> list[tuple[str, str]]:
 def batches(examples: Iterator[tuple[str, str]], tok: PreTrainedTokenizerBase, batch_size: int,
             max_len: int, rng: random.Random) -> Iterator[dict[str, torch.Tensor]]:
     """Length-bucketed batches: draw 8 batches' worth, sort by length, shuffle the batches (less padding).
-    The pool is tokenized in one call of the (Rust) tokenizer."""
+    The pool is tokenized in one call of the (Rust) tokenizer. A batch's width is rounded up to a multiple of
+    `WIDTH_STEP`: a few shapes recur, so the allocator reuses their blocks (widths that change by one token with every
+    batch fragmented the C heap of a 1,024-token run until the kernel killed it)."""
     while True:
         drawn = [next(examples) for _ in range(batch_size * 8)]
         prompts = tok([p for p, _ in drawn], add_special_tokens=False).input_ids
@@ -97,7 +101,7 @@ def batches(examples: Iterator[tuple[str, str]], tok: PreTrainedTokenizerBase, b
         chunks = [pool[i : i + batch_size] for i in range(0, len(pool), batch_size)]
         rng.shuffle(chunks)
         for chunk in chunks:
-            width = max(len(ids) for ids, _ in chunk)
+            width = min(max_len, -(-max(len(ids) for ids, _ in chunk) // WIDTH_STEP) * WIDTH_STEP)
             input_ids = torch.full((len(chunk), width), tok.pad_token_id)
             labels = torch.full((len(chunk), width), -100)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
