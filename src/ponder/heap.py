@@ -3,9 +3,11 @@
 Decoding allocates and frees cache-sized tensors of the same sizes at every step: kept on the heap for reuse they cost
 no fresh pages (one 512-row self-consistency batch: 394k page faults and 0.8 s of system time with glibc's defaults,
 15k and 0.04 s kept, 8% faster), so Ponder's commands keep them (`keep_freed`). Training allocates activations whose
-sizes change with every batch's width: kept, they fragment the heap and the process grows without bound (a 1,024-token
-SFT run reached 24 GB after 540 steps and was killed by the kernel; glibc's defaults hold it under 9 GB), so a training
-loop hands large blocks back while it runs (`returning_freed`) and restores what was set before it."""
+sizes follow each batch's width: kept, every freed block stays with the process, which then holds its largest step's
+memory for good, and widths that change with every batch fragment the heap until it grows without bound (a 1,024-token
+SFT run reached 24 GB after 540 steps and was killed by the kernel; SFT now rounds its widths, `sft.WIDTH_STEP`). A
+training loop maps large blocks apart while it runs, so they go back when freed (`returning_freed`), and restores
+what was set before it."""
 
 from __future__ import annotations
 
