@@ -55,7 +55,7 @@ def test_stream_walks_search_into_dead_ends_back_out_and_end_on_a_right_solution
     problems = task.problems("train", 60)
     by_question = {p.question: p for p in problems}
     drawn = list(islice(solver_examples(task, {"train": 1.0}, "streams", seed=0, limit=60), 300))
-    backs = misses = 0
+    backs = 0
     for prompt, stream in drawn:
         problem, steps = by_question[prompt.removeprefix("Input: ").strip()], task.split_steps(stream)
         assert task.solves(problem, steps) and task.check_step(problem, steps)
@@ -65,11 +65,8 @@ def test_stream_walks_search_into_dead_ends_back_out_and_end_on_a_right_solution
             if step.startswith("back"):
                 backs += 1
                 assert not task.check_step(problem, steps[:k]) and task.resolve(problem, steps[: k + 1]) is not None
-            elif k < len(steps) - 1 and task.is_final(steps[: k + 1]):  # a finish that misses, written truly
-                misses += 1
-                assert task.moves(problem, steps[:k]).count(step) == 1 and steps[k + 1].startswith("back")
-                assert not task.solves(problem, steps[: k + 1])
-    assert backs > 30 and misses > 20
+            assert k == len(steps) - 1 or not task.is_final(steps[: k + 1])  # only the right finish is written
+    assert backs > 30
     assert sum("back" in s for _, s in drawn) < 200  # some streams go straight, some search
     assert drawn[:20] == list(islice(solver_examples(task, {"train": 1.0}, "streams", seed=0, limit=60), 20))
     with pytest.raises(TaskError, match="task 'arith' has no back steps"):

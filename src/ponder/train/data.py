@@ -169,9 +169,8 @@ def search_stream(task: Task, problem: Problem, rng: random.Random) -> list[str]
     drawn in an order that favours (`LEAN`) but does not always put first the ones that keep the answer reachable, a
     back step before every child of a state the stream is not in, and at a state with a finishing move that solves
     the problem that move, which ends it. None when the tries run out first. The oracle orders the moves only: the
-    dead ends are found by going into them, as a search that does not know them would; a state whose finishing
-    moves all miss writes one of them, its true result, before going back, so that not every last line a policy
-    learns from is the answer."""
+    dead ends are found by going into them, as a search that does not know them would (down to the last state:
+    writing there one finish that misses, with its true result, was measured and did not help, docs/RESULTS.md)."""
     oracle = require(task, StepOracle, "the SFT walk 'streams' (its searches walk through the task's moves)")
     backing = require(task, Backtracking, "the SFT walk 'streams'")
     lines: list[str] = []
@@ -193,8 +192,6 @@ def search_stream(task: Task, problem: Problem, rng: random.Random) -> list[str]
         if right:
             lines.append(right[0])
             return True
-        if done:  # every finish here misses: write one, its true result, before going on or back
-            visit(steps, rng.choice(done))
         going = [m for m in moves if m not in done]
         going.sort(key=lambda m: rng.random() - LEAN * oracle.check_step(problem, [*steps, m]))
         tries = going[: TRIES[min(len(steps), len(TRIES) - 1)]]

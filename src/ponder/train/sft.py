@@ -199,9 +199,8 @@ def write_model_card(out_dir: Path, summary: dict[str, Any]) -> None:
               if walk == "actions" else
               "revision pairs (walk `revisions`): one to three wrong attempts in the prompt, then a solver solution "
               "that keeps the last attempt's right steps (training split only)" if walk == "revisions" else
-              "the task solver's depth-first searches written as one solution each (walk `streams`: dead ends, one "
-              "missed finish at each last state and back steps included, the first right finish ending it; Stream "
-              "of Search)" if walk == "streams" else
+              "the task solver's depth-first searches written as one solution each (walk `streams`: dead ends and "
+              "back steps included, the first right finish ending it; Stream of Search)" if walk == "streams" else
               "solutions written by the task's exact solver (training split only)")
     card = f"""# {summary["recipe"]}
 
