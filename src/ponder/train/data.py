@@ -169,8 +169,8 @@ def search_stream(task: Task, problem: Problem, rng: random.Random) -> list[str]
     drawn in an order that favours (`LEAN`) but does not always put first the ones that keep the answer reachable, a
     back step before every child of a state the stream is not in, and at a state with a finishing move that solves
     the problem that move, which ends it. None when the tries run out first. The oracle orders the moves only: the
-    dead ends are found by going into them, as a search that does not know them would (down to the last state:
-    writing there one finish that misses, with its true result, was measured and did not help, docs/RESULTS.md)."""
+    dead ends are found by going into them, as a search that does not know them would. A dead last state is left
+    without writing a finish that misses (streams that wrote one trained no better policy, docs/RESULTS.md)."""
     oracle = require(task, StepOracle, "the SFT walk 'streams' (its searches walk through the task's moves)")
     backing = require(task, Backtracking, "the SFT walk 'streams'")
     lines: list[str] = []
