@@ -343,10 +343,11 @@ def test_a_memory_share_caps_what_an_engine_sizes_itself_by(monkeypatch):
 
 def test_bench_memory_starts_from_what_the_process_holds():
     """The engine bench's peak memory starts from live memory, not from heap an earlier run freed."""
-    from ponder.bench.engine import _PeakMemory, _rss
+    from ponder import heap
+    from ponder.bench.engine import _PeakMemory
 
     pieces = [torch.ones(1 << 16) for _ in range(4000)]  # 1 GB in 256 KB pieces: heap, not mmap, once freed
-    held = _rss()
+    held = heap.resident()
     del pieces
     with _PeakMemory() as memory:
         pass

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 from collections.abc import Iterator
+from pathlib import Path
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 _keeping = False
@@ -58,3 +59,14 @@ def returning_freed() -> Iterator[None]:
         trim()
         if _keeping:
             keep_freed()
+
+
+def resident() -> int:
+    """The process's resident memory in bytes (`VmRSS`); 0 where /proc does not say."""
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return 0
+    for line in status.read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0

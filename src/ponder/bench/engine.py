@@ -31,7 +31,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 from ponder import heap
@@ -126,7 +125,7 @@ class _PeakMemory:
     def __enter__(self) -> _PeakMemory:
         gc.collect()
         heap.trim()
-        self.peak = self.start = _rss()
+        self.peak = self.start = heap.resident()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
@@ -134,22 +133,12 @@ class _PeakMemory:
 
     def _watch(self) -> None:
         while not self._stop.wait(0.02):
-            self.peak = max(self.peak, _rss())
+            self.peak = max(self.peak, heap.resident())
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, _rss())
-
-
-def _rss() -> int:
-    status = Path("/proc/self/status")
-    if not status.exists():
-        return 0
-    for line in status.read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+        self.peak = max(self.peak, heap.resident())
 
 
 def run_workload(w: Workload, engine: str, backend: HFBackend, max_rows: int, cache_mb: float) -> dict[str, Any]:
