@@ -15,10 +15,11 @@ from ponder.collect.run import CollectConfig, run_collect
 from ponder.lm.engine import Engine
 from ponder.search import SearchConfig, get_method, search
 from ponder.tasks import get_task
+from ponder.trace import Usage
 from ponder.train.loop import TrainConfig
 from ponder.train.verifier import VerifierRecipe, targets, train_verifier
 from ponder.verifiers import aggregate, get_verifier
-from ponder.verifiers.base import PrefixError
+from ponder.verifiers.base import MeteredVerifier, PrefixError
 from ponder.verifiers.learned import HeadSpec, LearnedVerifier, StepLayout, VerifierError
 
 HEADS = {"step_tag": " ки", "token_classification": "<extra_0>", "orm": "", "value": ""}
@@ -274,3 +275,24 @@ def test_the_known_example_of_an_outcome_model_has_a_right_and_a_wrong_whole_sol
     example = known_example(task)
     assert task.solves(problem, example["outcomes"]["right"]) and not task.solves(problem, example["outcomes"]["wrong"])
     assert example["labels"][-1] is False and all(example["labels"][:-1])
+
+
+def test_a_verifier_judges_the_path_a_stream_of_search_ends_on():
+    task = get_task("game24")
+    p = task.problem("4 5 6 10")
+    dead = ["10 + 5 = 15 (left: 4 6 15)", "15 + 4 = 19 (left: 6 19)", "19 - 6 = 13 (left: 13)"]
+    path = ["10 - 4 = 6 (left: 5 6 6)", "6 * 5 = 30 (left: 6 30)", "30 - 6 = 24 (left: 24)"]
+    stream = [*[*dead, task.back_step(p, [])] * 6, *path]  # longer than the PRM's context, its path is not
+    assert task.judged(p, stream) == path and task.judged(p, path) == path
+    prm = get_verifier("game24-prm")
+    with pytest.raises(VerifierError, match="longer than"):
+        asyncio.run(prm.score(task, p, [stream]))
+    usage = Usage()
+    metered = MeteredVerifier(prm, usage)
+    assert asyncio.run(metered.score(task, p, [stream])) == asyncio.run(prm.score(task, p, [path]))
+    assert usage.verifier_calls == 1
+    # a back step to a state not on the path ends the stream there: the verifier sees the search go astray
+    lost = [dead[0], "back (left: 1 2 3)", *path]
+    assert task.judged(p, lost) == [dead[0], "back (left: 1 2 3)"]
+    [scores] = asyncio.run(metered.score_prefixes(task, p, [lost]))
+    assert len(scores) == 2 and scores[-1] < 0.5

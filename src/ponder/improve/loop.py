@@ -416,7 +416,7 @@ def measure_policy(task: Task, recipe: ImproveRecipe, policy: str, verifier: str
 
 def step_auroc(task: Task, verifier: Verifier, results: Path, split: str, limit: int) -> float | None:
     """The verifier's step-level AUROC against the exact oracle on the best-of-N samples (the round's own policy's
-    solutions); None for a task without a step oracle."""
+    solutions; a stream's steps: the path it ends on, `Task.judged`); None for a task without a step oracle."""
     if not isinstance(task, StepOracle):
         return None
     problems = {p.id: p for p in task.problems(split, limit=limit)}
@@ -424,8 +424,9 @@ def step_auroc(task: Task, verifier: Verifier, results: Path, split: str, limit:
     for row in ResumableJsonl(results).rows:
         if row["method"] == "best_of_n" and not is_error(row):
             tree = Tree.from_row(task, problems[row["problem_id"]], row["trace"]["nodes"])
-            solutions = [tree.path(leaf) for leaf in tree.outcomes]
-            sampled.append((problems[row["problem_id"]], [s for s in solutions if s]))
+            problem = problems[row["problem_id"]]
+            solutions = [task.judged(problem, tree.path(leaf)) for leaf in tree.outcomes]
+            sampled.append((problem, [s for s in solutions if s]))
 
     async def score() -> list[list[list[float]]]:
         return [await verifier.score(task, p, sols) for p, sols in sampled]

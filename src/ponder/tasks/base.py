@@ -107,6 +107,11 @@ class Task(ABC):
     def join_steps(self, steps: list[str]) -> str:
         return "".join(step + self.step_end for step in steps)
 
+    def judged(self, problem: Problem, steps: list[str]) -> list[str]:
+        """The steps a verifier judges for this solution: the solution itself (a stream of search: the path it ends
+        on, `Backtracking`)."""
+        return steps
+
     def is_final(self, steps: list[str]) -> bool:
         """Whether a solution prefix is complete (it has given its final answer)."""
         return bool(steps) and steps[-1].lower().startswith("answer:")
@@ -262,6 +267,16 @@ class Backtracking(Task):
     def resolve(self, problem: Problem, steps: list[str]) -> list[str] | None:
         """The steps of the path a stream ends on, every dead end it backed out of left out; None for a back step to
         a state that is not on the path."""
+
+    def judged(self, problem: Problem, steps: list[str]) -> list[str]:
+        """The path the stream ends on, as a verifier should judge it: the dead ends it left carry no weight on the
+        answer. A back step to a state that is not on the path ends the stream there, as its last step (a verifier
+        sees the search go astray)."""
+        path = self.resolve(problem, steps)
+        if path is not None:
+            return path
+        end = next(i for i in range(1, len(steps) + 1) if self.resolve(problem, steps[:i]) is None)
+        return [*(self.resolve(problem, steps[:end - 1]) or []), steps[end - 1]]
 
 
 CAPABILITIES: dict[type[Task], str] = {

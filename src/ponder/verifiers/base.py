@@ -25,7 +25,8 @@ class Verifier(ABC):
 class MeteredVerifier(Verifier):
     """Counts a verifier's judgements (one per solution or prefix) into one problem's `Usage`; while a call runs,
     `METER` points at that problem's `Meter`, where the verifier charges the tokens it judged and its time (as the
-    accounting contract of `Usage` says). Every search method is metered the same way, none by hand."""
+    accounting contract of `Usage` says). Every search method is metered the same way, none by hand. The verifier
+    reads what the task says each solution stands for (`Task.judged`: a stream of search, the path it ends on)."""
 
     def __init__(self, verifier: Verifier, usage: Usage) -> None:
         self.verifier, self.usage, self.name = verifier, usage, verifier.name
@@ -41,7 +42,7 @@ class MeteredVerifier(Verifier):
         self.usage.verifier_calls += len(items)
         token = METER.set(self.meter)
         try:
-            return await fn(task, problem, items)
+            return await fn(task, problem, [task.judged(problem, steps) for steps in items])
         finally:
             METER.reset(token)
 
