@@ -54,6 +54,19 @@ def test_outcome_reward_is_the_exact_grader(game24):
     assert reward(prompt, [""], **columns(problem)) == [0.0]
 
 
+def test_outcome_reward_of_a_stream_of_search_is_the_grade_of_the_path_it_ends_on(game24):
+    task, problems = game24
+    problem = task.rebuild("game24-stream", "4 5 6 10")
+    reward = OutcomeReward(task, problems)
+    dead = ["10 + 5 = 15 (left: 4 6 15)", "15 + 4 = 19 (left: 6 19)", "back (left: 4 5 6 10)"]
+    right = ["10 - 4 = 6 (left: 5 6 6)", "6 * 5 = 30 (left: 6 30)", "30 - 6 = 24 (left: 24)"]
+    false_finish = ["10 - 4 = 6 (left: 5 6 6)", "6 + 5 = 11 (left: 6 11)", "11 + 6 = 24 (left: 24)"]
+    lost = ["10 + 5 = 15 (left: 4 6 15)", "back (left: 1 2 3)", *right]
+    completions = [task.join_steps(dead + s) for s in (right, false_finish)] + [task.join_steps(lost)]
+    assert reward([task.prompt(problem)] * 3, completions, **{k: v * 3 for k, v in columns(problem).items()}) == [
+        1.0, 0.0, 0.0]
+
+
 def test_outcome_reward_finds_arith_problems_by_id():
     task = get_task("arith")
     data, problems = build_dataset(task, "train")

@@ -18,6 +18,7 @@ Rewards:
 
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 import time
@@ -40,6 +41,8 @@ from ponder.train.recipe import load_trainer_recipe, rl_train_config
 from ponder.verifiers import AGGREGATIONS, ASKING, aggregate, get_verifier, verifier_fingerprint
 from ponder.verifiers.base import VERIFIERS
 from ponder.verifiers.learned import LearnedVerifier, VerifierError
+
+log = logging.getLogger(__name__)
 
 REWARDS = ("outcome", "outcome+process")
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")  # TRL's names
@@ -208,6 +211,7 @@ class RewardProgress(TrainerCallback):
         self.bar = Progress(TextColumn(f"[bold]{name}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                             TextColumn("reward {task.fields[reward]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn())
         self.job = self.bar.add_task(name, total=total, reward=float("nan"))
+        self.name, self.total, self.shown = name, total, time.time()
         self.rewards: list[float] = []
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -217,8 +221,11 @@ class RewardProgress(TrainerCallback):
         if logs and logs.get("reward") is not None:
             self.rewards.append(logs["reward"])
         recent = self.rewards[-20:]
-        self.bar.update(self.job, completed=state.global_step,
-                        reward=sum(recent) / len(recent) if recent else float("nan"))
+        mean = sum(recent) / len(recent) if recent else float("nan")
+        self.bar.update(self.job, completed=state.global_step, reward=mean)
+        if not self.bar.console.is_terminal and time.time() - self.shown >= 60:  # a log file sees a line a minute
+            log.info("%s: step %d/%d, reward %.3f", self.name, state.global_step, self.total, mean)
+            self.shown = time.time()
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.bar.stop()
