@@ -277,19 +277,22 @@ def test_the_known_example_of_an_outcome_model_has_a_right_and_a_wrong_whole_sol
     assert example["labels"][-1] is False and all(example["labels"][:-1])
 
 
-def test_a_verifier_judges_the_path_a_stream_of_search_ends_on():
+def test_a_verifier_judges_the_path_a_stream_of_search_ends_on(caplog):
     task = get_task("game24")
     p = task.problem("4 5 6 10")
     dead = ["10 + 5 = 15 (left: 4 6 15)", "15 + 4 = 19 (left: 6 19)", "19 - 6 = 13 (left: 13)"]
     path = ["10 - 4 = 6 (left: 5 6 6)", "6 * 5 = 30 (left: 6 30)", "30 - 6 = 24 (left: 24)"]
     stream = [*[*dead, task.back_step(p, [])] * 6, *path]  # longer than the PRM's context, its path is not
     assert task.judged(p, stream) == path and task.judged(p, path) == path
-    prm = get_verifier("game24-prm")
-    with pytest.raises(VerifierError, match="longer than"):
-        asyncio.run(prm.score(task, p, [stream]))
+    prm = LearnedVerifier("game24-prm")
+    # read whole, the stream does not fit: it scores 0 at every step, with a warning, and loses no other solution
+    with caplog.at_level("WARNING", logger="ponder.verifiers.learned"):
+        unread, read = asyncio.run(prm.score(task, p, [stream, path]))
+    assert unread == [0.0] * len(stream) and read == asyncio.run(prm.score(task, p, [path]))[0] and min(read) > 0.5
+    assert "longer than the verifier's 192 tokens" in caplog.text
     usage = Usage()
     metered = MeteredVerifier(prm, usage)
-    assert asyncio.run(metered.score(task, p, [stream])) == asyncio.run(prm.score(task, p, [path]))
+    assert asyncio.run(metered.score(task, p, [stream])) == [read]
     assert usage.verifier_calls == 1
     # a back step to a state not on the path ends the stream there: the verifier sees the search go astray
     lost = [dead[0], "back (left: 1 2 3)", *path]

@@ -40,7 +40,7 @@ from ponder.train.loop import TrainConfig, save_checkpoint, use_bf16
 from ponder.train.recipe import load_trainer_recipe, rl_train_config
 from ponder.verifiers import AGGREGATIONS, ASKING, aggregate, get_verifier, verifier_fingerprint
 from ponder.verifiers.base import VERIFIERS
-from ponder.verifiers.learned import LearnedVerifier, VerifierError
+from ponder.verifiers.learned import LearnedVerifier
 
 log = logging.getLogger(__name__)
 
@@ -155,22 +155,12 @@ class ProcessReward:
 
     def __call__(self, prompts: list[str], completions: list[str], **_: Any) -> list[float]:
         scores = self.step_scores([(p, self.task.split_steps(c)) for p, c in zip(prompts, completions)])
-        return [aggregate(s, self.how) if s is not None else 0.0 for s in scores]
+        return [aggregate(s, self.how) for s in scores]
 
-    def step_scores(self, items: list[tuple[str, list[str]]]) -> list[list[float] | None]:
-        """The PRM's score of each step of each (prompt, steps) pair. A completion the PRM cannot read (longer than
-        its context) is no solution: None, and the rest of the batch is still scored."""
-        readable = []
-        for i, (p, steps) in enumerate(items):
-            try:
-                self.verifier.layout.encode(p, steps)
-                readable.append(i)
-            except VerifierError:
-                pass
-        scores: list[list[float] | None] = [None] * len(items)
-        for i, s in zip(readable, self.verifier.score_texts([items[i] for i in readable])):
-            scores[i] = s
-        return scores
+    def step_scores(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
+        """The PRM's score of each step of each (prompt, steps) pair; a completion the PRM cannot read (longer than
+        its context) scores 0 at every step, and the rest of the batch is still scored."""
+        return self.verifier.score_texts(items)
 
 
 def reward_functions(recipe: GRPORecipe, task: Task, problems: dict[str, Problem]

@@ -40,6 +40,7 @@ children of a node, which share the node's whole path, compute only their own la
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,8 @@ from ponder.lm.prefix_cache import PrefixCache
 from ponder.tasks.base import Problem, Task
 from ponder.trace import METER
 from ponder.verifiers.base import PrefixError, Verifier, one_line
+
+log = logging.getLogger(__name__)
 
 KINDS = ("step_tag", "token_classification", "orm", "value", "critic")
 ONE_LOGIT = ("orm", "value", "critic")  # one output per position, no marker
@@ -238,6 +241,7 @@ class LearnedVerifier(Verifier):
         reuse = head.kind == "step_tag" and prefix_cache_mb > 0
         self.prefixes = PrefixCache(int(prefix_cache_mb * 2**20)) if reuse else None
         self._cache_arg = cache_argument(self.model)
+        self.warned = False  # about a solution too long to read
 
     def score_texts(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
         """Per-step scores for (prompt, steps) pairs, computed in batches."""
@@ -245,17 +249,38 @@ class LearnedVerifier(Verifier):
 
     @torch.inference_mode()
     def _judge(self, items: list[tuple[str, list[str]]]) -> list[Judged]:
+        """A solution longer than the verifier's context even without its prompt cannot be read: it scores 0 at
+        every step (a search ranks it last; where every sample of a problem is unreadable, the search's guard
+        falls back to the vote and says so), with a warning, rather than failing the problem's other solutions."""
         out: list[Judged] = []
         for start in range(0, len(items), self.batch_size):
             began = time.perf_counter()
-            encoded = [self.layout.encode(p, s) for p, s in items[start : start + self.batch_size]]
-            read = self._read_cached(encoded) if self.prefixes is not None else self._read(encoded)
-            chunk = [step_scores(self.head, e, margins, checked) for e, (margins, checked, _) in zip(encoded, read)]
+            chunk = items[start : start + self.batch_size]
+            encoded = [self.readable(p, s) for p, s in chunk]
+            fits = [e for e in encoded if e is not None]
+            read = iter((self._read_cached(fits) if self.prefixes is not None else self._read(fits)) if fits else [])
+            judged: list[Judged | None] = []
+            for e in encoded:
+                if e is None:
+                    judged.append(None)
+                    continue
+                margins, checked, computed = next(read)
+                judged.append(Judged(step_scores(self.head, e, margins, checked), len(e.ids), computed, 0.0))
             seconds = time.perf_counter() - began
-            computed = sum(c for _, _, c in read)
-            out += [Judged(scores, len(e.ids), c, seconds * c / computed)
-                    for scores, e, (_, _, c) in zip(chunk, encoded, read)]
+            total = sum(j.computed for j in judged if j is not None) or 1
+            out += [j._replace(seconds=seconds * j.computed / total) if j is not None else
+                    Judged([0.0] * len(steps), 0, 0, 0.0) for j, (_, steps) in zip(judged, chunk)]
         return out
+
+    def readable(self, prompt: str, steps: list[str]) -> Encoded | None:
+        """The solution in the verifier's layout; None (and a warning, once per verifier) when it is too long."""
+        try:
+            return self.layout.encode(prompt, steps)
+        except VerifierError as err:
+            if not self.warned:
+                log.warning("%s: %s: such solutions score 0 at every step (%d steps here)", self.name, err, len(steps))
+                self.warned = True
+            return None
 
     def _read(self, encoded: list[Encoded]) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
         """Per item, at each of its positions: the head's margin and log P(token | the tokens before it); and the
