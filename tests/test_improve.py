@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from ponder.errors import ConfigError
@@ -22,6 +23,7 @@ from ponder.improve.trees import Tree
 from ponder.tasks import TaskError, get_task
 from ponder.tasks.game24 import Game24
 from ponder.trace import Node
+from ponder.train.grpo import GRPORecipe
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = get_task("game24")
@@ -246,11 +248,17 @@ def test_arith_training_problems_of_the_long_lengths_are_not_the_long_split() ->
 
 
 def test_shipped_recipes_load_and_a_bad_knob_is_one_line(tmp_path: Path) -> None:
-    experiments = sorted(str(p) for p in (ROOT / "experiments").glob("*.yaml"))  # the recipes RESULTS reports
-    assert len(experiments) >= 6
-    for name in ("game24", "game24-weak", "game24-far", "arith-long", "gsm8k-smollm2", *experiments):
+    # the recipes RESULTS reports: loops, and trainers' (a `kind:` names which)
+    experiments = {str(p): yaml.safe_load(p.read_text()) for p in sorted((ROOT / "experiments").glob("*.yaml"))}
+    loops = [path for path, raw in experiments.items() if "kind" not in raw]
+    assert len(loops) >= 6
+    for name in ("game24", "game24-weak", "game24-far", "arith-long", "gsm8k-smollm2", *loops):
         recipe = ImproveRecipe.load(name)
         assert recipe.rounds >= 1 and recipe.measure.split not in recipe.splits()
+    trainers = {"grpo": GRPORecipe}
+    for path, raw in experiments.items():
+        if "kind" in raw:
+            assert trainers[raw["kind"]].load(path).kind == raw["kind"]
     bad = tiny_recipe(tmp_path, distil={"target": "dreams"})
     done = subprocess.run([sys.executable, "-m", "ponder.cli", "improve", str(bad), "--out", str(tmp_path / "x")],
                           env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True)
