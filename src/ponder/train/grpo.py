@@ -154,13 +154,10 @@ class ProcessReward:
         self.how = how
 
     def __call__(self, prompts: list[str], completions: list[str], **_: Any) -> list[float]:
-        scores = self.step_scores([(p, self.task.split_steps(c)) for p, c in zip(prompts, completions)])
+        """A completion the PRM cannot read (longer than its context) scores 0 at every step; the rest of the batch
+        is still scored."""
+        scores = self.verifier.score_texts([(p, self.task.split_steps(c)) for p, c in zip(prompts, completions)])
         return [aggregate(s, self.how) for s in scores]
-
-    def step_scores(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
-        """The PRM's score of each step of each (prompt, steps) pair; a completion the PRM cannot read (longer than
-        its context) scores 0 at every step, and the rest of the batch is still scored."""
-        return self.verifier.score_texts(items)
 
 
 def reward_functions(recipe: GRPORecipe, task: Task, problems: dict[str, Problem]

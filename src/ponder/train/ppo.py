@@ -56,7 +56,7 @@ from ponder.errors import ConfigError
 from ponder.lm.hf import loading_quietly, resolve_model
 from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
-from ponder.train.grpo import ProcessReward, check_learned, check_rewards, load_prm, reward_means
+from ponder.train.grpo import check_learned, check_rewards, load_prm, reward_means
 from ponder.train.loop import STATE_FILE, TrainConfig, hardware, learning_rate, save_checkpoint, save_state, use_bf16
 from ponder.train.recipe import load_trainer_recipe, remake_section, rl_train_config
 from ponder.verifiers.learned import (
@@ -343,13 +343,12 @@ class TaskRewards:
 
     def __init__(self, recipe: PPORecipe, task: Task) -> None:
         self.task = task
-        # only its step scores are read, so the aggregation it would apply is immaterial
-        self.process = ProcessReward(task, load_prm(recipe.prm), "min") if recipe.reward == "outcome+process" else None
+        self.process = load_prm(recipe.prm) if recipe.reward == "outcome+process" else None
         self.step_weight = recipe.process_weight / task.max_steps if self.process else 0.0
         self.outcome_weight = 1.0 - recipe.process_weight if self.process else 1.0
 
     def __call__(self, episodes: list[Episode]) -> None:
-        scores = (self.process.step_scores([(self.task.prompt(e.problem), e.steps) for e in episodes])
+        scores = (self.process.score_texts([(self.task.prompt(e.problem), e.steps) for e in episodes])
                   if self.process else [None] * len(episodes))
         for e, s in zip(episodes, scores):
             e.solved = self.task.solves(e.problem, e.steps)
