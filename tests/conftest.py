@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -63,27 +64,34 @@ def sigkill_after_lines():
     return _sigkill_after_lines
 
 
-def _kill_then_resume(args: list[str], tmp_path: Path, steps: int) -> tuple[Path, Path]:
-    """Train with `ponder ARGS --out DIR` twice: once whole, once SIGKILLed after its first saved state and run
-    again to the end. Returns the two output folders."""
-    import sys
-
+def _saved_step(out: Path) -> int | None:
+    """The step of the training state Ponder's own loop left in `out` (None: none yet)."""
     import torch
+
+    state = out / "train-state.pt"
+    return torch.load(state, weights_only=False)["step"] if state.exists() else None
+
+
+def _kill_then_resume(args: list[str], tmp_path: Path, steps: int,
+                      saved_step: Callable[[Path], int | None] = _saved_step,
+                      state: str = "train-state.pt") -> tuple[Path, Path]:
+    """Train with `ponder ARGS --out DIR` twice: once whole, once SIGKILLed after its first saved state (`saved_step`
+    reads its step) and run again to the end, which removes the state (`state`, in DIR). Returns the two output
+    folders."""
+    import sys
 
     cmd = [sys.executable, "-c", "from ponder.cli import app; app()", *args, "--out"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     subprocess.run([*cmd, str(whole)], check=True, capture_output=True)
     proc = subprocess.Popen([*cmd, str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = killed / "train-state.pt"
-    while not state.exists() and proc.poll() is None:
+    while (step := saved_step(killed)) is None and proc.poll() is None:
         time.sleep(0.01)
-    time.sleep(0.3)
     proc.kill()
     proc.wait()
-    assert proc.returncode == -signal.SIGKILL and state.exists(), "the run finished before it could be killed"
-    assert 0 < torch.load(state, weights_only=False)["step"] < steps
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert step is not None and 0 < step < steps
     subprocess.run([*cmd, str(killed)], check=True, capture_output=True)
-    assert not state.exists()
+    assert not (killed / state).exists()
     return whole, killed
 
 

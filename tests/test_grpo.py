@@ -8,13 +8,22 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from ponder.collect.run import CollectConfig, run_collect
 from ponder.lm.base import Request, SamplingParams
 from ponder.lm.engine import Engine
-from ponder.lm.hf import HFBackend
+from ponder.lm.hf import HFBackend, resolve_model
 from ponder.tasks import TaskError, get_task
-from ponder.train.grpo import GRPORecipe, OutcomeReward, build_dataset, reward_functions, train_grpo
+from ponder.train.grpo import (
+    SECONDS_FILE,
+    STATE_DIR,
+    GRPORecipe,
+    OutcomeReward,
+    build_dataset,
+    reward_functions,
+    train_grpo,
+)
 from ponder.train.loop import TrainConfig
 from ponder.train.verifier import VerifierRecipe, train_verifier
 from ponder.verifiers.learned import HeadSpec
@@ -125,6 +134,41 @@ def test_two_grpo_steps_weigh_the_rewards_and_save_a_policy_that_loads_and_gener
     assert backend.model.config.use_cache  # the Trainer switches it off; the saved policy must have it back
     out = backend.generate_batch([Request("Input: 4 5 6 10\n", SamplingParams(max_tokens=40))])
     assert out[0].generated_tokens > 0 and out[0].text.strip()
+
+
+@pytest.mark.slow
+def test_grpo_killed_with_sigkill_resumes_to_the_same_weights_as_an_uninterrupted_run(tmp_path, kill_then_resume):
+    """The Trainer's whole state is saved every `save_every` seconds; the same command resumes from the newest
+    checkpoint and ends with the same weights, byte for byte, as a run that was never interrupted (sampling,
+    rewards and updates all replayed), with the whole run's log; a state left by another recipe is refused."""
+    import subprocess
+    import sys
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text("kind: grpo\ntask: game24\nnum_generations: 2\nmax_completion_length: 80\n"
+                      "train: {steps: 6, batch_size: 4, lr: 1.0e-5, warmup: 1, seed: 3, bf16: false, save_every: 0}\n")
+
+    def saved_step(out: Path) -> int | None:
+        steps = [int(d.name.split("-")[1]) for d in (out / STATE_DIR).glob("checkpoint-*")
+                 if (d / SECONDS_FILE).is_file()]
+        return max(steps, default=None)
+
+    whole, killed = kill_then_resume(["train", "grpo", str(recipe)], tmp_path, 6, saved_step, STATE_DIR)
+    start = load_file(str(Path(resolve_model("game24-policy")[0]) / "model.safetensors"))
+    trained = load_file(str(whole / "model.safetensors"))
+    assert any(not torch.equal(start[k], trained[k]) for k in start)  # the updates moved the policy
+    assert (killed / "model.safetensors").read_bytes() == (whole / "model.safetensors").read_bytes()
+    logs = [json.loads((out / "training.json").read_text())["log"] for out in (whole, killed)]
+    assert [row["step"] for row in logs[1]] == [1, 2, 3, 4, 5, 6]
+    assert [row["reward"] for row in logs[1]] == [row["reward"] for row in logs[0]]
+    card = (killed / "README.md").read_text()
+    assert f"Recipe: `{recipe}`" in card and f"`ponder train grpo {recipe} --out {killed}`" in card
+
+    (killed / STATE_DIR).mkdir()
+    (killed / STATE_DIR / "run.json").write_text(json.dumps({"run": {}, "steps": 1}))
+    bad = subprocess.run([sys.executable, "-c", "from ponder.cli import app; app()", "train", "grpo", str(recipe),
+                          "--out", str(killed)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "holds a run of another recipe" in bad.stderr
 
 
 @pytest.mark.parametrize("text, message", [

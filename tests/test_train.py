@@ -107,6 +107,8 @@ def test_sft_killed_with_sigkill_resumes_to_the_same_weights_as_an_uninterrupted
     whole, killed = kill_then_resume(["train", "sft", str(recipe)], tmp_path, 150)
     assert (killed / "model.safetensors").read_bytes() == (whole / "model.safetensors").read_bytes()
     assert json.loads((killed / "training.json").read_text())["steps"] == 150
+    card = (killed / "README.md").read_text()  # a recipe file, not a shipped one: the card names the file
+    assert f"Recipe: `{recipe}`" in card and f"`ponder train sft {recipe} --out {killed}`" in card
 
     # a state left by another recipe or step count is refused, not silently mixed in
     torch.save({"run": {"run": {}, "steps": 1}}, killed / "train-state.pt")

@@ -18,9 +18,10 @@ Rewards:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-import tempfile
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from ponder.lm.load import is_url
 from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
 from ponder.train.loop import TrainConfig, save_checkpoint, use_bf16
-from ponder.train.recipe import load_trainer_recipe, rl_train_config
+from ponder.train.recipe import load_trainer_recipe, recipe_named, rl_train_config
 from ponder.verifiers import AGGREGATIONS, ASKING, aggregate, get_verifier, verifier_fingerprint
 from ponder.verifiers.base import VERIFIERS
 from ponder.verifiers.learned import LearnedVerifier
@@ -65,6 +66,7 @@ class GRPORecipe:
     # steps, batch_size (completions per step, a multiple of num_generations), lr, warmup, seed, bf16, init
     train: TrainConfig = field(default_factory=lambda: rl_train_config({}))
     kind: str = "grpo"
+    source: str = ""  # the YAML file it was read from (empty: a shipped recipe, by its name)
 
     @classmethod
     def load(cls, name_or_path: str) -> GRPORecipe:
@@ -218,6 +220,45 @@ class RewardProgress(TrainerCallback):
         self.bar.stop()
 
 
+class SaveEvery(TrainerCallback):
+    """Asks the Trainer to save its whole state (model, optimiser, scheduler, random generators) every `seconds`,
+    the contract of `TrainConfig.save_every` that Ponder's own loop keeps (the finished policy is saved apart). Each
+    checkpoint notes the training seconds up to it (`before`: those of the runs it resumes), so a resumed run
+    reports the time of the whole run."""
+
+    def __init__(self, seconds: float, before: float) -> None:
+        self.seconds, self.before = seconds, before
+        self.start = self.saved = time.time()
+
+    def elapsed(self) -> float:
+        return self.before + time.time() - self.start
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if time.time() - self.saved >= self.seconds and state.global_step < state.max_steps:
+            control.should_save = True
+            self.saved = time.time()
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        (folder / SECONDS_FILE).write_text(json.dumps(self.elapsed()))
+
+
+STATE_DIR = "train-state"  # the Trainer's checkpoints while a run is under way; removed once the policy is saved
+SECONDS_FILE = "ponder-seconds.json"  # in a checkpoint: the training seconds up to it
+
+
+def resume_point(state: Path, run: dict[str, Any]) -> str | None:
+    """The newest whole checkpoint a killed run left in `state` (None: start afresh; a kill while saving leaves the
+    one before it whole). The run that left it must be this one (`run`: the recipe and step count)."""
+    marker = state / "run.json"
+    if not marker.is_file():
+        return None
+    if json.loads(marker.read_text()) != run:
+        raise ConfigError(f"{state} holds a run of another recipe or step count; delete it to start afresh")
+    done = [d for d in state.glob("checkpoint-*") if (d / SECONDS_FILE).is_file()]  # written last
+    return str(max(done, key=lambda d: int(d.name.split("-")[1]))) if done else None
+
+
 def reward_means(history: list[dict[str, Any]], key: str) -> tuple[float | None, float | None]:
     """Mean of a logged value over the first and the last 10% of steps."""
     values = [row[key] for row in history if row.get(key) is not None]
@@ -252,25 +293,30 @@ def train_grpo(recipe: GRPORecipe, out_dir: Path, steps: int | None = None) -> d
         raise TaskError(f"longest prompt ({longest} tokens) + max_completion_length ({recipe.max_completion_length}) "
                         f"exceeds the policy's {limit} positions")
     bf16 = use_bf16(cfg.bf16)
-    with tempfile.TemporaryDirectory(prefix="ponder-grpo-") as scratch:
-        args = GRPOConfig(
-            output_dir=scratch, max_steps=n_steps, per_device_train_batch_size=cfg.batch_size,
-            num_generations=recipe.num_generations, max_completion_length=recipe.max_completion_length,
-            temperature=recipe.temperature, beta=recipe.beta, loss_type=recipe.loss_type,
-            reward_weights=weights, learning_rate=cfg.lr, warmup_steps=cfg.warmup, weight_decay=cfg.weight_decay,
-            lr_scheduler_type="constant_with_warmup", seed=cfg.seed, data_seed=cfg.seed,
-            # TRL turns on bf16 and gradient checkpointing by default: bf16 only where the CPU has it, and
-            # recomputing activations of a 3M-parameter model only costs time.
-            use_cpu=True, bf16=bf16, gradient_checkpointing=False,
-            logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
-        )
-        trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=data, processing_class=tok,
-                              callbacks=[RewardProgress(f"grpo {recipe.name}", n_steps)])
-        trainer.remove_callback(PrinterCallback)
-        start = time.time()
-        trainer.train()
-        seconds = time.time() - start
-        history = [row for row in trainer.state.log_history if "reward" in row]
+    state = out_dir / STATE_DIR
+    run = json.loads(json.dumps({"run": asdict(recipe), "steps": n_steps}))
+    resume = resume_point(state, run)
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "run.json").write_text(json.dumps(run))
+    clock = SaveEvery(cfg.save_every, json.loads((Path(resume) / SECONDS_FILE).read_text()) if resume else 0.0)
+    args = GRPOConfig(
+        output_dir=str(state), max_steps=n_steps, per_device_train_batch_size=cfg.batch_size,
+        num_generations=recipe.num_generations, max_completion_length=recipe.max_completion_length,
+        temperature=recipe.temperature, beta=recipe.beta, loss_type=recipe.loss_type,
+        reward_weights=weights, learning_rate=cfg.lr, warmup_steps=cfg.warmup, weight_decay=cfg.weight_decay,
+        lr_scheduler_type="constant_with_warmup", seed=cfg.seed, data_seed=cfg.seed,
+        # TRL turns on bf16 and gradient checkpointing by default: bf16 only where the CPU has it, and
+        # recomputing activations of a 3M-parameter model only costs time.
+        use_cpu=True, bf16=bf16, gradient_checkpointing=False,
+        # Saving is asked for by `SaveEvery`, every `save_every` seconds; the newest checkpoint alone is kept.
+        logging_steps=1, save_strategy="no", save_total_limit=1, report_to="none", disable_tqdm=True,
+    )
+    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=data, processing_class=tok,
+                          callbacks=[RewardProgress(f"grpo {recipe.name}", n_steps), clock])
+    trainer.remove_callback(PrinterCallback)
+    trainer.train(resume_from_checkpoint=resume)
+    seconds = clock.elapsed()
+    history = [row for row in trainer.state.log_history if "reward" in row]
     reward_start, reward_end = reward_means(history, "reward")
     outcome_start, outcome_end = reward_means(history, "rewards/outcome/mean")
     summary = {"recipe": recipe.name, "task": recipe.task, "init": init, "reward": recipe.reward,
@@ -284,6 +330,7 @@ def train_grpo(recipe: GRPORecipe, out_dir: Path, steps: int | None = None) -> d
     policy = trainer.model
     policy.config.use_cache = True  # the Trainer turns the KV cache off for training; generation wants it back
     save_checkpoint(policy, tok, out_dir, summary, asdict(recipe))
+    shutil.rmtree(state)  # the run is complete: nothing left to resume
     write_card(out_dir, summary)
     return summary
 
@@ -298,13 +345,13 @@ def write_card(out_dir: Path, summary: dict[str, Any]) -> None:
     card = f"""# {summary["recipe"]}
 
 The `{summary["init"]}` policy for `{summary["task"]}` after GRPO (Shao et al., 2024) through TRL's `GRPOTrainer`
-on the training split. Character-level tokenizer; weights stored in bf16, Ponder runs them in fp32.
+on the `{c["split"]}` split. Character-level tokenizer; weights stored in bf16, Ponder runs them in fp32.
 
 - Reward: {reward}.
-- Recipe: `src/ponder/train/recipes/{summary["recipe"]}.yaml` ({summary["steps"]} steps, G = {c["num_generations"]},
+- Recipe: `{recipe_named(c)[0]}` ({summary["steps"]} steps, G = {c["num_generations"]},
   {train["batch_size"]} completions per step, beta {c["beta"]}, temperature {c["temperature"]}, lr {train["lr"]},
   seed {train["seed"]}).
-- Command: `ponder train grpo {summary["recipe"]} --out {out_dir}`
+- Command: `ponder train grpo {recipe_named(c)[1]} --out {out_dir}`
 - Training: {summary["seconds"] / 60:.1f} minutes on {summary["threads"]} CPU threads
   ({summary["seconds_per_step"]} s/step), bf16 autocast: {summary["bf16_autocast"]};
   mean reward {summary["reward_start"]} over the first 10% of steps, {summary["reward_end"]} over the last 10%.

@@ -58,7 +58,7 @@ from ponder.tasks import Task, TaskError, get_task
 from ponder.tasks.base import Problem
 from ponder.train.grpo import check_learned, check_rewards, load_prm, reward_means
 from ponder.train.loop import STATE_FILE, TrainConfig, hardware, learning_rate, save_checkpoint, save_state, use_bf16
-from ponder.train.recipe import load_trainer_recipe, remake_section, rl_train_config
+from ponder.train.recipe import load_trainer_recipe, recipe_named, remake_section, rl_train_config
 from ponder.verifiers.learned import (
     Encoded,
     HeadSpec,
@@ -103,6 +103,7 @@ class PPORecipe:
     # steps (iterations), batch_size (completions per iteration), lr, warmup, seed, bf16, init, save_every
     train: TrainConfig = field(default_factory=lambda: rl_train_config({}))
     kind: str = "ppo"
+    source: str = ""  # the YAML file it was read from (empty: a shipped recipe, by its name)
 
     @classmethod
     def load(cls, name_or_path: str) -> PPORecipe:
@@ -608,7 +609,7 @@ The `{summary["init"]}` policy for `{summary["task"]}` after PPO with a critic (
 Schulman et al., 2016) on the `{c["split"]}` split: {critic}. Character-level tokenizer; weights stored in bf16.
 
 - Reward: {reward}; KL penalty beta {c["beta"]}.
-- Recipe: `{summary["recipe"]}` ({summary["steps"]} iterations x {train["batch_size"]} completions =
+- Recipe: `{recipe_named(c)[0]}` ({summary["steps"]} iterations x {train["batch_size"]} completions =
   {summary["samples"]} samples; gamma {c["gamma"]}, lam {c["lam"]}, cliprange {c["cliprange"]}, cliprange_value
   {c["cliprange_value"]}, vf_coef {c["vf_coef"]}, {c["ppo_epochs"]} epochs x {c["num_mini_batches"]} minibatches,
   lr {train["lr"]}, critic lr {c["critic_lr"]}, temperature {c["temperature"]}, seed {train["seed"]}).
@@ -617,6 +618,6 @@ Schulman et al., 2016) on the `{c["split"]}` split: {critic}. Character-level to
   {summary["solved_end"]}, KL {summary["kl_start"]} -> {summary["kl_end"]} (means of the first and last 10% of
   iterations).
 
-{remake_section([], f"ponder train ppo {summary['recipe']} --out {out_dir}")}## Measured
+{remake_section([], f"ponder train ppo {recipe_named(c)[1]} --out {out_dir}")}## Measured
 """
     (out_dir / "README.md").write_text(card)

@@ -37,6 +37,25 @@ def load_recipe_yaml(name_or_path: str, package: str = "ponder.train") -> tuple[
     return path.stem, raw
 
 
+def recipe_source(name_or_path: str) -> str:
+    """The YAML file a recipe is read from, as given; empty for a shipped recipe named by its name."""
+    return name_or_path if Path(name_or_path).suffix in (".yaml", ".yml") else ""
+
+
+def recipe_named(config: dict[str, Any]) -> tuple[str, str]:
+    """(the recipe's YAML file, what a command names it by) for a model card: a shipped recipe by its name, any
+    other by the path it was read from (`source`)."""
+    if config.get("source"):
+        return config["source"], config["source"]
+    return f"src/ponder/train/recipes/{config['name']}.yaml", config["name"]
+
+
+def shipped_out(config: dict[str, Any], out_dir: Path) -> str:
+    """The `--out` of a card's command: a shipped recipe's checkpoint ships under `src/ponder/assets/`; any other
+    stays where it was trained."""
+    return str(out_dir) if config.get("source") else f"src/ponder/assets/{out_dir.name}"
+
+
 def remake_section(prepare: list[str], command: str) -> str:
     """The model card's list of commands that remake a checkpoint from a clean clone: what makes its data and
     starting point (the recipe's `prepare:`), then its own training command."""
@@ -59,7 +78,8 @@ def load_trainer_recipe(cls: type[R], name_or_path: str, kind: str) -> R:
     name, raw = load_recipe_yaml(name_or_path)
     knobs = {k: v for k, v in raw.items() if k not in ("kind", "train")}
     try:
-        recipe = cls(name=name, **knobs, train=rl_train_config(raw.get("train") or {}), kind=raw.get("kind", kind))
+        recipe = cls(name=name, **knobs, train=rl_train_config(raw.get("train") or {}), kind=raw.get("kind", kind),
+                     source=recipe_source(name_or_path))
         recipe.check(name_or_path)  # type: ignore[attr-defined]
     except TaskError:
         raise

@@ -21,7 +21,7 @@ from ponder.lm.load import resolve_alias
 from ponder.tasks import StepOracle, Task, TaskError, get_task, require
 from ponder.train.data import check_walk, endless, solver_examples
 from ponder.train.loop import STATE_FILE, LoopResult, TrainConfig, hardware, save_checkpoint, train_loop
-from ponder.train.recipe import load_recipe_yaml, remake_section
+from ponder.train.recipe import load_recipe_yaml, recipe_named, recipe_source, remake_section, shipped_out
 from ponder.train.tokenizer import char_tokenizer
 
 WIDTH_STEP = 64  # batch widths are multiples of this (`batches`)
@@ -48,6 +48,7 @@ class SFTRecipe:
     walk: str = "paths"  # how a solver solution is drawn: `paths` or `moves` (ponder.train.data)
     problems: int = 0  # problems taken from each split (0: all; a generated task needs a number)
     prepare: list[str] = field(default_factory=list)  # the commands that make the `data` and `init` it reads
+    source: str = ""  # the YAML file it was read from (empty: a shipped recipe, by its name)
 
     @classmethod
     def load(cls, name_or_path: str) -> SFTRecipe:
@@ -58,7 +59,7 @@ class SFTRecipe:
                          train=TrainConfig(**raw.get("train", {})), kind=raw.get("kind", "sft"),
                          data=raw.get("data", ""), splits=dict(raw.get("splits", {"train": 1.0})),
                          walk=raw.get("walk", "paths"), problems=int(raw.get("problems", 0)),
-                         prepare=list(raw.get("prepare", [])))
+                         prepare=list(raw.get("prepare", [])), source=recipe_source(name_or_path))
         except (TypeError, ValueError) as err:
             raise TaskError(f"recipe {name_or_path}: malformed ({err})") from err
         try:
@@ -211,13 +212,14 @@ A tiny `LlamaForCausalLM` policy for the `{summary["task"]}` task, trained by Po
 - Shape: hidden {shape["hidden"]}, {shape["layers"]} layers, {shape["heads"]} heads,
   intermediate {shape["intermediate"]}, max positions {shape["max_positions"]};
   {summary["parameters"]:,} parameters, tied embeddings.
-- Recipe: `src/ponder/train/recipes/{summary["recipe"]}.yaml` ({train["steps"]} steps, batch {train["batch_size"]},
+- Recipe: `{recipe_named(summary["config"])[0]}` ({train["steps"]} steps, batch {train["batch_size"]},
   lr {train["lr"]}, seed {train["seed"]}, {start}).
 - Training: {summary["seconds"] / 60:.1f} minutes on {hardware(summary)},
   {summary["tokens_per_second"]:,} tokens/s, bf16 autocast: {summary["bf16_autocast"]},
   final loss {summary["final_loss"]}.
 
 {remake_section(summary["config"].get("prepare", []),
-                f"ponder train sft {summary['recipe']} --out src/ponder/assets/{out_dir.name}")}## Measured
+                f"ponder train sft {recipe_named(summary['config'])[1]} --out {shipped_out(summary['config'], out_dir)}"
+                )}## Measured
 """
     (out_dir / "README.md").write_text(card)

@@ -31,7 +31,7 @@ from ponder.lm.hf import resolve_model
 from ponder.tasks import ReferenceSolver, StepOracle, Task, TaskError, get_task, require
 from ponder.tasks.base import Problem
 from ponder.train.loop import STATE_FILE, TrainConfig, hardware, save_checkpoint, train_loop
-from ponder.train.recipe import load_recipe_yaml, remake_section
+from ponder.train.recipe import load_recipe_yaml, recipe_named, recipe_source, remake_section, shipped_out
 from ponder.verifiers.learned import (
     ONE_LOGIT,
     HeadSpec,
@@ -56,6 +56,7 @@ class VerifierRecipe:
     check_weight: float = 1.0  # with head.check_after: the weight of the next-token loss on checked text
     prepare: list[str] = field(default_factory=list)  # the commands that make the `data` and `init` it reads
     train: TrainConfig = field(default_factory=TrainConfig)
+    source: str = ""  # the YAML file it was read from (empty: a shipped recipe, by its name)
 
     @classmethod
     def load(cls, name_or_path: str) -> VerifierRecipe:
@@ -63,7 +64,8 @@ class VerifierRecipe:
         try:
             recipe = cls(name=name, task=raw["task"], head=HeadSpec(**raw["head"]), data=raw.get("data", ""),
                          labels=raw.get("labels", "soft"), check_weight=float(raw.get("check_weight", 1.0)),
-                         train=TrainConfig(**raw.get("train", {})), prepare=list(raw.get("prepare", [])))
+                         train=TrainConfig(**raw.get("train", {})), prepare=list(raw.get("prepare", [])),
+                         source=recipe_source(name_or_path))
         except (KeyError, TypeError, ValueError) as err:
             raise TaskError(f"recipe {name_or_path}: malformed ({err})") from err
         if recipe.labels not in ("soft", "hard"):
@@ -230,12 +232,13 @@ in `config.json` under `ponder_verifier`, with a known example for `ponder selft
 {check}
 - Data: `{summary["data"]}` ({summary["records"]:,} records, {summary["labelled_steps"]:,} labelled targets,
   {summary["labels"]} labels).
-- Recipe: `src/ponder/train/recipes/{summary["recipe"]}.yaml` ({train["steps"]} steps, batch {train["batch_size"]},
+- Recipe: `{recipe_named(summary["config"])[0]}` ({train["steps"]} steps, batch {train["batch_size"]},
   lr {train["lr"]}, seed {train["seed"]}).
 - Training: {summary["seconds"] / 60:.1f} minutes on {hardware(summary)},
   bf16 autocast: {summary["bf16_autocast"]}, final loss {summary["final_loss"]}.
 
 {remake_section(summary["config"].get("prepare", []),
-                f"ponder train verifier {summary['recipe']} --out src/ponder/assets/{out_dir.name}")}## Measured
+                f"ponder train verifier {recipe_named(summary['config'])[1]} "
+                f"--out {shipped_out(summary['config'], out_dir)}")}## Measured
 """
     (out_dir / "README.md").write_text(card)
