@@ -33,6 +33,8 @@ from ponder.tasks import Backtracking, Hintable, ReferenceSolver, Revisable, RSt
 from ponder.tasks.base import Problem, Task, TaskError
 
 Trie = dict[str, "Trie"]
+Marks = list[tuple[int, str]]  # (offset in a solution's text, a character not to write there): `repeat_marks`
+Example = tuple[str, str] | tuple[str, str, Marks]  # (prompt, solution), with the solution's marks where asked
 T = TypeVar("T")
 WALKS = ("paths", "moves", "actions", "revisions", "streams")
 TRIES = (4, 3)  # a stream's children tried per state, by depth (the last for any deeper)
@@ -200,9 +202,44 @@ def search_stream(task: Task, problem: Problem, rng: random.Random) -> list[str]
     return lines if dfs([]) else None
 
 
-def stream_walks(task: Task, problems: list[Problem], seed: int) -> Iterator[tuple[str, str]]:
+def tried_moves(task: Task, problem: Problem, steps: list[str]) -> list[list[str]]:
+    """For each step of a stream of search, the moves the stream took earlier from the state that step leaves:
+    what a policy searching in its chain of thought should not try again there. Empty for a state's first move and
+    for a back step; a state is the path that reaches it (`Backtracking.resolve`)."""
+    backing = require(task, Backtracking, "the moves a stream already tried")
+    taken: dict[tuple[str, ...], list[str]] = {}
+    out: list[list[str]] = []
+    for i, step in enumerate(steps):
+        before, after = backing.resolve(problem, steps[:i]), backing.resolve(problem, steps[: i + 1])
+        if before is None or after != [*before, step]:  # a back step, or a stream gone astray
+            out.append([])
+            continue
+        out.append(list(taken.get(tuple(before), [])))
+        taken.setdefault(tuple(before), []).append(step)
+    return out
+
+
+def repeat_marks(task: Task, problem: Problem, steps: list[str]) -> Marks:
+    """Where a stream's text could start to repeat a move it already tried from the same state (`tried_moves`): for
+    each such move, (the offset in `task.join_steps(steps)` of the first character where the tried move's text
+    leaves the step actually written, the character the tried move has there). Unlikelihood training (Welleck et
+    al., 2020) pushes those characters down, so that a policy's greedy search stops retrying a dead end."""
+    marks: set[tuple[int, str]] = set()
+    offset = 0
+    for step, tried in zip(steps, tried_moves(task, problem, steps)):
+        written = step + task.step_end
+        for move in tried:
+            other = move + task.step_end
+            same = next((k for k, (a, b) in enumerate(zip(written, other)) if a != b), None)
+            if same is not None:
+                marks.add((offset + same, other[same]))
+        offset += len(written)
+    return sorted(marks)
+
+
+def stream_walks(task: Task, problems: list[Problem], seed: int, marked: bool = False) -> Iterator[Example]:
     """The problems over and over, reshuffled each epoch, each searched afresh (`search_stream`); a search that
-    runs out of tries gives no example."""
+    runs out of tries gives no example. `marked`: each example also carries its `repeat_marks`."""
     rng = random.Random(seed)
     failed = 0
     for problem in endless_items(problems, rng):
@@ -210,28 +247,30 @@ def stream_walks(task: Task, problems: list[Problem], seed: int) -> Iterator[tup
         failed = 0 if stream else failed + 1
         if failed > len(problems):
             raise TaskError(f"{task.name}: a whole round of these {len(problems)} problems gave no stream that solves")
-        if stream:
+        if stream and marked:
+            yield task.prompt(problem), task.join_steps(stream), repeat_marks(task, problem, stream)
+        elif stream:
             yield task.prompt(problem), task.join_steps(stream)
 
 
-def mixture(streams: list[Iterator[tuple[str, str]]], weights: list[float],
-            seed: int) -> Iterator[tuple[str, str]]:
+def mixture(streams: list[Iterator[Example]], weights: list[float], seed: int) -> Iterator[Example]:
     """Each example from one stream, drawn with probability proportional to its weight."""
     if len(streams) == 1:
         return streams[0]
     rng = random.Random(seed)
 
-    def draw() -> Iterator[tuple[str, str]]:
+    def draw() -> Iterator[Example]:
         while True:
             yield next(rng.choices(streams, weights)[0])
 
     return draw()
 
 
-def solver_examples(task: Task, splits: dict[str, float], walk: str, seed: int,
-                    limit: int | None = None) -> Iterator[tuple[str, str]]:
+def solver_examples(task: Task, splits: dict[str, float], walk: str, seed: int, limit: int | None = None,
+                    marked: bool = False) -> Iterator[Example]:
     """Endless examples from the solver's solutions to the problems of `splits` (split -> weight), drawn by
-    `walk`; `limit` caps the problems taken from each split (generated tasks have as many as asked for)."""
+    `walk`; `limit` caps the problems taken from each split (generated tasks have as many as asked for); `marked`
+    (walk `streams` only): each example carries its `repeat_marks`."""
     check_walk(walk)
     if "test" in splits or "all" in splits:
         raise TaskError("SFT never trains on the test split")
@@ -245,7 +284,7 @@ def solver_examples(task: Task, splits: dict[str, float], walk: str, seed: int,
         elif walk == "revisions":
             streams.append(revision_walks(task, problems, seed + k))
         elif walk == "streams":
-            streams.append(stream_walks(task, problems, seed + k))
+            streams.append(stream_walks(task, problems, seed + k, marked))
         else:
             streams.append(move_walks(task, problems, seed + k))
     return mixture(streams, list(splits.values()), seed)

@@ -7,7 +7,7 @@ The model is a real `LlamaForCausalLM` with a character tokenizer, saved as a Hu
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,10 +16,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from ponder.collect.records import StepRecord, read_records
+from ponder.errors import ConfigError
 from ponder.lm.hf import resolve_model
 from ponder.lm.load import resolve_alias
 from ponder.tasks import StepOracle, Task, TaskError, get_task, require
-from ponder.train.data import check_walk, endless, solver_examples
+from ponder.train.data import Example, check_walk, endless, solver_examples
 from ponder.train.loop import STATE_FILE, LoopResult, TrainConfig, hardware, save_checkpoint, train_loop
 from ponder.train.recipe import load_recipe_yaml, recipe_named, recipe_source, remake_section, shipped_out
 from ponder.train.tokenizer import char_tokenizer
@@ -48,6 +49,7 @@ class SFTRecipe:
     walk: str = "paths"  # how a solver solution is drawn: `paths` or `moves` (ponder.train.data)
     problems: int = 0  # problems taken from each split (0: all; a generated task needs a number)
     prepare: list[str] = field(default_factory=list)  # the commands that make the `data` and `init` it reads
+    unlikelihood: float = 0.0  # walk `streams`: weight of the unlikelihood loss on retrying a move (`sft_loss`)
     source: str = ""  # the YAML file it was read from (empty: a shipped recipe, by its name)
 
     @classmethod
@@ -59,13 +61,17 @@ class SFTRecipe:
                          train=TrainConfig(**raw.get("train", {})), kind=raw.get("kind", "sft"),
                          data=raw.get("data", ""), splits=dict(raw.get("splits", {"train": 1.0})),
                          walk=raw.get("walk", "paths"), problems=int(raw.get("problems", 0)),
-                         prepare=list(raw.get("prepare", [])), source=recipe_source(name_or_path))
+                         prepare=list(raw.get("prepare", [])), unlikelihood=float(raw.get("unlikelihood", 0.0)),
+                         source=recipe_source(name_or_path))
         except (TypeError, ValueError) as err:
             raise TaskError(f"recipe {name_or_path}: malformed ({err})") from err
         try:
             check_walk(recipe.walk)
         except TaskError as err:
             raise TaskError(f"recipe {name_or_path}: {err}") from err
+        if recipe.unlikelihood and (recipe.walk != "streams" or recipe.data):
+            raise TaskError(f"recipe {name_or_path}: unlikelihood marks the moves a stream retries; it needs walk "
+                            "`streams` (and no `data`)")
         return recipe
 
 
@@ -87,30 +93,70 @@ def move_pairs(task: Task, records: list[StepRecord]) -> list[tuple[str, str]]:
     return [(prompt, move) for prompt, moves in found.items() for move in moves]
 
 
-def batches(examples: Iterator[tuple[str, str]], tok: PreTrainedTokenizerBase, batch_size: int,
+def batches(examples: Iterator[Example], tok: PreTrainedTokenizerBase, batch_size: int,
             max_len: int, rng: random.Random) -> Iterator[dict[str, torch.Tensor]]:
     """Length-bucketed batches: draw 8 batches' worth, sort by length, shuffle the batches (less padding).
     The pool is tokenized in one call of the (Rust) tokenizer. A batch's width is rounded up to a multiple of
     `WIDTH_STEP`: a few shapes recur, so the allocator reuses their blocks (widths that change by one token with every
-    batch fragmented the C heap of a 1,024-token run until the kernel killed it)."""
+    batch fragmented the C heap of a 1,024-token run until the kernel killed it). Examples that carry marks
+    (`repeat_marks`) add them as `unlikely_row`, `unlikely_position` and `unlikely_token`: the token that should
+    not come at that position of that row."""
     while True:
         drawn = [next(examples) for _ in range(batch_size * 8)]
-        prompts = tok([p for p, _ in drawn], add_special_tokens=False).input_ids
-        answers = tok([s for _, s in drawn], add_special_tokens=False).input_ids
-        pool = sorted((((p + s + [tok.eos_token_id])[:max_len], len(p)) for p, s in zip(prompts, answers)),
+        prompts = tok([e[0] for e in drawn], add_special_tokens=False).input_ids
+        answers = tok([e[1] for e in drawn], add_special_tokens=False).input_ids
+        marks = [unlikely_tokens(tok, e, len(a)) if len(e) == 3 else [] for e, a in zip(drawn, answers)]
+        pool = sorted((((p + a + [tok.eos_token_id])[:max_len], len(p), m) for p, a, m in zip(prompts, answers, marks)),
                       key=lambda x: len(x[0]))
         chunks = [pool[i : i + batch_size] for i in range(0, len(pool), batch_size)]
         rng.shuffle(chunks)
         for chunk in chunks:
-            width = min(max_len, -(-max(len(ids) for ids, _ in chunk) // WIDTH_STEP) * WIDTH_STEP)
+            width = min(max_len, -(-max(len(ids) for ids, _, _ in chunk) // WIDTH_STEP) * WIDTH_STEP)
             input_ids = torch.full((len(chunk), width), tok.pad_token_id)
             labels = torch.full((len(chunk), width), -100)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for i, (ids, n_prompt) in enumerate(chunk):
+            unlikely = [(i, n_prompt + at, token) for i, (ids, n_prompt, m) in enumerate(chunk) for at, token in m
+                        if n_prompt + at < len(ids)]
+            for i, (ids, n_prompt, _) in enumerate(chunk):
                 input_ids[i, : len(ids)] = torch.tensor(ids)
                 labels[i, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
                 mask[i, : len(ids)] = 1
-            yield {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+            batch = {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+            if any(m for _, _, m in chunk):
+                batch |= {key: torch.tensor([u[k] for u in unlikely], dtype=torch.long) for k, key in
+                          enumerate(("unlikely_row", "unlikely_position", "unlikely_token"))}
+            yield batch
+
+
+def unlikely_tokens(tok: PreTrainedTokenizerBase, example: Example, n_tokens: int) -> list[tuple[int, int]]:
+    """An example's marks as (token position in its solution, token id); marks are character offsets, so the
+    solution must be one token a character (Ponder's policies' tokenizer)."""
+    _, solution, marks = example  # type: ignore[misc]
+    if n_tokens != len(solution):
+        raise ConfigError("unlikelihood training needs a character-level tokenizer (one token a character): "
+                          f"{len(solution)} characters came out as {n_tokens} tokens")
+    out = []
+    for at, char in marks:
+        [token] = tok(char, add_special_tokens=False).input_ids
+        out.append((at, token))
+    return out
+
+
+def sft_loss(unlikelihood: float) -> Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]:
+    """The next-token loss on the solution's tokens, plus `unlikelihood` x the mean over a batch's marked positions
+    of -log(1 - p(token)) (Welleck et al., 2020, "Neural Text Generation With Unlikelihood Training", token-level
+    unlikelihood with the marked tokens as the negative candidates)."""
+    def loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        rows, positions, tokens = (batch.pop(k, None) for k in ("unlikely_row", "unlikely_position",
+                                                                 "unlikely_token"))
+        out = model(**batch)
+        if not unlikelihood or rows is None or not len(rows):
+            return out.loss
+        # the logits at position t - 1 predict the token at t
+        p = out.logits[rows, positions - 1].float().softmax(-1).gather(-1, tokens[:, None]).squeeze(-1)
+        return out.loss - unlikelihood * torch.log1p(-p.clamp(max=1 - 1e-6)).mean()
+
+    return loss
 
 
 def new_model(shape: ModelShape, tok: PreTrainedTokenizerBase) -> LlamaForCausalLM:
@@ -142,13 +188,13 @@ def start_model(init: str, shape: ModelShape) -> tuple[LlamaForCausalLM, PreTrai
     return new_model(shape, tok), tok
 
 
-def fit(model: LlamaForCausalLM, tok: PreTrainedTokenizerBase, examples: Iterator[tuple[str, str]],
+def fit(model: LlamaForCausalLM, tok: PreTrainedTokenizerBase, examples: Iterator[Example],
         cfg: TrainConfig, n_steps: int, max_len: int, name: str, state: Path | None = None,
-        run: dict[str, Any] | None = None) -> LoopResult:
-    """Next-token loss on the solutions (prompts are context) for `n_steps` length-bucketed batches; `state` and
-    `run` as in `train_loop` (resumable)."""
+        run: dict[str, Any] | None = None, unlikelihood: float = 0.0) -> LoopResult:
+    """Next-token loss on the solutions (prompts are context) for `n_steps` length-bucketed batches, with
+    `unlikelihood` on the examples' marks (`sft_loss`); `state` and `run` as in `train_loop` (resumable)."""
     data = batches(examples, tok, cfg.batch_size, max_len, random.Random(cfg.seed))
-    return train_loop(model, data, cfg, n_steps, lambda m, batch: m(**batch).loss, name, state=state, run=run)
+    return train_loop(model, data, cfg, n_steps, sft_loss(unlikelihood), name, state=state, run=run)
 
 
 def train_policy(examples: Iterator[tuple[str, str]], n_steps: int, out: Path, name: str, cfg: TrainConfig,
@@ -174,11 +220,13 @@ def train_sft(recipe: SFTRecipe, out_dir: Path, steps: int | None = None) -> dic
     if recipe.data:  # read (and checked) before the model loads: a bad file fails at once
         examples = endless(move_pairs(task, read_records(Path(recipe.data))), cfg.seed)
     else:
-        examples = solver_examples(task, recipe.splits, recipe.walk, cfg.seed, limit=recipe.problems or None)
+        examples = solver_examples(task, recipe.splits, recipe.walk, cfg.seed, limit=recipe.problems or None,
+                                   marked=recipe.unlikelihood > 0)
     torch.manual_seed(cfg.seed)
     model, tok = start_model(cfg.init, recipe.model)
     result = fit(model, tok, examples, cfg, steps if steps is not None else cfg.steps, recipe.model.max_positions,
-                 f"sft {recipe.name}", state=out_dir / STATE_FILE, run=asdict(recipe))
+                 f"sft {recipe.name}", state=out_dir / STATE_FILE, run=asdict(recipe),
+                 unlikelihood=recipe.unlikelihood)
     summary = {"recipe": recipe.name, "task": recipe.task, **result.summary(),
                "parameters": sum(p.numel() for p in model.parameters()), "config": asdict(recipe)}
     save_checkpoint(model, tok, out_dir, summary, asdict(recipe))
@@ -201,7 +249,9 @@ def write_model_card(out_dir: Path, summary: dict[str, Any]) -> None:
               "revision pairs (walk `revisions`): one to three wrong attempts in the prompt, then a solver solution "
               "that keeps the last attempt's right steps (training split only)" if walk == "revisions" else
               "the task solver's depth-first searches written as one solution each (walk `streams`: dead ends and "
-              "back steps included, the first right finish ending it; Stream of Search)" if walk == "streams" else
+              "back steps included, the first right finish ending it; Stream of Search)"
+              + (f", with unlikelihood (weight {summary['config']['unlikelihood']}) on retrying a move already tried "
+                 "from the same state" if summary["config"].get("unlikelihood") else "") if walk == "streams" else
               "solutions written by the task's exact solver (training split only)")
     card = f"""# {summary["recipe"]}
 
