@@ -7,7 +7,7 @@ import pytest
 
 from ponder.tasks import Game24, TaskError, get_task
 from ponder.tasks.game24 import load_puzzles
-from ponder.train.data import move_walks, solver_examples, trie
+from ponder.train.data import move_walks, repeat_marks, solver_examples, stream_walks, trie, tried_moves
 from ponder.train.sft import SFTRecipe
 
 
@@ -71,6 +71,62 @@ def test_stream_walks_search_into_dead_ends_back_out_and_end_on_a_right_solution
     assert drawn[:20] == list(islice(solver_examples(task, {"train": 1.0}, "streams", seed=0, limit=60), 20))
     with pytest.raises(TaskError, match="task 'arith' has no back steps"):
         next(solver_examples(get_task("arith"), {"train": 1.0}, "streams", seed=0, limit=3))
+
+
+def test_repeat_marks_point_where_a_stream_could_retry_a_move_it_backed_out_of():
+    """A hand-written stream: from the start it tries `1 + 1`, backs out, tries `8 * 2`, backs out, then `2 + 1`
+    from the first move's state. The marks are the characters where the moves already tried from that state would
+    leave the move written."""
+    task = Game24()
+    problem = task.problem("1 1 1 8", id="p")
+    steps = ["1 + 1 = 2 (left: 1 2 8)", "1 / 2 = 1/2 (left: 1/2 8)", "back (left: 1 2 8)",
+             "8 * 2 = 16 (left: 1 16)", "back (left: 1 2 8)", "2 + 1 = 3 (left: 3 8)", "8 * 3 = 24 (left: 24)"]
+    assert tried_moves(task, problem, steps) == [[], [], [], [steps[1]], [], [steps[1], steps[3]], []]
+    text = task.join_steps(steps)
+    at = [len(task.join_steps(steps[:k])) for k in range(len(steps))]
+    assert repeat_marks(task, problem, steps) == [(at[3], "1"), (at[5], "1"), (at[5], "8")]
+    assert text[at[3]] == "8" and text[at[5]] == "2"
+    shared = ["1 + 1 = 2 (left: 1 2 8)", "2 * 8 = 16 (left: 1 16)", "back (left: 1 2 8)", "2 + 1 = 3 (left: 3 8)"]
+    # the retry shares `2 ` with the tried move: the mark is where the two first differ, at the operation
+    assert repeat_marks(task, problem, shared) == [(len(task.join_steps(shared[:3])) + 2, "*")]
+    assert repeat_marks(task, problem, steps[:2]) == []  # no back step, nothing retried
+    with pytest.raises(TaskError, match="no back steps"):
+        tried_moves(get_task("arith"), get_task("arith").problems("train", 1)[0], ["Answer: 1"])
+
+
+def test_unlikelihood_batches_mark_the_right_tokens_and_the_loss_adds_their_unlikelihood():
+    """Each marked position holds the written character, the mark another; the loss is the next-token loss plus
+    alpha x mean -log(1 - p(marked token)), computed by hand here from the model's logits."""
+    import random
+
+    import torch
+
+    from ponder.train.sft import ModelShape, batches, sft_loss, start_model
+
+    task = Game24()
+    model, tok = start_model("", ModelShape(hidden=32, layers=1, heads=2, intermediate=64, max_positions=256))
+    examples = stream_walks(task, task.problems("train", 40), 0, marked=True)
+    batch = next(b for b in batches(examples, tok, 8, 256, random.Random(0)) if "unlikely_row" in b)
+    rows, positions, tokens = batch["unlikely_row"], batch["unlikely_position"], batch["unlikely_token"]
+    assert len(rows) > 0
+    for r, t, u in zip(rows, positions, tokens):
+        assert batch["labels"][r, t] != -100 and batch["input_ids"][r, t] != u  # inside the solution; not written
+    with torch.no_grad():
+        plain = sft_loss(0.0)(model, dict(batch))
+        both = sft_loss(0.5)(model, dict(batch))
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        p = logits[rows, positions - 1].softmax(-1)[torch.arange(len(rows)), tokens]
+        bare = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "labels")}).loss
+    assert float(plain) == pytest.approx(float(bare), abs=1e-6)
+    assert float(both) == pytest.approx(float(plain - 0.5 * torch.log1p(-p).mean()), abs=1e-5)
+
+
+def test_unlikelihood_needs_the_streams_walk(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: game24\nwalk: moves\nunlikelihood: 1.0\n")
+    with pytest.raises(TaskError, match="needs walk `streams`"):
+        SFTRecipe.load(str(bad))
+    assert SFTRecipe.load("experiments/game24-stream-unlikely.yaml").unlikelihood == 1.0
 
 
 def test_recipes_name_their_walk_and_splits(tmp_path):
