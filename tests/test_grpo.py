@@ -117,6 +117,14 @@ def test_process_reward_is_in_unit_range_and_weighted_after_the_outcome(game24, 
     assert all(0.0 <= r <= 1.0 for r in process)
     assert process[3] == 0.0  # no steps, nothing to score
 
+    # a stream of search is judged as the path it ends on: its dead end and back step carry no weight
+    stream_problem = task.rebuild("game24-stream", "4 5 6 10")
+    dead = ["10 + 5 = 15 (left: 4 6 15)", "15 + 4 = 19 (left: 6 19)", "back (left: 4 5 6 10)"]
+    right = ["10 - 4 = 6 (left: 5 6 6)", "6 * 5 = 30 (left: 6 30)", "30 - 6 = 24 (left: 24)"]
+    stream, path = funcs[1]([task.prompt(stream_problem)] * 2, [task.join_steps(dead + right), task.join_steps(right)],
+                            **{k: v * 2 for k, v in columns(stream_problem).items()})
+    assert stream == path
+
 
 @pytest.mark.slow
 def test_two_grpo_steps_weigh_the_rewards_and_save_a_policy_that_loads_and_generates(tmp_path, tiny_prm):

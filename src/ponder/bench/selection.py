@@ -49,7 +49,8 @@ def selection_benchmark(task_name: str, verifiers: list[str], problems: int, poo
         how = "last" if "orm" in judge.name.split(":")[0] else aggregation  # an ORM's score is its last step's
 
         async def judged(judge=judge, how=how) -> list[list[float]]:
-            per = await asyncio.gather(*(judge.score(task, p, sols) for p, sols in zip(chosen, solutions)))
+            per = await asyncio.gather(*(judge.score(task, p, [task.judged(p, s) for s in sols])
+                                         for p, sols in zip(chosen, solutions)))
             return [[aggregate(s, how) for s in steps] for steps in per]
 
         scores[judge.name] = asyncio.run(judged())

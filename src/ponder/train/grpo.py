@@ -145,21 +145,24 @@ class OutcomeReward:
         return rewards
 
 
-class ProcessReward:
-    """A learned PRM's step scores for the completion, aggregated into one number in [0, 1]."""
+class ProcessReward(OutcomeReward):
+    """A learned PRM's step scores for the completion, aggregated into one number in [0, 1]. The PRM reads what
+    the task says the completion stands for (`Task.judged`: a stream of search, the path it ends on)."""
 
     __name__ = "process"
 
-    def __init__(self, task: Task, verifier: LearnedVerifier, how: str) -> None:
-        self.task = task
+    def __init__(self, task: Task, problems: dict[str, Problem], verifier: LearnedVerifier, how: str) -> None:
+        super().__init__(task, problems)
         self.verifier = verifier
         self.how = how
 
-    def __call__(self, prompts: list[str], completions: list[str], **_: Any) -> list[float]:
+    def __call__(self, prompts: list[str], completions: list[str], problem_id: list[str], question: list[str],
+                 **_: Any) -> list[float]:
         """A completion the PRM cannot read (longer than its context) scores 0 at every step; the rest of the batch
         is still scored."""
-        scores = self.verifier.score_texts([(p, self.task.split_steps(c)) for p, c in zip(prompts, completions)])
-        return [aggregate(s, self.how) for s in scores]
+        judged = [(p, self.task.judged(self.problem(pid, q), self.task.split_steps(c)))
+                  for p, c, pid, q in zip(prompts, completions, problem_id, question)]
+        return [aggregate(s, self.how) for s in self.verifier.score_texts(judged)]
 
 
 def reward_functions(recipe: GRPORecipe, task: Task, problems: dict[str, Problem]
@@ -168,7 +171,7 @@ def reward_functions(recipe: GRPORecipe, task: Task, problems: dict[str, Problem
     funcs: list[OutcomeReward | ProcessReward] = [OutcomeReward(task, problems)]
     weights = [1.0]
     if recipe.reward == "outcome+process":
-        funcs.append(ProcessReward(task, load_prm(recipe.prm), recipe.aggregate))
+        funcs.append(ProcessReward(task, problems, load_prm(recipe.prm), recipe.aggregate))
         weights.append(recipe.process_weight)
     return funcs, weights
 
