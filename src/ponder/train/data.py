@@ -15,7 +15,8 @@ Two ways to draw a solution of a problem (`walk` in a recipe):
   learns to mend from the first wrong one; a `plain` share of examples has no attempt (the first of a chain);
 - `streams`: a depth-first search over the solver's moves written as one solution (`search_stream`; the symbolic
   searches of Gandhi et al., 2024, "Stream of Search"), dead ends and back steps included, so the policy learns to
-  search in its own chain of thought.
+  search in its own chain of thought. Each stream can carry `repeat_marks`: where it could retry a move it already
+  backed out of, for unlikelihood training (`SFTRecipe.unlikelihood`).
 
 Several splits can be mixed with weights (game24's `synthetic` puzzles beside its `train` split). Every stream
 is deterministic for its seed, so a training run killed and resumed sees the same examples.
