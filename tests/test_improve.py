@@ -17,7 +17,7 @@ import yaml
 from safetensors.torch import load_file
 
 from ponder.errors import ConfigError
-from ponder.improve.loop import Loop, marked_streams
+from ponder.improve.loop import Loop
 from ponder.improve.recipe import ImproveRecipe
 from ponder.improve.trees import Tree
 from ponder.tasks import TaskError, get_task
@@ -124,28 +124,6 @@ def test_outcome_filter_keeps_only_graded_right_solutions(tmp_path: Path) -> Non
     for k, problem in zip(kept, problems):
         steps = TASK.split_steps(k["completion"])
         assert k["prompt"] == TASK.prompt(problem) and TASK.solves(problem, steps)
-
-
-def test_kept_streams_carry_their_retry_marks_and_a_stream_that_retries_is_left_out(tmp_path: Path) -> None:
-    """With `distil.unlikelihood`, a kept stream carries `repeat_marks` (read back as the example's third part); a
-    stream that takes a move again from a state it already took it from is not kept."""
-    problem = TASK.problem("1 1 1 8", id="p")
-    once = ["1 + 1 = 2 (left: 1 2 8)", "1 / 2 = 1/2 (left: 1/2 8)", "back (left: 1 2 8)", "2 + 1 = 3 (left: 3 8)",
-            "8 * 3 = 24 (left: 24)"]
-    twice = [*once[:3], once[1], once[2], *once[3:]]
-    rows = [{"problem_id": "p", "prompt": TASK.prompt(problem), "completion": TASK.join_steps(s)}
-            for s in (once, twice)]
-    kept, left_out = marked_streams(TASK, problem, rows)
-    assert left_out == 1 and len(kept) == 1 and kept[0]["completion"] == rows[0]["completion"]
-    assert kept[0]["marks"] == [(len(TASK.join_steps(once[:3])), "1")]  # where `1 / 2` would start again
-    recipe = ImproveRecipe.load(str(tiny_recipe(tmp_path, distil={"unlikelihood": 1.0, "replay": 0.0})))
-    loop = Loop(recipe, tmp_path / "run", "test")
-    loop.folder(1).mkdir(parents=True)
-    (loop.folder(1) / "kept.jsonl").write_text(json.dumps(kept[0]) + "\n")
-    assert loop.kept_pairs(1) == [(rows[0]["prompt"], rows[0]["completion"], [(len(TASK.join_steps(once[:3])), "1")])]
-    with pytest.raises(TaskError, match="no back steps"):
-        ImproveRecipe.load(str(tiny_recipe(tmp_path, task="arith", policy="arith-policy", verifier="arith-prm",
-                                           distil={"unlikelihood": 1.0})))
 
 
 def tiny_recipe(tmp_path: Path, **changes: object) -> Path:

@@ -7,8 +7,7 @@ Round r (r >= 1), each phase in `OUT/round-r/`:
    train split, `search/results.jsonl`, every tree kept in its row).
 2. `keep`: the finished solutions the task's *outcome* check accepts (`kept.jsonl`, the policy's data) and every
    tree path with the value targets the search estimated (`records.jsonl`, the verifier's data; `ponder.improve.trees`).
-   The exact step oracle is never asked here: real tasks have none; it only measures. With `distil.unlikelihood`, a
-   kept stream carries the marks where it could retry a move it backed out of, and one that retries is left out.
+   The exact step oracle is never asked here: real tasks have none; it only measures.
 3. `policy`: round r-1's policy fine-tuned on the kept solutions (or the search's visit distribution, or each search
    written as one stream with its dead ends and back steps: `distil.target`), each batch mixed with replay of
    earlier data (earlier rounds' kept solutions and the data that made the start policy) so the policy keeps its
@@ -53,7 +52,7 @@ from ponder.lm.hf import resolve_model
 from ponder.lm.load import load_model
 from ponder.tasks import Backtracking, StepOracle, Task, get_task, require
 from ponder.tasks.base import Problem
-from ponder.train.data import Example, endless, mixture, repeat_marks, solver_examples, solver_pairs, tried_moves
+from ponder.train.data import endless, mixture, solver_examples, solver_pairs
 from ponder.train.sft import ModelShape, SFTRecipe, train_policy
 from ponder.train.verifier import VerifierRecipe, train_verifier
 from ponder.verifiers import Verifier, get_verifier
@@ -240,7 +239,7 @@ class Loop:
         cpu = time.process_time()
         d = self.recipe.distil
         prompts = json.loads((self.folder(n) / "prompts.json").read_text())
-        kept, records, retried = [], [], 0
+        kept, records = [], []
         for problem, tree in self.trees(n):
             records += [r.to_dict() for r in tree.records(self.task, problem, self.recipe.value.targets)]
             if d.target == "visits":
@@ -251,25 +250,19 @@ class Loop:
             else:
                 right = tree.right_solutions()[: d.per_problem]
                 pairs = [(prompts[problem.id], self.task.join_steps(s)) for s in right]
-            rows = [{"problem_id": problem.id, "prompt": p, "completion": c} for p, c in pairs]
-            if d.unlikelihood:
-                rows, left_out = marked_streams(self.task, problem, rows)
-                retried += left_out
-            kept += rows
+            kept += [{"problem_id": problem.id, "prompt": p, "completion": c} for p, c in pairs]
         write_jsonl(kept, self.folder(n) / "kept.jsonl")
         write_jsonl(records, self.folder(n) / "records.jsonl")
         return phase.finish({"kept": len(kept), "kept_problems": len({k["problem_id"] for k in kept}),
-                             "records": len(records), "left_out_retrying": retried}, cpu)
+                             "records": len(records)}, cpu)
 
-    def kept_pairs(self, n: int) -> list[Example]:
-        """The round's kept (prompt, completion) pairs, with their `repeat_marks` where the round kept them."""
+    def kept_pairs(self, n: int) -> list[tuple[str, str]]:
         lines = (self.folder(n) / "kept.jsonl").read_text().splitlines()
-        return [(r["prompt"], r["completion"], [tuple(m) for m in r["marks"]]) if "marks" in r else
-                (r["prompt"], r["completion"]) for r in map(json.loads, lines)]
+        return [(r["prompt"], r["completion"]) for r in map(json.loads, lines)]
 
     # --- 3. policy -----------------------------------------------------------------------------------------------
 
-    def examples(self, n: int) -> Iterator[Example]:
+    def examples(self, n: int) -> Iterator[tuple[str, str]]:
         """The round's kept pairs, each batch mixed with `replay` of earlier data: earlier rounds' kept pairs, a weak
         start's seed set and the data of the SFT recipe that made the start policy, in equal parts."""
         d, seed = self.recipe.distil, self.recipe.seed + n
@@ -285,8 +278,7 @@ class Loop:
                 raise ConfigError(f"distil.replay_from {d.replay_from}: a recipe trained on a data file cannot be "
                                   "replayed; name one trained on the task's solver walks")
             replay.append(solver_examples(self.task, start.splits, start.walk, seed,
-                                          limit=d.replay_problems or start.problems or None,
-                                          marked=d.unlikelihood > 0 and start.walk == "streams"))
+                                          limit=d.replay_problems or start.problems or None))
         if not replay or d.replay == 0:
             return endless(current, seed)
         weights = [1 - d.replay] + [d.replay / len(replay)] * len(replay)
@@ -303,8 +295,7 @@ class Loop:
         summary = train_policy(self.examples(n), cfg.steps, out, f"improve {self.recipe.name}: round {n} policy",
                                replace(cfg, seed=cfg.seed + n), shape,
                                {"kind": "improve-policy", "round": n, **self.recipe.to_dict()}, init=self.policy(n - 1),
-                               summary={"init": self.policy(n - 1), "kept": len(self.kept_pairs(n))}, resumable=True,
-                               unlikelihood=self.recipe.distil.unlikelihood)
+                               summary={"init": self.policy(n - 1), "kept": len(self.kept_pairs(n))}, resumable=True)
         self.card(out, n, "policy", summary)
         return phase.finish(summary, cpu)
 
@@ -490,14 +481,3 @@ def run_improve(recipe: ImproveRecipe, out: Path, command: str, pool: Pool | Non
     """Run (or resume) the loop into `out`; returns one row per round. `pool`: where the searches run (`Loop`)."""
     return Loop(recipe, out, command, pool).run()
 
-
-def marked_streams(task: Task, problem: Problem, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
-    """Kept streams with their `repeat_marks` (for unlikelihood), those that retry a move they already backed out
-    of left out (a retry trained on would teach what the marks unteach); and how many were left out."""
-    out = []
-    for row in rows:
-        steps = task.split_steps(row["completion"])
-        if any(step in tried for step, tried in zip(steps, tried_moves(task, problem, steps))):
-            continue
-        out.append({**row, "marks": repeat_marks(task, problem, steps)})
-    return out, len(rows) - len(out)

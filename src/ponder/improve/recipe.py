@@ -61,8 +61,6 @@ class DistilPhase:
     # `replay_from`'s
     replay_from: str = ""  # an SFT recipe whose data made the start policy, replayed ("" : earlier rounds only)
     replay_problems: int = 0  # problems of each of its splits replayed (0: as many as the recipe takes)
-    unlikelihood: float = 0.0  # a task with back steps: weight of the unlikelihood loss on a kept stream's retries of
-    # a move it already backed out of (`ponder.train.sft.sft_loss`); kept streams that retry one are left out
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -147,8 +145,6 @@ class ImproveRecipe:
             if self.search.method not in STREAMING:
                 raise ConfigError(f"distil.target stream writes the search's order of states, which only "
                                   f"{', '.join(STREAMING)} keeps; got search.method {self.search.method!r}")
-        if self.distil.unlikelihood:
-            require(task, Backtracking, "distil.unlikelihood (it marks the moves a stream retries)")
         if self.value.targets not in TARGETS:
             raise ConfigError(f"unknown value targets {self.value.targets!r}; choose from {', '.join(TARGETS)}")
         if not 0 <= self.distil.replay < 1:

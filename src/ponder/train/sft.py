@@ -197,18 +197,17 @@ def fit(model: LlamaForCausalLM, tok: PreTrainedTokenizerBase, examples: Iterato
     return train_loop(model, data, cfg, n_steps, sft_loss(unlikelihood), name, state=state, run=run)
 
 
-def train_policy(examples: Iterator[Example], n_steps: int, out: Path, name: str, cfg: TrainConfig,
+def train_policy(examples: Iterator[tuple[str, str]], n_steps: int, out: Path, name: str, cfg: TrainConfig,
                  shape: ModelShape, recipe: dict[str, Any], init: str = "", summary: dict[str, Any] | None = None,
-                 resumable: bool = False, unlikelihood: float = 0.0) -> dict[str, Any]:
+                 resumable: bool = False) -> dict[str, Any]:
     """Train from `init` (a shipped name, directory or `.gguf` file; a fresh model of `shape` when empty) on
     `examples` for `n_steps` and save to `out` with what made it (training.json: `summary` and the loop's numbers;
     recipe.yaml: `recipe`). `resumable`: keep the training state in `out` while it runs, so a killed run resumes
-    where it was. `unlikelihood`: as in `fit`."""
+    where it was."""
     torch.manual_seed(cfg.seed)
     model, tok = start_model(init, shape)
     result = fit(model, tok, examples, cfg, n_steps, model.config.max_position_embeddings, name,
-                 state=out / STATE_FILE if resumable else None, run=recipe if resumable else None,
-                 unlikelihood=unlikelihood)
+                 state=out / STATE_FILE if resumable else None, run=recipe if resumable else None)
     done = {"name": name, **(summary or {}), **result.summary()}
     save_checkpoint(model, tok, out, done, recipe)
     return done
