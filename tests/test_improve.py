@@ -24,6 +24,7 @@ from ponder.tasks import TaskError, get_task
 from ponder.tasks.game24 import Game24
 from ponder.trace import Node
 from ponder.train.grpo import GRPORecipe
+from ponder.train.sft import SFTRecipe
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = get_task("game24")
@@ -255,7 +256,7 @@ def test_shipped_recipes_load_and_a_bad_knob_is_one_line(tmp_path: Path) -> None
     for name in ("game24", "game24-weak", "game24-far", "arith-long", "gsm8k-smollm2", *loops):
         recipe = ImproveRecipe.load(name)
         assert recipe.rounds >= 1 and recipe.measure.split not in recipe.splits()
-    trainers = {"grpo": GRPORecipe}
+    trainers = {"grpo": GRPORecipe, "sft": SFTRecipe}
     for path, raw in experiments.items():
         if "kind" in raw:
             assert trainers[raw["kind"]].load(path).kind == raw["kind"]
