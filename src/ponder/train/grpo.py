@@ -122,10 +122,8 @@ def check_learned(where: str, knob: str, name: str) -> None:
 # and names it by `__name__` in its logs (`rewards/outcome/mean`).
 
 
-class OutcomeReward:
-    """1.0 when the task's exact grader accepts the completion's answer, else 0.0."""
-
-    __name__ = "outcome"
+class TaskReward:
+    """A reward that reads each completion's problem from the dataset's columns (`problem_id`, `question`)."""
 
     def __init__(self, task: Task, problems: dict[str, Problem]) -> None:
         self.task = task
@@ -136,6 +134,12 @@ class OutcomeReward:
             return self.problems[problem_id]
         return self.task.rebuild(problem_id, question)
 
+
+class OutcomeReward(TaskReward):
+    """1.0 when the task's exact grader accepts the completion's answer, else 0.0."""
+
+    __name__ = "outcome"
+
     def __call__(self, prompts: list[str], completions: list[str], problem_id: list[str], question: list[str],
                  **_: Any) -> list[float]:
         rewards = []
@@ -145,7 +149,7 @@ class OutcomeReward:
         return rewards
 
 
-class ProcessReward(OutcomeReward):
+class ProcessReward(TaskReward):
     """A learned PRM's step scores for the completion, aggregated into one number in [0, 1]. The PRM reads what
     the task says the completion stands for (`Task.judged`: a stream of search, the path it ends on)."""
 
@@ -166,9 +170,9 @@ class ProcessReward(OutcomeReward):
 
 
 def reward_functions(recipe: GRPORecipe, task: Task, problems: dict[str, Problem]
-                     ) -> tuple[list[OutcomeReward | ProcessReward], list[float]]:
+                     ) -> tuple[list[TaskReward], list[float]]:
     """The reward functions and their weights (TRL sums weight x reward before the group normalisation)."""
-    funcs: list[OutcomeReward | ProcessReward] = [OutcomeReward(task, problems)]
+    funcs: list[TaskReward] = [OutcomeReward(task, problems)]
     weights = [1.0]
     if recipe.reward == "outcome+process":
         funcs.append(ProcessReward(task, problems, load_prm(recipe.prm), recipe.aggregate))
