@@ -16,7 +16,7 @@ def load_recipe_yaml(name_or_path: str, package: str = "ponder.train") -> tuple[
     """(recipe name, parsed YAML mapping); a name is looked up among `package`'s shipped recipes (its `recipes/`
     folder), and an unknown one lists them."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
+    if recipe_source(name_or_path):
         try:
             text = path.read_text()
         except OSError as err:
