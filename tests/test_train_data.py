@@ -7,7 +7,7 @@ import pytest
 
 from ponder.tasks import Game24, TaskError, get_task
 from ponder.tasks.game24 import load_puzzles
-from ponder.train.data import move_walks, repeat_marks, solver_examples, stream_walks, trie, tried_moves
+from ponder.train.data import move_walks, repeat_marks, search_stream, solver_examples, stream_walks, trie, tried_moves
 from ponder.train.sft import SFTRecipe
 
 
@@ -121,12 +121,40 @@ def test_unlikelihood_batches_mark_the_right_tokens_and_the_loss_adds_their_unli
     assert float(both) == pytest.approx(float(plain - 0.5 * torch.log1p(-p).mean()), abs=1e-5)
 
 
-def test_unlikelihood_needs_the_streams_walk(tmp_path):
+def test_unlikelihood_and_detours_need_the_streams_walk(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("task: game24\nwalk: moves\nunlikelihood: 1.0\n")
-    with pytest.raises(TaskError, match="needs walk `streams`"):
+    for knob in ("unlikelihood: 1.0", "detour: 0.5"):
+        bad.write_text(f"task: game24\nwalk: moves\n{knob}\n")
+        with pytest.raises(TaskError, match="needs walk `streams`"):
+            SFTRecipe.load(str(bad))
+    bad.write_text("task: game24\nwalk: streams\ndetour: 1.5\n")
+    with pytest.raises(TaskError, match="detour is a probability"):
         SFTRecipe.load(str(bad))
     assert SFTRecipe.load("experiments/game24-stream-unlikely.yaml").unlikelihood == 1.0
+    assert SFTRecipe.load("experiments/game24-stream-detour-0.5.yaml").detour == 0.5
+
+
+def test_a_detour_tries_a_dead_move_first_and_the_stream_still_solves():
+    """With detour 1 every state that has a dead and a live move goes into a dead one first and backs out of it;
+    with detour 0 the streams are the plain ones, draw for draw."""
+    import random
+
+    task = Game24()
+    problems = task.problems("train", 40)
+    plain = [search_stream(task, p, random.Random(k)) for k, p in enumerate(problems)]
+    assert plain == [search_stream(task, p, random.Random(k), 0.0) for k, p in enumerate(problems)]
+    dead_first = 0
+    for k, problem in enumerate(problems):
+        steps = search_stream(task, problem, random.Random(k), 1.0)
+        if steps is None:
+            continue
+        assert task.solves(problem, steps) and task.check_step(problem, steps)
+        firsts = {m: task.check_step(problem, [m]) for m in task.moves(problem, [])}
+        if any(firsts.values()) and not all(firsts.values()):
+            assert not firsts[steps[0]]  # the first move written is dead, and the stream backs out of it
+            assert any(step.startswith("back") for step in steps)
+            dead_first += 1
+    assert dead_first > 30
 
 
 def test_recipes_name_their_walk_and_splits(tmp_path):

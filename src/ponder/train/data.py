@@ -16,7 +16,8 @@ Two ways to draw a solution of a problem (`walk` in a recipe):
 - `streams`: a depth-first search over the solver's moves written as one solution (`search_stream`; the symbolic
   searches of Gandhi et al., 2024, "Stream of Search"), dead ends and back steps included, so the policy learns to
   search in its own chain of thought. Each stream can carry `repeat_marks`: where it could retry a move it already
-  backed out of, for unlikelihood training (`SFTRecipe.unlikelihood`).
+  backed out of, for unlikelihood training (`SFTRecipe.unlikelihood`); a `detour` share of its states tries a dead
+  move first, so that more streams teach what to write after a back step (`SFTRecipe.detour`).
 
 Several splits can be mixed with weights (game24's `synthetic` puzzles beside its `train` split). Every stream
 is deterministic for its seed, so a training run killed and resumed sees the same examples.
@@ -167,13 +168,15 @@ def revision_walks(task: Task, problems: list[Problem], seed: int) -> Iterator[t
         yield revising.revision_prompt(problem, attempts), task.join_steps(target)
 
 
-def search_stream(task: Task, problem: Problem, rng: random.Random) -> list[str] | None:
+def search_stream(task: Task, problem: Problem, rng: random.Random, detour: float = 0.0) -> list[str] | None:
     """A depth-first search over the oracle's moves written as one stream: from each state at most `TRIES` children,
     drawn in an order that favours (`LEAN`) but does not always put first the ones that keep the answer reachable, a
     back step before every child of a state the stream is not in, and at a state with a finishing move that solves
     the problem that move, which ends it. None when the tries run out first. The oracle orders the moves only: the
     dead ends are found by going into them, as a search that does not know them would. A dead last state is left
-    without writing a finish that misses (streams that wrote one trained no better policy, docs/RESULTS.md)."""
+    without writing a finish that misses (streams that wrote one trained no better policy, docs/RESULTS.md).
+    `detour`: the probability that a state with both kinds of move tries a dead one (drawn uniformly) first, on top
+    of its tries, so the stream backs out of it and every problem the plain search solves still gets a stream."""
     oracle = require(task, StepOracle, "the SFT walk 'streams' (its searches walk through the task's moves)")
     backing = require(task, Backtracking, "the SFT walk 'streams'")
     lines: list[str] = []
@@ -198,6 +201,10 @@ def search_stream(task: Task, problem: Problem, rng: random.Random) -> list[str]
         going = [m for m in moves if m not in done]
         going.sort(key=lambda m: rng.random() - LEAN * oracle.check_step(problem, [*steps, m]))
         tries = going[: TRIES[min(len(steps), len(TRIES) - 1)]]
+        dead = [m for m in going if not oracle.check_step(problem, [*steps, m])] if detour else []
+        if 0 < len(dead) < len(going) and rng.random() < detour:
+            first = rng.choice(dead)
+            tries = [first, *(m for m in tries if m != first)]
         return any(dfs(visit(steps, move)) for move in tries)  # in order, up to the first that solves
 
     return lines if dfs([]) else None
@@ -238,13 +245,14 @@ def repeat_marks(task: Task, problem: Problem, steps: list[str]) -> Marks:
     return sorted(marks)
 
 
-def stream_walks(task: Task, problems: list[Problem], seed: int, marked: bool = False) -> Iterator[Example]:
-    """The problems over and over, reshuffled each epoch, each searched afresh (`search_stream`); a search that
-    runs out of tries gives no example. `marked`: each example also carries its `repeat_marks`."""
+def stream_walks(task: Task, problems: list[Problem], seed: int, marked: bool = False,
+                 detour: float = 0.0) -> Iterator[Example]:
+    """The problems over and over, reshuffled each epoch, each searched afresh (`search_stream` with `detour`); a
+    search that runs out of tries gives no example. `marked`: each example also carries its `repeat_marks`."""
     rng = random.Random(seed)
     failed = 0
     for problem in endless_items(problems, rng):
-        stream = search_stream(task, problem, rng)
+        stream = search_stream(task, problem, rng, detour)
         failed = 0 if stream else failed + 1
         if failed > len(problems):
             raise TaskError(f"{task.name}: a whole round of these {len(problems)} problems gave no stream that solves")
@@ -268,10 +276,10 @@ def mixture(streams: list[Iterator[Example]], weights: list[float], seed: int) -
 
 
 def solver_examples(task: Task, splits: dict[str, float], walk: str, seed: int, limit: int | None = None,
-                    marked: bool = False) -> Iterator[Example]:
+                    marked: bool = False, detour: float = 0.0) -> Iterator[Example]:
     """Endless examples from the solver's solutions to the problems of `splits` (split -> weight), drawn by
-    `walk`; `limit` caps the problems taken from each split (generated tasks have as many as asked for); `marked`
-    (walk `streams` only): each example carries its `repeat_marks`."""
+    `walk`; `limit` caps the problems taken from each split (generated tasks have as many as asked for); walk
+    `streams` only: `marked`, each example carries its `repeat_marks`; `detour`, as in `search_stream`."""
     check_walk(walk)
     if "test" in splits or "all" in splits:
         raise TaskError("SFT never trains on the test split")
@@ -285,7 +293,7 @@ def solver_examples(task: Task, splits: dict[str, float], walk: str, seed: int, 
         elif walk == "revisions":
             streams.append(revision_walks(task, problems, seed + k))
         elif walk == "streams":
-            streams.append(stream_walks(task, problems, seed + k, marked))
+            streams.append(stream_walks(task, problems, seed + k, marked, detour))
         else:
             streams.append(move_walks(task, problems, seed + k))
     return mixture(streams, list(splits.values()), seed)

@@ -50,6 +50,7 @@ class SFTRecipe:
     problems: int = 0  # problems taken from each split (0: all; a generated task needs a number)
     prepare: list[str] = field(default_factory=list)  # the commands that make the `data` and `init` it reads
     unlikelihood: float = 0.0  # walk `streams`: weight of the unlikelihood loss on retrying a move (`sft_loss`)
+    detour: float = 0.0  # walk `streams`: the probability that a state tries a dead move first (`search_stream`)
     source: str = ""  # the YAML file it was read from (empty: a shipped recipe, by its name)
 
     @classmethod
@@ -62,7 +63,7 @@ class SFTRecipe:
                          data=raw.get("data", ""), splits=dict(raw.get("splits", {"train": 1.0})),
                          walk=raw.get("walk", "paths"), problems=int(raw.get("problems", 0)),
                          prepare=list(raw.get("prepare", [])), unlikelihood=float(raw.get("unlikelihood", 0.0)),
-                         source=recipe_source(name_or_path))
+                         detour=float(raw.get("detour", 0.0)), source=recipe_source(name_or_path))
         except (TypeError, ValueError) as err:
             raise TaskError(f"recipe {name_or_path}: malformed ({err})") from err
         try:
@@ -72,6 +73,11 @@ class SFTRecipe:
         if recipe.unlikelihood and (recipe.walk != "streams" or recipe.data):
             raise TaskError(f"recipe {name_or_path}: unlikelihood marks the moves a stream retries; it needs walk "
                             "`streams` (and no `data`)")
+        if recipe.detour and (recipe.walk != "streams" or recipe.data):
+            raise TaskError(f"recipe {name_or_path}: a detour is a dead move a solver's stream tries first; it needs "
+                            "walk `streams` (and no `data`)")
+        if not 0 <= recipe.detour <= 1:
+            raise TaskError(f"recipe {name_or_path}: detour is a probability, in [0, 1]; got {recipe.detour}")
         return recipe
 
 
@@ -221,7 +227,7 @@ def train_sft(recipe: SFTRecipe, out_dir: Path, steps: int | None = None) -> dic
         examples = endless(move_pairs(task, read_records(Path(recipe.data))), cfg.seed)
     else:
         examples = solver_examples(task, recipe.splits, recipe.walk, cfg.seed, limit=recipe.problems or None,
-                                   marked=recipe.unlikelihood > 0)
+                                   marked=recipe.unlikelihood > 0, detour=recipe.detour)
     torch.manual_seed(cfg.seed)
     model, tok = start_model(cfg.init, recipe.model)
     result = fit(model, tok, examples, cfg, steps if steps is not None else cfg.steps, recipe.model.max_positions,
@@ -251,7 +257,9 @@ def write_model_card(out_dir: Path, summary: dict[str, Any]) -> None:
               "the task solver's depth-first searches written as one solution each (walk `streams`: dead ends and "
               "back steps included, the first right finish ending it; Stream of Search)"
               + (f", with unlikelihood (weight {summary['config']['unlikelihood']}) on retrying a move already tried "
-                 "from the same state" if summary["config"].get("unlikelihood") else "") if walk == "streams" else
+                 "from the same state" if summary["config"].get("unlikelihood") else "")
+              + (f", a state trying a dead move first with probability {summary['config']['detour']} (`detour`)"
+                 if summary["config"].get("detour") else "") if walk == "streams" else
               "solutions written by the task's exact solver (training split only)")
     card = f"""# {summary["recipe"]}
 
