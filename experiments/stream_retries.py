@@ -1,9 +1,11 @@
-"""How often a stream policy's answers retry a move they already backed out of, right answers and wrong apart.
+"""How a stream policy's answers go wrong: retries of a move already backed out of, dead first moves, false finishes.
 
     python experiments/stream_retries.py runs/eval-stream-unlikely-cot/results.jsonl [--method cot] [--split test]
 
-Reads a `ponder eval` results file of a task with back steps (game24) and counts, per method, the answers that take
-a move again from a state where they took it before (`ponder.train.data.tried_moves`)."""
+Reads a `ponder eval` results file of a task with back steps (game24) and counts, right answers and wrong apart, the
+answers that take a move again from a state where they took it before (`ponder.train.data.tried_moves`) and those
+whose first move leaves the answer out of reach (the task's exact step oracle, used here to measure only); and the
+wrong answers that end on a finishing step (a false `= 24`) rather than running out of tokens or moves."""
 
 from __future__ import annotations
 
@@ -25,20 +27,24 @@ def main() -> None:
     args = parser.parse_args()
     task = get_task(args.task)
     problems = {p.id: p for p in task.problems(args.split)}
-    counts: Counter[tuple[bool, bool]] = Counter()
+    counts: Counter[tuple[bool, str]] = Counter()
     for line in args.results.read_text().splitlines():
         row = json.loads(line)
         if row.get("method") != args.method or "solution" not in row:
             continue
         steps = task.split_steps(row["solution"])
         problem = problems[row["problem_id"]]
-        retried = any(step in tried for step, tried in zip(steps, tried_moves(task, problem, steps)))
-        counts[(bool(row["correct"]), retried)] += 1
-    total = sum(counts.values())
-    print(f"{args.results} ({args.method}, {total} answers)")
+        right = bool(row["correct"])
+        counts[(right, "answers")] += 1
+        counts[(right, "retry a move")] += any(step in tried for step, tried in zip(steps, tried_moves(task, problem,
+                                                                                                      steps)))
+        counts[(right, "first move dead")] += bool(steps) and not task.check_step(problem, steps[:1])
+        counts[(right, "end on a finish")] += bool(steps) and task.is_final(steps)
+    print(f"{args.results} ({args.method}, {counts[(True, 'answers')] + counts[(False, 'answers')]} answers)")
     for right in (True, False):
-        n = counts[(right, True)] + counts[(right, False)]
-        print(f"  {'right' if right else 'wrong'}: {n}, of which retry a move: {counts[(right, True)]}")
+        print(f"  {'right' if right else 'wrong'}: {counts[(right, 'answers')]}, of which "
+              + ", ".join(f"{what}: {counts[(right, what)]}" for what in ("retry a move", "first move dead",
+                                                                          "end on a finish")))
 
 
 if __name__ == "__main__":
