@@ -131,7 +131,7 @@ def test_unlikelihood_and_detours_need_the_streams_walk(tmp_path):
     with pytest.raises(TaskError, match="detour is a probability"):
         SFTRecipe.load(str(bad))
     assert SFTRecipe.load("experiments/game24-stream-unlikely.yaml").unlikelihood == 1.0
-    assert SFTRecipe.load("experiments/game24-stream-detour-0.5.yaml").detour == 0.5
+    assert SFTRecipe.load("game24-stream-policy").detour == 0.5
 
 
 def test_a_detour_tries_a_dead_move_first_and_the_stream_still_solves():
