@@ -199,10 +199,11 @@ def search_stream(task: Task, problem: Problem, rng: random.Random, detour: floa
             lines.append(right[0])
             return True
         going = [m for m in moves if m not in done]
-        going.sort(key=lambda m: rng.random() - LEAN * oracle.check_step(problem, [*steps, m]))
+        live = {m: oracle.check_step(problem, [*steps, m]) for m in going}
+        going.sort(key=lambda m: rng.random() - LEAN * live[m])
         tries = going[: TRIES[min(len(steps), len(TRIES) - 1)]]
-        dead = [m for m in going if not oracle.check_step(problem, [*steps, m])] if detour else []
-        if 0 < len(dead) < len(going) and rng.random() < detour:
+        dead = [m for m in going if not live[m]]
+        if detour and 0 < len(dead) < len(going) and rng.random() < detour:
             first = rng.choice(dead)
             tries = [first, *(m for m in tries if m != first)]
         return any(dfs(visit(steps, move)) for move in tries)  # in order, up to the first that solves

@@ -70,12 +70,10 @@ class SFTRecipe:
             check_walk(recipe.walk)
         except TaskError as err:
             raise TaskError(f"recipe {name_or_path}: {err}") from err
-        if recipe.unlikelihood and (recipe.walk != "streams" or recipe.data):
-            raise TaskError(f"recipe {name_or_path}: unlikelihood marks the moves a stream retries; it needs walk "
-                            "`streams` (and no `data`)")
-        if recipe.detour and (recipe.walk != "streams" or recipe.data):
-            raise TaskError(f"recipe {name_or_path}: a detour is a dead move a solver's stream tries first; it needs "
-                            "walk `streams` (and no `data`)")
+        for knob in ("unlikelihood", "detour"):
+            if getattr(recipe, knob) and (recipe.walk != "streams" or recipe.data):
+                raise TaskError(f"recipe {name_or_path}: {knob} acts on the solver's streams of search; it needs walk "
+                                "`streams` (and no `data`)")
         if not 0 <= recipe.detour <= 1:
             raise TaskError(f"recipe {name_or_path}: detour is a probability, in [0, 1]; got {recipe.detour}")
         return recipe
