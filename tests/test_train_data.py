@@ -7,7 +7,16 @@ import pytest
 
 from ponder.tasks import Game24, TaskError, get_task
 from ponder.tasks.game24 import load_puzzles
-from ponder.train.data import move_walks, repeat_marks, search_stream, solver_examples, stream_walks, trie, tried_moves
+from ponder.train.data import (
+    StreamDraw,
+    move_walks,
+    repeat_marks,
+    search_stream,
+    solver_examples,
+    stream_walks,
+    trie,
+    tried_moves,
+)
 from ponder.train.sft import SFTRecipe
 
 
@@ -121,7 +130,7 @@ def test_unlikelihood_batches_mark_the_right_tokens_and_the_loss_adds_their_unli
     assert float(both) == pytest.approx(float(plain - 0.5 * torch.log1p(-p).mean()), abs=1e-5)
 
 
-def test_unlikelihood_and_detours_need_the_streams_walk(tmp_path):
+def test_the_stream_knobs_need_the_streams_walk(tmp_path):
     bad = tmp_path / "bad.yaml"
     for knob in ("unlikelihood: 1.0", "detour: 0.5"):
         bad.write_text(f"task: game24\nwalk: moves\n{knob}\n")
@@ -129,6 +138,12 @@ def test_unlikelihood_and_detours_need_the_streams_walk(tmp_path):
             SFTRecipe.load(str(bad))
     bad.write_text("task: game24\nwalk: streams\ndetour: 1.5\n")
     with pytest.raises(TaskError, match="detour is a probability"):
+        SFTRecipe.load(str(bad))
+    bad.write_text("task: game24\nwalk: paths\norder: listed\n")
+    with pytest.raises(TaskError, match="order acts on the solver's streams"):
+        SFTRecipe.load(str(bad))
+    bad.write_text("task: game24\nwalk: streams\norder: sorted\n")
+    with pytest.raises(TaskError, match="unknown stream order 'sorted'; choose one of drawn, listed"):
         SFTRecipe.load(str(bad))
     assert SFTRecipe.load("experiments/game24-stream-unlikely.yaml").unlikelihood == 1.0
     assert SFTRecipe.load("game24-stream-policy").detour == 0.5
@@ -142,10 +157,10 @@ def test_a_detour_tries_a_dead_move_first_and_the_stream_still_solves():
     task = Game24()
     problems = task.problems("train", 40)
     plain = [search_stream(task, p, random.Random(k)) for k, p in enumerate(problems)]
-    assert plain == [search_stream(task, p, random.Random(k), 0.0) for k, p in enumerate(problems)]
+    assert plain == [search_stream(task, p, random.Random(k), StreamDraw(0.0)) for k, p in enumerate(problems)]
     dead_first = 0
     for k, problem in enumerate(problems):
-        steps = search_stream(task, problem, random.Random(k), 1.0)
+        steps = search_stream(task, problem, random.Random(k), StreamDraw(1.0))
         if steps is None:
             continue
         assert task.solves(problem, steps) and task.check_step(problem, steps)
@@ -155,6 +170,32 @@ def test_a_detour_tries_a_dead_move_first_and_the_stream_still_solves():
             assert any(step.startswith("back") for step in steps)
             dead_first += 1
     assert dead_first > 30
+
+
+def test_listed_streams_try_a_states_moves_in_the_tasks_order():
+    """Order `listed`: the same streams whatever the seed; a detour goes into the first dead move listed, and the
+    dead state it reaches tries the first three moves listed there, backing out of each."""
+    import random
+
+    task = Game24()
+    problems = task.problems("train", 40)
+    listed = StreamDraw(order="listed")
+    assert ([search_stream(task, p, random.Random(0), listed) for p in problems]
+            == [search_stream(task, p, random.Random(9), listed) for p in problems])
+    checked = 0
+    for k, problem in enumerate(problems):
+        steps = search_stream(task, problem, random.Random(k), StreamDraw(1.0, "listed"))
+        if steps is None:
+            continue
+        assert task.solves(problem, steps) and task.check_step(problem, steps)
+        root = [m for m in task.moves(problem, []) if not task.is_final([m])]
+        dead = [m for m in root if not task.check_step(problem, [m])]
+        if 0 < len(dead) < len(root):
+            assert steps[0] == dead[0]
+            assert steps[1:6:2] == task.moves(problem, steps[:1])[:3]
+            assert all(step.startswith("back") for step in steps[2:7:2])
+            checked += 1
+    assert checked > 30
 
 
 def test_recipes_name_their_walk_and_splits(tmp_path):

@@ -40,7 +40,7 @@ def sft_throughput(recipe: SFTRecipe, steps: int = 20, warmup: int = 5, rounds: 
     task = get_task(recipe.task)
     cfg = recipe.train
     examples = solver_examples(task, recipe.splits, recipe.walk, cfg.seed, limit=recipe.problems or None,
-                               detour=recipe.detour)
+                               draw=recipe.stream_draw())
     _, tok = start_model(cfg.init, recipe.model)
     stream = batches(examples, tok, cfg.batch_size, recipe.model.max_positions, random.Random(cfg.seed))
     start = time.perf_counter()

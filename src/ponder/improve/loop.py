@@ -278,7 +278,7 @@ class Loop:
                 raise ConfigError(f"distil.replay_from {d.replay_from}: a recipe trained on a data file cannot be "
                                   "replayed; name one trained on the task's solver walks")
             replay.append(solver_examples(self.task, start.splits, start.walk, seed,
-                                          limit=d.replay_problems or start.problems or None, detour=start.detour))
+                                          limit=d.replay_problems or start.problems or None, draw=start.stream_draw()))
         if not replay or d.replay == 0:
             return endless(current, seed)
         weights = [1 - d.replay] + [d.replay / len(replay)] * len(replay)

@@ -16,8 +16,9 @@ Two ways to draw a solution of a problem (`walk` in a recipe):
 - `streams`: a depth-first search over the solver's moves written as one solution (`search_stream`; the symbolic
   searches of Gandhi et al., 2024, "Stream of Search"), dead ends and back steps included, so the policy learns to
   search in its own chain of thought. Each stream can carry `repeat_marks`: where it could retry a move it already
-  backed out of, for unlikelihood training (`SFTRecipe.unlikelihood`); a `detour` share of its states tries a dead
-  move first, so that more streams teach what to write after a back step (`SFTRecipe.detour`).
+  backed out of, for unlikelihood training (`SFTRecipe.unlikelihood`); how it orders a state's tries is a
+  `StreamDraw`: a `detour` share of its states tries a dead move first, so that more streams teach what to write
+  after a back step, and the `order` of the other tries is drawn afresh or follows the task's listing.
 
 Several splits can be mixed with weights (game24's `synthetic` puzzles beside its `train` split). Every stream
 is deterministic for its seed, so a training run killed and resumed sees the same examples.
@@ -29,6 +30,7 @@ import os
 import random
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from typing import TypeVar
 
 from ponder.tasks import Backtracking, Hintable, ReferenceSolver, Revisable, RStarActions, StepOracle, require
@@ -42,6 +44,7 @@ WALKS = ("paths", "moves", "actions", "revisions", "streams")
 TRIES = (4, 3)  # a stream's children tried per state, by depth (the last for any deeper)
 LEAN = 0.5  # how much a stream's order favours the moves that keep the answer reachable (their keys are drawn from
 # U(0, 1) less LEAN: one comes before a dead move with probability 1 - (1 - LEAN)^2 / 2 = 0.875)
+ORDERS = ("drawn", "listed")  # how a stream orders a state's tries (`StreamDraw.order`)
 PLAIN = 0.3  # the share of revision examples without an attempt
 MAX_ATTEMPTS = 3
 
@@ -168,15 +171,37 @@ def revision_walks(task: Task, problems: list[Problem], seed: int) -> Iterator[t
         yield revising.revision_prompt(problem, attempts), task.join_steps(target)
 
 
-def search_stream(task: Task, problem: Problem, rng: random.Random, detour: float = 0.0) -> list[str] | None:
+@dataclass(frozen=True)
+class StreamDraw:
+    """How a stream of search orders the tries at a state (`search_stream`).
+
+    `order`: `drawn`, each state's moves sorted by a key drawn from U(0, 1) less `LEAN` for a move that keeps the
+    answer reachable, afresh for every stream; `listed`, the same with the move's rank in the task's listing
+    (`StepOracle.moves`, over the number of moves) in place of the drawn key, so that a state's tries always come
+    in the same order and a policy can tell which move comes after the one it backed out of (drawn orders leave
+    it many equally likely ones, and a small policy's greedy choice among them is the move it just wrote).
+    `detour`: the probability that a state with both kinds of move first tries a dead one (drawn uniformly, or
+    the first dead one listed), on top of its tries, so that the stream backs out of it."""
+
+    detour: float = 0.0
+    order: str = "drawn"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.detour <= 1:
+            raise TaskError(f"detour is a probability, in [0, 1]; got {self.detour}")
+        if self.order not in ORDERS:
+            raise TaskError(f"unknown stream order {self.order!r}; choose one of {', '.join(ORDERS)}")
+
+
+def search_stream(task: Task, problem: Problem, rng: random.Random,
+                  draw: StreamDraw = StreamDraw()) -> list[str] | None:
     """A depth-first search over the oracle's moves written as one stream: from each state at most `TRIES` children,
-    drawn in an order that favours (`LEAN`) but does not always put first the ones that keep the answer reachable, a
-    back step before every child of a state the stream is not in, and at a state with a finishing move that solves
-    the problem that move, which ends it. None when the tries run out first. The oracle orders the moves only: the
-    dead ends are found by going into them, as a search that does not know them would. A dead last state is left
-    without writing a finish that misses (streams that wrote one trained no better policy, docs/RESULTS.md).
-    `detour`: the probability that a state with both kinds of move tries a dead one (drawn uniformly) first, on top
-    of its tries, so the stream backs out of it and every problem the plain search solves still gets a stream."""
+    in an order (`draw`) that favours (`LEAN`) but does not always put first the ones that keep the answer
+    reachable, a back step before every child of a state the stream is not in, and at a state with a finishing move
+    that solves the problem that move, which ends it. None when the tries run out first. The oracle orders the moves
+    only: the dead ends are found by going into them, as a search that does not know them would. A dead last state
+    is left without writing a finish that misses (streams that wrote one trained no better policy,
+    docs/RESULTS.md)."""
     oracle = require(task, StepOracle, "the SFT walk 'streams' (its searches walk through the task's moves)")
     backing = require(task, Backtracking, "the SFT walk 'streams'")
     lines: list[str] = []
@@ -200,11 +225,13 @@ def search_stream(task: Task, problem: Problem, rng: random.Random, detour: floa
             return True
         going = [m for m in moves if m not in done]
         live = {m: oracle.check_step(problem, [*steps, m]) for m in going}
-        going.sort(key=lambda m: rng.random() - LEAN * live[m])
+        key = ({m: k / len(going) for k, m in enumerate(going)} if draw.order == "listed"
+               else {m: rng.random() for m in going})
+        going.sort(key=lambda m: key[m] - LEAN * live[m])
         tries = going[: TRIES[min(len(steps), len(TRIES) - 1)]]
-        dead = [m for m in going if not live[m]]
-        if detour and 0 < len(dead) < len(going) and rng.random() < detour:
-            first = rng.choice(dead)
+        dead = [m for m in going if not live[m]]  # listed: in the listing's order
+        if draw.detour and 0 < len(dead) < len(going) and rng.random() < draw.detour:
+            first = dead[0] if draw.order == "listed" else rng.choice(dead)
             tries = [first, *(m for m in tries if m != first)]
         return any(dfs(visit(steps, move)) for move in tries)  # in order, up to the first that solves
 
@@ -247,13 +274,13 @@ def repeat_marks(task: Task, problem: Problem, steps: list[str]) -> Marks:
 
 
 def stream_walks(task: Task, problems: list[Problem], seed: int, marked: bool = False,
-                 detour: float = 0.0) -> Iterator[Example]:
-    """The problems over and over, reshuffled each epoch, each searched afresh (`search_stream` with `detour`); a
+                 draw: StreamDraw = StreamDraw()) -> Iterator[Example]:
+    """The problems over and over, reshuffled each epoch, each searched afresh (`search_stream` with `draw`); a
     search that runs out of tries gives no example. `marked`: each example also carries its `repeat_marks`."""
     rng = random.Random(seed)
     failed = 0
     for problem in endless_items(problems, rng):
-        stream = search_stream(task, problem, rng, detour)
+        stream = search_stream(task, problem, rng, draw)
         failed = 0 if stream else failed + 1
         if failed > len(problems):
             raise TaskError(f"{task.name}: a whole round of these {len(problems)} problems gave no stream that solves")
@@ -277,10 +304,10 @@ def mixture(streams: list[Iterator[Example]], weights: list[float], seed: int) -
 
 
 def solver_examples(task: Task, splits: dict[str, float], walk: str, seed: int, limit: int | None = None,
-                    marked: bool = False, detour: float = 0.0) -> Iterator[Example]:
+                    marked: bool = False, draw: StreamDraw = StreamDraw()) -> Iterator[Example]:
     """Endless examples from the solver's solutions to the problems of `splits` (split -> weight), drawn by
     `walk`; `limit` caps the problems taken from each split (generated tasks have as many as asked for); walk
-    `streams` only: `marked`, each example carries its `repeat_marks`; `detour`, as in `search_stream`."""
+    `streams` only: `marked`, each example carries its `repeat_marks`; `draw`, as in `search_stream`."""
     check_walk(walk)
     if "test" in splits or "all" in splits:
         raise TaskError("SFT never trains on the test split")
@@ -294,7 +321,7 @@ def solver_examples(task: Task, splits: dict[str, float], walk: str, seed: int, 
         elif walk == "revisions":
             streams.append(revision_walks(task, problems, seed + k))
         elif walk == "streams":
-            streams.append(stream_walks(task, problems, seed + k, marked, detour))
+            streams.append(stream_walks(task, problems, seed + k, marked, draw))
         else:
             streams.append(move_walks(task, problems, seed + k))
     return mixture(streams, list(splits.values()), seed)

@@ -20,7 +20,7 @@ from ponder.errors import ConfigError
 from ponder.lm.hf import resolve_model
 from ponder.lm.load import resolve_alias
 from ponder.tasks import StepOracle, Task, TaskError, get_task, require
-from ponder.train.data import Example, check_walk, endless, solver_examples
+from ponder.train.data import Example, StreamDraw, check_walk, endless, solver_examples
 from ponder.train.loop import STATE_FILE, LoopResult, TrainConfig, hardware, save_checkpoint, train_loop
 from ponder.train.recipe import load_recipe_yaml, recipe_named, recipe_source, remake_section, shipped_out
 from ponder.train.tokenizer import char_tokenizer
@@ -50,7 +50,8 @@ class SFTRecipe:
     problems: int = 0  # problems taken from each split (0: all; a generated task needs a number)
     prepare: list[str] = field(default_factory=list)  # the commands that make the `data` and `init` it reads
     unlikelihood: float = 0.0  # walk `streams`: weight of the unlikelihood loss on retrying a move (`sft_loss`)
-    detour: float = 0.0  # walk `streams`: the probability that a state tries a dead move first (`search_stream`)
+    detour: float = 0.0  # walk `streams`: the probability that a state tries a dead move first (`StreamDraw`)
+    order: str = "drawn"  # walk `streams`: a state's tries in an order drawn afresh or in the task's listing
     source: str = ""  # the YAML file it was read from (empty: a shipped recipe, by its name)
 
     @classmethod
@@ -63,20 +64,27 @@ class SFTRecipe:
                          data=raw.get("data", ""), splits=dict(raw.get("splits", {"train": 1.0})),
                          walk=raw.get("walk", "paths"), problems=int(raw.get("problems", 0)),
                          prepare=list(raw.get("prepare", [])), unlikelihood=float(raw.get("unlikelihood", 0.0)),
-                         detour=float(raw.get("detour", 0.0)), source=recipe_source(name_or_path))
+                         detour=float(raw.get("detour", 0.0)), order=str(raw.get("order", "drawn")),
+                         source=recipe_source(name_or_path))
         except (TypeError, ValueError) as err:
             raise TaskError(f"recipe {name_or_path}: malformed ({err})") from err
         try:
             check_walk(recipe.walk)
         except TaskError as err:
             raise TaskError(f"recipe {name_or_path}: {err}") from err
-        for knob in ("unlikelihood", "detour"):
-            if getattr(recipe, knob) and (recipe.walk != "streams" or recipe.data):
+        for knob, plain in (("unlikelihood", 0.0), ("detour", 0.0), ("order", "drawn")):
+            if getattr(recipe, knob) != plain and (recipe.walk != "streams" or recipe.data):
                 raise TaskError(f"recipe {name_or_path}: {knob} acts on the solver's streams of search; it needs walk "
                                 "`streams` (and no `data`)")
-        if not 0 <= recipe.detour <= 1:
-            raise TaskError(f"recipe {name_or_path}: detour is a probability, in [0, 1]; got {recipe.detour}")
+        try:
+            recipe.stream_draw()
+        except TaskError as err:
+            raise TaskError(f"recipe {name_or_path}: {err}") from err
         return recipe
+
+    def stream_draw(self) -> StreamDraw:
+        """How the recipe's streams of search order a state's tries (walk `streams`)."""
+        return StreamDraw(self.detour, self.order)
 
 
 def move_pairs(task: Task, records: list[StepRecord]) -> list[tuple[str, str]]:
@@ -225,7 +233,7 @@ def train_sft(recipe: SFTRecipe, out_dir: Path, steps: int | None = None) -> dic
         examples = endless(move_pairs(task, read_records(Path(recipe.data))), cfg.seed)
     else:
         examples = solver_examples(task, recipe.splits, recipe.walk, cfg.seed, limit=recipe.problems or None,
-                                   marked=recipe.unlikelihood > 0, detour=recipe.detour)
+                                   marked=recipe.unlikelihood > 0, draw=recipe.stream_draw())
     torch.manual_seed(cfg.seed)
     model, tok = start_model(cfg.init, recipe.model)
     result = fit(model, tok, examples, cfg, steps if steps is not None else cfg.steps, recipe.model.max_positions,
@@ -257,7 +265,9 @@ def write_model_card(out_dir: Path, summary: dict[str, Any]) -> None:
               + (f", with unlikelihood (weight {summary['config']['unlikelihood']}) on retrying a move already tried "
                  "from the same state" if summary["config"].get("unlikelihood") else "")
               + (f", a state trying a dead move first with probability {summary['config']['detour']} (`detour`)"
-                 if summary["config"].get("detour") else "") if walk == "streams" else
+                 if summary["config"].get("detour") else "")
+              + (", each state's tries in the order the task lists its moves, live ones pulled forward (`order: "
+                 "listed`)" if summary["config"].get("order") == "listed" else "") if walk == "streams" else
               "solutions written by the task's exact solver (training split only)")
     card = f"""# {summary["recipe"]}
 
