@@ -8,6 +8,7 @@ import pytest
 from ponder.tasks import Game24, TaskError, get_task
 from ponder.tasks.game24 import load_puzzles
 from ponder.train.data import (
+    ORDERS,
     StreamDraw,
     move_walks,
     repeat_marks,
@@ -143,7 +144,7 @@ def test_the_stream_knobs_need_the_streams_walk(tmp_path):
     with pytest.raises(TaskError, match="order acts on the solver's streams"):
         SFTRecipe.load(str(bad))
     bad.write_text("task: game24\nwalk: streams\norder: sorted\n")
-    with pytest.raises(TaskError, match="unknown stream order 'sorted'; choose one of drawn, listed"):
+    with pytest.raises(TaskError, match="unknown stream order 'sorted'; choose one of drawn, listed, dead-listed"):
         SFTRecipe.load(str(bad))
     assert SFTRecipe.load("experiments/game24-stream-unlikely.yaml").unlikelihood == 1.0
     assert SFTRecipe.load("game24-stream-policy").detour == 0.5
@@ -173,8 +174,9 @@ def test_a_detour_tries_a_dead_move_first_and_the_stream_still_solves():
 
 
 def test_listed_streams_try_a_states_moves_in_the_tasks_order():
-    """Order `listed`: the same streams whatever the seed; a detour goes into the first dead move listed, and the
-    dead state it reaches tries the first three moves listed there, backing out of each."""
+    """Order `listed`: the same streams whatever the seed, a detour into the first dead move listed; `listed` and
+    `dead-listed` alike: the dead state a detour reaches tries the first three moves listed there, backing out of
+    each, where `drawn` tries them in no fixed order."""
     import random
 
     task = Game24()
@@ -182,20 +184,24 @@ def test_listed_streams_try_a_states_moves_in_the_tasks_order():
     listed = StreamDraw(order="listed")
     assert ([search_stream(task, p, random.Random(0), listed) for p in problems]
             == [search_stream(task, p, random.Random(9), listed) for p in problems])
-    checked = 0
-    for k, problem in enumerate(problems):
-        steps = search_stream(task, problem, random.Random(k), StreamDraw(1.0, "listed"))
-        if steps is None:
-            continue
-        assert task.solves(problem, steps) and task.check_step(problem, steps)
-        root = [m for m in task.moves(problem, []) if not task.is_final([m])]
-        dead = [m for m in root if not task.check_step(problem, [m])]
-        if 0 < len(dead) < len(root):
-            assert steps[0] == dead[0]
-            assert steps[1:6:2] == task.moves(problem, steps[:1])[:3]
-            assert all(step.startswith("back") for step in steps[2:7:2])
-            checked += 1
-    assert checked > 30
+    in_listed_order = {}
+    for order in ORDERS:
+        checked = in_listed_order[order] = 0
+        for k, problem in enumerate(problems):
+            steps = search_stream(task, problem, random.Random(k), StreamDraw(1.0, order))
+            if steps is None:
+                continue
+            assert task.solves(problem, steps) and task.check_step(problem, steps)
+            root = [m for m in task.moves(problem, []) if not task.is_final([m])]
+            dead = [m for m in root if not task.check_step(problem, [m])]
+            if 0 < len(dead) < len(root):
+                assert steps[0] in dead and (steps[0] == dead[0] or order != "listed")
+                assert all(step.startswith("back") for step in steps[2:7:2])
+                in_listed_order[order] += steps[1:6:2] == task.moves(problem, steps[:1])[:3]
+                checked += 1
+        assert checked > 30
+        assert in_listed_order[order] == checked or order == "drawn"
+    assert in_listed_order["drawn"] < checked / 2
 
 
 def test_recipes_name_their_walk_and_splits(tmp_path):

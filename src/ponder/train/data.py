@@ -44,7 +44,7 @@ WALKS = ("paths", "moves", "actions", "revisions", "streams")
 TRIES = (4, 3)  # a stream's children tried per state, by depth (the last for any deeper)
 LEAN = 0.5  # how much a stream's order favours the moves that keep the answer reachable (their keys are drawn from
 # U(0, 1) less LEAN: one comes before a dead move with probability 1 - (1 - LEAN)^2 / 2 = 0.875)
-ORDERS = ("drawn", "listed")  # how a stream orders a state's tries (`StreamDraw.order`)
+ORDERS = ("drawn", "listed", "dead-listed")  # how a stream orders a state's tries (`StreamDraw.order`)
 PLAIN = 0.3  # the share of revision examples without an attempt
 MAX_ATTEMPTS = 3
 
@@ -179,7 +179,9 @@ class StreamDraw:
     answer reachable, afresh for every stream; `listed`, the same with the move's rank in the task's listing
     (`StepOracle.moves`, over the number of moves) in place of the drawn key, so that a state's tries always come
     in the same order and a policy can tell which move comes after the one it backed out of (drawn orders leave
-    it many equally likely ones, and a small policy's greedy choice among them is the move it just wrote).
+    it many equally likely ones, and a small policy's greedy choice among them is the move it just wrote);
+    `dead-listed`, listed at a state with no live move (where the lean has nothing to favour: the state the stream
+    enters after a dead move), drawn elsewhere.
     `detour`: the probability that a state with both kinds of move first tries a dead one (drawn uniformly, or
     the first dead one listed), on top of its tries, so that the stream backs out of it."""
 
@@ -225,13 +227,13 @@ def search_stream(task: Task, problem: Problem, rng: random.Random,
             return True
         going = [m for m in moves if m not in done]
         live = {m: oracle.check_step(problem, [*steps, m]) for m in going}
-        key = ({m: k / len(going) for k, m in enumerate(going)} if draw.order == "listed"
-               else {m: rng.random() for m in going})
+        listed = draw.order == "listed" or (draw.order == "dead-listed" and not any(live.values()))
+        key = {m: k / len(going) for k, m in enumerate(going)} if listed else {m: rng.random() for m in going}
         going.sort(key=lambda m: key[m] - LEAN * live[m])
         tries = going[: TRIES[min(len(steps), len(TRIES) - 1)]]
         dead = [m for m in going if not live[m]]  # listed: in the listing's order
         if draw.detour and 0 < len(dead) < len(going) and rng.random() < draw.detour:
-            first = dead[0] if draw.order == "listed" else rng.choice(dead)
+            first = dead[0] if listed else rng.choice(dead)
             tries = [first, *(m for m in tries if m != first)]
         return any(dfs(visit(steps, move)) for move in tries)  # in order, up to the first that solves
 

@@ -87,6 +87,12 @@ class SFTRecipe:
         return StreamDraw(self.detour, self.order)
 
 
+ORDER_NOTES = {  # what a card says of a stream recipe's `order` (the default, drawn, goes unsaid)
+    "listed": ", each state's tries in the order the task lists its moves, live ones pulled forward (`order: listed`)",
+    "dead-listed": ", the tries inside a dead end in the order the task lists them (`order: dead-listed`)",
+}
+
+
 def move_pairs(task: Task, records: list[StepRecord]) -> list[tuple[str, str]]:
     """(prompt and prefix, step) for every correct next step (`StepOracle.moves`) from every state that a record's
     correct prefix reaches. A policy trained on solver solutions sees only the moves that lead to 24 and learns
@@ -266,8 +272,7 @@ def write_model_card(out_dir: Path, summary: dict[str, Any]) -> None:
                  "from the same state" if summary["config"].get("unlikelihood") else "")
               + (f", a state trying a dead move first with probability {summary['config']['detour']} (`detour`)"
                  if summary["config"].get("detour") else "")
-              + (", each state's tries in the order the task lists its moves, live ones pulled forward (`order: "
-                 "listed`)" if summary["config"].get("order") == "listed" else "") if walk == "streams" else
+              + ORDER_NOTES.get(summary["config"].get("order", "drawn"), "") if walk == "streams" else
               "solutions written by the task's exact solver (training split only)")
     card = f"""# {summary["recipe"]}
 
