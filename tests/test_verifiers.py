@@ -225,6 +225,17 @@ def test_verifier_benchmark_on_state_walks_needs_no_policy_and_counts_kinds_of_b
         verifiers_benchmark(["oracle"], "game24", problems=1, source="dreams")
 
 
+def test_verifier_benchmark_samples_the_policy_within_its_max_tokens():
+    """The policy's samples stop at `max_tokens` (a stream policy needs more than the task's default): 8
+    characters hold no whole game24 solution, the task's default holds the shipped policy's."""
+    from ponder.bench.verifiers import verifiers_benchmark
+
+    cut = verifiers_benchmark(["oracle"], "game24", problems=3, samples=2, max_tokens=8)
+    whole = verifiers_benchmark(["oracle"], "game24", problems=3, samples=2)
+    assert cut["solutions"] > 0 and cut["pass_at_n"] == 0
+    assert whole["steps"] > cut["steps"]
+
+
 def test_depth_baseline_scores_steps_by_position_only():
     from ponder.tasks import get_task
     from ponder.verifiers import get_verifier

@@ -977,11 +977,13 @@ def bench_verifiers(
     source: str = typer.Option("policy", help="policy: the policy's solutions; walks: random walks through the "
                                               "test problems' states, slips included"),
     model: str = typer.Option("", help="the policy whose solutions are judged (default: the task's shipped one)"),
+    max_tokens: int = typer.Option(0, help="tokens a sampled solution (0: the task's; a stream policy needs more)"),
 ) -> None:
     """Step AUROC, first-wrong-step accuracy and best-of-N of verifiers against the exact oracle (test split)."""
     from ponder.bench.verifiers import verifiers_benchmark
 
-    result = verifiers_benchmark(_csv(verifiers), task, problems, samples, model=model, seed=seed, source=source)
+    result = verifiers_benchmark(_csv(verifiers), task, problems, samples, model=model, seed=seed, source=source,
+                                 max_tokens=max_tokens)
     print_table(f"{task} test: verifiers vs the exact oracle ({result['solutions']} {source} solutions, "
                 f"{result['steps']} steps, {result['bad_steps']} bad; pass@{samples} {result['pass_at_n']:.2f})",
                 result["rows"], [("verifier", "verifier", ""), ("auroc", "step AUROC", ".4f"),

@@ -30,8 +30,10 @@ from ponder.verifiers import aggregate, get_verifier, verifier_fingerprint
 
 
 def verifiers_benchmark(verifiers: list[str], task_name: str = "game24", problems: int = 100, samples: int = 8,
-                        model: str = "", seed: int = 0, max_batch: int = 512, source: str = "policy") -> dict[str, Any]:
-    """`source` "policy": the policy's solutions (what a verifier judges in search); "walks": `samples` random walks
+                        model: str = "", seed: int = 0, max_batch: int = 512, source: str = "policy",
+                        max_tokens: int = 0) -> dict[str, Any]:
+    """`source` "policy": the policy's solutions (what a verifier judges in search: for a stream of search, the path
+    it ends on, `Task.judged`), `max_tokens` a sample (0: the task's); "walks": `samples` random walks
     through each test problem's states (`ponder collect states` on the test split), no policy involved. Walks stop
     anywhere, so on them best-of-N is not measured and the `oracle` verifier, which calls an unfinished solution's
     last step bad, is no longer exact."""
@@ -42,7 +44,9 @@ def verifiers_benchmark(verifiers: list[str], task_name: str = "game24", problem
     if source == "walks":
         sampled = [[r.steps for r in state_walks(task, p, samples, seed)] for p in chosen]
     elif source == "policy":
-        sampled = sample_policy(task, chosen, model or f"{task_name}-policy", samples, seed, max_batch)
+        drawn = sample_policy(task, chosen, model or f"{task_name}-policy", samples, seed, max_batch,
+                              max_tokens or task.max_tokens)
+        sampled = [[task.judged(p, s) for s in sols] for p, sols in zip(chosen, drawn)]
     else:
         raise ConfigError(f"unknown source {source!r}: policy or walks")
     truth = [[exact_labels(task, p, s) for s in sols] for p, sols in zip(chosen, sampled)]
@@ -81,9 +85,9 @@ def verifiers_benchmark(verifiers: list[str], task_name: str = "game24", problem
 
 
 def sample_policy(task: Task, chosen: list[Problem], model: str, samples: int, seed: int,
-                  max_batch: int) -> list[list[list[str]]]:
+                  max_batch: int, max_tokens: int) -> list[list[list[str]]]:
     lm = Engine(HFBackend(model), max_rows=max_batch)
-    cfg = SearchConfig(temperature=0.8, max_tokens=task.max_tokens, seed=seed)
+    cfg = SearchConfig(temperature=0.8, max_tokens=max_tokens, seed=seed)
 
     async def draw() -> list[list[list[str]]]:
         return list(await asyncio.gather(*(distinct_samples(task, p, lm, cfg, samples) for p in chosen)))
