@@ -62,6 +62,25 @@ def test_value_targets_of_a_hand_built_tree() -> None:
     assert [r.outcome for r in tree.records(TASK, PROBLEM, "mc")] == [True, False, None, False]
 
 
+def test_a_verifier_learns_the_paths_streams_of_search_end_on() -> None:
+    """Samples of a policy that searches in its chain of thought: value targets on the path each stream ends on, the
+    samples' paths merged by shared prefixes, so a step's target is the share of right answers through it."""
+    dead, back = TREE[5][2], TASK.back_step(PROBLEM, [])
+    right, wrong, cut = ([dead, back, TREE[0][2], TREE[1][2], TREE[2][2]], [TREE[0][2], TREE[1][2], TREE[3][2]],
+                         [dead, back, TREE[6][2]])
+    nodes = [Node(0, None, "")]
+    for sample, done in ((right, True), (wrong, True), (cut, False)):  # as self-consistency writes them: chains
+        for k, step in enumerate(sample):
+            last = k == len(sample) - 1
+            nodes.append(Node(len(nodes), 0 if k == 0 else len(nodes) - 1, step, terminal=done and last))
+    judged = Tree.from_row(TASK, PROBLEM, nodes).judged(TASK, PROBLEM)
+    records = {tuple(r.steps): r.labels for r in judged.records(TASK, PROBLEM, "mc")}
+    assert records == {(TREE[0][2], TREE[1][2], TREE[2][2]): [0.5, 0.5, 1.0],  # no back step, no dead end
+                       (TREE[0][2], TREE[1][2], TREE[3][2]): [0.5, 0.5, 0.0]}  # the unfinished sample: no target
+    tree = hand_tree()
+    assert tree.judged(TASK, PROBLEM) is tree  # a step search's tree: no path changes
+
+
 def test_visit_distribution_pairs_are_proportional_to_visits() -> None:
     prompt = TASK.prompt(PROBLEM)
     pairs = hand_tree().visit_pairs(TASK, prompt, copies=8)

@@ -6,7 +6,8 @@ Round r (r >= 1), each phase in `OUT/round-r/`:
 1. `search`: the recipe's method with round r-1's policy and verifier over the training problems (an eval run on the
    train split, `search/results.jsonl`, every tree kept in its row).
 2. `keep`: the finished solutions the task's *outcome* check accepts (`kept.jsonl`, the policy's data) and every
-   tree path with the value targets the search estimated (`records.jsonl`, the verifier's data; `ponder.improve.trees`).
+   tree path (as a verifier judges it: a stream of search's, the path it ends on) with the value targets the search
+   estimated (`records.jsonl`, the verifier's data; `ponder.improve.trees`).
    The exact step oracle is never asked here: real tasks have none; it only measures.
 3. `policy`: round r-1's policy fine-tuned on the kept solutions (or the search's visit distribution, or each search
    written as one stream with its dead ends and back steps: `distil.target`), each batch mixed with replay of
@@ -241,7 +242,8 @@ class Loop:
         prompts = json.loads((self.folder(n) / "prompts.json").read_text())
         kept, records = [], []
         for problem, tree in self.trees(n):
-            records += [r.to_dict() for r in tree.records(self.task, problem, self.recipe.value.targets)]
+            judged = tree.judged(self.task, problem)  # a stream's steps: the path it ends on
+            records += [r.to_dict() for r in judged.records(self.task, problem, self.recipe.value.targets)]
             if d.target == "visits":
                 pairs = tree.visit_pairs(self.task, prompts[problem.id], d.visit_copies)
             elif d.target == "stream":

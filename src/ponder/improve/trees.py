@@ -83,6 +83,31 @@ class Tree(Trace):
         return {n.id: (float(self.outcomes[n.id]) if n.id in self.outcomes else
                        min(1.0, max(0.0, n.value)) if n.visits > 0 else mc[n.id]) for n in self.nodes}
 
+    def judged(self, task: Task, problem: Problem) -> Tree:
+        """The tree a verifier learns from: every leaf's path as a verifier judges it (`Task.judged`: the path a
+        stream of search ends on, its dead ends and back steps left out), the distinct paths merged by their shared
+        prefixes, each finished one keeping its sample's outcome; the tree itself where no path changes (a step
+        search, a policy that does not back out). Its `mc` targets are then the share of the samples' right answers
+        among those whose final path runs through a step, as Math-Shepherd's rollouts through it."""
+        kids = self.child_ids()
+        leaves = [n.id for n in self.nodes[1:] if not kids[n.id]]
+        paths = {leaf: task.judged(problem, self.path(leaf)) for leaf in leaves}
+        if all(paths[leaf] == self.path(leaf) for leaf in leaves):
+            return self
+        tree = Tree(self.problem_id, self.method)
+        index: dict[tuple[str, ...], int] = {}
+        for leaf in leaves:
+            parent = 0
+            for k, step in enumerate(paths[leaf]):
+                key = tuple(paths[leaf][: k + 1])
+                if key not in index:
+                    index[key] = tree.add(parent, step).id
+                parent = index[key]
+            if leaf in self.outcomes and parent:
+                tree.nodes[parent].terminal = True
+                tree.outcomes[parent] = self.outcomes[leaf]
+        return tree
+
     def records(self, task: Task, problem: Problem, how: str) -> list[StepRecord]:
         """A step record per root-to-leaf path, each step labelled with its target (None: no target); paths with no
         target at all are left out."""
