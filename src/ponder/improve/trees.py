@@ -91,8 +91,9 @@ class Tree(Trace):
         among those whose final path runs through a step, as Math-Shepherd's rollouts through it."""
         kids = self.child_ids()
         leaves = [n.id for n in self.nodes[1:] if not kids[n.id]]
-        paths = {leaf: task.judged(problem, self.path(leaf)) for leaf in leaves}
-        if all(paths[leaf] == self.path(leaf) for leaf in leaves):
+        written = {leaf: self.path(leaf) for leaf in leaves}
+        paths = {leaf: task.judged(problem, steps) for leaf, steps in written.items()}
+        if paths == written:
             return self
         tree = Tree(self.problem_id, self.method)
         index: dict[tuple[str, ...], int] = {}
