@@ -3,6 +3,7 @@ kept out of the data it makes, a round killed by SIGKILL resuming to the same re
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -288,18 +289,39 @@ def test_shipped_recipes_load_and_a_bad_knob_is_one_line(tmp_path: Path) -> None
         ImproveRecipe.load(str(tiny_recipe(tmp_path, distil={"target": "stream"})))
 
 
+def seed_questions(loop: Loop, draws: int = 40) -> set[str]:
+    """The puzzles of a weak start's first `draws` seed examples."""
+    examples = itertools.islice(loop.seed_examples(0), draws)
+    return {TASK.from_text(example[0].removeprefix("Input: ").strip()).question for example in examples}
+
+
 def test_a_weak_start_trains_its_policy_on_seed_problems_the_loop_does_not_search(tmp_path: Path) -> None:
     recipe = ImproveRecipe.load(str(tiny_recipe(tmp_path, policy="", verifier="", start={
         "seed_problems": 2, "model": {"hidden": 32, "layers": 1, "heads": 2, "intermediate": 64, "max_positions": 192},
         "train": {"steps": 2, "batch_size": 4, "warmup": 1}})))
     loop = Loop(recipe, tmp_path / "run", "ponder improve weak")
     searched = {p.question for p in TASK.problems("train", limit=recipe.search.problems)}
-    seeds = {TASK.from_text(prompt.removeprefix("Input: ").strip()).question for prompt, _ in loop.seed_pairs()}
+    seeds = seed_questions(loop)
     assert len(seeds) == 2 and not seeds & searched
     loop.start_phase()
     assert loop.policy(0) == str(tmp_path / "run" / "round-0" / "policy") and loop.verifier(0) == ""
     assert loop.search_config(1).methods == ["self_consistency"]  # no verifier yet: an unguided search
     assert "ponder improve weak" in (Path(loop.policy(0)) / "README.md").read_text()
+
+
+def test_a_weak_start_can_learn_its_seed_problems_as_streams_of_search(tmp_path: Path) -> None:
+    recipe = ImproveRecipe.load(str(tiny_recipe(tmp_path, policy="", verifier="", start={
+        "seed_problems": 2, "walk": "streams", "detour": 1.0})))
+    loop = Loop(recipe, tmp_path / "run", "test")
+    examples = list(itertools.islice(loop.seed_examples(0), 20))
+    assert seed_questions(loop) == {p.question for p in loop.seed_set()}
+    streams = [(TASK.from_text(prompt.removeprefix("Input: ").strip()), TASK.split_steps(solution))
+               for prompt, solution, *_ in examples]
+    assert all(TASK.solves(problem, TASK.judged(problem, steps)) for problem, steps in streams)
+    assert any(len(TASK.judged(problem, steps)) < len(steps) for problem, steps in streams)  # dead ends, back steps
+    for knobs, message in (({"walk": "strolls"}, "walk must be one of"), ({"detour": 2}, "detour is a probability")):
+        with pytest.raises(TaskError, match=message):
+            ImproveRecipe.load(str(tiny_recipe(tmp_path, policy="", start={"seed_problems": 2, **knobs})))
 
 
 def test_fresh_rounds_search_problems_no_earlier_round_or_seed_set_saw(tmp_path: Path) -> None:
@@ -313,8 +335,7 @@ def test_fresh_rounds_search_problems_no_earlier_round_or_seed_set_saw(tmp_path:
     assert [p.id for p in same.searched(3)] == train[0:3]  # without fresh: the same problems every round
     weak = ImproveRecipe.load(str(tiny_recipe(tmp_path, rounds=2, policy="", verifier="", start={"seed_problems": 2},
                                               search={"method": "tot_bfs", "n": 2, "problems": 3, "fresh": True})))
-    seeds = {TASK.from_text(prompt.removeprefix("Input: ").strip()).question
-             for prompt, _ in Loop(weak, tmp_path / "weak", "test").seed_pairs()}
+    seeds = seed_questions(Loop(weak, tmp_path / "weak", "test"))
     searched = {p.question for n in (1, 2) for p in weak.searched(n)}
     assert len(seeds) == 2 and len(searched) == 6 and not seeds & searched
     with pytest.raises(ConfigError, match="holds 100"):  # a split too small for the rounds fails before any work

@@ -53,7 +53,7 @@ from ponder.lm.hf import resolve_model
 from ponder.lm.load import load_model
 from ponder.tasks import Backtracking, StepOracle, Task, get_task, require
 from ponder.tasks.base import Problem
-from ponder.train.data import endless, mixture, solver_examples, solver_pairs
+from ponder.train.data import Example, StreamDraw, endless, mixture, solver_examples, walks
 from ponder.train.sft import ModelShape, SFTRecipe, train_policy
 from ponder.train.verifier import VerifierRecipe, train_verifier
 from ponder.verifiers import Verifier, get_verifier
@@ -136,12 +136,11 @@ class Loop:
             return phase.result
         cpu = time.process_time()
         s = self.recipe.start
-        pairs = self.seed_pairs()
         shape = ModelShape(**s.model) if s.model else SFTRecipe.load(f"{self.recipe.task}-policy").model
         name = f"improve {self.recipe.name}: start policy"
-        summary = train_policy(endless(pairs, s.train.seed), s.train.steps, self.folder(0) / "policy", name, s.train,
-                               shape, {"kind": "improve-start", **self.recipe.to_dict()},
-                               summary={"examples": len(pairs)}, resumable=True)
+        summary = train_policy(self.seed_examples(s.train.seed), s.train.steps, self.folder(0) / "policy", name,
+                               s.train, shape, {"kind": "improve-start", **self.recipe.to_dict()},
+                               summary={"seed_problems": len(self.seed_set()), "walk": s.walk}, resumable=True)
         self.card(self.folder(0) / "policy", 0, "policy", summary)
         return phase.finish(summary, cpu)
 
@@ -150,10 +149,11 @@ class Loop:
         searched, seeds = self.recipe.search.problems, self.recipe.start.seed_problems
         return self.task.problems("train", limit=searched + seeds)[searched:] if seeds else []
 
-    def seed_pairs(self) -> list[tuple[str, str]]:
-        """A weak start's supervised data: the solver's solutions of its seed problems."""
-        seeds = self.seed_set()
-        return solver_pairs(self.task, seeds) if seeds else []
+    def seed_examples(self, seed: int) -> Iterator[Example] | None:
+        """A weak start's supervised data, endless: the solver's solutions of its seed problems, drawn by the start's
+        walk; None without a weak start."""
+        s, seeds = self.recipe.start, self.seed_set()
+        return walks(self.task, seeds, s.walk, seed, draw=StreamDraw(s.detour)) if seeds else None
 
     # --- 1. search -----------------------------------------------------------------------------------------------
 
@@ -273,7 +273,9 @@ class Loop:
             raise PonderError(f"round {n} kept no solution of {self.recipe.search.problems} training problems: "
                               "nothing to distil (search with a larger budget, or from a stronger start)")
         earlier = [p for k in range(1, n) for p in self.kept_pairs(k)]
-        replay = [endless(pairs, seed + k) for k, pairs in enumerate((earlier, self.seed_pairs()), start=1) if pairs]
+        replay: list[Iterator[Example]] = [endless(earlier, seed + 1)] if earlier else []
+        if seeded := self.seed_examples(seed + 2):
+            replay.append(seeded)
         if d.replay_from:
             start = SFTRecipe.load(d.replay_from)
             if start.data:
@@ -345,7 +347,7 @@ class Loop:
                 "the searches written as one solution each (back steps at dead ends)"}[self.recipe.distil.target]
         if n == 0:
             data = (f"trained from scratch on the task's solver's solutions of {self.recipe.start.seed_problems} "
-                    "training problems (the loop's weak start)")
+                    f"training problems, walk `{self.recipe.start.walk}` (the loop's weak start)")
         elif what == "policy":
             data = (f"fine-tuned from `{self.policy(n - 1)}` on {made} of round {n}'s search "
                     f"(`{self.folder(n) / 'kept.jsonl'}`), mixed with {self.recipe.distil.replay:.0%} replay")

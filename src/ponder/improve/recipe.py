@@ -10,6 +10,7 @@ from ponder.improve.trees import DISTIL, STREAMING, TARGETS
 from ponder.search import get_method, parse_options
 from ponder.tasks import Backtracking, get_task, require
 from ponder.tasks.base import Problem
+from ponder.train.data import StreamDraw, check_walk
 from ponder.train.loop import TrainConfig
 from ponder.train.recipe import load_recipe_yaml
 
@@ -43,6 +44,9 @@ class StartPhase:
     the loop knows the answers only."""
 
     seed_problems: int = 0  # 0: start from the recipe's `policy` as it is
+    walk: str = "paths"  # how a seed problem's solutions are drawn (`ponder.train.data.walks`): `paths`, or `streams`
+    # (the solver's search written with its dead ends and back steps), etc.
+    detour: float = 0.0  # walk `streams`: the probability that a state tries a dead move first (`StreamDraw`)
     model: dict[str, int] = field(default_factory=dict)  # its ModelShape (default: the task's shipped policy's)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -136,6 +140,8 @@ class ImproveRecipe:
                                                            self.start.seed_problems)) < (self.search.problems +
                                                                                          self.start.seed_problems):
             raise ConfigError("start.seed_problems and search.problems together take more than the train split holds")
+        check_walk(self.start.walk)
+        StreamDraw(self.start.detour)
         if self.rounds < 0 or self.search.problems < 1 or self.measure.problems < 1:
             raise ConfigError("rounds must be >= 0, search.problems and measure.problems >= 1")
         if self.distil.target not in DISTIL:

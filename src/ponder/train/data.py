@@ -305,25 +305,29 @@ def mixture(streams: list[Iterator[Example]], weights: list[float], seed: int) -
     return draw()
 
 
+def walks(task: Task, problems: list[Problem], walk: str, seed: int, marked: bool = False,
+          draw: StreamDraw = StreamDraw()) -> Iterator[Example]:
+    """Endless examples from the solver's solutions to `problems`, drawn by `walk` (see the module doc); walk
+    `streams` only: `marked`, each example carries its `repeat_marks`; `draw`, as in `search_stream`."""
+    check_walk(walk)
+    if walk == "paths":
+        return endless(solver_pairs(task, problems), seed)
+    if walk == "actions":
+        return action_walks(task, problems, seed)
+    if walk == "revisions":
+        return revision_walks(task, problems, seed)
+    if walk == "streams":
+        return stream_walks(task, problems, seed, marked, draw)
+    return move_walks(task, problems, seed)
+
+
 def solver_examples(task: Task, splits: dict[str, float], walk: str, seed: int, limit: int | None = None,
                     marked: bool = False, draw: StreamDraw = StreamDraw()) -> Iterator[Example]:
     """Endless examples from the solver's solutions to the problems of `splits` (split -> weight), drawn by
-    `walk`; `limit` caps the problems taken from each split (generated tasks have as many as asked for); walk
-    `streams` only: `marked`, each example carries its `repeat_marks`; `draw`, as in `search_stream`."""
+    `walk` (`walks`); `limit` caps the problems taken from each split (generated tasks have as many as asked for)."""
     check_walk(walk)
     if "test" in splits or "all" in splits:
         raise TaskError("SFT never trains on the test split")
-    streams = []
-    for k, split in enumerate(splits):
-        problems = task.problems(split, limit=limit)
-        if walk == "paths":
-            streams.append(endless(solver_pairs(task, problems), seed + k))
-        elif walk == "actions":
-            streams.append(action_walks(task, problems, seed + k))
-        elif walk == "revisions":
-            streams.append(revision_walks(task, problems, seed + k))
-        elif walk == "streams":
-            streams.append(stream_walks(task, problems, seed + k, marked, draw))
-        else:
-            streams.append(move_walks(task, problems, seed + k))
+    streams = [walks(task, task.problems(split, limit=limit), walk, seed + k, marked, draw)
+               for k, split in enumerate(splits)]
     return mixture(streams, list(splits.values()), seed)
