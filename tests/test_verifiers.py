@@ -123,11 +123,27 @@ def test_the_check_loss_trains_only_the_results_of_steps_that_can_still_succeed(
     layout = StepLayout(game24_backend.tokenizer, HeadSpec(kind="step_tag", marker=" ки", check_after="="), 192)
     steps = ["5 * 4 = 20 (left: 6 10 20)", "10 - 6 = 5 (left: 5 20)", "20 + 5 = 25 (left: 25)"]
     record = StepRecord(question="4 5 6 10", steps=steps, labels=[1.0, 0.0, 0.0], task="game24")
-    [(ids, positions, targets, written)] = examples([record], get_task("game24"), layout, "step_tag", "hard")
+    [(ids, positions, targets, written)], cut = examples([record], get_task("game24"), layout, "step_tag", "hard")
+    assert cut == 0
     assert targets == [1.0, 0.0, 0.0] and len(positions) == 3
     assert game24_backend.tokenizer.decode([ids[p] for p in written]) == " 20 (left: 6 10 20)"
     with pytest.raises(VerifierError, match="check_after needs a step_tag"):
         HeadSpec(kind="orm", check_after="=")
+
+
+def test_a_record_longer_than_the_context_trains_the_steps_before_what_does_not_fit(game24_backend):
+    from ponder.collect.records import StepRecord
+    from ponder.train.verifier import examples
+
+    layout = StepLayout(game24_backend.tokenizer, HeadSpec(kind="step_tag", marker=" ки"), 192)
+    steps = ["5 * 4 = 20 (left: 6 10 20)", "10 - 6 = 4 (left: 4 20)", "1" * 400, "20 + 4 = 24 (left: 24)"]
+    endless = StepRecord(question="4 5 6 10", steps=steps, labels=[1.0, 1.0, 0.0, 1.0], task="game24")
+    garbage = StepRecord(question="4 5 6 10", steps=["1" * 400], labels=[0.0], task="game24")
+    [(ids, positions, targets, _), (tail, *_)], cut = examples([endless, garbage], get_task("game24"), layout,
+                                                               "step_tag", "soft")
+    assert cut == 1 and targets == [1.0, 1.0] and len(positions) == 2 and len(ids) <= 192
+    assert len(tail) == 192  # one step alone is read from its end
+    assert examples([endless], get_task("game24"), layout, "orm", "soft") == ([], 1)  # its outcome is cut away
 
 
 def test_a_split_marker_and_a_step_containing_it_keep_one_score_per_step(game24_backend):

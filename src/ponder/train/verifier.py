@@ -34,8 +34,10 @@ from ponder.train.loop import STATE_FILE, TrainConfig, hardware, save_checkpoint
 from ponder.train.recipe import load_recipe_yaml, recipe_named, recipe_source, remake_section, shipped_out
 from ponder.verifiers.learned import (
     ONE_LOGIT,
+    Encoded,
     HeadSpec,
     StepLayout,
+    VerifierError,
     head_logits,
     load_head_model,
     next_token_logprobs,
@@ -88,18 +90,32 @@ def targets(record: StepRecord, kind: str, labels: str) -> list[float | None]:
     return list(record.labels)
 
 
-def examples(records: list[StepRecord], task: Task, layout: StepLayout, kind: str, labels: str) -> list[Example]:
-    out = []
+def fitted(layout: StepLayout, prompt: str, steps: list[str]) -> Encoded:
+    """A record encoded with as many of its first steps as the verifier's context holds (each step's label is about
+    its own prefix, so a cut record keeps the labels of the steps before the cut)."""
+    for k in range(len(steps), 1, -1):
+        try:
+            return layout.encode(prompt, steps[:k])
+        except VerifierError:
+            continue
+    return layout.encode(prompt, steps[:1])  # one step always fits: the layout drops the start of the text
+
+
+def examples(records: list[StepRecord], task: Task, layout: StepLayout, kind: str,
+             labels: str) -> tuple[list[Example], int]:
+    """The records' labelled steps as training examples, and how many records were cut to fit the context."""
+    out, cut = [], 0
     for record in records:
         if not record.steps:
             continue
-        ids, positions, checks, _ = layout.encode(record_prompt(task, record), record.steps)
-        wanted = targets(record, kind, labels)
+        ids, positions, checks, _ = fitted(layout, record_prompt(task, record), record.steps)
+        cut += len(positions) < len(record.steps)
+        wanted = targets(record, kind, labels)[: len(positions)]
         keep = [(p, y) for p, y in zip(positions, wanted) if y is not None]
         written = [p for c, y in zip(checks, record.labels) if y is not None and y > 0 for p in c]
         if keep:
             out.append((ids, [p for p, _ in keep], [y for _, y in keep], written))
-    return out
+    return out, cut
 
 
 def batches(data: list[Example], batch_size: int, pad: int, rng: random.Random) -> Iterator[dict[str, torch.Tensor]]:
@@ -177,7 +193,7 @@ def train_verifier(recipe: VerifierRecipe, out_dir: Path, data: str = "", steps:
     task = get_task(recipe.task)
     self_test = known_example(task)  # before training: a task without the oracle and a solver fails here, not after
     model, tok, layout = prepare(recipe)
-    train_set = examples(records, task, layout, recipe.head.kind, recipe.labels)
+    train_set, cut = examples(records, task, layout, recipe.head.kind, recipe.labels)
     if not train_set:
         raise TaskError(f"{path} has no labelled steps for a {recipe.head.kind} model")
     loss_fn = torch.nn.BCEWithLogitsLoss()
@@ -195,7 +211,7 @@ def train_verifier(recipe: VerifierRecipe, out_dir: Path, data: str = "", steps:
                         state=out_dir / STATE_FILE, run={**asdict(recipe), "data": path})
     head = HeadSpec(**{**asdict(recipe.head), "task": recipe.task, "self_test": self_test})
     summary = {"recipe": recipe.name, "task": recipe.task, "kind": recipe.head.kind, "labels": recipe.labels,
-               "data": path, "records": len(records), "examples": len(train_set),
+               "data": path, "records": len(records), "cut_to_fit": cut, "examples": len(train_set),
                "labelled_steps": sum(len(t) for _, _, t, _ in train_set),
                "checked_tokens": sum(len(lm) for *_, lm in train_set), **result.summary(),
                "parameters": sum(p.numel() for p in model.parameters()),
