@@ -319,8 +319,8 @@ class Loop:
         out = self.folder(n) / "verifier"
         summary = train_verifier(recipe, out)
         self.card(out, n, "verifier", summary)
-        return phase.finish({k: summary[k] for k in ("records", "examples", "labelled_steps", "steps", "seconds",
-                                                      "final_loss")}, cpu)
+        return phase.finish({k: summary[k] for k in ("records", "cut_to_fit", "examples", "labelled_steps", "steps",
+                                                      "seconds", "final_loss")}, cpu)
 
     # --- 5. measure ----------------------------------------------------------------------------------------------
 
