@@ -22,6 +22,7 @@ from ponder.lm.base import Completion, Request, Wrapper
 from ponder.lm.engine import Engine
 from ponder.search import SearchConfig, get_method, search
 from ponder.tasks import get_task
+from ponder.tasks.base import equation_slips
 from ponder.trace import Usage
 from ponder.verifiers import get_verifier
 
@@ -114,6 +115,20 @@ def test_rows_written_before_a_field_existed_count_0_for_it():
         if f.name not in old["usage"]:
             assert row[f.name] == 0, f.name
     assert row["budget_uncounted"] == 0
+
+
+def test_a_summary_counts_the_false_equations_its_chosen_solutions_write():
+    usage = {"generated_tokens": 5}
+    rows = [{"method": "cot", "budget": 1, "correct": False, "usage": usage,
+             "solution": "52 + 8 = 50 (left: 12 3 50)\nback (left: 3 8 12 52)\n12 * 3 = 36 (left: 8 36 52)\n"},
+            {"method": "cot", "budget": 1, "correct": True, "usage": usage,
+             "solution": "Ann = 6 + 21 = 27, Bo = 27 / 3 = 9\nAnswer: 9"},
+            {"method": "cot", "budget": 1, "correct": False, "error": "boom", "error_type": "RuntimeError"},
+            {"method": "sc", "budget": 4, "correct": False, "usage": usage, "solution": "I give up"}]
+    by = {r["method"]: r for r in summarize(rows)}
+    assert by["cot"]["slips"] == 1 / 3  # 52 + 8 = 50 of three equations (the last of each line); back steps write none
+    assert by["sc"]["slips"] is None  # no equation written: nothing to count
+    assert equation_slips("7 / 0 = 7 (left: 7)") == (1, 1)  # a division by zero is false, not an error
 
 
 # -- the same eval in process and through a server -------------------------------------------------------------------

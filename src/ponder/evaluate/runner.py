@@ -37,7 +37,7 @@ from ponder.search import (
 )
 from ponder.search.base import describe, field_types, fits
 from ponder.tasks import Task, get_task
-from ponder.tasks.base import Problem
+from ponder.tasks.base import Problem, equation_slips
 from ponder.trace import Usage
 from ponder.verifiers import Verifier, check_aggregation, get_verifier, verifier_fingerprint
 from ponder.verifiers.base import OracleVerifier
@@ -221,6 +221,8 @@ def summarize(rows: list[dict[str, Any]], by_difficulty: bool = False) -> list[d
         n = len(rs)
         ran = [r for r in rs if not is_error(r)]
         m = max(1, len(ran))
+        slips = [equation_slips(r.get("solution") or "") for r in ran]
+        equations = sum(written for _, written in slips)
         table.append({
             "method": method, "budget": budget, **({"difficulty": difficulty} if by_difficulty else {}),
             "problems": n, "errors": n - len(ran),
@@ -231,6 +233,8 @@ def summarize(rows: list[dict[str, Any]], by_difficulty: bool = False) -> list[d
             "budget_uncounted": sum(r["usage"].get("uncounted_budgets", 0) > 0 for r in ran) / m,
             # share of the problems that ran where the verifier's scores carried no information (`search.guard`)
             "uninformative": sum("verifier_uninformative" in r.get("trace", {}).get("extra", {}) for r in ran) / m,
+            # share of the equations the chosen solutions write (`a op b = c`, the last of a line) that are false
+            "slips": sum(false for false, _ in slips) / equations if equations else None,
             # per problem; records written before a field existed count 0 for it
             **{f.name: sum(r["usage"].get(f.name, 0) for r in ran) / m for f in fields(Usage)},
         })

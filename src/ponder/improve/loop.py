@@ -14,9 +14,10 @@ Round r (r >= 1), each phase in `OUT/round-r/`:
    earlier data (earlier rounds' kept solutions and the data that made the start policy) so the policy keeps its
    spread of good proposals (expert iteration on its own choices alone loses proposal recall).
 4. `verifier`: round r-1's verifier fine-tuned on the round's value targets (soft labels).
-5. `measure`: on the held-out split: greedy, pass@N and best-of-N by the round's verifier, the step searches' top-1 at
-   each budget, the verifier's step AUROC against the exact oracle on the round's own policy's samples, proposal
-   recall@K; with the round's generated tokens and CPU minutes, one row per round (round 0: the start).
+5. `measure`: on the held-out split: greedy (and the share of its written equations that are false), pass@N and
+   best-of-N by the round's verifier, the step searches' top-1 at each budget, the verifier's step AUROC against the
+   exact oracle on the round's own policy's samples, proposal recall@K; with the round's generated tokens and CPU
+   minutes, one row per round (round 0: the start).
 
 Every phase writes a marker (`PHASE.json`, with its CPU seconds) when it is done; a run killed at any moment (SIGKILL
 included) resumes at the first phase without one: the search from its resumable rows, training from its saved state.
@@ -396,7 +397,8 @@ def measure_policy(task: Task, recipe: ImproveRecipe, policy: str, verifier: str
         table = run_eval(EvalConfig(**base, methods=["cot", sampler], budgets=[m.samples]), out / "sampled", lm=lm,
                          verifier=judge)
         found = {r["method"]: r for r in table}
-        row: dict[str, Any] = {"greedy": found["cot"]["accuracy"], f"pass@{m.samples}": found[sampler]["pass"],
+        row: dict[str, Any] = {"greedy": found["cot"]["accuracy"], "greedy_slips": found["cot"]["slips"],
+                               f"pass@{m.samples}": found[sampler]["pass"],
                                f"bon@{m.samples}": found[sampler]["accuracy"] if judge else None}
         row.update({f"{method}@{budget}": None for method in m.methods for budget in m.budgets})
         if m.methods and judge:

@@ -23,6 +23,13 @@ def last_equation(step: str) -> tuple[Fraction, str, Fraction, Fraction] | None:
     return parse_equation(tokens[i - 3 :]) if i >= 3 else None
 
 
+def equation_slips(text: str) -> tuple[int, int]:
+    """(false, written): of the lines of `text` that end their working with an equation (`last_equation`), how many
+    state a false one: a policy's arithmetic slips, whatever else is right or wrong about its steps."""
+    equations = [e for e in map(last_equation, text.splitlines()) if e is not None]
+    return sum(apply_op(a, op, b) != c for a, op, b, c in equations), len(equations)
+
+
 class TaskError(PonderError, ValueError):
     """Bad task input: a malformed puzzle, file or record. The message says where and what was expected."""
 
