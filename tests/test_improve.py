@@ -147,6 +147,37 @@ def test_outcome_filter_keeps_only_graded_right_solutions(tmp_path: Path) -> Non
         assert k["prompt"] == TASK.prompt(problem) and TASK.solves(problem, steps)
 
 
+@pytest.mark.parametrize("calculator", [False, True])
+def test_the_calculator_keeps_only_right_solutions_that_write_no_false_equation(tmp_path: Path,
+                                                                                 calculator: bool) -> None:
+    recipe = ImproveRecipe.load(str(tiny_recipe(tmp_path, distil={"replay": 0.0, "calculator": calculator})))
+    loop = Loop(recipe, tmp_path / "run", "test")
+    problem = TASK.problems("train", limit=1)[0]
+    right = TASK.solutions(problem)[0]
+    a, op, b, _, c, *_ = right[0].split()
+    slip = f"{a} {op} {b} = {int(c) + 1} (left: ...)"  # a dead end that writes a false result, then backs out
+    stream = [slip, TASK.back_step(problem, []), *right]
+    assert TASK.solves(problem, TASK.judged(problem, stream))  # the outcome check alone accepts it
+    tree, parent = [Node(0, None, "")], 0
+    for solution in (stream, right):
+        parent = 0
+        for k, step in enumerate(solution):
+            tree.append(Node(len(tree), parent, step, terminal=k == len(solution) - 1))
+            parent = tree[-1].id
+    folder = loop.folder(1) / "search"
+    folder.mkdir(parents=True)
+    row = {"method": "self_consistency", "budget": 2, "problem_id": problem.id, "correct": True,
+           "trace": {"nodes": [n.__dict__ for n in tree]}}
+    (folder / "results.jsonl").write_text(json.dumps(row) + "\n")
+    (loop.folder(1) / "prompts.json").write_text(json.dumps({problem.id: TASK.prompt(problem)}))
+    result = loop.keep_phase(1)
+    kept = [TASK.split_steps(json.loads(line)["completion"]) for line in (loop.folder(1) / "kept.jsonl").open()]
+    assert kept == ([right] if calculator else [stream, right])
+    assert result.get("slipped") == (1 if calculator else None)
+    with pytest.raises(ConfigError, match=r"needs distil\.target choices"):
+        ImproveRecipe.load(str(tiny_recipe(tmp_path, distil={"target": "visits", "calculator": True})))
+
+
 def tiny_recipe(tmp_path: Path, **changes: object) -> Path:
     """A loop small enough for a test: 3 training puzzles, two proposals a state, a few training steps, measured on
     one test puzzle."""

@@ -53,7 +53,7 @@ from ponder.lm.engine import Engine
 from ponder.lm.hf import resolve_model
 from ponder.lm.load import load_model
 from ponder.tasks import Backtracking, StepOracle, Task, get_task, require
-from ponder.tasks.base import Problem
+from ponder.tasks.base import Problem, equation_slips
 from ponder.train.data import Example, StreamDraw, endless, mixture, solver_examples, walks
 from ponder.train.sft import ModelShape, SFTRecipe, train_policy
 from ponder.train.verifier import VerifierRecipe, train_verifier
@@ -241,7 +241,7 @@ class Loop:
         cpu = time.process_time()
         d = self.recipe.distil
         prompts = json.loads((self.folder(n) / "prompts.json").read_text())
-        kept, records = [], []
+        kept, records, slipped = [], [], 0
         for problem, tree in self.trees(n):
             judged = tree.judged(self.task, problem)  # a stream's steps: the path it ends on
             records += [r.to_dict() for r in judged.records(self.task, problem, self.recipe.value.targets)]
@@ -251,13 +251,15 @@ class Loop:
                 stream = tree.stream(require(self.task, Backtracking, "distil.target stream"), problem)
                 pairs = [(prompts[problem.id], self.task.join_steps(stream))] if stream else []
             else:
-                right = tree.right_solutions()[: d.per_problem]
-                pairs = [(prompts[problem.id], self.task.join_steps(s)) for s in right]
+                right = [self.task.join_steps(s) for s in tree.right_solutions()]
+                true = [text for text in right if not d.calculator or equation_slips(text)[0] == 0]
+                slipped += len(right) - len(true)
+                pairs = [(prompts[problem.id], text) for text in true[: d.per_problem]]
             kept += [{"problem_id": problem.id, "prompt": p, "completion": c} for p, c in pairs]
         write_jsonl(kept, self.folder(n) / "kept.jsonl")
         write_jsonl(records, self.folder(n) / "records.jsonl")
         return phase.finish({"kept": len(kept), "kept_problems": len({k["problem_id"] for k in kept}),
-                             "records": len(records)}, cpu)
+                             "records": len(records), **({"slipped": slipped} if d.calculator else {})}, cpu)
 
     def kept_pairs(self, n: int) -> list[tuple[str, str]]:
         lines = (self.folder(n) / "kept.jsonl").read_text().splitlines()

@@ -60,6 +60,9 @@ class DistilPhase:
     # its first right solution: a policy that searches in its own chain of thought (needs a method in STREAMING)
     max_positions: int = 0  # the context the policy trains on (0: its start's; a stream is longer than a solution)
     per_problem: int = 4  # right solutions kept per problem (choices)
+    calculator: bool = False  # choices: keep only right solutions whose every written equation is true (what a
+    # calculator checks in any arithmetic text; not the step oracle): an answer reached through a slip, or a dead end
+    # written with one, teaches the slip
     visit_copies: int = 8  # examples per visited state (visits)
     replay: float = 0.5  # share of each batch drawn from earlier data: earlier rounds', a weak start's seed set,
     # `replay_from`'s
@@ -151,6 +154,8 @@ class ImproveRecipe:
             if self.search.method not in STREAMING:
                 raise ConfigError(f"distil.target stream writes the search's order of states, which only "
                                   f"{', '.join(STREAMING)} keeps; got search.method {self.search.method!r}")
+        if self.distil.calculator and self.distil.target != "choices":
+            raise ConfigError("distil.calculator checks the kept solutions' equations: it needs distil.target choices")
         if self.value.targets not in TARGETS:
             raise ConfigError(f"unknown value targets {self.value.targets!r}; choose from {', '.join(TARGETS)}")
         if not 0 <= self.distil.replay < 1:
