@@ -233,7 +233,7 @@ def improve(recipe: Path, out: Path) -> subprocess.Popen[bytes]:
 
 
 COLUMNS = {"round", "policy", "verifier", "kept", "train_solved", "generated_tokens", "cpu_minutes", "greedy",
-           "pass@2", "bon@2", "beam@2", "step_auroc", "recall@2", "below_greedy"}
+           "greedy_slips", "pass@2", "bon@2", "beam@2", "step_auroc", "recall@2", "below_greedy"}
 
 
 @pytest.mark.slow
