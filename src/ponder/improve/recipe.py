@@ -44,8 +44,8 @@ class StartPhase:
     the loop knows the answers only."""
 
     seed_problems: int = 0  # 0: start from the recipe's `policy` as it is
-    walk: str = "paths"  # how a seed problem's solutions are drawn (`ponder.train.data.walks`): `paths`, or `streams`
-    # (the solver's search written with its dead ends and back steps), etc.
+    walk: str = "paths"  # how a seed problem's solutions are drawn, any SFT walk (`ponder.train.data.walks`):
+    # `paths`, `moves`, `streams` (the solver's search written with its dead ends and back steps), ...
     detour: float = 0.0  # walk `streams`: the probability that a state tries a dead move first (`StreamDraw`)
     model: dict[str, int] = field(default_factory=dict)  # its ModelShape (default: the task's shipped policy's)
     train: TrainConfig = field(default_factory=TrainConfig)
