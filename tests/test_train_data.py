@@ -10,6 +10,7 @@ from ponder.tasks.game24 import load_puzzles
 from ponder.train.data import (
     ORDERS,
     StreamDraw,
+    endless,
     move_walks,
     repeat_marks,
     search_stream,
@@ -17,6 +18,7 @@ from ponder.train.data import (
     stream_walks,
     trie,
     tried_moves,
+    walks,
 )
 from ponder.train.sft import SFTRecipe
 
@@ -44,6 +46,14 @@ def test_solver_examples_mix_splits_by_weight_and_never_take_the_test_split():
         solver_examples(task, {"train": 0.5, "test": 0.5}, "moves", seed=0, limit=3)
     with pytest.raises(TaskError, match="walk must be one of"):
         solver_examples(task, {"train": 1.0}, "jumps", seed=0)
+
+
+def test_a_walk_over_problems_without_solutions_fails_instead_of_waiting_forever():
+    task = get_task("game24")
+    with pytest.raises(TaskError, match="nothing to draw"):
+        walks(task, [task.problem((1, 1, 1, 1))], "paths", seed=0)  # no solution: no pair to cycle through
+    with pytest.raises(TaskError, match="nothing to draw"):
+        endless([], seed=0)
 
 
 def test_action_walks_teach_every_action_format_in_right_solutions():

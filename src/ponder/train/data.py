@@ -90,7 +90,13 @@ def endless(pairs: list[tuple[str, str]], seed: int) -> Iterator[tuple[str, str]
 
 
 def endless_items(items: list[T], rng: random.Random) -> Iterator[T]:
-    items = list(items)
+    """The items over and over, reshuffled each epoch; a TaskError, not an endless wait, when there are none."""
+    if not items:
+        raise TaskError("nothing to draw training examples from: no problem here has a solution to learn")
+    return reshuffled(list(items), rng)
+
+
+def reshuffled(items: list[T], rng: random.Random) -> Iterator[T]:
     while True:
         rng.shuffle(items)
         yield from items
