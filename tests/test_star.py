@@ -13,6 +13,7 @@ from ponder.errors import ConfigError
 from ponder.lm.base import Completion, LanguageModel, Request
 from ponder.lm.engine import Engine
 from ponder.tasks import get_task
+from ponder.tasks.base import TaskError
 from ponder.train.data import solver_pairs
 
 
@@ -61,6 +62,32 @@ def test_seed_set_and_star_problems_are_disjoint_training_problems():
     assert not ({p.id for p in seed} | {p.id for p in rest}) & test_ids
     with pytest.raises(ConfigError, match="filter"):
         StarConfig(filter="vibes").resolved()
+
+
+def test_a_seed_set_of_streams_gives_each_stream_with_and_without_the_answer_it_reaches():
+    from itertools import islice
+
+    from ponder.bench.star import SeedSet
+
+    task = get_task("game24")
+    cfg = StarConfig(seed_problems=4, seed_offset=10, walk="streams", detour=0.5).resolved()
+    seeds, rest = split_problems(task, replace(cfg, problems=20))
+    train = task.problems("train", limit=40)
+    assert [p.id for p in seeds] == [p.id for p in train[10:14]]  # the seed set starts after `seed_offset`
+    assert {p.id for p in rest} == {p.id for p in train[:10] + train[14:24]}
+    by_prompt = {task.prompt(p): p for p in seeds}
+    drawn = list(islice(SeedSet(task, seeds, cfg).examples(0), 40))
+    for (prompt, text), (hint_prompt, hint_text) in zip(drawn[::2], drawn[1::2], strict=True):
+        problem = by_prompt[prompt]
+        steps = task.split_steps(text)
+        assert hint_text == text and task.solves(problem, steps)
+        hint = hint_prompt.split("Hint: the answer is ")[1].strip()
+        assert hint_prompt == task.hinted_prompt(problem, hint) and task.grade(problem, hint)
+    assert any("back" in text for _, text in drawn), "no stream backed out of a dead end"
+    assert len(SeedSet(task, seeds, cfg)) == 8  # two examples a problem, each drawn afresh
+    for bad in (dict(walk="revisions"), dict(walk="sideways"), dict(detour=0.5), dict(walk="streams", detour=2)):
+        with pytest.raises((ConfigError, TaskError)):
+            StarConfig(**bad).resolved()
 
 
 @pytest.mark.parametrize("rationalize", [True, False])

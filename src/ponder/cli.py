@@ -821,13 +821,23 @@ STAR_OPTS = {
     "eval_problems": typer.Option(100, help="test problems for greedy accuracy"),
     "seed_share": typer.Option(None, help="share of fine-tuning examples drawn from the seed set (default: "
                                           "seed set and kept rationales drawn alike)"),
+    "seed_offset": typer.Option(0, help="training problems before the seed set (STaR sees their answers)"),
+    "walk": typer.Option("paths", help="how the seed set's rationales are written: paths, moves or streams "
+                                       "(a search with its dead ends)"),
+    "detour": typer.Option(0.0, help="walk streams: share of states that first try a dead move"),
+    "max_positions": typer.Option(0, help="context of the original model (0: the task policy's)"),
+    "max_tokens": typer.Option(0, help="tokens a rationale may write (0: the task's default)"),
 }
 
 
-def _star_config(star_filter: str, problems: int, **opts: object):
-    from ponder.bench.star import StarConfig
+def _star_config(star_filter: str, problems: int, max_positions: int = 0, **opts: object):
+    from dataclasses import asdict
 
-    return StarConfig(filter=star_filter, problems=problems or None, **opts)  # type: ignore[arg-type]
+    from ponder.bench.star import StarConfig, default_shape
+
+    task = str(opts.get("task", "game24"))
+    model = {**asdict(default_shape(task)), "max_positions": max_positions} if max_positions else None
+    return StarConfig(filter=star_filter, problems=problems or None, model=model, **opts)  # type: ignore[arg-type]
 
 
 @collect_app.command("star")
@@ -837,14 +847,17 @@ def collect_star(task: str = TASK_OPT, seed_problems: int = STAR_OPTS["seed_prob
                  samples: int = STAR_OPTS["samples"], temperature: float = STAR_OPTS["temperature"],
                  star_filter: str = STAR_OPTS["star_filter"], seed_steps: int = STAR_OPTS["seed_steps"],
                  steps: int = STAR_OPTS["steps"], eval_problems: int = STAR_OPTS["eval_problems"],
-                 seed_share: float | None = STAR_OPTS["seed_share"], seed: int = typer.Option(0),
-                 out: Path = OUT_OPT) -> None:
+                 seed_share: float | None = STAR_OPTS["seed_share"], seed_offset: int = STAR_OPTS["seed_offset"],
+                 walk: str = STAR_OPTS["walk"], detour: float = STAR_OPTS["detour"],
+                 max_positions: int = STAR_OPTS["max_positions"], max_tokens: int = STAR_OPTS["max_tokens"],
+                 seed: int = typer.Option(0), out: Path = OUT_OPT) -> None:
     """STaR: keep correct rationales, rationalize failures with the answer as a hint, fine-tune, iterate."""
     from ponder.bench.star import run_star
 
-    cfg = _star_config(star_filter, problems, task=task, seed_problems=seed_problems, iterations=iterations,
-                       rationalize=rationalize, samples=samples, temperature=temperature, seed_steps=seed_steps,
-                       steps=steps, eval_problems=eval_problems, seed_share=seed_share, seed=seed)
+    cfg = _star_config(star_filter, problems, max_positions, task=task, seed_problems=seed_problems,
+                       iterations=iterations, rationalize=rationalize, samples=samples, temperature=temperature,
+                       seed_steps=seed_steps, steps=steps, eval_problems=eval_problems, seed_share=seed_share,
+                       seed_offset=seed_offset, walk=walk, detour=detour, max_tokens=max_tokens, seed=seed)
     out = out or Path("runs") / f"star-{task}-seed{seed}" / ("rationalize" if rationalize else "no-rationalize")
     summary = run_star(cfg, out)
     print_table(f"STaR on {task} ({'with' if rationalize else 'without'} rationalization): greedy test accuracy "
@@ -1153,14 +1166,18 @@ def bench_star(task: str = TASK_OPT, seed_problems: int = STAR_OPTS["seed_proble
                samples: int = STAR_OPTS["samples"], temperature: float = STAR_OPTS["temperature"],
                star_filter: str = STAR_OPTS["star_filter"], seed_steps: int = STAR_OPTS["seed_steps"],
                steps: int = STAR_OPTS["steps"], eval_problems: int = STAR_OPTS["eval_problems"],
-               seed_share: float | None = STAR_OPTS["seed_share"], seed: int = typer.Option(0), out: Path = OUT_OPT,
+               seed_share: float | None = STAR_OPTS["seed_share"], seed_offset: int = STAR_OPTS["seed_offset"],
+               walk: str = STAR_OPTS["walk"], detour: float = STAR_OPTS["detour"],
+               max_positions: int = STAR_OPTS["max_positions"], max_tokens: int = STAR_OPTS["max_tokens"],
+               seed: int = typer.Option(0), out: Path = OUT_OPT,
                base: Path = typer.Option(None, help="original model of an earlier run with the same seed set")) -> None:
     """STaR with and without rationalization from one original model: greedy test accuracy per iteration."""
     from ponder.bench.star import star_benchmark
 
-    cfg = _star_config(star_filter, problems, task=task, seed_problems=seed_problems, iterations=iterations,
-                       samples=samples, temperature=temperature, seed_steps=seed_steps, steps=steps,
-                       eval_problems=eval_problems, seed_share=seed_share, seed=seed)
+    cfg = _star_config(star_filter, problems, max_positions, task=task, seed_problems=seed_problems,
+                       iterations=iterations, samples=samples, temperature=temperature, seed_steps=seed_steps,
+                       steps=steps, eval_problems=eval_problems, seed_share=seed_share, seed_offset=seed_offset,
+                       walk=walk, detour=detour, max_tokens=max_tokens, seed=seed)
     result = star_benchmark(cfg, out or Path("runs") / f"star-{task}-seed{seed}", base=base)
     print_table(f"{task}: STaR, greedy accuracy on {eval_problems} test problems per iteration (kept = generated + "
                 f"rationalized rationales of {result['config']['problems'] or 'the rest of the'} train problems)",

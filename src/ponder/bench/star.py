@@ -13,11 +13,13 @@ The loop of the paper, on a task whose answers are known but whose rationales (s
 
 The paper's original model is a pretrained LM prompted with a few rationales. Ponder's tiny policies read
 nothing they were not trained on, so the original model is trained here from a small *seed* set of solver-written
-rationales (the first `seed_problems` training problems), each shown with and without the answer hint; that
-teaches both the format and how to read a hint. The fine-tuning data keeps the seed set, so every iteration's
-policy can still rationalize (`seed_share` sets its share of the examples; by default seed examples and kept
-rationales are drawn alike, so a few hundred kept rationales are a few percent of the data). The remaining
-training problems give STaR only their answers.
+rationales (`seed_problems` training problems after the first `seed_offset`), each shown with and without the answer
+hint; that teaches both the format and how to read a hint. The rationales are written by an SFT `walk`: `paths`
+(every solver solution, a fixed set), `moves`, or `streams` (a search with its dead ends as one solution, drawn
+afresh each time; `detour` as in `ponder.train.data.StreamDraw`). The fine-tuning data keeps the seed set, so
+every iteration's policy can still rationalize (`seed_share` sets its share of the examples; by default seed
+examples and kept rationales are drawn alike, so a few hundred kept rationales are a few percent of the data). The
+remaining training problems give STaR only their answers.
 
 Every iteration's policy is scored by greedy accuracy on the test split. A killed run resumes at the first
 iteration without a `summary.json`; rationales are regenerated with the same seeds.
@@ -35,7 +37,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -54,19 +56,23 @@ from ponder.search.base import SearchConfig, sample_solutions
 from ponder.tasks import Hintable, StepOracle, Task, get_task, require
 from ponder.tasks.base import Problem
 from ponder.trace import Usage
-from ponder.train.data import endless, mixture, solver_pairs
+from ponder.train.data import Example, StreamDraw, check_walk, endless, hinted_walks, mixture, solver_pairs
 from ponder.train.loop import TrainConfig
 from ponder.train.sft import ModelShape, SFTRecipe, train_policy
 
 logger = logging.getLogger(__name__)
 
 FILTERS = ("outcome", "steps")
+STAR_WALKS = ("paths", "moves", "streams")  # SFT walks whose prompts are the plain prompt (a hint can follow it)
 
 
 @dataclass
 class StarConfig:
     task: str = "game24"
     seed_problems: int = 150  # training problems whose solver rationales make the seed set
+    seed_offset: int = 0  # training problems before the seed set (STaR learns from them and those after it)
+    walk: str = "paths"  # how the seed set's solver rationales are written (STAR_WALKS)
+    detour: float = 0.0  # walk `streams`: the share of states that first try a dead move
     problems: int | None = None  # training problems STaR sees answers of (None: the rest of the train split)
     iterations: int = 3
     rationalize: bool = True
@@ -88,8 +94,14 @@ class StarConfig:
         task = get_task(self.task)
         if self.filter not in FILTERS:
             raise ConfigError(f"unknown STaR filter {self.filter!r}; choose from {', '.join(FILTERS)}")
-        if self.iterations < 1 or self.samples < 1 or self.seed_problems < 1:
-            raise ConfigError("iterations, samples and seed_problems must be positive")
+        if self.iterations < 1 or self.samples < 1 or self.seed_problems < 1 or self.seed_offset < 0:
+            raise ConfigError("iterations, samples and seed_problems must be positive, seed_offset not negative")
+        check_walk(self.walk)
+        if self.walk not in STAR_WALKS:
+            raise ConfigError(f"STaR's seed set is written by one of {', '.join(STAR_WALKS)}, not {self.walk!r}")
+        if not 0 <= self.detour <= 1 or (self.detour and self.walk != "streams"):
+            raise ConfigError(f"detour is a share (0 to 1) of a `streams` walk's states; got {self.detour} "
+                              f"with walk {self.walk!r}")
         if self.seed_share is not None and not 0 <= self.seed_share <= 1:
             raise ConfigError(f"seed_share must be between 0 and 1, got {self.seed_share}")
         if self.filter == "steps":
@@ -110,27 +122,48 @@ def default_shape(task: str) -> ModelShape:
 
 def split_problems(task: Task, cfg: StarConfig) -> tuple[list[Problem], list[Problem]]:
     """(seed set, problems STaR learns from): disjoint slices of the training split."""
-    train = task.problems("train", limit=None if cfg.problems is None else cfg.seed_problems + cfg.problems)
-    seed, rest = train[: cfg.seed_problems], train[cfg.seed_problems:]
+    start, end = cfg.seed_offset, cfg.seed_offset + cfg.seed_problems
+    train = task.problems("train", limit=None if cfg.problems is None else end + cfg.problems)
+    seed, rest = train[start:end], train[:start] + train[end:]
+    rest = rest if cfg.problems is None else rest[: cfg.problems]
     if not rest:
         raise ConfigError(f"{task.name}: no training problems left after the {cfg.seed_problems}-problem seed set")
     return seed, rest
 
 
-def train_model(cfg: StarConfig, pairs: list[tuple[str, str]], steps: int, out: Path, name: str,
+class SeedSet:
+    """The seed set's rationales, each with and without its answer hint: a fixed list of pairs for walk `paths`,
+    else drawn afresh by the walk (`len`: the distinct examples, or two a problem for a drawn walk)."""
+
+    def __init__(self, task: Task, problems: list[Problem], cfg: StarConfig) -> None:
+        self.task, self.problems, self.cfg = task, problems, cfg
+        self.pairs = solver_pairs(task, problems, hinted=True) if cfg.walk == "paths" else None
+
+    def __len__(self) -> int:
+        return len(self.pairs) if self.pairs is not None else 2 * len(self.problems)
+
+    def examples(self, seed: int) -> Iterator[Example]:
+        if self.pairs is not None:
+            return endless(self.pairs, seed)
+        return hinted_walks(self.task, self.problems, self.cfg.walk, seed, StreamDraw(self.cfg.detour))
+
+
+def train_model(cfg: StarConfig, seed_set: SeedSet, steps: int, out: Path, name: str,
                 init: str = "", kept: list[tuple[str, str]] | None = None) -> dict[str, Any]:
-    """Train (from `init`, or from scratch) on `pairs` and the `kept` rationales for `steps` steps; save to `out`.
-    With `seed_share` set, that share of the examples is drawn from `pairs` and the rest from `kept`; else all are
-    drawn alike."""
+    """Train (from `init`, or from scratch) on the seed set and the `kept` rationales for `steps` steps; save to
+    `out`. With `seed_share` set, that share of the examples is drawn from the seed set and the rest from `kept`;
+    else all are drawn alike (for a drawn walk: in proportion to the seed set's two examples a problem)."""
     kept = kept or []
-    if cfg.seed_share is None or not kept:
-        examples = endless(pairs + kept, cfg.seed)
+    if not kept:
+        examples = seed_set.examples(cfg.seed)
+    elif seed_set.pairs is not None and cfg.seed_share is None:
+        examples = endless(seed_set.pairs + kept, cfg.seed)
     else:
-        share = cfg.seed_share
-        examples = mixture([endless(pairs, cfg.seed), endless(kept, cfg.seed + 1)], [share, 1 - share], cfg.seed)
+        share = len(seed_set) / (len(seed_set) + len(kept)) if cfg.seed_share is None else cfg.seed_share
+        examples = mixture([seed_set.examples(cfg.seed), endless(kept, cfg.seed + 1)], [share, 1 - share], cfg.seed)
     return train_policy(examples, steps, out, name, cfg.train_config(), ModelShape(**(cfg.model or {})),
                         {"kind": "star", "init": init, **asdict(cfg)}, init=init,
-                        summary={"examples": len(pairs) + len(kept)})
+                        summary={"examples": len(seed_set) + len(kept)})
 
 
 async def rationales(task: Task, problems: list[Problem], lm: LanguageModel, cfg: StarConfig, iteration: int,
@@ -190,18 +223,18 @@ def run_star(cfg: StarConfig, out: Path, base: Path | None = None) -> dict[str, 
     check_config(out, cfg)
     task = get_task(cfg.task)
     seed_set, problems = split_problems(task, cfg)
-    seed_pairs = solver_pairs(task, seed_set, hinted=True)
+    seeds = SeedSet(task, seed_set, cfg)
     base_dir = base or out / "base"
     if not (base_dir / "training.json").exists():
         if base is not None:
             raise ConfigError(f"{base} holds no trained original model")
-        train_model(cfg, seed_pairs, cfg.seed_steps, base_dir, f"star {cfg.task}: original model")
+        train_model(cfg, seeds, cfg.seed_steps, base_dir, f"star {cfg.task}: original model")
     check_base(base_dir, cfg)
-    base_row = {"steps": 0, "examples": len(seed_pairs), "seconds": 0.0}
+    base_row = {"steps": 0, "examples": len(seeds), "seconds": 0.0}
     rows = [cached_row(out / "iter-0" / "summary.json", partial(iteration_row, cfg, 0, base_dir, out, base_row, []))]
     for n in range(1, cfg.iterations + 1):
         rows.append(cached_row(out / f"iter-{n}" / "summary.json",
-                               partial(outer_loop, task, problems, seed_pairs, cfg, n, base_dir, out)))
+                               partial(outer_loop, task, problems, seeds, cfg, n, base_dir, out)))
     summary = {"config": asdict(cfg), "out": str(out), "rows": rows}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -216,7 +249,7 @@ def cached_row(path: Path, make: Callable[[], dict[str, Any]]) -> dict[str, Any]
     return json.loads(path.read_text())
 
 
-def outer_loop(task: Task, problems: list[Problem], seed_pairs: list[tuple[str, str]], cfg: StarConfig, n: int,
+def outer_loop(task: Task, problems: list[Problem], seed_set: SeedSet, cfg: StarConfig, n: int,
                base_dir: Path, out: Path) -> dict[str, Any]:
     """Loop n: rationales from the last loop's policy (the original model's for the first), then the original
     model fine-tuned on what was kept."""
@@ -236,19 +269,21 @@ def outer_loop(task: Task, problems: list[Problem], seed_pairs: list[tuple[str, 
             if r["steps"] is not None]
     steps = round(cfg.steps * cfg.step_growth ** (n - 1))
     shutil.rmtree(folder / "model", ignore_errors=True)
-    trained = train_model(cfg, seed_pairs, steps, folder / "model", f"star {cfg.task}: iteration {n}",
+    trained = train_model(cfg, seed_set, steps, folder / "model", f"star {cfg.task}: iteration {n}",
                           init=str(base_dir), kept=kept)
     trained.update(seconds=round(time.time() - start, 1), generated_tokens=usage.generated_tokens)
     return iteration_row(cfg, n, folder / "model", out, trained, found)
 
 
-BASE_KNOBS = ("task", "seed_problems", "seed_steps", "batch_size", "lr", "model", "seed")
+BASE_KNOBS = ("task", "seed_problems", "seed_offset", "walk", "detour", "seed_steps", "batch_size", "lr", "model",
+              "seed")
 
 
 def check_base(base: Path, cfg: StarConfig) -> None:
     """An original model shared between runs must come from the same seed set and training."""
     made = yaml.safe_load((base / "recipe.yaml").read_text())
-    differ = {k: (made.get(k), getattr(cfg, k)) for k in BASE_KNOBS if made.get(k) != getattr(cfg, k)}
+    made = {k: made.get(k, getattr(StarConfig, k, None)) for k in BASE_KNOBS}  # knobs newer than the model: defaults
+    differ = {k: (made[k], getattr(cfg, k)) for k in BASE_KNOBS if made[k] != getattr(cfg, k)}
     if differ:
         raise ConfigError(f"the original model in {base} was trained with other settings {differ} (then, now)")
 
@@ -257,7 +292,8 @@ def iteration_row(cfg: StarConfig, n: int, model: Path, out: Path, trained: dict
                   found: list[dict[str, Any]]) -> dict[str, Any]:
     """What one outer loop kept, what it trained on, and the greedy test accuracy of its policy."""
     kept = [r for r in found if r["steps"] is not None]
-    accuracy = greedy_accuracy(cfg.task, str(model), cfg.eval_problems, cfg.seed, out / "eval" / f"iter-{n}")
+    accuracy = greedy_accuracy(cfg.task, str(model), cfg.eval_problems, cfg.seed, out / "eval" / f"iter-{n}",
+                               cfg.max_tokens)
     return {
         "iteration": n,
         "generated": sum(r["source"] == "generated" for r in kept),

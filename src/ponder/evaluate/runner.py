@@ -337,10 +337,11 @@ def _difficulty_key(difficulty: Any) -> tuple[bool, float, str]:
     return not number, float(difficulty) if number else 0.0, str(difficulty)
 
 
-def greedy_accuracy(task: str, model: str, problems: int, seed: int, out: Path) -> float:
-    """Share of the first `problems` test problems that greedy CoT solves (a fresh run: a retrained model in the
-    same folder must not resume old rows)."""
+def greedy_accuracy(task: str, model: str, problems: int, seed: int, out: Path, max_tokens: int = 0) -> float:
+    """Share of the first `problems` test problems that greedy CoT solves, writing up to `max_tokens` (0: the task's
+    default) (a fresh run: a retrained model in the same folder must not resume old rows)."""
     shutil.rmtree(out, ignore_errors=True)
-    cfg = EvalConfig(task=task, split="test", limit=problems, model=model, methods=["cot"], seed=seed)
+    cfg = EvalConfig(task=task, split="test", limit=problems, model=model, methods=["cot"], seed=seed,
+                     max_tokens=max_tokens)
     table = run_eval(cfg, out, show_progress=False)
     return next(row["accuracy"] for row in table if row["method"] == "cot")

@@ -327,6 +327,18 @@ def walks(task: Task, problems: list[Problem], walk: str, seed: int, marked: boo
     return move_walks(task, problems, seed)
 
 
+def hinted_walks(task: Task, problems: list[Problem], walk: str, seed: int,
+                 draw: StreamDraw = StreamDraw()) -> Iterator[Example]:
+    """`walks`, each example given twice: behind the plain prompt and behind one that hints the answer its own
+    solution reaches (what STaR's rationalization asks a policy to read; `solver_pairs(hinted=True)` for a walk)."""
+    hinting = require(task, Hintable, "STaR's hinted examples")
+    by_prompt = {task.prompt(p): p for p in problems}
+    for prompt, text, *_ in walks(task, problems, walk, seed, draw=draw):
+        problem = by_prompt[prompt]
+        yield prompt, text
+        yield hinting.hinted_prompt(problem, hinting.answer_hint(problem, task.split_steps(text))), text
+
+
 def solver_examples(task: Task, splits: dict[str, float], walk: str, seed: int, limit: int | None = None,
                     marked: bool = False, draw: StreamDraw = StreamDraw()) -> Iterator[Example]:
     """Endless examples from the solver's solutions to the problems of `splits` (split -> weight), drawn by
