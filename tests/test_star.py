@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from ponder.bench.star import StarConfig, rationales, run_star, split_problems
+from ponder.bench.star import StarConfig, all_steps_right, rationales, run_star, split_problems
 from ponder.errors import ConfigError
 from ponder.lm.base import Completion, LanguageModel, Request
 from ponder.lm.engine import Engine
@@ -84,6 +84,11 @@ def test_a_seed_set_of_streams_gives_each_stream_with_and_without_the_answer_it_
         hint = hint_prompt.split("Hint: the answer is ")[1].strip()
         assert hint_prompt == task.hinted_prompt(problem, hint) and task.grade(problem, hint)
     assert any("back" in text for _, text in drawn), "no stream backed out of a dead end"
+    # a kept stream's steps are right when the path it ends on is: its dead ends are wrong by design
+    detoured = next(text for _, text in drawn if "back" in text)
+    problem = by_prompt[next(prompt for prompt, text in drawn if text == detoured)]
+    assert all_steps_right(task, problem, task.split_steps(detoured))
+    assert not all(x > 0 for x in task.step_labels(problem, task.split_steps(detoured)))
     assert len(SeedSet(task, seeds, cfg)) == 8  # two examples a problem, each drawn afresh
     for bad in (dict(walk="revisions"), dict(walk="sideways"), dict(detour=0.5), dict(walk="streams", detour=2)):
         with pytest.raises((ConfigError, TaskError)):

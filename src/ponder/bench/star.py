@@ -53,7 +53,7 @@ from ponder.lm.base import LanguageModel, Metered
 from ponder.lm.engine import Engine
 from ponder.lm.hf import HFBackend
 from ponder.search.base import SearchConfig, sample_solutions
-from ponder.tasks import Hintable, StepOracle, Task, get_task, require
+from ponder.tasks import Backtracking, Hintable, StepOracle, Task, get_task, require
 from ponder.tasks.base import Problem
 from ponder.trace import Usage
 from ponder.train.data import Example, StreamDraw, check_walk, endless, hinted_walks, mixture, solver_pairs
@@ -174,7 +174,7 @@ async def rationales(task: Task, problems: list[Problem], lm: LanguageModel, cfg
 
     def keep(problem: Problem, found: list[list[str]]) -> list[str] | None:
         for steps in found:
-            if task.solves(problem, steps) and (cfg.filter == "outcome" or _all_right(task, problem, steps)):
+            if task.solves(problem, steps) and (cfg.filter == "outcome" or all_steps_right(task, problem, steps)):
                 return steps
         return None
 
@@ -205,14 +205,18 @@ async def rationales(task: Task, problems: list[Problem], lm: LanguageModel, cfg
             kept += steps is not None
             bar.update(job, advance=1, kept=kept)
             if steps is not None:
-                row.update(steps=steps, source=source, steps_right=_all_right(task, problem, steps))
+                row.update(steps=steps, source=source, steps_right=all_steps_right(task, problem, steps))
             return row
 
         return list(await asyncio.gather(*(one(p) for p in problems)))
 
 
-def _all_right(task: Task, problem: Problem, steps: list[str]) -> bool | None:
-    return all(x > 0 for x in task.step_labels(problem, steps)) if isinstance(task, StepOracle) else None
+def all_steps_right(task: Task, problem: Problem, steps: list[str]) -> bool | None:
+    """Every step right by the exact oracle (a stream's: the path it ends on; its dead ends are wrong by design)."""
+    if not isinstance(task, StepOracle):
+        return None
+    path = task.judged(problem, steps) if isinstance(task, Backtracking) else steps
+    return all(x > 0 for x in task.step_labels(problem, path))
 
 
 def run_star(cfg: StarConfig, out: Path, base: Path | None = None) -> dict[str, Any]:
