@@ -56,7 +56,7 @@ from ponder.search.base import SearchConfig, sample_solutions
 from ponder.tasks import Backtracking, Hintable, StepOracle, Task, get_task, require
 from ponder.tasks.base import Problem
 from ponder.trace import Usage
-from ponder.train.data import Example, StreamDraw, check_walk, endless, hinted_walks, mixture, solver_pairs
+from ponder.train.data import Example, StreamDraw, endless, hinted_walks, mixture, solver_pairs
 from ponder.train.loop import TrainConfig
 from ponder.train.sft import ModelShape, SFTRecipe, train_policy
 
@@ -96,7 +96,6 @@ class StarConfig:
             raise ConfigError(f"unknown STaR filter {self.filter!r}; choose from {', '.join(FILTERS)}")
         if self.iterations < 1 or self.samples < 1 or self.seed_problems < 1 or self.seed_offset < 0:
             raise ConfigError("iterations, samples and seed_problems must be positive, seed_offset not negative")
-        check_walk(self.walk)
         if self.walk not in STAR_WALKS:
             raise ConfigError(f"STaR's seed set is written by one of {', '.join(STAR_WALKS)}, not {self.walk!r}")
         if not 0 <= self.detour <= 1 or (self.detour and self.walk != "streams"):
